@@ -1,0 +1,197 @@
+import { readFile } from 'node:fs/promises';
+import { fastify, LogController, type FastifyInstance, type FastifyPluginAsync } from 'fastify';
+import type { Logger } from 'pino';
+import { AllowAllAuthorizer, type Authorizer } from './auth/authorizer.js';
+import type { Config } from './config/config.js';
+import { sendError } from './errors/handler.js';
+import { registryError } from './errors/registry-error.js';
+import { registryRoutes } from './http/registry-routes.js';
+import { createLogger } from './logging.js';
+import type { PullThrough } from './proxy/index.js';
+import type { StorageDriver } from './storage/driver.js';
+import { FilesystemDriver } from './storage/drivers/filesystem.js';
+import { RegistryStore } from './storage/registry-store.js';
+import { purgeUploads } from './storage/upload-purger.js';
+import { MemorySessionStore } from './uploads/memory-session-store.js';
+import { RedisSessionStore } from './uploads/redis-session-store.js';
+import type { UploadSessionStore } from './uploads/session-store.js';
+import { UploadService } from './uploads/upload-service.js';
+
+/** Parts that can be passed in (tests, embedding); each defaults to what the config says. */
+export interface AppDeps {
+  logger?: Logger;
+  driver?: StorageDriver;
+  sessions?: UploadSessionStore;
+  authorizer?: Authorizer;
+}
+
+/** What the app was built from, for the startup line and commands. */
+export interface AppParts {
+  config: Config;
+  driver: StorageDriver;
+  sessions: UploadSessionStore;
+  authorizer: Authorizer;
+  store: RegistryStore;
+  uploads: UploadService;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    berth: AppParts;
+  }
+}
+
+/** The storage driver the config selects. */
+export async function createDriver(config: Config): Promise<StorageDriver> {
+  if (config.storage.driver === 's3') {
+    const { createS3Driver } = await import('./storage/drivers/s3.js');
+    return createS3Driver(config.storage.s3 ?? {}, (m: string) => config.warnings.push(m));
+  }
+  return new FilesystemDriver({ rootDirectory: config.storage.filesystem.rootDirectory });
+}
+
+/** The upload session store the config selects: Redis when `redis.addr` is set, else in-process. */
+export function createSessionStore(config: Config): UploadSessionStore {
+  const ttlMs = config.berth.uploadSessionTtlMs;
+  if (config.redis) {
+    return RedisSessionStore.connect({ ...config.redis, ttlMs });
+  }
+  return new MemorySessionStore({ ttlMs });
+}
+
+/**
+ * Builds the registry application without listening: plugins in order, the `/v2/` API, health endpoints and one
+ * error handler. `main`/`serve` listens and handles signals; tests call `inject` or listen on port 0.
+ */
+export async function buildApp(config: Config, deps: AppDeps = {}): Promise<FastifyInstance> {
+  const logger = deps.logger ?? createLogger(config);
+  const https = config.http.tls
+    ? { key: await readFile(config.http.tls.key), cert: await readFile(config.http.tls.certificate) }
+    : null;
+  const app = fastify({
+    loggerInstance: logger,
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'reqId' }),
+    exposeHeadRoutes: false,
+    return503OnClosing: true,
+    requestIdHeader: 'x-request-id',
+    ...(https ? { https } : {}),
+  }) as unknown as FastifyInstance;
+
+  const driver = deps.driver ?? (await createDriver(config));
+  const sessions = deps.sessions ?? createSessionStore(config);
+  let authorizer: Authorizer = deps.authorizer ?? new AllowAllAuthorizer();
+  let authRoutes: FastifyPluginAsync | undefined;
+  let authClose: (() => Promise<void>) | undefined;
+  if (!deps.authorizer && config.auth) {
+    const { createAuth } = await import('./auth/index.js');
+    const auth = await createAuth(config, { driver, logger, storageRoot: config.storage.filesystem.rootDirectory });
+    authorizer = auth.authorizer;
+    authRoutes = auth.routes;
+    authClose = auth.close;
+  }
+  const store = new RegistryStore(driver);
+  const uploads = new UploadService(driver, sessions, store);
+  let pullThrough: PullThrough | null = null;
+  if (config.proxy) {
+    const { createPullThrough } = await import('./proxy/index.js');
+    pullThrough = createPullThrough(config, { store, driver, logger });
+  }
+  app.decorate('berth', { config, driver, sessions, authorizer, store, uploads });
+
+  let closing = false;
+  app.setErrorHandler((err, request, reply) => sendError(err, request, reply));
+  app.setNotFoundHandler((request, reply) => sendError(registryError('NOT_FOUND'), request, reply));
+
+  const extraHeaders = Object.entries(config.http.headers);
+  app.addHook('onSend', async (request, reply, payload) => {
+    if (request.url.startsWith('/v2')) reply.header('Docker-Distribution-API-Version', 'registry/2.0');
+    for (const [k, v] of extraHeaders) reply.header(k, v.length === 1 ? v[0] : v);
+    return payload;
+  });
+  if (config.log.accessLog) {
+    app.addHook('onResponse', async (request, reply) => {
+      request.log.info(
+        {
+          method: request.method,
+          url: request.url,
+          status: reply.statusCode,
+          ms: Math.round(reply.elapsedTime * 10) / 10,
+          route: request.routeKind,
+          remote: request.ip,
+          ua: request.headers['user-agent'],
+        },
+        'request',
+      );
+    });
+  }
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_request, reply) => {
+    if (closing) return reply.code(503).send({ status: 'shutting down' });
+    const checks: Record<string, string> = {};
+    let ok = true;
+    for (const [name, check] of [
+      ['storage', () => driver.health()],
+      ['sessions', () => sessions.health()],
+    ] as const) {
+      try {
+        await withTimeout(check(), 3000);
+        checks[name] = 'ok';
+      } catch (err) {
+        ok = false;
+        checks[name] = (err as Error).message || 'unavailable';
+      }
+    }
+    return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'unavailable', checks });
+  });
+
+  if (authRoutes) await app.register(authRoutes);
+  await app.register(registryRoutes, { config, store, uploads, authorizer, ...(pullThrough ? { pullThrough } : {}) });
+  if (pullThrough) {
+    const proxy = pullThrough;
+    app.addHook('onReady', async () => proxy.start());
+  }
+
+  let purgeTimer: NodeJS.Timeout | undefined;
+  const purging = config.storage.uploadPurging;
+  if (purging.enabled && !config.storage.readOnly) {
+    const run = () => {
+      purgeUploads(driver, sessions, { ageMs: purging.ageMs, dryRun: purging.dryRun, logger }).catch((err: unknown) =>
+        logger.warn({ err }, 'upload purging failed'),
+      );
+    };
+    app.addHook('onReady', async () => {
+      purgeTimer = setInterval(run, purging.intervalMs);
+      purgeTimer.unref();
+    });
+  }
+
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onClose', async () => {
+    if (purgeTimer) clearInterval(purgeTimer);
+    await pullThrough?.close();
+    await authClose?.();
+    await authorizer.close();
+    if (!deps.sessions) await sessions.close();
+    if (!deps.driver) await driver.close();
+  });
+  return app;
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err instanceof Error ? err : new Error(String(err)));
+      },
+    );
+  });
+}

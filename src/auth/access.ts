@@ -1,0 +1,58 @@
+/**
+ * Access a request needs, decided in ONE place from the route and method, so no route can skip authorization.
+ * Scopes follow the Docker token spec: `repository:<name>:<actions>` and `registry:catalog:*`.
+ */
+export type Action = 'pull' | 'push' | 'delete' | '*';
+
+export interface AccessRecord {
+  type: 'repository' | 'registry';
+  /** Repository name, or `catalog` for the registry type. */
+  name: string;
+  actions: Action[];
+}
+
+/** The API routes berth serves under `/v2/`. */
+export type RouteKind =
+  | 'base'
+  | 'catalog'
+  | 'tags'
+  | 'manifest'
+  | 'blob'
+  | 'upload-start'
+  | 'upload'
+  | 'referrers';
+
+export interface RouteMatch {
+  kind: RouteKind;
+  /** Repository name (validated against the grammar), absent for `base` and `catalog`. */
+  name?: string;
+  /** Manifest reference, blob digest, referrers subject or upload id, depending on the kind. */
+  param?: string;
+}
+
+/**
+ * Required access for a request.
+ * - GET/HEAD → pull; POST/PUT/PATCH → push and pull; DELETE → delete.
+ * - `_catalog` → `registry:catalog:*`; `/v2/` itself → authenticated, no scope.
+ * - A cross-repository mount (`POST ...?mount=&from=`) also needs pull on `from`.
+ */
+export function requiredAccess(route: RouteMatch, method: string, query: Record<string, string | undefined>): AccessRecord[] {
+  if (route.kind === 'base') return [];
+  if (route.kind === 'catalog') return [{ type: 'registry', name: 'catalog', actions: ['*'] }];
+  const name = route.name;
+  if (name === undefined) return [];
+  const m = method.toUpperCase();
+  const records: AccessRecord[] = [];
+  if (m === 'GET' || m === 'HEAD') records.push({ type: 'repository', name, actions: ['pull'] });
+  else if (m === 'DELETE') records.push({ type: 'repository', name, actions: ['delete'] });
+  else records.push({ type: 'repository', name, actions: ['pull', 'push'] });
+  if (route.kind === 'upload-start' && m === 'POST' && query.mount && query.from && query.from !== name) {
+    records.push({ type: 'repository', name: query.from, actions: ['pull'] });
+  }
+  return records;
+}
+
+/** Formats access records as a token scope string: `repository:a/b:pull,push registry:catalog:*`. */
+export function scopeString(records: AccessRecord[]): string {
+  return records.map((r) => `${r.type}:${r.name}:${r.actions.join(',')}`).join(' ');
+}

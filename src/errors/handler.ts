@@ -1,0 +1,42 @@
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { BackendUnavailableError, RegistryError, registryError } from './registry-error.js';
+import { InvalidPathError } from '../storage/driver.js';
+
+/**
+ * The one place that turns errors into responses: `{"errors":[{code,message,detail}]}` with the descriptor's
+ * status (no body on HEAD). Expected client errors are logged at debug; anything unexpected is logged with its
+ * stack and answered with a generic 500 that reveals nothing of the server.
+ */
+export function toRegistryError(err: unknown, request: FastifyRequest): RegistryError {
+  if (err instanceof RegistryError) return err;
+  if (err instanceof BackendUnavailableError) {
+    request.log.error({ err }, 'storage backend unavailable');
+    return registryError('UNAVAILABLE', undefined, { message: 'storage backend unavailable, retry later', headers: { 'Retry-After': '5' } });
+  }
+  if (err instanceof InvalidPathError) return registryError('NAME_INVALID');
+  const fe = err as Partial<FastifyError>;
+  if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
+    if (fe.statusCode === 413) return registryError('MANIFEST_TOO_BIG');
+    if (fe.statusCode === 415 || fe.statusCode === 400) return registryError('UNSUPPORTED', undefined, { message: 'malformed request' });
+    return registryError('UNSUPPORTED', undefined, { message: fe.code ?? 'request refused' });
+  }
+  request.log.error({ err }, 'unexpected error');
+  return registryError('UNKNOWN', undefined, { message: 'internal server error' });
+}
+
+export async function sendError(err: unknown, request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  const e = toRegistryError(err, request);
+  if (e.status < 500) request.log.debug({ code: e.descriptor.code, status: e.status }, e.message);
+  if (reply.sent || reply.raw.headersSent) {
+    reply.raw.destroy();
+    return;
+  }
+  reply.code(e.status);
+  for (const [k, v] of Object.entries(e.headers)) if (v !== '') reply.header(k, v);
+  if (request.method === 'HEAD') {
+    reply.removeHeader('content-length');
+    await reply.send();
+    return;
+  }
+  await reply.type('application/json; charset=utf-8').send({ errors: [e.toJSON()] });
+}

@@ -1,0 +1,108 @@
+import type { Readable } from 'node:stream';
+
+/**
+ * The storage driver seam: a tiny file-system-like interface that every backend (filesystem, S3) implements.
+ *
+ * Paths are absolute, `/`-separated and driver-relative (`/docker/registry/v2/...`); a driver maps them under its
+ * own root. Path components are `[A-Za-z0-9._-]+` and never `.` or `..`: {@link assertDriverPath} rejects anything
+ * else, so no caller can reach outside the root.
+ *
+ * Contract (checked by `test/suites/driver-suite.ts`, which every driver runs):
+ * - Content written through {@link StorageDriver.putContent} or a committed {@link FileWriter} is visible to readers
+ *   all at once; a reader never sees a half-written file at its final path.
+ * - Missing paths throw {@link PathNotFoundError}; a read offset past the end throws {@link InvalidOffsetError}.
+ * - {@link StorageDriver.move} replaces the destination atomically (readers see the old or the new content).
+ * - {@link StorageDriver.delete} removes a file or a whole directory tree.
+ */
+export interface StorageDriver {
+  /** `filesystem` or `s3`. */
+  readonly name: string;
+  /** Reads a whole small file (links, timestamps). */
+  getContent(path: string): Promise<Buffer>;
+  /** Writes a whole small file atomically, creating parents. */
+  putContent(path: string, content: Buffer): Promise<void>;
+  /** Streams `length` bytes (default: to the end) starting at `offset` (default 0). */
+  reader(path: string, offset?: number, length?: number): Promise<Readable>;
+  /**
+   * Opens a writer at `path`. A new writer truncates; a writer given the `state` a previous writer's
+   * {@link FileWriter.close} returned continues after exactly the bytes that state records (any bytes a crashed
+   * writer left beyond them are discarded), even in another process.
+   */
+  writer(path: string, state?: WriterState): Promise<FileWriter>;
+  /** Size and modification time of a file, or `isDir` for a directory. */
+  stat(path: string): Promise<FileInfo>;
+  /** Full paths of the direct children of a directory. Throws PathNotFoundError when it does not exist. */
+  list(path: string): Promise<string[]>;
+  /** Moves a file, replacing the destination atomically. */
+  move(source: string, dest: string): Promise<void>;
+  /** Deletes a file or a directory tree. Throws PathNotFoundError when nothing is there. */
+  delete(path: string): Promise<void>;
+  /** A URL a client may fetch the file from directly (e.g. a presigned S3 URL), or null when unsupported. */
+  redirectURL(path: string, options: { method: 'GET' | 'HEAD'; expiresInSeconds: number }): Promise<string | null>;
+  /** Resolves when the backend is reachable; used by the readiness probe. */
+  health(): Promise<void>;
+  /** Releases clients and timers. */
+  close(): Promise<void>;
+}
+
+export interface FileInfo {
+  path: string;
+  size: number;
+  modTime: Date;
+  isDir: boolean;
+}
+
+/** JSON-serialisable state a writer needs to continue later, kept in the upload session (possibly in Redis). */
+export type WriterState = { size: number } & Record<string, unknown>;
+
+/**
+ * An open writer. Writes are sequential; `write` resolves when the driver can take more (back-pressure).
+ * After `commit` the content is readable at the path; after `cancel` nothing of it remains.
+ */
+export interface FileWriter {
+  /** Bytes written so far, including those from a resumed state. */
+  readonly size: number;
+  write(chunk: Buffer): Promise<void>;
+  /** Flushes and returns the state from which a later writer (any process) resumes. */
+  close(): Promise<WriterState>;
+  /** Flushes and makes the whole content readable at the path. */
+  commit(): Promise<void>;
+  /** Discards everything this writer (and the states it resumed from) wrote. */
+  cancel(): Promise<void>;
+}
+
+export class PathNotFoundError extends Error {
+  constructor(readonly path: string) {
+    super(`path not found: ${path}`);
+    this.name = 'PathNotFoundError';
+  }
+}
+
+export class InvalidOffsetError extends Error {
+  constructor(readonly path: string, readonly offset: number) {
+    super(`invalid offset ${offset} for ${path}`);
+    this.name = 'InvalidOffsetError';
+  }
+}
+
+export class InvalidPathError extends Error {
+  constructor(readonly path: string) {
+    super('invalid storage path');
+    this.name = 'InvalidPathError';
+  }
+}
+
+const COMPONENT = /^[A-Za-z0-9._-]+$/;
+
+/** Throws InvalidPathError unless `path` is `/` or `/`-joined safe components (never `.` or `..`). */
+export function assertDriverPath(path: string): void {
+  if (path === '/') return;
+  if (!path.startsWith('/') || path.endsWith('/')) throw new InvalidPathError(path);
+  for (const c of path.slice(1).split('/')) {
+    if (!COMPONENT.test(c) || c === '.' || c === '..') throw new InvalidPathError(path);
+  }
+}
+
+export function isNotFound(err: unknown): err is PathNotFoundError {
+  return err instanceof PathNotFoundError;
+}

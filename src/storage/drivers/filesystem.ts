@@ -1,0 +1,400 @@
+import { constants, createReadStream } from 'node:fs';
+import {
+  lstat,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  realpath,
+  rename,
+  rm,
+  stat,
+  writeFile,
+  type FileHandle,
+} from 'node:fs/promises';
+import { basename, dirname, join, sep } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import {
+  assertDriverPath,
+  InvalidOffsetError,
+  InvalidPathError,
+  PathNotFoundError,
+  type FileInfo,
+  type FileWriter,
+  type StorageDriver,
+  type WriterState,
+} from '../driver.js';
+
+/** Options of {@link FilesystemDriver}. */
+export interface FilesystemDriverOptions {
+  /** Host directory the driver path `/` maps to (created when missing). */
+  rootDirectory: string;
+}
+
+function isErrno(err: unknown, ...codes: string[]): boolean {
+  if (typeof err !== 'object' || err === null) return false;
+  const code = (err as NodeJS.ErrnoException).code;
+  return code !== undefined && codes.includes(code);
+}
+
+/** Errors meaning "nothing (readable) is at this path". */
+const MISSING = ['ENOENT', 'ENOTDIR'];
+
+/** Bytes buffered by a writer before one `writev`: fewer syscalls, bounded memory. */
+const WRITE_BATCH = 1024 * 1024;
+
+/** `O_NOFOLLOW` where the platform has it: a writer never writes through a symlink at its final path component. */
+const NOFOLLOW = constants.O_NOFOLLOW ?? 0;
+
+/**
+ * Suffix of temporary files. `~` is outside the driver path alphabet, so a temporary file can never collide with
+ * (or be listed as) a real driver path.
+ */
+const TMP_MARK = '.tmp-';
+const TMP_END = '~';
+
+/** True when `name` can be a driver path component (temporary files and foreign names cannot). */
+function isDriverName(name: string): boolean {
+  try {
+    assertDriverPath(`/${name}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function isSafeOffset(n: number): boolean {
+  return Number.isSafeInteger(n) && n >= 0;
+}
+
+/**
+ * The embedded default: files under `rootdirectory`, laid out exactly as registry:2 lays them out
+ * (driver path `/a/b` is the host file `<root>/a/b`).
+ *
+ * Atomicity comes from write-to-temporary-then-rename within the same directory. Every operation resolves the real
+ * host location of what it touches and refuses (with {@link InvalidPathError}) anything that a symlink inside the
+ * root would take outside it; symlinks that stay inside the root keep working.
+ */
+export class FilesystemDriver implements StorageDriver {
+  readonly name = 'filesystem';
+  readonly root: string;
+  private realRootCache: string | undefined;
+
+  constructor(options: FilesystemDriverOptions) {
+    this.root = options.rootDirectory;
+  }
+
+  /** The host path for a driver path, after checking the driver path cannot escape the root. */
+  fullPath(path: string): string {
+    assertDriverPath(path);
+    return join(this.root, path);
+  }
+
+  async getContent(path: string): Promise<Buffer> {
+    const real = await this.resolveExisting(path);
+    try {
+      return await readFile(real);
+    } catch (err) {
+      if (isErrno(err, 'EISDIR', ...MISSING)) throw new PathNotFoundError(path);
+      throw err;
+    }
+  }
+
+  async putContent(path: string, content: Buffer): Promise<void> {
+    const full = await this.prepareTarget(path);
+    const tmp = `${full}${TMP_MARK}${randomBytes(6).toString('hex')}${TMP_END}`;
+    try {
+      await writeFile(tmp, content, { flag: constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | NOFOLLOW });
+      await rename(tmp, full);
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw err;
+    }
+  }
+
+  async reader(path: string, offset = 0, length?: number): Promise<Readable> {
+    if (!isSafeOffset(offset)) {
+      assertDriverPath(path);
+      throw new InvalidOffsetError(path, offset);
+    }
+    if (length !== undefined && !isSafeOffset(length)) {
+      assertDriverPath(path);
+      throw new InvalidOffsetError(path, offset + length);
+    }
+    const real = await this.resolveExisting(path);
+    let handle: FileHandle;
+    try {
+      handle = await open(real, 'r');
+    } catch (err) {
+      if (isErrno(err, ...MISSING)) throw new PathNotFoundError(path);
+      throw err;
+    }
+    try {
+      const info = await handle.stat();
+      if (info.isDirectory()) throw new PathNotFoundError(path);
+      if (offset > info.size) throw new InvalidOffsetError(path, offset);
+      if (length === 0 || offset === info.size) {
+        await handle.close();
+        return Readable.from([]);
+      }
+      const end = length === undefined ? Infinity : offset + length - 1;
+      return createReadStream('', { fd: handle, start: offset, end, highWaterMark: 1024 * 1024, autoClose: true });
+    } catch (err) {
+      await handle.close();
+      throw err;
+    }
+  }
+
+  async writer(path: string, state?: WriterState): Promise<FileWriter> {
+    if (state !== undefined && !isSafeOffset(state.size)) {
+      assertDriverPath(path);
+      throw new InvalidOffsetError(path, state.size);
+    }
+    const full = await this.prepareTarget(path);
+    let handle: FileHandle;
+    try {
+      handle = await open(full, state ? constants.O_RDWR | NOFOLLOW : constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | NOFOLLOW, 0o666);
+    } catch (err) {
+      if (state && isErrno(err, 'ENOENT')) throw new PathNotFoundError(path);
+      if (isErrno(err, 'ELOOP')) throw new InvalidPathError(path);
+      throw err;
+    }
+    if (state) {
+      try {
+        const info = await handle.stat();
+        if (info.size < state.size) throw new InvalidOffsetError(path, state.size);
+        // Bytes past the recorded size come from a writer that never reported them: drop them.
+        if (info.size > state.size) await handle.truncate(state.size);
+      } catch (err) {
+        await handle.close();
+        throw err;
+      }
+    }
+    return new FilesystemWriter(handle, full, state?.size ?? 0);
+  }
+
+  async stat(path: string): Promise<FileInfo> {
+    const real = await this.resolveExisting(path);
+    try {
+      const s = await stat(real);
+      return { path, size: s.isDirectory() ? 0 : s.size, modTime: s.mtime, isDir: s.isDirectory() };
+    } catch (err) {
+      if (isErrno(err, ...MISSING)) throw new PathNotFoundError(path);
+      throw err;
+    }
+  }
+
+  async list(path: string): Promise<string[]> {
+    const real = await this.resolveExisting(path);
+    try {
+      const entries = await readdir(real);
+      const prefix = path === '/' ? '' : path;
+      return entries.filter(isDriverName).map((e) => `${prefix}/${e}`);
+    } catch (err) {
+      if (isErrno(err, ...MISSING)) throw new PathNotFoundError(path);
+      throw err;
+    }
+  }
+
+  async move(source: string, dest: string): Promise<void> {
+    assertDriverPath(dest);
+    const from = await this.resolveEntry(source);
+    try {
+      await lstat(from);
+    } catch (err) {
+      if (isErrno(err, ...MISSING)) throw new PathNotFoundError(source);
+      throw err;
+    }
+    const to = await this.prepareTarget(dest);
+    try {
+      await rename(from, to);
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) throw new PathNotFoundError(source);
+      throw err;
+    }
+  }
+
+  async delete(path: string): Promise<void> {
+    const target = await this.resolveEntry(path);
+    try {
+      await lstat(target);
+    } catch (err) {
+      if (isErrno(err, ...MISSING)) throw new PathNotFoundError(path);
+      throw err;
+    }
+    // rm removes a symlink itself, never what it points at.
+    await rm(target, { recursive: true, force: true });
+  }
+
+  async redirectURL(path: string): Promise<string | null> {
+    assertDriverPath(path);
+    return null;
+  }
+
+  async health(): Promise<void> {
+    await mkdir(this.root, { recursive: true });
+    await stat(this.root);
+  }
+
+  async close(): Promise<void> {}
+
+  /** The real (symlink-free) host path of the root, created on first use. */
+  private async realRoot(): Promise<string> {
+    if (this.realRootCache === undefined) {
+      await mkdir(this.root, { recursive: true });
+      this.realRootCache = await realpath(this.root);
+    }
+    return this.realRootCache;
+  }
+
+  private async isInside(real: string): Promise<boolean> {
+    const root = await this.realRoot();
+    return real === root || real.startsWith(root.endsWith(sep) ? root : root + sep);
+  }
+
+  /** The real host path of an existing file or directory; PathNotFoundError when missing, refused when outside. */
+  private async resolveExisting(path: string): Promise<string> {
+    const full = this.fullPath(path);
+    let real: string;
+    try {
+      real = await realpath(full);
+    } catch (err) {
+      if (isErrno(err, ...MISSING)) throw new PathNotFoundError(path);
+      throw err;
+    }
+    if (!(await this.isInside(real))) throw new InvalidPathError(path);
+    return real;
+  }
+
+  /**
+   * The host path of the entry itself (its final component is not resolved, so a symlink there is the link, not its
+   * target) in the real parent directory; PathNotFoundError when the parent is missing, refused when outside.
+   */
+  private async resolveEntry(path: string): Promise<string> {
+    if (path === '/') throw new InvalidPathError(path);
+    const full = this.fullPath(path);
+    let parent: string;
+    try {
+      parent = await realpath(dirname(full));
+    } catch (err) {
+      if (isErrno(err, ...MISSING)) throw new PathNotFoundError(path);
+      throw err;
+    }
+    if (!(await this.isInside(parent))) throw new InvalidPathError(path);
+    return join(parent, basename(full));
+  }
+
+  /**
+   * Like {@link resolveEntry} for a path about to be written: the deepest existing ancestor is checked to be inside
+   * the root before the missing directories below it are created.
+   */
+  private async prepareTarget(path: string): Promise<string> {
+    if (path === '/') {
+      assertDriverPath(path);
+      throw new InvalidPathError(path);
+    }
+    const full = this.fullPath(path);
+    await this.realRoot();
+    const missing: string[] = [];
+    let existing = dirname(full);
+    for (;;) {
+      let real: string;
+      try {
+        real = await realpath(existing);
+      } catch (err) {
+        if (!isErrno(err, 'ENOENT') || existing === dirname(existing)) throw err;
+        missing.unshift(basename(existing));
+        existing = dirname(existing);
+        continue;
+      }
+      if (!(await this.isInside(real))) throw new InvalidPathError(path);
+      const parent = join(real, ...missing);
+      if (missing.length > 0) await mkdir(parent, { recursive: true });
+      return join(parent, basename(full));
+    }
+  }
+}
+
+/** A writer appending to the host file at positions it tracks itself, batching small chunks into one `writev`. */
+class FilesystemWriter implements FileWriter {
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private written: number;
+  private closed = false;
+
+  constructor(
+    private readonly handle: FileHandle,
+    private readonly fullPath: string,
+    startSize: number,
+  ) {
+    this.written = startSize;
+  }
+
+  get size(): number {
+    return this.written + this.pendingBytes;
+  }
+
+  async write(chunk: Buffer): Promise<void> {
+    if (this.closed) throw new Error('writer is closed');
+    if (chunk.length === 0) return;
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    if (this.pendingBytes >= WRITE_BATCH) await this.flush();
+  }
+
+  private async flush(): Promise<void> {
+    let buffers = this.pending;
+    let position = this.written;
+    this.pending = [];
+    const total = this.pendingBytes;
+    this.pendingBytes = 0;
+    let remaining = total;
+    while (remaining > 0) {
+      const { bytesWritten } = await this.handle.writev(buffers, position);
+      remaining -= bytesWritten;
+      position += bytesWritten;
+      this.written += bytesWritten;
+      if (remaining > 0) buffers = dropBytes(buffers, bytesWritten);
+    }
+  }
+
+  async close(): Promise<WriterState> {
+    if (!this.closed) {
+      try {
+        await this.flush();
+      } finally {
+        this.closed = true;
+        await this.handle.close();
+      }
+    }
+    return { size: this.written };
+  }
+
+  async commit(): Promise<void> {
+    await this.close();
+  }
+
+  async cancel(): Promise<void> {
+    if (!this.closed) {
+      this.closed = true;
+      this.pending = [];
+      this.pendingBytes = 0;
+      await this.handle.close();
+    }
+    await rm(this.fullPath, { force: true });
+  }
+}
+
+function dropBytes(buffers: Buffer[], n: number): Buffer[] {
+  const out: Buffer[] = [];
+  for (const b of buffers) {
+    if (n >= b.length) {
+      n -= b.length;
+      continue;
+    }
+    out.push(n > 0 ? b.subarray(n) : b);
+    n = 0;
+  }
+  return out;
+}

@@ -1,0 +1,307 @@
+import type { Readable } from 'node:stream';
+import { registryError } from '../errors/registry-error.js';
+import { digestOf, tryParseDigest, type Digest } from '../oci/digest.js';
+import { parseManifest, referrerArtifactType, type ParsedManifest } from '../oci/manifest.js';
+import { isNotFound, type StorageDriver } from './driver.js';
+import { basename, paths } from './paths.js';
+
+/** A manifest as served: its bytes, its digest and the media type its body declares. */
+export interface StoredManifest {
+  bytes: Buffer;
+  digest: Digest;
+  mediaType: string;
+}
+
+/** A referrer as listed by the referrers API: a descriptor of a manifest whose `subject` is the queried digest. */
+export interface ReferrerDescriptor {
+  mediaType: string;
+  digest: string;
+  size: number;
+  artifactType?: string;
+  annotations?: Record<string, string>;
+}
+
+/** Size cap of the in-memory manifest cache (content-addressed, so entries never go stale). */
+const MANIFEST_CACHE_BYTES = 32 * 1024 * 1024;
+
+/**
+ * Repositories, blobs, manifests, tags and referrers on top of a {@link StorageDriver}, in registry:2's layout
+ * (see `paths.ts`). Stateless apart from a content-addressed manifest cache, so several instances can share one
+ * storage: every link is read from storage on every request.
+ */
+export class RegistryStore {
+  private readonly manifestCache = new Map<string, { bytes: Buffer; parsed: ParsedManifest }>();
+  private manifestCacheBytes = 0;
+
+  constructor(readonly driver: StorageDriver) {}
+
+  // ---- links -------------------------------------------------------------------------------------------------
+
+  private async readLink(path: string): Promise<Digest | null> {
+    try {
+      return tryParseDigest((await this.driver.getContent(path)).toString('utf8').trim());
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw err;
+    }
+  }
+
+  private async writeLink(path: string, d: Digest): Promise<void> {
+    await this.driver.putContent(path, Buffer.from(d.value));
+  }
+
+  private async deleteIfPresent(path: string): Promise<boolean> {
+    try {
+      await this.driver.delete(path);
+      return true;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
+  }
+
+  private async listOrEmpty(path: string): Promise<string[]> {
+    try {
+      return await this.driver.list(path);
+    } catch (err) {
+      if (isNotFound(err)) return [];
+      throw err;
+    }
+  }
+
+  // ---- blobs -------------------------------------------------------------------------------------------------
+
+  /** Size of a blob in the global store, or null when absent. */
+  async blobSize(d: Digest): Promise<number | null> {
+    try {
+      const info = await this.driver.stat(paths.blobData(d));
+      return info.isDir ? null : info.size;
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw err;
+    }
+  }
+
+  /** Size of a blob if it is linked into `repo` and present, else null. */
+  async repositoryBlobSize(repo: string, d: Digest): Promise<number | null> {
+    const link = await this.readLink(paths.layerLink(repo, d));
+    if (!link || link.value !== d.value) return null;
+    return this.blobSize(d);
+  }
+
+  async openBlob(d: Digest, offset?: number, length?: number): Promise<Readable> {
+    return this.driver.reader(paths.blobData(d), offset, length);
+  }
+
+  async blobRedirectURL(d: Digest, method: 'GET' | 'HEAD', expiresInSeconds: number): Promise<string | null> {
+    return this.driver.redirectURL(paths.blobData(d), { method, expiresInSeconds });
+  }
+
+  /** Makes an existing blob part of `repo` (after an upload or a mount). */
+  async linkBlob(repo: string, d: Digest): Promise<void> {
+    await this.writeLink(paths.layerLink(repo, d), d);
+  }
+
+  /** Removes a blob from `repo` (the bytes stay until garbage collection). False when it was not linked. */
+  async unlinkBlob(repo: string, d: Digest): Promise<boolean> {
+    if (!(await this.readLink(paths.layerLink(repo, d)))) return false;
+    return this.deleteIfPresent(paths.layerLinkDir(repo, d));
+  }
+
+  // ---- manifests ---------------------------------------------------------------------------------------------
+
+  private remember(d: Digest, bytes: Buffer, parsed: ParsedManifest): void {
+    if (bytes.length > MANIFEST_CACHE_BYTES / 16 || this.manifestCache.has(d.value)) return;
+    this.manifestCache.set(d.value, { bytes, parsed });
+    this.manifestCacheBytes += bytes.length;
+    for (const [key, entry] of this.manifestCache) {
+      if (this.manifestCacheBytes <= MANIFEST_CACHE_BYTES) break;
+      this.manifestCache.delete(key);
+      this.manifestCacheBytes -= entry.bytes.length;
+    }
+  }
+
+  /** Reads and parses manifest content by digest from the global blob store (null when absent). */
+  private async loadManifest(d: Digest): Promise<{ bytes: Buffer; parsed: ParsedManifest } | null> {
+    const cached = this.manifestCache.get(d.value);
+    if (cached) return cached;
+    let bytes: Buffer;
+    try {
+      bytes = await this.driver.getContent(paths.blobData(d));
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw err;
+    }
+    let parsed: ParsedManifest;
+    try {
+      parsed = parseManifest(bytes);
+    } catch {
+      return null;
+    }
+    this.remember(d, bytes, parsed);
+    return { bytes, parsed };
+  }
+
+  /** The digest a tag points at, or null. */
+  async resolveTag(repo: string, tag: string): Promise<Digest | null> {
+    return this.readLink(paths.tagCurrentLink(repo, tag));
+  }
+
+  async hasManifest(repo: string, d: Digest): Promise<boolean> {
+    const link = await this.readLink(paths.revisionLink(repo, d));
+    return link !== null && link.value === d.value;
+  }
+
+  /** A manifest of `repo` by digest, or null when the repository does not have it. */
+  async getManifest(repo: string, d: Digest): Promise<StoredManifest | null> {
+    if (!(await this.hasManifest(repo, d))) return null;
+    const m = await this.loadManifest(d);
+    return m ? { bytes: m.bytes, digest: d, mediaType: m.parsed.mediaType } : null;
+  }
+
+  /**
+   * Stores a manifest and, when `tag` is given, points the tag at it.
+   *
+   * Spec: "If a manifest references blobs or manifests that do not exist in the repository, the registry MUST
+   * respond with MANIFEST_BLOB_UNKNOWN" -- except for foreign layers, which carry `urls` and live elsewhere.
+   * Spec: a manifest with a `subject` is accepted whether or not the subject exists, and is indexed as a referrer.
+   */
+  async putManifest(
+    repo: string,
+    bytes: Buffer,
+    options: { contentType?: string; tag?: string; digest?: Digest },
+  ): Promise<{ digest: Digest; parsed: ParsedManifest }> {
+    const parsed = parseManifest(bytes, options.contentType);
+    const digest = options.digest ? digestOf(bytes, options.digest.algorithm) : digestOf(bytes);
+    if (options.digest && digest.value !== options.digest.value) {
+      throw registryError('DIGEST_INVALID', { expected: options.digest.value, computed: digest.value });
+    }
+    const missing: string[] = [];
+    await Promise.all([
+      ...parsed.blobs
+        .filter((b) => !(b.urls && b.urls.length > 0))
+        .map(async (b) => {
+          if ((await this.repositoryBlobSize(repo, b.digest)) === null) missing.push(b.digest.value);
+        }),
+      ...parsed.children.map(async (c) => {
+        if (!(await this.hasManifest(repo, c.digest)) || (await this.blobSize(c.digest)) === null) missing.push(c.digest.value);
+      }),
+    ]);
+    if (missing.length > 0) throw registryError('MANIFEST_BLOB_UNKNOWN', { digests: missing.sort() });
+
+    if ((await this.blobSize(digest)) !== bytes.length) await this.driver.putContent(paths.blobData(digest), bytes);
+    await this.writeLink(paths.revisionLink(repo, digest), digest);
+    if (parsed.subject) await this.writeLink(paths.referrerLink(repo, parsed.subject.digest, digest), digest);
+    if (options.tag) {
+      await this.writeLink(paths.tagIndexLink(repo, options.tag, digest), digest);
+      await this.writeLink(paths.tagCurrentLink(repo, options.tag), digest);
+    }
+    this.remember(digest, bytes, parsed);
+    return { digest, parsed };
+  }
+
+  /**
+   * Deletes a manifest revision from `repo`, every tag that points at it and its referrer entry.
+   * Returns false when the repository does not have it.
+   */
+  async deleteManifest(repo: string, d: Digest): Promise<boolean> {
+    if (!(await this.hasManifest(repo, d))) return false;
+    const m = await this.loadManifest(d);
+    for (const tag of await this.listTagNames(repo)) {
+      const current = await this.resolveTag(repo, tag);
+      if (current && current.value === d.value) await this.deleteIfPresent(paths.tagDir(repo, tag));
+    }
+    if (m?.parsed.subject) await this.deleteIfPresent(paths.referrerLink(repo, m.parsed.subject.digest, d).replace(/\/link$/, ''));
+    return this.deleteIfPresent(paths.revisionDir(repo, d));
+  }
+
+  /** Removes a tag (the manifest stays). False when there was no such tag. */
+  async deleteTag(repo: string, tag: string): Promise<boolean> {
+    if (!(await this.resolveTag(repo, tag))) return false;
+    return this.deleteIfPresent(paths.tagDir(repo, tag));
+  }
+
+  // ---- listing -----------------------------------------------------------------------------------------------
+
+  private async listTagNames(repo: string): Promise<string[]> {
+    return (await this.listOrEmpty(paths.tagsDir(repo))).map(basename);
+  }
+
+  /** Tags of `repo` in lexical order, or null when the repository is unknown. */
+  async listTags(repo: string): Promise<string[] | null> {
+    let entries: string[];
+    try {
+      entries = await this.driver.list(paths.tagsDir(repo));
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      return (await this.repositoryExists(repo)) ? [] : null;
+    }
+    const tags: string[] = [];
+    await Promise.all(
+      entries.map(async (p) => {
+        const tag = basename(p);
+        if (await this.resolveTag(repo, tag)) tags.push(tag);
+      }),
+    );
+    return tags.sort(compareStrings);
+  }
+
+  async repositoryExists(repo: string): Promise<boolean> {
+    try {
+      const info = await this.driver.stat(paths.repository(repo));
+      return info.isDir;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
+  }
+
+  /**
+   * Every repository name, in lexical order: a directory under `repositories/` that holds `_manifests` or
+   * `_layers` is a repository; `_`-prefixed directories are never descended into (as registry:2 walks it).
+   */
+  async listRepositories(): Promise<string[]> {
+    const found: string[] = [];
+    const walk = async (dir: string, name: string): Promise<void> => {
+      const children = await this.listOrEmpty(dir);
+      const names = children.map(basename);
+      if (name && (names.includes('_manifests') || names.includes('_layers'))) found.push(name);
+      await Promise.all(
+        children
+          .filter((c) => !basename(c).startsWith('_'))
+          .map(async (c) => {
+            const info = await this.driver.stat(c).catch(() => null);
+            if (info?.isDir) await walk(c, name ? `${name}/${basename(c)}` : basename(c));
+          }),
+      );
+    };
+    await walk(paths.repositoriesRoot, '');
+    return found.sort(compareStrings);
+  }
+
+  /** Manifests of `repo` whose subject is `subject`, optionally only those of one artifact type. */
+  async referrers(repo: string, subject: Digest, artifactType?: string): Promise<ReferrerDescriptor[]> {
+    const out: ReferrerDescriptor[] = [];
+    const algDirs = await this.listOrEmpty(paths.referrersDir(repo, subject));
+    for (const algDir of algDirs) {
+      for (const entry of await this.listOrEmpty(algDir)) {
+        const d = tryParseDigest(`${basename(algDir)}:${basename(entry)}`);
+        if (!d || !(await this.hasManifest(repo, d))) continue;
+        const m = await this.loadManifest(d);
+        if (!m) continue;
+        const type = referrerArtifactType(m.parsed);
+        if (artifactType !== undefined && type !== artifactType) continue;
+        const desc: ReferrerDescriptor = { mediaType: m.parsed.mediaType, digest: d.value, size: m.bytes.length };
+        if (type !== undefined) desc.artifactType = type;
+        if (m.parsed.annotations) desc.annotations = m.parsed.annotations;
+        out.push(desc);
+      }
+    }
+    return out.sort((a, b) => compareStrings(a.digest, b.digest));
+  }
+}
+
+/** Byte-wise lexical order (what the spec's "lexical order" means for ASCII names and tags). */
+export function compareStrings(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}

@@ -1,0 +1,250 @@
+import { randomUUID, type Hash } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { RegistryError, registryError } from '../errors/registry-error.js';
+import { digestFromHash, newHash, type Digest } from '../oci/digest.js';
+import { isNotFound, type StorageDriver, type WriterState } from '../storage/driver.js';
+import { paths } from '../storage/paths.js';
+import type { RegistryStore } from '../storage/registry-store.js';
+import type { UploadSession, UploadSessionStore } from './session-store.js';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** How long one request may hold an upload's write lease before another instance may take over. */
+const LEASE_MS = 15 * 60_000;
+/** At most this many running sha256 states are kept in memory (they are small; this bounds abandoned ones). */
+const MAX_HASHERS = 10_000;
+
+/** A chunk's declared position: from `Content-Range` (`start-end`, inclusive) and/or `Content-Length`. */
+export interface ChunkRange {
+  start?: number;
+  end?: number;
+  length?: number;
+}
+
+/** Formats the `Range` header of an upload: `0-<last byte>` (spec: "0-0" for an empty upload). */
+export function uploadRangeHeader(offset: number): string {
+  return `0-${Math.max(offset - 1, 0)}`;
+}
+
+/**
+ * Blob uploads: sessions in an {@link UploadSessionStore}, bytes in the storage driver under `_uploads/<id>/data`.
+ *
+ * The digest of the common path (POST, one PATCH or a PUT with the whole body) is computed while the bytes stream
+ * in, with no second read: the running sha256 stays in this process keyed by upload id and offset. When a request
+ * lands on another instance (or after a restart) the state is missing and the data is hashed once from storage at
+ * completion instead.
+ */
+export class UploadService {
+  private readonly hashers = new Map<string, { offset: number; hash: Hash }>();
+
+  constructor(
+    private readonly driver: StorageDriver,
+    private readonly sessions: UploadSessionStore,
+    private readonly store: RegistryStore,
+  ) {}
+
+  /** Starts an upload session for `repo`. */
+  async start(repo: string): Promise<UploadSession> {
+    const session: UploadSession = { id: randomUUID(), repository: repo, offset: 0, startedAt: Date.now() };
+    // registry:2 writes `startedat` (RFC 3339); its purger and ours both read it.
+    await this.driver.putContent(paths.uploadStartedAt(repo, session.id), Buffer.from(new Date(session.startedAt).toISOString()));
+    await this.sessions.create(session);
+    return session;
+  }
+
+  /** The session, or BLOB_UPLOAD_UNKNOWN when it does not exist in this repository. */
+  async get(repo: string, id: string): Promise<UploadSession> {
+    const session = UUID.test(id) ? await this.sessions.get(id) : null;
+    if (!session || session.repository !== repo) throw registryError('BLOB_UPLOAD_UNKNOWN', { uuid: id.slice(0, 64) });
+    return session;
+  }
+
+  private async lease(repo: string, id: string, expectedOffset: number | undefined): Promise<{ session: UploadSession; token: string }> {
+    await this.get(repo, id);
+    const result = await this.sessions.acquire(id, expectedOffset, LEASE_MS);
+    if (result.ok) return { session: result.session, token: result.token };
+    if (result.reason === 'unknown') throw registryError('BLOB_UPLOAD_UNKNOWN', { uuid: id });
+    if (result.reason === 'busy') throw registryError('BLOB_UPLOAD_BUSY', { uuid: id });
+    // Spec: "If a chunk is uploaded out of order, the registry MUST respond with a 416 Requested Range Not
+    // Satisfiable code." The Range header tells the client where to continue.
+    throw registryError('RANGE_INVALID', { uuid: id, offset: result.session.offset }, {
+      headers: { Range: uploadRangeHeader(result.session.offset), 'Docker-Upload-UUID': id, Location: '' },
+    });
+  }
+
+  /**
+   * Appends a request body. With a `Content-Range` start, the chunk must begin at the session's offset.
+   * A body shorter or longer than its declared range changes nothing (SIZE_INVALID); a client that disconnects
+   * keeps what was received, so it can ask for the upload's status and resume from there.
+   */
+  async append(repo: string, id: string, body: Readable, range: ChunkRange = {}): Promise<UploadSession> {
+    const { session, token } = await this.lease(repo, id, range.start);
+    let releaseUpdate: { offset: number; writerState?: WriterState } = withState(session.offset, session.writerState);
+    try {
+      releaseUpdate = await this.receive(session, body, range);
+    } finally {
+      const released = await this.sessions.release(id, token, releaseUpdate);
+      if (!released) throw registryError('BLOB_UPLOAD_BUSY', { uuid: id, reason: 'write lease expired' });
+    }
+    return { ...session, ...releaseUpdate };
+  }
+
+  private async receive(session: UploadSession, body: Readable, range: ChunkRange): Promise<{ offset: number; writerState?: WriterState }> {
+    const unchanged = withState(session.offset, session.writerState);
+    const expected =
+      range.start !== undefined && range.end !== undefined ? range.end - range.start + 1 : range.length;
+    if (range.start !== undefined && range.end !== undefined && range.length !== undefined && range.length !== expected) {
+      body.resume();
+      throw registryError('RANGE_INVALID', { reason: 'Content-Range and Content-Length disagree' }, {
+        headers: { Range: uploadRangeHeader(session.offset) },
+      });
+    }
+    const path = paths.uploadData(session.repository, session.id);
+    let hasher = this.takeHasher(session);
+    const writer = await this.driver.writer(path, session.writerState);
+    let received = 0;
+    let hashed = 0;
+    let failed: unknown;
+    try {
+      for await (const chunk of body as AsyncIterable<Buffer>) {
+        received += chunk.length;
+        if (expected !== undefined && received > expected) {
+          throw registryError('SIZE_INVALID', { reason: 'body longer than its declared length' });
+        }
+        hasher?.update(chunk);
+        hashed += chunk.length;
+        await writer.write(chunk);
+      }
+      if (expected !== undefined && received !== expected) {
+        throw registryError('SIZE_INVALID', { reason: 'body shorter than its declared length', declared: expected, received });
+      }
+    } catch (err) {
+      failed = err;
+    }
+    let state: WriterState;
+    try {
+      state = await writer.close();
+    } catch (err) {
+      this.hashers.delete(session.id);
+      throw failed ?? err;
+    }
+    if (failed !== undefined) {
+      this.hashers.delete(session.id);
+      // A declared length that was not met: keep nothing of this request.
+      if (isSizeError(failed)) throw failed;
+      // The client went away: keep what arrived, so it can resume from the new offset.
+      if (state.size === session.offset + hashed && hasher) this.putHasher(session.id, state.size, hasher);
+      hasher = undefined;
+      return state.size > session.offset ? { offset: state.size, writerState: state } : unchanged;
+    }
+    if (hasher && state.size === session.offset + hashed) this.putHasher(session.id, state.size, hasher);
+    else this.hashers.delete(session.id);
+    return { offset: state.size, writerState: state };
+  }
+
+  private takeHasher(session: UploadSession): Hash | undefined {
+    const h = this.hashers.get(session.id);
+    this.hashers.delete(session.id);
+    if (h && h.offset === session.offset) return h.hash;
+    return session.offset === 0 ? newHash('sha256') : undefined;
+  }
+
+  private putHasher(id: string, offset: number, hash: Hash): void {
+    this.hashers.delete(id);
+    if (this.hashers.size >= MAX_HASHERS) {
+      const oldest = this.hashers.keys().next().value;
+      if (oldest !== undefined) this.hashers.delete(oldest);
+    }
+    this.hashers.set(id, { offset, hash });
+  }
+
+  /** Digest of the upload's bytes: from the running hash when this process saw them all, else by reading them. */
+  private async digestOf(session: UploadSession, algorithm: Digest['algorithm']): Promise<Digest> {
+    const h = this.hashers.get(session.id);
+    if (algorithm === 'sha256' && h && h.offset === session.offset) {
+      this.hashers.delete(session.id);
+      return digestFromHash('sha256', h.hash);
+    }
+    const hash = newHash(algorithm);
+    if (session.offset > 0) {
+      const stream = await this.driver.reader(paths.uploadData(session.repository, session.id), 0, session.offset);
+      for await (const chunk of stream as AsyncIterable<Buffer>) hash.update(chunk);
+    }
+    return digestFromHash(algorithm, hash);
+  }
+
+  /**
+   * Completes an upload: appends the final body (if any), verifies the digest and makes the blob visible.
+   *
+   * Spec: "If the digest does not match the uploaded content, the registry MUST respond with DIGEST_INVALID";
+   * the upload is then discarded, and nothing becomes visible.
+   */
+  async complete(repo: string, id: string, digest: Digest, body: Readable | null, range: ChunkRange = {}): Promise<void> {
+    if (body) await this.append(repo, id, body, range);
+    const { session, token } = await this.lease(repo, id, undefined);
+    let computed: Digest;
+    try {
+      computed = await this.digestOf(session, digest.algorithm);
+    } catch (err) {
+      await this.sessions.release(id, token, withState(session.offset, session.writerState));
+      throw err;
+    }
+    if (computed.value !== digest.value) {
+      await this.discard(session);
+      throw registryError('DIGEST_INVALID', { expected: digest.value, computed: computed.value });
+    }
+    const target = paths.blobData(digest);
+    if ((await this.store.blobSize(digest)) !== session.offset) {
+      if (session.writerState) {
+        const writer = await this.driver.writer(paths.uploadData(repo, id), session.writerState);
+        await writer.commit();
+        await this.driver.move(paths.uploadData(repo, id), target);
+      } else {
+        await this.driver.putContent(target, Buffer.alloc(0));
+      }
+    }
+    await this.store.linkBlob(repo, digest);
+    await this.discard(session);
+  }
+
+  /** Uploads a whole blob in one request (POST `?digest=`). */
+  async monolithic(repo: string, digest: Digest, body: Readable, range: ChunkRange = {}): Promise<void> {
+    const session = await this.start(repo);
+    try {
+      await this.complete(repo, session.id, digest, body, range);
+    } catch (err) {
+      await this.discard(session).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Cancels an upload and removes its data. */
+  async cancel(repo: string, id: string): Promise<void> {
+    const session = await this.get(repo, id);
+    await this.discard(session);
+  }
+
+  private async discard(session: UploadSession): Promise<void> {
+    this.hashers.delete(session.id);
+    if (session.writerState) {
+      try {
+        const writer = await this.driver.writer(paths.uploadData(session.repository, session.id), session.writerState);
+        await writer.cancel();
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+      }
+    }
+    await this.driver.delete(paths.uploadDir(session.repository, session.id)).catch((err: unknown) => {
+      if (!isNotFound(err)) throw err;
+    });
+    await this.sessions.delete(session.id);
+  }
+}
+
+function withState(offset: number, writerState: WriterState | undefined): { offset: number; writerState?: WriterState } {
+  return writerState ? { offset, writerState } : { offset };
+}
+
+function isSizeError(err: unknown): boolean {
+  return err instanceof RegistryError && err.descriptor.code === 'SIZE_INVALID';
+}

@@ -1,0 +1,199 @@
+import t from 'tap';
+import type { Test } from 'tap';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { InvalidPathError, PathNotFoundError, type StorageDriver } from '../../src/storage/driver.js';
+import { FilesystemDriver } from '../../src/storage/drivers/filesystem.js';
+import { paths } from '../../src/storage/paths.js';
+import { digestOf } from '../../src/oci/digest.js';
+import { tempDir } from '../helpers/ports.js';
+import { driverSuite } from '../suites/driver-suite.js';
+
+async function newDriver(t: Test): Promise<{ root: string; driver: FilesystemDriver }> {
+  const root = await tempDir(t, 'berth-fs-driver-');
+  const driver = new FilesystemDriver({ rootDirectory: root });
+  t.teardown(() => driver.close());
+  return { root, driver };
+}
+
+/** Every host file and directory below `dir`, as paths relative to it. */
+async function onDisk(dir: string): Promise<string[]> {
+  return (await readdir(dir, { recursive: true })).sort();
+}
+
+/** Asserts the call rejects with `klass`. */
+async function rejectsWith(t: Test, what: string, call: () => Promise<unknown>, klass: new (...a: never[]) => Error) {
+  try {
+    await call();
+    t.fail(`${what}: resolved, wanted ${klass.name}`);
+  } catch (err) {
+    t.ok(err instanceof klass, `${what} rejects with ${klass.name}`, { found: err });
+  }
+}
+
+driverSuite(t, 'filesystem', async (t) => {
+  const root = await tempDir(t, 'berth-fs-suite-');
+  return { driver: new FilesystemDriver({ rootDirectory: root }) };
+});
+
+t.test('files live at <root>/<path>, exactly as registry:2 lays them out', async (t) => {
+  const { root, driver } = await newDriver(t);
+  const blob = randomBytes(300 * 1024);
+  const d = digestOf(blob);
+  const link = paths.layerLink('library/alpine', d);
+
+  await driver.putContent(link, Buffer.from(d.value));
+  t.equal(
+    await readFile(join(root, 'docker/registry/v2/repositories/library/alpine/_layers/sha256', d.hex, 'link'), 'utf8'),
+    d.value,
+    'a link is the plain digest string at its registry:2 host path',
+  );
+
+  const upload = paths.uploadData('library/alpine', 'e9f3c0a1-0000-4000-8000-000000000001');
+  const w = await driver.writer(upload);
+  await w.write(blob.subarray(0, 1000));
+  await w.write(blob.subarray(1000));
+  await w.commit();
+  await driver.move(upload, paths.blobData(d));
+  const onHost = await readFile(join(root, 'docker/registry/v2/blobs/sha256', d.hex.slice(0, 2), d.hex, 'data'));
+  t.ok(onHost.equals(blob), 'a blob is its raw bytes at blobs/sha256/<hex[0:2]>/<hex>/data');
+
+  // The other direction: what registry:2 wrote on disk is what berth reads.
+  const tagLink = join(root, 'docker/registry/v2/repositories/library/alpine/_manifests/tags/3.20/current/link');
+  await mkdir(join(tagLink, '..'), { recursive: true });
+  await writeFile(tagLink, d.value);
+  t.equal((await driver.getContent(paths.tagCurrentLink('library/alpine', '3.20'))).toString(), d.value,
+    'a file written on the host is read at its driver path');
+  t.same(await driver.list(paths.tagsDir('library/alpine')), [paths.tagDir('library/alpine', '3.20')],
+    'and listed there');
+});
+
+t.test('putContent leaves no temporary files behind', async (t) => {
+  const { root, driver } = await newDriver(t);
+  const path = '/docker/registry/v2/repositories/r/_manifests/tags/latest/current/link';
+  await Promise.all(Array.from({ length: 20 }, (_, i) => driver.putContent(path, Buffer.from(`version ${i}`))));
+  await driver.putContent('/docker/registry/v2/repositories/r/_manifests/tags/latest/current/link', Buffer.from('x'));
+  const dir = join(root, 'docker/registry/v2/repositories/r/_manifests/tags/latest/current');
+  t.same(await readdir(dir), ['link'], 'only the file itself after concurrent writes');
+
+  // A write that fails (the target is a directory) cleans up its temporary file too.
+  await mkdir(join(root, 'occupied', 'by-a-dir'), { recursive: true });
+  await t.rejects(driver.putContent('/occupied/by-a-dir', Buffer.from('x')), 'writing over a directory fails');
+  t.same(await onDisk(join(root, 'occupied')), ['by-a-dir'], 'and leaves no temporary file');
+});
+
+t.test('list hides temporary files but not real files with similar names', async (t) => {
+  const { root, driver } = await newDriver(t);
+  await driver.putContent('/d/a.tmp-b', Buffer.from('a real file whose name contains .tmp-'));
+  // What a process killed between write and rename leaves: never a valid driver name.
+  await writeFile(join(root, 'd', 'link.tmp-0123456789ab~'), 'partial');
+  t.same(await driver.list('/d'), ['/d/a.tmp-b'], 'the real file is listed, the stale temporary file is not');
+});
+
+t.test('paths cannot escape the root', async (t) => {
+  const { root, driver } = await newDriver(t);
+  const outside = await tempDir(t, 'berth-fs-outside-');
+  await writeFile(join(outside, 'secret'), 'outside the root');
+  const escapes = [
+    `/../${basename(outside)}/secret`,
+    `/docker/../../${basename(outside)}/secret`,
+    `/%2e%2e/${basename(outside)}/secret`,
+    `/..%2f${basename(outside)}%2fsecret`,
+    `\\..\\${basename(outside)}\\secret`,
+    join(outside, 'secret').replace(/^\/?/, '//'),
+  ];
+  for (const path of escapes) {
+    await rejectsWith(t, `getContent(${JSON.stringify(path)})`, () => driver.getContent(path), InvalidPathError);
+    await rejectsWith(t, `putContent(${JSON.stringify(path)})`, () => driver.putContent(path, Buffer.from('x')),
+      InvalidPathError);
+  }
+  t.equal(await readFile(join(outside, 'secret'), 'utf8'), 'outside the root', 'the outside file is untouched');
+  t.same(await onDisk(outside), ['secret'], 'nothing was written outside');
+  t.same(await onDisk(root), [], 'nothing was written inside either');
+});
+
+t.test('symlinks inside the root cannot reach outside it', async (t) => {
+  const { root, driver } = await newDriver(t);
+  const outside = await tempDir(t, 'berth-fs-outside-');
+  await writeFile(join(outside, 'secret'), 'outside the root');
+  // Someone with host access planted these; nothing reachable over HTTP can create a symlink.
+  await symlink(outside, join(root, 'dirlink'));
+  await symlink(join(outside, 'secret'), join(root, 'filelink'));
+
+  const reads: Array<[string, (d: StorageDriver) => Promise<unknown>]> = [
+    ['getContent(/dirlink/secret)', (d) => d.getContent('/dirlink/secret')],
+    ['getContent(/filelink)', (d) => d.getContent('/filelink')],
+    ['reader(/dirlink/secret)', (d) => d.reader('/dirlink/secret')],
+    ['reader(/filelink)', (d) => d.reader('/filelink')],
+    ['stat(/dirlink/secret)', (d) => d.stat('/dirlink/secret')],
+    ['stat(/filelink)', (d) => d.stat('/filelink')],
+    ['list(/dirlink)', (d) => d.list('/dirlink')],
+    ['putContent(/dirlink/planted)', (d) => d.putContent('/dirlink/planted', Buffer.from('x'))],
+    ['putContent(/dirlink/new/dir/planted)', (d) => d.putContent('/dirlink/new/dir/planted', Buffer.from('x'))],
+    ['writer(/dirlink/planted)', (d) => d.writer('/dirlink/planted')],
+    ['writer(/filelink)', (d) => d.writer('/filelink')],
+    ['writer(/filelink, state)', (d) => d.writer('/filelink', { size: 0 })],
+    ['move(/dirlink/secret, /stolen)', (d) => d.move('/dirlink/secret', '/stolen')],
+    ['move(/stolen-src, /dirlink/planted)', async (d) => {
+      await d.putContent('/stolen-src', Buffer.from('x'));
+      return d.move('/stolen-src', '/dirlink/planted');
+    }],
+    ['delete(/dirlink/secret)', (d) => d.delete('/dirlink/secret')],
+  ];
+  for (const [what, call] of reads) await rejectsWith(t, what, () => call(driver), InvalidPathError);
+
+  t.equal(await readFile(join(outside, 'secret'), 'utf8'), 'outside the root', 'the outside file is untouched');
+  t.same(await onDisk(outside), ['secret'], 'nothing was created, moved or deleted outside');
+
+  // Deleting a link removes the link, not what it points at.
+  await driver.delete('/dirlink');
+  await driver.delete('/filelink');
+  t.same(await onDisk(outside), ['secret'], 'deleting the links left their targets alone');
+  await rejectsWith(t, 'stat(deleted link)', () => driver.stat('/dirlink'), PathNotFoundError);
+});
+
+t.test('symlinks that stay inside the root keep working', async (t) => {
+  const { root, driver } = await newDriver(t);
+  await driver.putContent('/real/dir/file', Buffer.from('inside'));
+  await symlink(join(root, 'real'), join(root, 'alias'));
+  t.equal((await driver.getContent('/alias/dir/file')).toString(), 'inside', 'read through an inside symlink');
+  await driver.putContent('/alias/dir/other', Buffer.from('more'));
+  t.equal((await driver.getContent('/real/dir/other')).toString(), 'more', 'write through an inside symlink');
+});
+
+t.test('the root itself may be reached through a symlink', async (t) => {
+  const real = await tempDir(t, 'berth-fs-real-');
+  const links = await tempDir(t, 'berth-fs-links-');
+  await symlink(real, join(links, 'root'));
+  const driver = new FilesystemDriver({ rootDirectory: join(links, 'root', 'not-yet-created') });
+  t.teardown(() => driver.close());
+  await driver.health();
+  await driver.putContent('/a/b', Buffer.from('via a symlinked root'));
+  const w = await driver.writer('/a/c');
+  await w.write(Buffer.from('written'));
+  const state = await w.close();
+  const w2 = await driver.writer('/a/c', state);
+  await w2.write(Buffer.from(' and resumed'));
+  await w2.commit();
+  await driver.move('/a/c', '/a/d');
+  t.same((await driver.list('/a')).sort(), ['/a/b', '/a/d'], 'list');
+  t.equal((await driver.getContent('/a/d')).toString(), 'written and resumed', 'writer, resume and move');
+  t.equal(await readFile(join(real, 'not-yet-created', 'a', 'b'), 'utf8'), 'via a symlinked root', 'on the real disk');
+  await driver.delete('/a');
+  t.same(await onDisk(join(real, 'not-yet-created')), [], 'delete of a tree');
+});
+
+t.test('a resumed writer truncates what a crashed writer appended on disk', async (t) => {
+  const { root, driver } = await newDriver(t);
+  const w = await driver.writer('/u/data');
+  await w.write(Buffer.from('recorded'));
+  const state = await w.close();
+  // A crashed process appended bytes it never reported.
+  await writeFile(join(root, 'u', 'data'), 'recorded-and-lost');
+  const w2 = await driver.writer('/u/data', state);
+  t.equal((await stat(join(root, 'u', 'data'))).size, 'recorded'.length, 'the host file is cut back on resume');
+  await w2.write(Buffer.from('+next'));
+  await w2.commit();
+  t.equal(await readFile(join(root, 'u', 'data'), 'utf8'), 'recorded+next', 'exact content on disk');
+});
