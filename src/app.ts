@@ -13,7 +13,6 @@ import { FilesystemDriver } from './storage/drivers/filesystem.js';
 import { RegistryStore } from './storage/registry-store.js';
 import { purgeUploads } from './storage/upload-purger.js';
 import { MemorySessionStore } from './uploads/memory-session-store.js';
-import { RedisSessionStore } from './uploads/redis-session-store.js';
 import type { UploadSessionStore } from './uploads/session-store.js';
 import { UploadService } from './uploads/upload-service.js';
 
@@ -51,9 +50,11 @@ export async function createDriver(config: Config): Promise<StorageDriver> {
 }
 
 /** The upload session store the config selects: Redis when `redis.addr` is set, else in-process. */
-export function createSessionStore(config: Config): UploadSessionStore {
+export async function createSessionStore(config: Config): Promise<UploadSessionStore> {
   const ttlMs = config.berth.uploadSessionTtlMs;
   if (config.redis) {
+    // Loaded only when configured: a single-node registry never pays for the Redis client.
+    const { RedisSessionStore } = await import('./uploads/redis-session-store.js');
     return RedisSessionStore.connect({ ...config.redis, ttlMs });
   }
   return new MemorySessionStore({ ttlMs });
@@ -78,7 +79,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   }) as unknown as FastifyInstance;
 
   const driver = deps.driver ?? (await createDriver(config));
-  const sessions = deps.sessions ?? createSessionStore(config);
+  const sessions = deps.sessions ?? (await createSessionStore(config));
   let authorizer: Authorizer = deps.authorizer ?? new AllowAllAuthorizer();
   let authRoutes: FastifyPluginAsync | undefined;
   let authClose: (() => Promise<void>) | undefined;

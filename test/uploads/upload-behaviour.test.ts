@@ -1,0 +1,167 @@
+import t from 'tap';
+import { createHash, randomBytes } from 'node:crypto';
+import { readdir, stat, utimes, writeFile, mkdir } from 'node:fs/promises';
+import http from 'node:http';
+import { join } from 'node:path';
+import { FilesystemDriver } from '../../src/storage/drivers/filesystem.js';
+import { purgeUploads } from '../../src/storage/upload-purger.js';
+import { MemorySessionStore } from '../../src/uploads/memory-session-store.js';
+import { startBerth } from '../helpers/berth.js';
+import { tempDir } from '../helpers/ports.js';
+
+const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+async function countFiles(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (d: string) => {
+    for (const e of await readdir(d, { withFileTypes: true }).catch(() => [])) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) await walk(p);
+      else out.push(p);
+    }
+  };
+  await walk(dir);
+  return out;
+}
+
+/** The filesystem driver, counting how often upload data is read back. */
+class CountingDriver extends FilesystemDriver {
+  uploadReads = 0;
+  override async reader(path: string, offset?: number, length?: number) {
+    if (path.includes('/_uploads/')) this.uploadReads++;
+    return super.reader(path, offset, length);
+  }
+}
+
+t.test('many clients uploading the same blob at once all succeed and leave one blob', async (t) => {
+  const b = await startBerth(t);
+  const blob = randomBytes(3 * 1024 * 1024);
+  const digest = sha256(blob);
+  const results = await Promise.all(
+    Array.from({ length: 12 }, async (_, i) => {
+      const repo = `same/blob${i % 3}`;
+      if (i % 2 === 0) {
+        return fetch(`${b.url}/v2/${repo}/blobs/uploads/?digest=${digest}`, { method: 'POST', body: blob }).then((r) => r.status);
+      }
+      const post = await fetch(`${b.url}/v2/${repo}/blobs/uploads/`, { method: 'POST' });
+      const loc = new URL(post.headers.get('location') as string, b.url);
+      const patch = await fetch(loc, { method: 'PATCH', body: blob, headers: { 'content-type': 'application/octet-stream' } });
+      const next = new URL(patch.headers.get('location') as string, b.url);
+      next.searchParams.set('digest', digest);
+      return fetch(next, { method: 'PUT' }).then((r) => r.status);
+    }),
+  );
+  t.same(results, Array(12).fill(201));
+  const files = await countFiles(join(b.root, 'docker/registry/v2/blobs'));
+  t.equal(files.length, 1, 'one blob file');
+  const uploads = (await countFiles(join(b.root, 'docker/registry/v2/repositories'))).filter((f) => f.includes('/_uploads/'));
+  t.same(uploads, [], 'no upload data left behind');
+  for (const repo of ['same/blob0', 'same/blob1', 'same/blob2']) {
+    const got = Buffer.from(await (await fetch(`${b.url}/v2/${repo}/blobs/${digest}`)).arrayBuffer());
+    t.equal(sha256(got), digest, `${repo} serves the blob`);
+  }
+});
+
+t.test('the common path (one PATCH, then PUT) computes the digest without reading the data back', async (t) => {
+  const root = await tempDir(t, 'berth-count-');
+  const driver = new CountingDriver({ rootDirectory: root });
+  const b = await startBerth(t, { storage: { filesystem: { rootdirectory: root } } }, { driver });
+  const blob = randomBytes(5 * 1024 * 1024 + 7);
+  const post = await fetch(`${b.url}/v2/count/me/blobs/uploads/`, { method: 'POST' });
+  const loc = new URL(post.headers.get('location') as string, b.url);
+  const patch = await fetch(loc, { method: 'PATCH', body: blob });
+  t.equal(patch.status, 202);
+  t.equal(patch.headers.get('range'), `0-${blob.length - 1}`);
+  loc.searchParams.set('digest', sha256(blob));
+  t.equal((await fetch(loc, { method: 'PUT' })).status, 201);
+  t.equal(driver.uploadReads, 0, 'upload data was not re-read');
+  // A monolithic POST with digest, and a PUT carrying the whole body, don't re-read either.
+  const other = randomBytes(100_000);
+  t.equal((await fetch(`${b.url}/v2/count/me/blobs/uploads/?digest=${sha256(other)}`, { method: 'POST', body: other })).status, 201);
+  t.equal(driver.uploadReads, 0);
+});
+
+t.test('a client that disconnects mid-PATCH can resume from the reported offset', async (t) => {
+  const b = await startBerth(t);
+  const blob = randomBytes(4 * 1024 * 1024);
+  const post = await fetch(`${b.url}/v2/resume/me/blobs/uploads/`, { method: 'POST' });
+  const path = post.headers.get('location') as string;
+  const port = new URL(b.url).port;
+  // Send 1.5 MiB of a declared 4 MiB body, then drop the connection.
+  await new Promise<void>((resolve) => {
+    const req = http.request({ host: '127.0.0.1', port, path, method: 'PATCH', headers: { 'content-length': blob.length } });
+    req.on('error', () => resolve());
+    req.write(blob.subarray(0, 1536 * 1024), () => setTimeout(() => {
+      req.destroy();
+      resolve();
+    }, 300));
+  });
+  let offset = 0;
+  for (let i = 0; i < 50; i++) {
+    const status = await fetch(`${b.url}${path}`);
+    t.equal(status.status, 204);
+    offset = Number((status.headers.get('range') as string).split('-')[1]) + 1;
+    if (offset > 1) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  t.ok(offset > 0 && offset <= 1536 * 1024, `kept the bytes received (${offset})`);
+  const rest = blob.subarray(offset);
+  const patch = await fetch(`${b.url}${path}`, {
+    method: 'PATCH',
+    body: rest,
+    headers: { 'content-range': `${offset}-${blob.length - 1}` },
+  });
+  t.equal(patch.status, 202);
+  const put = new URL(path, b.url);
+  put.searchParams.set('digest', sha256(blob));
+  t.equal((await fetch(put, { method: 'PUT' })).status, 201);
+  const got = Buffer.from(await (await fetch(`${b.url}/v2/resume/me/blobs/${sha256(blob)}`)).arrayBuffer());
+  t.ok(got.equals(blob), 'resumed blob is byte-identical');
+});
+
+t.test('a chunk whose body does not match its Content-Range changes nothing', async (t) => {
+  const b = await startBerth(t);
+  const blob = randomBytes(300_000);
+  const post = await fetch(`${b.url}/v2/size/check/blobs/uploads/`, { method: 'POST' });
+  const loc = new URL(post.headers.get('location') as string, b.url);
+  const first = await fetch(loc, { method: 'PATCH', body: blob.subarray(0, 100_000), headers: { 'content-range': '0-99999' } });
+  t.equal(first.status, 202);
+  const bad = await fetch(loc, { method: 'PATCH', body: blob.subarray(100_000, 150_000), headers: { 'content-range': '100000-299999' } });
+  t.equal(bad.status, 416, 'Content-Range and Content-Length disagree');
+  const status = await fetch(loc);
+  t.equal(status.headers.get('range'), '0-99999', 'offset unchanged');
+  const rest = await fetch(loc, { method: 'PATCH', body: blob.subarray(100_000), headers: { 'content-range': '100000-299999' } });
+  t.equal(rest.status, 202);
+  loc.searchParams.set('digest', sha256(blob));
+  t.equal((await fetch(loc, { method: 'PUT' })).status, 201);
+});
+
+t.test('stale uploads are purged by age, fresh ones stay', async (t) => {
+  const root = await tempDir(t, 'berth-purge-');
+  const driver = new FilesystemDriver({ rootDirectory: root });
+  const sessions = new MemorySessionStore({ ttlMs: 60_000 });
+  t.teardown(() => sessions.close());
+  const base = join(root, 'docker/registry/v2/repositories');
+  const make = async (repo: string, id: string, startedAt: Date) => {
+    const dir = join(base, repo, '_uploads', id);
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, 'data'), 'x');
+    await writeFile(join(dir, 'startedat'), startedAt.toISOString());
+    await mkdir(join(base, repo, '_layers'), { recursive: true });
+  };
+  const old = new Date(Date.now() - 10 * 24 * 3600_000);
+  await make('a', '11111111-1111-4111-8111-111111111111', old);
+  await make('deep/b', '22222222-2222-4222-8222-222222222222', old);
+  await make('a', '33333333-3333-4333-8333-333333333333', new Date());
+  // No startedat: judged by the directory's age.
+  const bare = join(base, 'a', '_uploads', '44444444-4444-4444-8444-444444444444');
+  await mkdir(bare, { recursive: true });
+  await utimes(bare, old, old);
+
+  t.equal(await purgeUploads(driver, sessions, { ageMs: 168 * 3600_000, dryRun: true }), 3, 'dry run counts');
+  t.equal((await readdir(join(base, 'a', '_uploads'))).length, 3, 'dry run deletes nothing');
+  t.equal(await purgeUploads(driver, sessions, { ageMs: 168 * 3600_000, dryRun: false }), 3);
+  t.same(await readdir(join(base, 'a', '_uploads')), ['33333333-3333-4333-8333-333333333333']);
+  t.same(await readdir(join(base, 'deep/b', '_uploads')), []);
+  t.ok((await stat(join(base, 'a', '_uploads', '33333333-3333-4333-8333-333333333333', 'data'))).isFile());
+});
