@@ -106,6 +106,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   const extraHeaders = Object.entries(config.http.headers);
   app.addHook('onSend', async (request, reply, payload) => {
     if (request.url.startsWith('/v2')) reply.header('Docker-Distribution-API-Version', 'registry/2.0');
+    reply.header('X-Request-Id', request.id);
     for (const [k, v] of extraHeaders) reply.header(k, v.length === 1 ? v[0] : v);
     return payload;
   });
