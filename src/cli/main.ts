@@ -3,29 +3,19 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { ConfigError } from '../config/fields.js';
+import { commands } from './command-registry.js';
 import { serve } from './serve.js';
 
 const HELP = `berth: a Docker / OCI distribution registry
 
 Usage:
   berth serve [config.yml]          run the registry (default: :5000, filesystem storage under ./data)
-  berth user add NAME [--file F]    add or update a user in an htpasswd file (password from stdin)
-  berth user rm NAME [--file F]     remove a user from an htpasswd file
   berth --help | --version
 
 Configuration: a registry:2 style config.yml (see config.example.yaml); REGISTRY_<SECTION>_<KEY> environment
 variables override it (e.g. REGISTRY_HTTP_ADDR=127.0.0.1:5055). Without a file argument, BERTH_CONFIG or
 REGISTRY_CONFIGURATION_PATH name the file.
 `;
-
-export interface Command {
-  /** One line for --help. */
-  usage: string;
-  run(args: string[]): Promise<number>;
-}
-
-/** Commands other modules contribute (gc, du, fsck, user); registered by `commands.ts`. */
-export const commands = new Map<string, Command>();
 
 function version(): string {
   const pkg = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'package.json');

@@ -1,0 +1,49 @@
+import type { AccessRecord } from './access.js';
+import type { AuthRequest, Authorizer, Principal } from './authorizer.js';
+import type { HtpasswdStore } from './htpasswd.js';
+import type { FailureLimiter } from './rate-limit.js';
+import { RegistryError } from '../errors/registry-error.js';
+
+/** Decodes `Authorization: Basic base64(name:password)`; undefined when absent or malformed. */
+export function parseBasic(header: string | undefined): { name: string; password: string } | undefined {
+  if (!header) return undefined;
+  const m = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header);
+  if (!m) return undefined;
+  const decoded = Buffer.from(m[1] ?? '', 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  if (colon < 0) return undefined;
+  return { name: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
+}
+
+/** Quotes a value for an auth-param (RFC 7235 quoted-string). */
+export function quote(value: string): string {
+  return `"${value.replace(/["\\]/g, '\\$&')}"`;
+}
+
+/**
+ * `auth.htpasswd`: HTTP Basic against an htpasswd file. As in Distribution, any valid user may do everything;
+ * missing or wrong credentials get 401 with `WWW-Authenticate: Basic realm="..."`. Wrong passwords count towards the
+ * per-address failed-login limit.
+ */
+export class BasicAuthorizer implements Authorizer {
+  readonly name = 'htpasswd';
+
+  constructor(private readonly users: HtpasswdStore, private readonly realm: string, private readonly limiter: FailureLimiter) {}
+
+  async authorize(request: AuthRequest, access: AccessRecord[]): Promise<Principal> {
+    const header = request.headers.authorization;
+    const creds = parseBasic(typeof header === 'string' ? header : undefined);
+    const challenge = { headers: { 'WWW-Authenticate': `Basic realm=${quote(this.realm)}` } };
+    const detail = access.length > 0 ? access : undefined;
+    if (!creds) throw new RegistryError('UNAUTHORIZED', detail, challenge);
+    this.limiter.check(request.ip);
+    if (!(await this.users.verify(creds.name, creds.password))) {
+      this.limiter.fail(request.ip);
+      throw new RegistryError('UNAUTHORIZED', detail, { ...challenge, message: 'invalid username or password' });
+    }
+    this.limiter.succeed(request.ip);
+    return { account: creds.name };
+  }
+
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,124 @@
+import type { X509Certificate } from 'node:crypto';
+import type { FastifyPluginAsync } from 'fastify';
+import type { Logger } from 'pino';
+import type { Config } from '../config/config.js';
+import type { StorageDriver } from '../storage/driver.js';
+import { AllowAllAuthorizer, type Authorizer } from './authorizer.js';
+import { BasicAuthorizer } from './basic.js';
+import { HtpasswdStore } from './htpasswd.js';
+import { FailureLimiter } from './rate-limit.js';
+import { RulesSource } from './rules.js';
+import { parseAuthSettings, SAFE_ALGORITHMS } from './settings.js';
+import { loadSigner } from './signer.js';
+import { realmFromRequest, TokenAuthorizer, type RealmResolver } from './token-authorizer.js';
+import { TokenIssuer, tokenRoutes } from './token-server.js';
+import { TrustStore } from './trust.js';
+import { TokenVerifier } from './verifier.js';
+
+/** What {@link createAuth} gives the app: the authorizer for `/v2/`, and berth's token server routes when enabled. */
+export interface AuthModule {
+  authorizer: Authorizer;
+  /** `/auth/token`, `/auth/jwks.json`, `/auth/cert.pem`: register at the root when present. */
+  routes?: FastifyPluginAsync;
+  close(): Promise<void>;
+}
+
+export interface AuthDeps {
+  driver: StorageDriver;
+  logger: Logger;
+  /** Host directory of the filesystem driver's root, so a generated signing key gets mode 0600. */
+  storageRoot?: string;
+}
+
+/**
+ * Builds authentication from `config.auth` (see `settings.ts` for every key):
+ * - no `auth` section: everything allowed;
+ * - `auth.htpasswd` alone: HTTP Basic against the htpasswd file;
+ * - `auth.token` and/or `auth.builtin`: Bearer tokens; `auth.builtin` also serves berth's own token server, whose
+ *   key the registry trusts in addition to `auth.token.rootcertbundle` / `auth.token.jwks`.
+ */
+export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthModule> {
+  if (config.auth === undefined) return { authorizer: new AllowAllAuthorizer(), close: async () => {} };
+  const logger = deps.logger.child({ component: 'auth' });
+  const settings = parseAuthSettings(config.auth, (msg) => logger.warn(msg));
+  const limiter = new FailureLimiter(settings.rateLimit.failures, settings.rateLimit.windowMs);
+
+  if (!settings.token && !settings.builtin) {
+    const htpasswd = settings.htpasswd;
+    if (!htpasswd) return { authorizer: new AllowAllAuthorizer(), close: async () => {} };
+    const users = new HtpasswdStore(htpasswd.path, logger);
+    await users.refresh();
+    const authorizer = new BasicAuthorizer(users, htpasswd.realm, limiter);
+    return { authorizer, close: () => authorizer.close() };
+  }
+
+  const token = settings.token;
+  const builtin = settings.builtin;
+  const defaultProto = config.http.tls ? 'https' : 'http';
+  let realm: RealmResolver;
+  if (token?.realm !== undefined) {
+    const fixed = token.realm;
+    realm = () => fixed;
+  } else if (token?.autoRedirect) {
+    realm = realmFromRequest(token.autoRedirectPath, defaultProto);
+  } else if (config.http.host !== undefined) {
+    const fixed = `${config.http.host}/auth/token`;
+    realm = () => fixed;
+  } else {
+    realm = realmFromRequest('/auth/token', defaultProto);
+  }
+
+  let routes: FastifyPluginAsync | undefined;
+  const certificates: X509Certificate[] = [];
+  const issuers = new Set<string>();
+  if (token) issuers.add(token.issuer);
+  if (builtin) {
+    const signer = await loadSigner({
+      ...(builtin.key !== undefined ? { keyFile: builtin.key } : {}),
+      ...(builtin.certificate !== undefined ? { certificateFile: builtin.certificate } : {}),
+      driver: deps.driver,
+      ...(deps.storageRoot !== undefined ? { storageRoot: deps.storageRoot } : {}),
+      logger,
+    });
+    certificates.push(signer.certificate);
+    issuers.add(builtin.issuer);
+    let users: HtpasswdStore | undefined;
+    if (builtin.users !== undefined) {
+      users = new HtpasswdStore(builtin.users, logger);
+      await users.refresh();
+    } else {
+      logger.warn('auth.builtin.users not set: only anonymous access rules apply');
+    }
+    const rules = await RulesSource.create(builtin.rules, builtin.groups, logger);
+    const issuer = new TokenIssuer({
+      users,
+      rules,
+      signer,
+      limiter,
+      service: builtin.service,
+      issuer: builtin.issuer,
+      expirationMs: builtin.expirationMs,
+      refreshExpirationMs: builtin.refreshExpirationMs,
+      logger,
+    });
+    routes = tokenRoutes(issuer, signer);
+    logger.info({ kid: signer.kid, alg: signer.alg }, 'token server enabled on /auth/token');
+  }
+
+  const trust = await TrustStore.create({
+    ...(token?.rootCertBundle !== undefined ? { rootCertBundle: token.rootCertBundle } : {}),
+    ...(token?.jwks !== undefined ? { jwks: token.jwks } : {}),
+    certificates,
+    logger,
+  });
+  const service = token?.service ?? builtin?.service ?? 'berth';
+  const verifier = new TokenVerifier(trust, {
+    issuers: [...issuers],
+    audience: service,
+    algorithms: token?.algorithms ?? [...SAFE_ALGORITHMS],
+  });
+  const authorizer = new TokenAuthorizer(verifier, realm, service, logger);
+  const result: AuthModule = { authorizer, close: () => authorizer.close() };
+  if (routes) result.routes = routes;
+  return result;
+}

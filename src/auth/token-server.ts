@@ -1,0 +1,244 @@
+import { randomBytes } from 'node:crypto';
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import { errors as joseErrors, jwtVerify } from 'jose';
+import type { Logger } from 'pino';
+import type { AccessRecord, Action } from './access.js';
+import { parseBasic, quote } from './basic.js';
+import { entryFingerprint, type HtpasswdStore } from './htpasswd.js';
+import type { FailureLimiter } from './rate-limit.js';
+import { grant, type RulesSource } from './rules.js';
+import type { TokenSigner } from './signer.js';
+import { RegistryError } from '../errors/registry-error.js';
+import { isValidName } from '../oci/reference.js';
+
+const ACTIONS: readonly string[] = ['pull', 'push', 'delete', '*'];
+
+/**
+ * Parses Docker token scopes (`repository:samalba/my-app:pull,push`, `registry:catalog:*`), from repeated `scope`
+ * parameters and/or space-separated lists (OAuth2 form). The name sits between the first and the last `:`; a
+ * resource class (`repository(plugin)`) is dropped; unknown types, invalid names and unknown actions are ignored.
+ * Repeated resources are merged.
+ */
+export function parseScopes(values: string[]): AccessRecord[] {
+  const merged = new Map<string, AccessRecord>();
+  for (const value of values) {
+    for (const scope of value.split(/\s+/)) {
+      const first = scope.indexOf(':');
+      const last = scope.lastIndexOf(':');
+      if (first <= 0 || last === first) continue;
+      const type = scope.slice(0, first).replace(/\([^)]*\)$/, '');
+      const name = scope.slice(first + 1, last);
+      const actions = scope.slice(last + 1).split(',').filter((a): a is Action => ACTIONS.includes(a));
+      let kind: AccessRecord['type'];
+      if (type === 'repository' && isValidName(name)) kind = 'repository';
+      else if (type === 'registry' && name === 'catalog') kind = 'registry';
+      else continue;
+      const key = `${kind}:${name}`;
+      const record: AccessRecord = merged.get(key) ?? { type: kind, name, actions: [] };
+      for (const a of actions) if (!record.actions.includes(a)) record.actions.push(a);
+      merged.set(key, record);
+    }
+  }
+  return [...merged.values()];
+}
+
+export interface TokenServerOptions {
+  users: HtpasswdStore | undefined;
+  rules: RulesSource;
+  signer: TokenSigner;
+  limiter: FailureLimiter;
+  service: string;
+  issuer: string;
+  expirationMs: number;
+  refreshExpirationMs: number;
+  logger?: Logger;
+}
+
+/** The token endpoint's JSON answer (Docker token spec and its OAuth2 variant). */
+export interface TokenResponse {
+  token: string;
+  access_token: string;
+  expires_in: number;
+  issued_at: string;
+  refresh_token?: string;
+}
+
+/**
+ * berth's token issuer: authenticates users against the htpasswd store, grants the intersection of the requested
+ * and the allowed access, signs tokens and refresh tokens.
+ */
+export class TokenIssuer {
+  constructor(private readonly options: TokenServerOptions) {}
+
+  get service(): string {
+    return this.options.service;
+  }
+
+  /** Refresh tokens are JWTs for a different audience, so the registry never takes one as an access token. */
+  private get refreshAudience(): string {
+    return `berth-refresh:${this.options.service}`;
+  }
+
+  /** Checks a password (rate-limited per `ip`); resolves the account or throws UNAUTHORIZED / TOOMANYREQUESTS. */
+  async login(ip: string, name: string, password: string): Promise<string> {
+    this.options.limiter.check(ip);
+    const ok = this.options.users ? await this.options.users.verify(name, password) : false;
+    if (!ok) {
+      this.options.limiter.fail(ip);
+      this.options.logger?.info({ account: name, ip }, 'token server: login failed');
+      throw new RegistryError('UNAUTHORIZED', undefined, {
+        message: 'invalid username or password',
+        headers: { 'WWW-Authenticate': `Basic realm=${quote(this.options.service)}` },
+      });
+    }
+    this.options.limiter.succeed(ip);
+    return name;
+  }
+
+  /** Resolves the account of a valid refresh token (rate-limited like a password); the user must still exist unchanged. */
+  async redeem(ip: string, refreshToken: string): Promise<string> {
+    this.options.limiter.check(ip);
+    const reject = (): RegistryError => {
+      this.options.limiter.fail(ip);
+      return new RegistryError('UNAUTHORIZED', undefined, { message: 'invalid refresh token' });
+    };
+    let sub: unknown;
+    let fingerprint: unknown;
+    try {
+      const { payload } = await jwtVerify(refreshToken, this.options.signer.publicKey, {
+        algorithms: [this.options.signer.alg],
+        issuer: this.options.issuer,
+        audience: this.refreshAudience,
+        requiredClaims: ['exp', 'sub'],
+      });
+      sub = payload.sub;
+      fingerprint = payload.pwd;
+    } catch (err) {
+      if (err instanceof joseErrors.JOSEError || err instanceof TypeError) throw reject();
+      throw err;
+    }
+    const hash = typeof sub === 'string' ? await this.options.users?.hashOf(sub) : undefined;
+    if (typeof sub !== 'string' || hash === undefined || entryFingerprint(hash) !== fingerprint) throw reject();
+    this.options.limiter.succeed(ip);
+    return sub;
+  }
+
+  /** Issues an access token for `account` (undefined: anonymous), plus a refresh token when `offline`. */
+  async issue(account: string | undefined, requested: AccessRecord[], offline: boolean): Promise<TokenResponse> {
+    const rules = await this.options.rules.rules();
+    const access = grant(rules, account, requested);
+    const now = Math.floor(Date.now() / 1000);
+    const expiresIn = Math.floor(this.options.expirationMs / 1000);
+    const token = await this.options.signer.sign({
+      iss: this.options.issuer,
+      sub: account ?? '',
+      aud: this.options.service,
+      exp: now + expiresIn,
+      nbf: now,
+      iat: now,
+      jti: randomBytes(16).toString('base64url'),
+      access,
+    });
+    const response: TokenResponse = { token, access_token: token, expires_in: expiresIn, issued_at: new Date(now * 1000).toISOString() };
+    if (offline && account !== undefined) {
+      const hash = await this.options.users?.hashOf(account);
+      if (hash !== undefined) {
+        response.refresh_token = await this.options.signer.sign({
+          iss: this.options.issuer,
+          sub: account,
+          aud: this.refreshAudience,
+          exp: now + Math.floor(this.options.refreshExpirationMs / 1000),
+          iat: now,
+          jti: randomBytes(16).toString('base64url'),
+          pwd: entryFingerprint(hash),
+        });
+      }
+    }
+    this.options.logger?.debug({ account: account ?? '(anonymous)', access }, 'token issued');
+    return response;
+  }
+}
+
+function list(v: unknown): string[] {
+  if (typeof v === 'string') return [v];
+  if (Array.isArray(v)) return v.filter((x): x is string => typeof x === 'string');
+  return [];
+}
+
+function one(v: unknown): string | undefined {
+  return list(v)[0];
+}
+
+const FORM = 'application/x-www-form-urlencoded';
+
+/** Builds the Fastify plugin serving `/auth/token`, `/auth/jwks.json` and `/auth/cert.pem`. */
+export function tokenRoutes(issuer: TokenIssuer, signer: TokenSigner): FastifyPluginAsync {
+  return async (app) => {
+    if (app.hasContentTypeParser(FORM)) app.removeContentTypeParser(FORM);
+    app.addContentTypeParser(FORM, { parseAs: 'string', bodyLimit: 64 * 1024 }, (_req, body, done) => {
+      const params = new URLSearchParams(String(body));
+      const out: Record<string, string[]> = {};
+      for (const [k, v] of params) (out[k] ??= []).push(v);
+      done(null, out);
+    });
+
+    app.setErrorHandler((err: unknown, _req, reply) => {
+      if (err instanceof RegistryError) {
+        return reply.code(err.status).headers(err.headers).send({ errors: [err.toJSON()] });
+      }
+      const status = typeof (err as { statusCode?: unknown }).statusCode === 'number' ? (err as { statusCode: number }).statusCode : 500;
+      if (status >= 500) app.log.error({ err }, 'token server error');
+      return reply.code(status).send({ errors: [{ code: status >= 500 ? 'UNKNOWN' : 'UNSUPPORTED', message: status >= 500 ? 'unknown error' : (err as Error).message }] });
+    });
+
+    const checkService = (service: string | undefined, reply: FastifyReply): boolean => {
+      if (service === undefined || service === issuer.service) return true;
+      void reply.code(400).send({ errors: [{ code: 'UNSUPPORTED', message: `unknown service ${JSON.stringify(service)}` }] });
+      return false;
+    };
+
+    const send = (reply: FastifyReply, body: TokenResponse): FastifyReply =>
+      reply.headers({ 'cache-control': 'no-store', pragma: 'no-cache' }).send(body);
+
+    // Docker token spec: GET with optional Basic credentials; `offline_token=true` asks for a refresh token.
+    app.get('/auth/token', async (req: FastifyRequest, reply) => {
+      const q = req.query as Record<string, unknown>;
+      if (!checkService(one(q.service), reply)) return reply;
+      const creds = parseBasic(typeof req.headers.authorization === 'string' ? req.headers.authorization : undefined);
+      const account = creds ? await issuer.login(req.ip, creds.name, creds.password) : undefined;
+      return send(reply, await issuer.issue(account, parseScopes(list(q.scope)), one(q.offline_token) === 'true'));
+    });
+
+    // Docker OAuth2 token spec: POST form with grant_type=password or refresh_token; access_type=offline asks for
+    // a refresh token.
+    app.post('/auth/token', async (req, reply) => {
+      const body = req.body;
+      if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+        return reply.code(400).send({ errors: [{ code: 'UNSUPPORTED', message: `expected a ${FORM} body` }] });
+      }
+      const form = body as Record<string, unknown>;
+      if (!checkService(one(form.service), reply)) return reply;
+      const grantType = one(form.grant_type);
+      let account: string;
+      if (grantType === 'password') {
+        const username = one(form.username);
+        const password = one(form.password);
+        if (!username || password === undefined) {
+          return reply.code(400).send({ errors: [{ code: 'UNSUPPORTED', message: 'username and password are required' }] });
+        }
+        account = await issuer.login(req.ip, username, password);
+      } else if (grantType === 'refresh_token') {
+        const refresh = one(form.refresh_token);
+        if (!refresh) return reply.code(400).send({ errors: [{ code: 'UNSUPPORTED', message: 'refresh_token is required' }] });
+        account = await issuer.redeem(req.ip, refresh);
+      } else {
+        return reply.code(400).send({ errors: [{ code: 'UNSUPPORTED', message: `unsupported grant_type ${JSON.stringify(grantType ?? '')}` }] });
+      }
+      return send(reply, await issuer.issue(account, parseScopes(list(form.scope)), one(form.access_type) === 'offline'));
+    });
+
+    app.get('/auth/jwks.json', async (_req, reply) => reply.header('cache-control', 'max-age=300').send({ keys: [signer.jwk()] }));
+
+    app.get('/auth/cert.pem', async (_req, reply) => reply.type('application/x-pem-file').send(signer.certificatePem));
+  };
+}

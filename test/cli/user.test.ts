@@ -1,0 +1,40 @@
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import bcrypt from 'bcryptjs';
+import { tempDir } from '../helpers/ports.js';
+
+const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+
+function run(args: string[], stdin: string): Promise<{ code: number | null; err: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [MAIN, ...args], { stdio: ['pipe', 'ignore', 'pipe'] });
+    let err = '';
+    p.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    p.once('exit', (code) => resolve({ code, err }));
+    p.stdin.end(stdin);
+  });
+}
+
+t.test('berth user add / rm edit an htpasswd file with bcrypt entries', async (t) => {
+  const dir = await tempDir(t, 'berth-user-');
+  const file = join(dir, 'htpasswd');
+  t.equal((await run(['user', 'add', 'alice', '--file', file], 's3cret pass\n')).code, 0);
+  t.equal((await run(['user', 'add', 'bob', '--file', file], 'hunter2\n')).code, 0);
+  const lines = (await readFile(file, 'utf8')).trim().split('\n');
+  t.equal(lines.length, 2);
+  const alice = lines.find((l) => l.startsWith('alice:'))?.slice('alice:'.length) ?? '';
+  t.match(alice, /^\$2[aby]\$/, 'bcrypt hash');
+  t.ok(bcrypt.compareSync('s3cret pass', alice), 'password from stdin, without the newline');
+  t.equal((await stat(file)).mode & 0o777, 0o600);
+  t.equal((await run(['user', 'rm', 'bob', '--file', file], '')).code, 0);
+  t.notMatch(await readFile(file, 'utf8'), /^bob:/m);
+  const missing = await run(['user', 'rm', 'bob', '--file', file], '');
+  t.equal(missing.code, 1);
+  t.match(missing.err, /no user bob/);
+  const noFile = await run(['user', 'add', 'carol'], 'x\n');
+  t.equal(noFile.code, 1);
+  t.match(noFile.err, /--file/);
+});
