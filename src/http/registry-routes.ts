@@ -31,7 +31,7 @@ export interface RegistryRoutesOptions {
 
 type Query = Record<string, string | undefined>;
 
-/** Expiry of presigned redirect URLs for blob GETs. */
+/** Expiry of presigned redirect URLs for blob GETs, unless the driver configures its own. */
 const REDIRECT_EXPIRY_SECONDS = 20 * 60;
 
 /**
@@ -178,7 +178,7 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
         const size = await store.repositoryBlobSize(name, digest);
         if (size === null) throw registryError('BLOB_UNKNOWN', { digest: digest.value });
         if (request.method === 'GET' && !config.storage.redirectDisabled) {
-          const url = await store.blobRedirectURL(digest, 'GET', REDIRECT_EXPIRY_SECONDS);
+          const url = await store.blobRedirectURL(digest, 'GET', store.driver.redirectExpirySeconds ?? REDIRECT_EXPIRY_SECONDS);
           if (url) return reply.code(307).header('Location', url).header('Docker-Content-Digest', digest.value).send();
         }
         reply

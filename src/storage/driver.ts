@@ -39,6 +39,13 @@ export interface StorageDriver {
   delete(path: string): Promise<void>;
   /** A URL a client may fetch the file from directly (e.g. a presigned S3 URL), or null when unsupported. */
   redirectURL(path: string, options: { method: 'GET' | 'HEAD'; expiresInSeconds: number }): Promise<string | null>;
+  /** How long URLs from {@link redirectURL} stay valid (drivers that redirect; default 20 minutes). */
+  readonly redirectExpirySeconds?: number;
+  /**
+   * Drivers that keep server-side state for unfinished writers (S3 multipart uploads) remove what was started
+   * before `before` and never committed; returns how many were removed. Called by upload purging.
+   */
+  abortStaleUploads?(before: Date): Promise<number>;
   /** Resolves when the backend is reachable; used by the readiness probe. */
   health(): Promise<void>;
   /** Releases clients and timers. */

@@ -45,6 +45,10 @@ export async function purgeUploads(
     }
   };
   await visit(paths.repositoriesRoot);
+  if (!options.dryRun && driver.abortStaleUploads) {
+    const aborted = await driver.abortStaleUploads(new Date(cutoff));
+    if (aborted > 0) options.logger?.info({ aborted }, 'aborted stale multipart uploads');
+  }
   return removed;
 }
 

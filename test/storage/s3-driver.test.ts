@@ -1,0 +1,362 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import t, { type Test } from 'tap';
+import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { BackendUnavailableError } from '../../src/errors/registry-error.js';
+import { PathNotFoundError, type WriterState } from '../../src/storage/driver.js';
+import { createS3Driver, S3Driver, S3Writer, type S3WriterState } from '../../src/storage/drivers/s3.js';
+import type { RawSection } from '../../src/config/fields.js';
+import { driverSuite } from '../suites/driver-suite.js';
+import { s3Op, startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
+import { startS3Server, type S3Server } from '../helpers/s3-server.js';
+
+// This machine sets AWS_CA_BUNDLE (and a developer's shell may set more): the SDK must see only what tests pass.
+for (const k of Object.keys(process.env)) if (k.startsWith('AWS_')) delete process.env[k];
+
+const MiB = 1024 * 1024;
+
+function sha256(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+function viaJson(state: WriterState): S3WriterState {
+  return JSON.parse(JSON.stringify(state)) as S3WriterState;
+}
+
+/** The raw `storage.s3` section for a server (optionally through a proxy endpoint). */
+function rawConfig(server: S3Server, extra: RawSection = {}, endpoint = server.endpoint): RawSection {
+  return {
+    bucket: server.bucket,
+    region: server.region,
+    regionendpoint: endpoint,
+    forcepathstyle: true,
+    accesskey: server.accessKey,
+    secretkey: server.secretKey,
+    chunksize: 5 * MiB,
+    ...extra,
+  };
+}
+
+/** A driver on a fresh bucket; closed at teardown. */
+function driverFor(t: Test, server: S3Server, extra: RawSection = {}, endpoint?: string): S3Driver {
+  const warnings: string[] = [];
+  const driver = createS3Driver(rawConfig(server, extra, endpoint), (m) => warnings.push(m));
+  t.teardown(() => driver.close());
+  return driver;
+}
+
+/** Fault tests want quick give-ups, not the production 5 attempts with long back-off. */
+async function withProxy(t: Test, extra: RawSection = {}): Promise<{ server: S3Server; proxy: FaultProxy; driver: S3Driver }> {
+  const server = await startS3Server(t);
+  const proxy = await startFaultProxy(t, server.endpoint);
+  const driver = driverFor(t, server, { maxattempts: 3, ...extra }, proxy.endpoint);
+  return { server, proxy, driver };
+}
+
+const tailKeys = (server: S3Server) => server.keys().filter((k) => k.includes('.berth-tail-'));
+
+t.test('shared driver suite against the strict S3 server', async (t) => {
+  let server: S3Server | undefined;
+  await driverSuite(t, 's3 (strict S3 server, 5 MiB parts, paged listings)', async (st) => {
+    // Listing pages of 4 entries make every list/delete/stat walk continuation tokens.
+    server = await startS3Server(st, { pageSize: 4 });
+    return { driver: createS3Driver(rawConfig(server, { rootdirectory: '/suite/root/' }), () => {}) };
+  });
+  // The suite's own leak check lists through the driver, which hides tails: look at the bucket itself too.
+  t.same(server?.uploads(), [], 'no multipart upload is left in progress');
+  t.same(server?.keys(), [], 'no object (tail side objects included) is left in the bucket');
+});
+
+t.test('keys use Distribution\'s layout: rootdirectory + path', async (t) => {
+  const server = await startS3Server(t);
+  const rooted = driverFor(t, server, { rootdirectory: '/registry/' });
+  await rooted.putContent('/docker/registry/v2/repositories/a/_layers/x/link', Buffer.from('sha256:abc'));
+  t.ok(server.keys().includes('registry/docker/registry/v2/repositories/a/_layers/x/link'), 'object key is root + path, no leading slash');
+
+  const bare = driverFor(t, server, {});
+  await bare.putContent('/docker/registry/v2/x', Buffer.from('1'));
+  t.ok(server.keys().includes('docker/registry/v2/x'), 'without rootdirectory the key is the path without its leading slash');
+
+  // A bucket registry:2 filled: write with a plain SDK client, read through the driver.
+  const client = new S3Client({
+    region: server.region,
+    endpoint: server.endpoint,
+    forcePathStyle: true,
+    credentials: { accessKeyId: server.accessKey, secretAccessKey: server.secretKey },
+  });
+  t.teardown(() => client.destroy());
+  const blob = randomBytes(1000);
+  await client.send(new PutObjectCommand({ Bucket: server.bucket, Key: 'registry/docker/registry/v2/blobs/sha256/ab/abcd/data', Body: blob }));
+  t.equal(sha256(await rooted.getContent('/docker/registry/v2/blobs/sha256/ab/abcd/data')), sha256(blob), 'reads what another registry wrote');
+  t.same(await rooted.list('/docker/registry/v2/blobs/sha256'), ['/docker/registry/v2/blobs/sha256/ab'], 'lists it as a directory');
+});
+
+t.test('an upload resumed by other processes, with tails under 5 MiB between requests', async (t) => {
+  const server = await startS3Server(t);
+  const path = '/docker/registry/v2/repositories/r/_uploads/u1/data';
+  // PATCH-sized pieces, none reaching a part on its own, plus a big one and a tiny last one.
+  const pieces = [1.5, 1.5, 1.5, 1.5, 0.25, 12, 3, 0.001].map((m) => randomBytes(Math.round(m * MiB)));
+  let state: S3WriterState | undefined;
+  for (const [i, piece] of pieces.entries()) {
+    // Every request in a new driver: nothing but the JSON state carries over, as with another berth process.
+    const driver = driverFor(t, server);
+    const writer = await driver.writer(path, state);
+    await writer.write(piece);
+    state = viaJson(await writer.close());
+    await driver.close();
+    const total = pieces.slice(0, i + 1).reduce((n, p) => n + p.length, 0);
+    t.equal(state.size, total, `request ${i + 1}: state records every byte`);
+    t.ok((state.tail?.size ?? 0) < 5 * MiB, `request ${i + 1}: the tail kept between requests is under 5 MiB (${state.tail?.size ?? 0})`);
+    t.ok(state.parts.every((p) => p.size >= 5 * MiB), `request ${i + 1}: every recorded part is at least 5 MiB`);
+    t.ok(tailKeys(server).length <= 2, `request ${i + 1}: old tails are cleaned up as the upload goes (${tailKeys(server).length} left)`);
+  }
+  const finisher = driverFor(t, server);
+  const last = await finisher.writer(path, state);
+  await last.commit();
+  const whole = Buffer.concat(pieces);
+  t.equal(sha256(await readAll(await finisher.reader(path))), sha256(whole), 'the committed object is exactly the concatenation');
+  // "EntityTooSmall … Each part must be at least 5 MB in size, except the last part." The server enforces it at
+  // Complete; the driver must never have sent a small part that another part followed.
+  const completes = server.requests.filter((r) => r.method === 'POST' && 'uploadId' in r.query);
+  t.same(completes.map((r) => r.status), [200], 'one CompleteMultipartUpload, accepted');
+  const partSizes = server.requests.filter((r) => r.method === 'PUT' && 'partNumber' in r.query && r.status === 200).map((r) => r.bytes ?? 0);
+  t.ok(partSizes.slice(0, -1).every((n) => n >= 5 * MiB), 'every part but the last sent was at least 5 MiB', { partSizes });
+  t.same(server.uploads(), [], 'no multipart upload left');
+  t.same(server.keys(), ['docker/registry/v2/repositories/r/_uploads/u1/data'], 'no tail object left, only the data');
+});
+
+t.test('a small upload commits as one PutObject, without a multipart upload', async (t) => {
+  const server = await startS3Server(t);
+  const driver = driverFor(t, server);
+  const w1 = await driver.writer('/up/data');
+  await w1.write(randomBytes(1000));
+  const state = viaJson(await w1.close());
+  const w2 = await driver.writer('/up/data', state);
+  await w2.write(randomBytes(24));
+  await w2.commit();
+  t.equal((await driver.stat('/up/data')).size, 1024, 'committed size');
+  t.notOk(server.requests.some((r) => 'uploads' in r.query), 'no CreateMultipartUpload was sent');
+  t.same(server.keys(), ['up/data'], 'the tail is gone');
+});
+
+t.test('memory per writer stays at one part while data streams out', async (t) => {
+  const server = await startS3Server(t);
+  const driver = driverFor(t, server);
+  const writer = await driver.writer('/big/data');
+  t.ok(writer instanceof S3Writer, 'an S3 writer');
+  const chunk = randomBytes(64 * 1024);
+  const total = 48 * MiB;
+  let lagging = 0;
+  for (let written = 0; written < total; written += chunk.length) {
+    await writer.write(chunk);
+    const partsAtServer = server.requests.filter((r) => 'partNumber' in r.query && r.status === 200).length;
+    // After write() resolves, every full part is at S3: nothing accumulates in memory.
+    if (partsAtServer !== Math.floor((written + chunk.length) / (5 * MiB))) lagging++;
+  }
+  t.equal(lagging, 0, 'each 5 MiB part was uploaded before the next write resolved');
+  t.ok((writer as S3Writer).peakBuffered <= 5 * MiB, `at most one part buffered (peak ${(writer as S3Writer).peakBuffered})`);
+  await writer.commit();
+  t.equal((await driver.stat('/big/data')).size, total, 'all bytes committed');
+});
+
+t.test('move: server-side copy, multipart above the threshold', async (t) => {
+  // CopyObject refuses sources above 6 MiB here, as S3 does above 5 GiB: the driver must use UploadPartCopy.
+  const server = await startS3Server(t, { maxCopyObjectSize: 6 * MiB });
+  const driver = driverFor(t, server, { multipartcopythresholdsize: 5 * MiB, multipartcopychunksize: 5 * MiB, multipartcopymaxconcurrency: 2 });
+  const content = randomBytes(12 * MiB + 3);
+  const w = await driver.writer('/uploads/x/data');
+  await w.write(content);
+  await w.commit();
+  await driver.move('/uploads/x/data', '/blobs/sha256/ab/abc/data');
+  t.equal(sha256(await readAll(await driver.reader('/blobs/sha256/ab/abc/data'))), sha256(content), 'destination has the bytes');
+  await t.rejects(driver.stat('/uploads/x/data'), PathNotFoundError, 'source is gone');
+  const copies = server.requests.filter((r) => r.method === 'PUT' && 'partNumber' in r.query && r.path.includes('/blobs/'));
+  t.equal(copies.length, 3, 'three UploadPartCopy requests (5 + 5 + 2 MiB)');
+  t.ok(copies.every((r) => r.status === 200), 'all accepted');
+
+  const small = randomBytes(100);
+  await driver.putContent('/a', small);
+  await driver.move('/a', '/b');
+  t.equal(sha256(await driver.getContent('/b')), sha256(small), 'a small object moves with CopyObject');
+  t.same(server.uploads(), [], 'no multipart upload left');
+});
+
+t.test('delete of an upload directory aborts its multipart upload and removes tails', async (t) => {
+  const server = await startS3Server(t);
+  const driver = driverFor(t, server);
+  const dir = '/docker/registry/v2/repositories/r/_uploads/gone';
+  await driver.putContent(`${dir}/startedat`, Buffer.from(new Date().toISOString()));
+  const w = await driver.writer(`${dir}/data`);
+  await w.write(randomBytes(6 * MiB));
+  await w.close();
+  t.equal(server.uploads().length, 1, 'a multipart upload is in progress');
+  t.equal(tailKeys(server).length, 1, 'with a tail');
+  await driver.delete(dir);
+  t.same(server.uploads(), [], 'the multipart upload was aborted');
+  t.same(server.keys(), [], 'every object under the directory is gone');
+});
+
+t.test('abortStaleUploads aborts multipart uploads older than a cut-off', async (t) => {
+  const server = await startS3Server(t);
+  const driver = driverFor(t, server);
+  const w = await driver.writer('/u/data');
+  await w.write(randomBytes(5 * MiB));
+  await w.close();
+  t.equal(await driver.abortStaleUploads(new Date(Date.now() - 3_600_000)), 0, 'a fresh upload is kept');
+  t.equal(await driver.abortStaleUploads(new Date(Date.now() + 60_000)), 1, 'an old one is aborted');
+  t.same(server.uploads(), []);
+});
+
+t.test('faults: a 503 on a part upload is retried and the upload succeeds', async (t) => {
+  const { server, proxy, driver } = await withProxy(t);
+  proxy.failNext(1, 503, s3Op.uploadPart);
+  proxy.failNext(1, 500, s3Op.completeMultipart);
+  const content = randomBytes(11 * MiB);
+  const w = await driver.writer('/up/data');
+  await w.write(content);
+  await w.commit();
+  t.same(proxy.requests.filter((r) => r.fault).map((r) => r.fault), ['503', '500'], 'both faults were injected');
+  t.equal(sha256(await driver.getContent('/up/data')), sha256(content), 'the object is exact');
+  t.same(server.uploads(), []);
+});
+
+t.test('faults: a connection dropped mid part body is retried with the same bytes', async (t) => {
+  const { proxy, driver } = await withProxy(t);
+  proxy.dropMidRequest(1, MiB, s3Op.uploadPart);
+  const content = randomBytes(7 * MiB);
+  const w = await driver.writer('/up/data');
+  await w.write(content);
+  await w.commit();
+  t.ok(proxy.requests.some((r) => r.fault === 'drop-request'), 'the drop was injected');
+  t.equal(sha256(await driver.getContent('/up/data')), sha256(content), 'the object is exact');
+});
+
+t.test('faults: a lost CompleteMultipartUpload answer is recognised as success', async (t) => {
+  const { proxy, driver } = await withProxy(t);
+  proxy.dropMidResponse(1, 0, s3Op.completeMultipart);
+  const content = randomBytes(6 * MiB);
+  const w = await driver.writer('/up/data');
+  await w.write(content);
+  await w.commit();
+  t.ok(proxy.requests.some((r) => r.fault === 'drop-response'), 'the drop was injected');
+  t.equal(sha256(await driver.getContent('/up/data')), sha256(content), 'the object is exact');
+});
+
+t.test('faults: S3 down → BackendUnavailableError and nothing committed', async (t) => {
+  const { server, proxy, driver } = await withProxy(t);
+  const content = randomBytes(7 * MiB);
+  const w1 = await driver.writer('/up/data');
+  await w1.write(content.subarray(0, 6 * MiB));
+  const state = viaJson(await w1.close());
+
+  // Resumed before the outage (that reads the tail back), committed during it.
+  const w2 = await driver.writer('/up/data', state);
+  await w2.write(content.subarray(6 * MiB));
+  proxy.setDown(true);
+  await t.rejects(driver.health(), BackendUnavailableError, 'health reports S3 unavailable');
+  await t.rejects(w2.commit(), BackendUnavailableError, 'commit fails as unavailable');
+  await t.rejects(driver.writer('/up/data', state), BackendUnavailableError, 'resuming (reading the tail) fails as unavailable');
+  await t.rejects(driver.getContent('/up/data'), BackendUnavailableError, 'reads fail as unavailable');
+  await t.rejects(driver.move('/up/data', '/blob/data'), BackendUnavailableError, 'move fails as unavailable');
+  proxy.setDown(false);
+
+  await driver.health();
+  await t.rejects(driver.stat('/up/data'), PathNotFoundError, 'nothing was committed at the upload path');
+  await t.rejects(driver.stat('/blob/data'), PathNotFoundError, 'nothing at the final path');
+  // The upload continues from its last stored state once S3 is back.
+  const w3 = await driver.writer('/up/data', state);
+  await w3.write(content.subarray(6 * MiB));
+  await w3.commit();
+  await driver.move('/up/data', '/blob/data');
+  t.equal(sha256(await driver.getContent('/blob/data')), sha256(content), 'resumed after the outage, exact bytes');
+  t.same(server.uploads(), []);
+});
+
+t.test('faults: S3 answering 503 to everything → BackendUnavailableError', async (t) => {
+  const { proxy, driver } = await withProxy(t);
+  await driver.putContent('/f', Buffer.from('x'));
+  proxy.failNext(1000, 503);
+  await t.rejects(driver.getContent('/f'), BackendUnavailableError, 'getContent');
+  await t.rejects(driver.putContent('/g', Buffer.from('y')), BackendUnavailableError, 'putContent');
+  await t.rejects(driver.list('/'), BackendUnavailableError, 'list');
+  const w = await driver.writer('/up/data');
+  await t.rejects(w.write(randomBytes(5 * MiB)), BackendUnavailableError, 'a part upload');
+  const attempts = proxy.requests.filter((r) => r.fault === '503' && r.path.endsWith('/f')).length;
+  t.equal(attempts, 3, 'each request was tried maxattempts times');
+  proxy.clear();
+  await t.rejects(driver.stat('/g'), PathNotFoundError, 'the failed put left nothing');
+});
+
+t.test('faults: a download broken mid-body resumes from where it stopped', async (t) => {
+  const { proxy, driver } = await withProxy(t);
+  const content = randomBytes(9 * MiB);
+  await driver.putContent('/blob', content);
+  proxy.dropMidResponse(2, 3 * MiB, s3Op.getObject);
+  t.equal(sha256(await readAll(await driver.reader('/blob'))), sha256(content), 'whole read: exact bytes');
+  t.equal(proxy.requests.filter((r) => r.fault === 'drop-response').length, 2, 'two drops were injected');
+
+  proxy.dropMidResponse(1, MiB, s3Op.getObject);
+  t.equal(sha256(await readAll(await driver.reader('/blob', 2 * MiB, 4 * MiB))), sha256(content.subarray(2 * MiB, 6 * MiB)), 'ranged read: exact bytes');
+
+  proxy.dropMidResponse(100, MiB, s3Op.getObject);
+  await t.rejects(readAll(await driver.reader('/blob')), BackendUnavailableError, 'a download that keeps breaking fails as unavailable');
+  proxy.clear();
+
+  // The object changing under a resumed download must not splice two versions.
+  proxy.dropMidResponse(1, MiB, s3Op.getObject);
+  const reader = await driver.reader('/blob');
+  await driver.putContent('/blob', randomBytes(9 * MiB));
+  await t.rejects(readAll(reader), 'a resumed download of a replaced object fails instead of mixing versions');
+});
+
+t.test('presigned redirect URLs', async (t) => {
+  const server = await startS3Server(t);
+  const driver = driverFor(t, server, { redirectexpiry: '10m' });
+  t.equal(driver.redirectExpirySeconds, 600, 'redirectexpiry is exposed for the caller');
+  const content = randomBytes(3000);
+  await driver.putContent('/docker/registry/v2/blobs/sha256/ab/abc/data', content);
+  const url = await driver.redirectURL('/docker/registry/v2/blobs/sha256/ab/abc/data', { method: 'GET', expiresInSeconds: 600 });
+  t.ok(url, 'a URL');
+  const ok = await fetch(url as string);
+  t.equal(ok.status, 200, 'plain fetch of the presigned URL works');
+  t.equal(sha256(Buffer.from(await ok.arrayBuffer())), sha256(content), 'with the object bytes');
+  const ranged = await fetch(url as string, { headers: { Range: 'bytes=10-19' } });
+  t.equal(ranged.status, 206, 'Range works on the presigned URL');
+  t.same(Buffer.from(await ranged.arrayBuffer()), content.subarray(10, 20));
+
+  const headUrl = await driver.redirectURL('/docker/registry/v2/blobs/sha256/ab/abc/data', { method: 'HEAD', expiresInSeconds: 60 });
+  const head = await fetch(headUrl as string, { method: 'HEAD' });
+  t.equal(head.status, 200, 'a HEAD URL works for HEAD');
+  t.equal(head.headers.get('content-length'), '3000');
+
+  const u = new URL(url as string);
+  const sig = u.searchParams.get('X-Amz-Signature') as string;
+  u.searchParams.set('X-Amz-Signature', `${sig.slice(0, -1)}${sig.endsWith('0') ? '1' : '0'}`);
+  const tampered = await fetch(u);
+  t.equal(tampered.status, 403, 'a tampered signature is refused');
+  t.match(await tampered.text(), /SignatureDoesNotMatch/);
+  const otherKey = await fetch((url as string).replace('/abc/data', '/abd/data'));
+  t.equal(otherKey.status, 403, 'the URL does not open another key');
+  const unsigned = await fetch(`${server.endpoint}/${server.bucket}/docker/registry/v2/blobs/sha256/ab/abc/data`);
+  t.equal(unsigned.status, 403, 'an unsigned request is refused');
+
+  server.setClockOffset(601_000);
+  const expired = await fetch(url as string);
+  t.equal(expired.status, 403, 'an expired URL is refused');
+  t.match(await expired.text(), /Request has expired/);
+});
+
+t.test('createS3Driver validates the section', async (t) => {
+  const warnings: string[] = [];
+  t.throws(() => createS3Driver({ region: 'us-east-1' }, (m) => warnings.push(m)), /storage\.s3\.bucket/, 'bucket is required');
+  const d = createS3Driver({ bucket: 'b', region: 'eu-west-1', surprise: 1, loglevel: 'debug' }, (m) => warnings.push(m));
+  t.teardown(() => d.close());
+  t.ok(warnings.some((w) => w.includes('storage.s3.surprise')), 'unknown keys warn');
+  t.ok(warnings.some((w) => w.includes('storage.s3.loglevel') && w.includes('not used')), 'accepted Distribution keys warn as unused');
+});
