@@ -42,6 +42,8 @@ export const paths = {
     `${ROOT}/repositories/${name}/_manifests/tags/${tag}/index/${d.algorithm}/${d.hex}/link`,
   referrersDir: (name: string, subject: Digest) =>
     `${ROOT}/repositories/${name}/_referrers/subjects/${subject.algorithm}/${subject.hex}`,
+  referrerDir: (name: string, subject: Digest, d: Digest) =>
+    `${ROOT}/repositories/${name}/_referrers/subjects/${subject.algorithm}/${subject.hex}/${d.algorithm}/${d.hex}`,
   referrerLink: (name: string, subject: Digest, d: Digest) =>
     `${ROOT}/repositories/${name}/_referrers/subjects/${subject.algorithm}/${subject.hex}/${d.algorithm}/${d.hex}/link`,
   uploadsDir: (name: string) => `${ROOT}/repositories/${name}/_uploads`,

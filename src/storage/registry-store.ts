@@ -211,7 +211,7 @@ export class RegistryStore {
       const current = await this.resolveTag(repo, tag);
       if (current && current.value === d.value) await this.deleteIfPresent(paths.tagDir(repo, tag));
     }
-    if (m?.parsed.subject) await this.deleteIfPresent(paths.referrerLink(repo, m.parsed.subject.digest, d).replace(/\/link$/, ''));
+    if (m?.parsed.subject) await this.deleteIfPresent(paths.referrerDir(repo, m.parsed.subject.digest, d));
     return this.deleteIfPresent(paths.revisionDir(repo, d));
   }
 
