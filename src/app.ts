@@ -4,7 +4,8 @@ import type { Logger } from 'pino';
 import { AllowAllAuthorizer, type Authorizer } from './auth/authorizer.js';
 import type { Config } from './config/config.js';
 import { sendError } from './errors/handler.js';
-import { registryError } from './errors/registry-error.js';
+import { BackendUnavailableError, registryError } from './errors/registry-error.js';
+import { createMetrics, metricsConfig, metricsPlugin, type Metrics } from './http/metrics.js';
 import { registryRoutes } from './http/registry-routes.js';
 import { createLogger } from './logging.js';
 import type { PullThrough } from './proxy/index.js';
@@ -22,6 +23,7 @@ export interface AppDeps {
   driver?: StorageDriver;
   sessions?: UploadSessionStore;
   authorizer?: Authorizer;
+  metrics?: Metrics;
 }
 
 /** What the app was built from, for the startup line and commands. */
@@ -32,6 +34,7 @@ export interface AppParts {
   authorizer: Authorizer;
   store: RegistryStore;
   uploads: UploadService;
+  metrics: Metrics;
 }
 
 declare module 'fastify' {
@@ -97,10 +100,14 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     const { createPullThrough } = await import('./proxy/index.js');
     pullThrough = createPullThrough(config, { store, driver, logger });
   }
-  app.decorate('berth', { config, driver, sessions, authorizer, store, uploads });
+  const metrics = deps.metrics ?? createMetrics();
+  app.decorate('berth', { config, driver, sessions, authorizer, store, uploads, metrics });
 
   let closing = false;
-  app.setErrorHandler((err, request, reply) => sendError(err, request, reply));
+  app.setErrorHandler((err, request, reply) => {
+    if (err instanceof BackendUnavailableError) metrics.storageErrors.inc({ driver: driver.name, operation: request.routeKind ?? 'other' });
+    return sendError(err, request, reply);
+  });
   app.setNotFoundHandler((request, reply) => sendError(registryError('NOT_FOUND'), request, reply));
 
   const extraHeaders = Object.entries(config.http.headers);
@@ -147,8 +154,11 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'unavailable', checks });
   });
 
+  const mc = metricsConfig(config);
+  // With berth.metrics.addr the exposition is served on its own address by `serve`; the counting hooks stay here.
+  if (mc.enabled) await app.register(metricsPlugin(metrics, { serve: !mc.addr, path: mc.path }));
   if (authRoutes) await app.register(authRoutes);
-  await app.register(registryRoutes, { config, store, uploads, authorizer, ...(pullThrough ? { pullThrough } : {}) });
+  await app.register(registryRoutes, { config, store, uploads, authorizer, metrics, ...(pullThrough ? { pullThrough } : {}) });
   if (pullThrough) {
     const proxy = pullThrough;
     app.addHook('onReady', async () => proxy.start());

@@ -1,5 +1,6 @@
 import { buildApp } from '../app.js';
 import { loadConfig, parseListenAddress, type Config } from '../config/config.js';
+import { metricsConfig, startMetricsServer, type MetricsServer } from '../http/metrics.js';
 import { createLogger } from '../logging.js';
 
 /** The config file `serve` uses: the argument, else `BERTH_CONFIG`, else `REGISTRY_CONFIGURATION_PATH`. */
@@ -30,6 +31,12 @@ export async function serve(args: string[]): Promise<number> {
   const summary = `storage: ${describeStorage(config)}, upload sessions: ${parts.sessions.name}, auth: ${parts.authorizer.name}`;
   // The one startup line: address, storage and auth mode.
   await app.listen({ host, port, listenTextResolver: (address) => `berth listening on ${address} (${summary})` });
+  const mc = metricsConfig(config);
+  let metricsServer: MetricsServer | undefined;
+  if (mc.enabled && mc.addr) {
+    metricsServer = await startMetricsServer(parts.metrics, mc.addr, mc.path);
+    logger.info({ addr: mc.addr, path: mc.path }, 'metrics served on their own address');
+  }
 
   await new Promise<void>((resolve) => {
     let stopping = false;
@@ -43,7 +50,8 @@ export async function serve(args: string[]): Promise<number> {
       }, config.berth.shutdownTimeoutMs);
       timer.unref();
       app.close().then(
-        () => {
+        async () => {
+          await metricsServer?.close();
           clearTimeout(timer);
           logger.info('stopped');
           resolve();

@@ -10,6 +10,7 @@ import { MAX_MANIFEST_BYTES, MediaTypes } from '../oci/manifest.js';
 import { assertName, isValidTag, parseReference, type Reference } from '../oci/reference.js';
 import { compareStrings, type RegistryStore } from '../storage/registry-store.js';
 import { uploadRangeHeader, type ChunkRange, type UploadService } from '../uploads/upload-service.js';
+import { requestBody, type Metrics } from './metrics.js';
 import { matchRoute } from './route-match.js';
 import { parseRangeHeader } from './range.js';
 
@@ -25,6 +26,8 @@ export interface RegistryRoutesOptions {
   store: RegistryStore;
   uploads: UploadService;
   authorizer: Authorizer;
+  /** Counters for uploads in progress (the request metrics are recorded by the metrics plugin). */
+  metrics?: Metrics;
   /** The pull-through cache: answers requests for mirrored repositories first (src/proxy). */
   pullThrough?: PullThrough;
 }
@@ -78,14 +81,24 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
         return blob(route, request, reply);
       case 'upload-start':
         if (method !== 'POST') throw methodNotAllowed();
-        return uploadStart(route, request, reply, query);
+        return writing(() => uploadStart(route, request, reply, query));
       case 'upload':
-        return upload(route, request, reply, query);
+        return method === 'PATCH' || method === 'PUT' ? writing(() => upload(route, request, reply, query)) : upload(route, request, reply, query);
       case 'referrers':
         if (method !== 'GET') throw methodNotAllowed();
         return referrers(route, reply, query);
     }
   };
+
+  /** Counts a request that writes upload data in `berth_uploads_in_progress` while it runs. */
+  async function writing(run: () => Promise<void>): Promise<void> {
+    opts.metrics?.uploadsInProgress.inc();
+    try {
+      await run();
+    } finally {
+      opts.metrics?.uploadsInProgress.dec();
+    }
+  }
 
   // ---- catalog and tags --------------------------------------------------------------------------------------
 
@@ -142,7 +155,7 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
         return reply.send(m.bytes);
       }
       case 'PUT': {
-        const bytes = await readLimited(request.raw, MAX_MANIFEST_BYTES);
+        const bytes = await readLimited(requestBody(request), MAX_MANIFEST_BYTES);
         const { digest, parsed } = await store.putManifest(name, bytes, {
           contentType: request.headers['content-type'],
           ...(ref.kind === 'tag' ? { tag: ref.tag } : { digest: ref.digest }),
@@ -248,7 +261,7 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
       }
     } else if (query.digest !== undefined) {
       const digest = parseDigest(query.digest);
-      await uploads.monolithic(name, digest, request.raw, chunkRange(request, false));
+      await uploads.monolithic(name, digest, requestBody(request), chunkRange(request, false));
       return blobCreated(reply, name, digest).send();
     }
     const session = await uploads.start(name);
@@ -264,7 +277,7 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
         return sessionHeaders(reply.code(204), name, id, session.offset).send();
       }
       case 'PATCH': {
-        const session = await uploads.append(name, id, request.raw, chunkRange(request, true));
+        const session = await uploads.append(name, id, requestBody(request), chunkRange(request, true));
         return sessionHeaders(reply.code(202), name, id, session.offset).send();
       }
       case 'PUT': {
@@ -272,7 +285,7 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
         if (!query.digest) throw registryError('DIGEST_INVALID', undefined, { message: 'digest parameter missing' });
         const digest = parseDigest(query.digest);
         const range = chunkRange(request, true);
-        await uploads.complete(name, id, digest, hasBody(request) ? request.raw : null, range);
+        await uploads.complete(name, id, digest, hasBody(request) ? requestBody(request) : null, range);
         return blobCreated(reply, name, digest).send();
       }
       case 'DELETE':

@@ -18,6 +18,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { extraCases } from './cases.js';
+import './mirror-bench.js';
 
 const MiB = 1024 * 1024;
 const BLOB_MIB = Number(process.env.BENCH_BLOB_MIB ?? 256);
@@ -258,9 +260,6 @@ async function benchTarget(t: Target): Promise<Result> {
   };
 }
 
-/** Extra benchmark cases other modules contribute (S3 driver, pull-through cache). */
-export type BenchCase = () => Promise<Record<string, number | string>>;
-export const extraCases = new Map<string, BenchCase>();
 
 async function main(): Promise<void> {
   const results: Result[] = [];

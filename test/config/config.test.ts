@@ -117,3 +117,14 @@ t.test('listen addresses and durations', async (t) => {
   t.equal(parseDuration('10x'), null);
   t.equal(parseDuration(''), null);
 });
+
+t.test('config.example.yaml loads with no warnings and documents the defaults', async (t) => {
+  const file = new URL('../../../config.example.yaml', import.meta.url).pathname;
+  const c = await loadConfig(file, {});
+  t.same(c.warnings, [], 'every key in the example is known');
+  const defaults = await loadConfig(undefined, {});
+  const { warnings: _a, berth: b1, ...rest1 } = c;
+  const { warnings: _b, berth: b2, ...rest2 } = defaults;
+  t.same(rest1, rest2, 'the example states the defaults');
+  t.same({ ...b1, raw: undefined }, { ...b2, raw: undefined });
+});

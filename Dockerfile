@@ -1,0 +1,46 @@
+# berth: a Docker / OCI distribution registry.
+#
+#   docker build -t berth .
+#   docker run -d -p 5000:5000 -v berth-data:/var/lib/registry berth
+#
+# Plain Dockerfile syntax (no parser directive, no COPY --link, no heredocs): Docker 20.10's legacy builder and
+# BuildKit both build it. Based on the official Debian images (glibc, like Node's own builds).
+
+ARG NODE_IMAGE=node:22-bookworm-slim
+
+# ---- build: dev dependencies + TypeScript compile -----------------------------------------------------------
+FROM ${NODE_IMAGE} AS build
+WORKDIR /src
+COPY package.json package-lock.json ./
+# --ignore-scripts: `prepare` would compile before the sources are copied; the build step below does it.
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY tsconfig.json ./
+COPY src ./src
+RUN npx tsc -p tsconfig.json
+
+# ---- runtime: production dependencies and the compiled code only ---------------------------------------------
+FROM ${NODE_IMAGE}
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
+ && npm cache clean --force \
+ && rm -rf /root/.npm /tmp/*
+COPY --from=build /src/dist/src ./dist/src
+COPY config.example.yaml ./
+COPY deploy/docker/config.yml /etc/berth/config.yml
+# registry:2 reads /etc/docker/registry/config.yml; the link makes a file mounted at either path the one in use,
+# without a shell in the start command. The data directory belongs to the runtime user (uid 1000, "node").
+RUN mkdir -p /etc/docker/registry /var/lib/registry \
+ && ln -s /etc/berth/config.yml /etc/docker/registry/config.yml \
+ && chown 1000:1000 /var/lib/registry
+
+# Numeric, so Kubernetes can check runAsNonRoot without looking the name up.
+USER 1000:1000
+EXPOSE 5000
+VOLUME ["/var/lib/registry"]
+# No curl in the image: node asks /healthz itself.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:5000/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
+# Exec form: node is PID 1 and gets SIGTERM itself; berth drains in-flight requests and exits 0.
+# REGISTRY_* environment variables override the config file.
+CMD ["node", "dist/src/cli/main.js", "serve", "/etc/docker/registry/config.yml"]

@@ -1,0 +1,405 @@
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Config } from '../config/config.js';
+import { parseListenAddress } from '../config/config.js';
+import { bool, ConfigError, isSection, optString, str } from '../config/fields.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /**
+     * A low-cardinality name for what the request does (`blob`, `manifest`, `upload`, ...), set by the routes.
+     * The metrics use it as the `route` label; without it they fall back to the route pattern.
+     */
+    routeKind?: string;
+  }
+}
+
+/** Labels of the per-request instruments. Kept small: each combination is a time series. */
+type RequestLabels = 'method' | 'route' | 'status';
+
+/**
+ * berth's Prometheus instruments, all in one dedicated {@link Registry} (never prom-client's global one, so two
+ * apps in one process, e.g. in tests, do not share counters).
+ */
+export interface Metrics {
+  /** The registry every instrument below is registered in; `registry.metrics()` renders the text format. */
+  readonly registry: Registry;
+  /** `berth_http_requests_total{method,route,status}`: finished requests. */
+  readonly httpRequests: Counter<RequestLabels>;
+  /** `berth_http_request_duration_seconds{method,route,status}`: time from request start to response end. */
+  readonly httpDuration: Histogram<RequestLabels>;
+  /** `berth_http_received_bytes_total{method,route}`: request body bytes read by the handlers. */
+  readonly bytesReceived: Counter<'method' | 'route'>;
+  /** `berth_http_sent_bytes_total{method,route}`: response body bytes sent. */
+  readonly bytesSent: Counter<'method' | 'route'>;
+  /** `berth_uploads_in_progress`: open upload sessions being written by this process. */
+  readonly uploadsInProgress: Gauge;
+  /** `berth_proxy_cache_hits_total{upstream}`: pull-through requests served from local storage. */
+  readonly cacheHits: Counter<'upstream'>;
+  /** `berth_proxy_cache_misses_total{upstream}`: pull-through requests fetched from the upstream. */
+  readonly cacheMisses: Counter<'upstream'>;
+  /** `berth_storage_errors_total{driver,operation}`: storage driver calls that failed (not-found excluded). */
+  readonly storageErrors: Counter<'driver' | 'operation'>;
+  /** `berth_redis_errors_total{operation}`: Redis commands or connections that failed. */
+  readonly redisErrors: Counter<'operation'>;
+  /** `berth_gc_reclaimed_bytes_total`: bytes freed by garbage collection runs in this process. */
+  readonly gcBytesReclaimed: Counter;
+  /** `berth_gc_last_run_timestamp_seconds`: when the last garbage collection run finished (Unix time). */
+  readonly gcLastRun: Gauge;
+}
+
+/** Options for {@link createMetrics}. */
+export interface CreateMetricsOptions {
+  /** Also export Node's process metrics (`process_*`, `nodejs_*`); default true. */
+  defaultMetrics?: boolean;
+  /** Labels added to every series, e.g. `{ instance_name: 'a' }`. */
+  defaultLabels?: Record<string, string>;
+}
+
+/** Latency buckets (seconds): manifest GETs take milliseconds, blob transfers up to minutes. */
+const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
+
+/** Creates the instruments in a fresh registry. */
+export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
+  const registry = new Registry();
+  if (options.defaultLabels) registry.setDefaultLabels(options.defaultLabels);
+  if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+  return {
+    registry,
+    httpRequests: new Counter({
+      name: 'berth_http_requests_total',
+      help: 'HTTP requests answered, by method, route kind and status code.',
+      labelNames: ['method', 'route', 'status'] as const,
+      registers,
+    }),
+    httpDuration: new Histogram({
+      name: 'berth_http_request_duration_seconds',
+      help: 'Time from receiving a request to the end of its response, by method, route kind and status code.',
+      labelNames: ['method', 'route', 'status'] as const,
+      buckets: DURATION_BUCKETS,
+      registers,
+    }),
+    bytesReceived: new Counter({
+      name: 'berth_http_received_bytes_total',
+      help: 'Request body bytes read, by method and route kind.',
+      labelNames: ['method', 'route'] as const,
+      registers,
+    }),
+    bytesSent: new Counter({
+      name: 'berth_http_sent_bytes_total',
+      help: 'Response body bytes sent, by method and route kind.',
+      labelNames: ['method', 'route'] as const,
+      registers,
+    }),
+    uploadsInProgress: new Gauge({
+      name: 'berth_uploads_in_progress',
+      help: 'Blob uploads currently receiving data in this process.',
+      registers,
+    }),
+    cacheHits: new Counter({
+      name: 'berth_proxy_cache_hits_total',
+      help: 'Pull-through cache requests served from local storage, by upstream.',
+      labelNames: ['upstream'] as const,
+      registers,
+    }),
+    cacheMisses: new Counter({
+      name: 'berth_proxy_cache_misses_total',
+      help: 'Pull-through cache requests fetched from the upstream, by upstream.',
+      labelNames: ['upstream'] as const,
+      registers,
+    }),
+    storageErrors: new Counter({
+      name: 'berth_storage_errors_total',
+      help: 'Storage driver operations that failed (other than not found), by driver and operation.',
+      labelNames: ['driver', 'operation'] as const,
+      registers,
+    }),
+    redisErrors: new Counter({
+      name: 'berth_redis_errors_total',
+      help: 'Redis commands or connections that failed, by operation.',
+      labelNames: ['operation'] as const,
+      registers,
+    }),
+    gcBytesReclaimed: new Counter({
+      name: 'berth_gc_reclaimed_bytes_total',
+      help: 'Bytes freed by garbage collection runs in this process.',
+      registers,
+    }),
+    gcLastRun: new Gauge({
+      name: 'berth_gc_last_run_timestamp_seconds',
+      help: 'Unix time at which the last garbage collection run finished.',
+      registers,
+    }),
+  };
+}
+
+/** Where the metrics are served: `berth.metrics` in the config file. */
+export interface MetricsConfig {
+  /** `berth.metrics.enabled` (default true). */
+  enabled: boolean;
+  /** `berth.metrics.path` (default `/metrics`). */
+  path: string;
+  /** `berth.metrics.addr`: serve on this separate `host:port` instead of the registry's own address. */
+  addr?: string;
+}
+
+/** Reads `berth.metrics` (`enabled`, `path`, `addr`), naming the key in errors. */
+export function metricsConfig(config: Config): MetricsConfig {
+  const raw = config.berth.raw.metrics;
+  if (raw === undefined || raw === null || raw === '') return { enabled: true, path: '/metrics' };
+  if (!isSection(raw)) throw new ConfigError('berth.metrics: expected a mapping');
+  const path = str(raw, 'path', 'berth.metrics.', '/metrics');
+  if (!path.startsWith('/') || path.startsWith('/v2')) {
+    throw new ConfigError(`berth.metrics.path: expected an absolute path outside /v2, got ${JSON.stringify(path)}`);
+  }
+  const result: MetricsConfig = { enabled: bool(raw, 'enabled', 'berth.metrics.', true), path };
+  const addr = optString(raw, 'addr', 'berth.metrics.');
+  if (addr !== undefined) {
+    try {
+      parseListenAddress(addr);
+    } catch {
+      throw new ConfigError(`berth.metrics.addr: expected host:port or :port, got ${JSON.stringify(addr)}`);
+    }
+    result.addr = addr;
+  }
+  return result;
+}
+
+/** The `status` label of a request whose client closed the connection before the response ended (nginx's 499). */
+export const CLIENT_CLOSED_REQUEST = '499';
+
+/** Options for {@link metricsPlugin}. */
+export interface MetricsPluginOptions {
+  /** Serve the text exposition on the app itself (default true); false when a separate address serves it. */
+  serve?: boolean;
+  /** Path of the exposition endpoint (default `/metrics`). */
+  path?: string;
+}
+
+/** The `route` label of a request: the kind the routes set, else the route pattern, never the raw URL. */
+function routeLabel(request: FastifyRequest): string {
+  return request.routeKind ?? request.routeOptions.url ?? 'unmatched';
+}
+
+/**
+ * A request body stream that counts the bytes its reader takes. It attaches to the source only on the first read,
+ * so a handler that reads `request.raw` directly instead is not disturbed; back-pressure passes through (the source
+ * pauses while this stream's buffer is full).
+ */
+class CountingBody extends Readable {
+  /** Bytes passed on so far; fastify's body-limit check reads it as `receivedEncodedLength`. */
+  receivedEncodedLength = 0;
+  private attached = false;
+  private readonly onData = (chunk: Buffer | string): void => {
+    const n = typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
+    this.receivedEncodedLength += n;
+    this.count(n);
+    if (!this.push(chunk)) this.source.pause();
+  };
+  private readonly onEnd = (): void => {
+    this.detach();
+    this.push(null);
+  };
+  private readonly onError = (err: Error): void => {
+    this.detach();
+    this.destroy(err);
+  };
+  private readonly onClose = (): void => {
+    if (!this.source.readableEnded) this.onError(new Error('request body aborted'));
+  };
+
+  constructor(
+    private readonly source: Readable,
+    private readonly count: (bytes: number) => void,
+  ) {
+    super();
+  }
+
+  override _read(): void {
+    if (!this.attached) {
+      this.attached = true;
+      this.source.on('data', this.onData);
+      this.source.on('end', this.onEnd);
+      this.source.on('error', this.onError);
+      this.source.on('close', this.onClose);
+    }
+    this.source.resume();
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    const attached = this.attached;
+    this.detach();
+    // A reader that gives up on the body gives up on the request stream, exactly as if it had read that directly
+    // (for an unfinished request Node then closes the connection). Nothing happens when nobody ever read.
+    if (attached && !this.source.readableEnded && !this.source.destroyed) this.source.destroy(err ?? undefined);
+    callback(err);
+  }
+
+  private detach(): void {
+    this.source.off('data', this.onData);
+    this.source.off('end', this.onEnd);
+    this.source.off('error', this.onError);
+    this.source.off('close', this.onClose);
+  }
+}
+
+/** The counting body stream of each request, while the request lives. */
+const countedBodies = new WeakMap<FastifyRequest, Readable>();
+
+/**
+ * The request body as a stream, for handlers that stream it (blob uploads, manifests): the byte-counting stream
+ * {@link metricsPlugin} put in front of `request.raw` when it is registered, else `request.raw` itself. Read the body
+ * through this, never `request.raw`, or `berth_http_received_bytes_total` misses it.
+ */
+export function requestBody(request: FastifyRequest): Readable {
+  return countedBodies.get(request) ?? request.raw;
+}
+
+/**
+ * Counts the bytes of a response body that is a stream. The chunks go through a transform joined by `pipeline`,
+ * so back-pressure holds, a source error fails the response, and a client that goes away destroys the source.
+ */
+function countStream(body: Readable, count: (bytes: number) => void): Readable {
+  const counter = new Transform({
+    transform(chunk: Buffer | string, _encoding, callback) {
+      count(typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length);
+      callback(null, chunk);
+    },
+  });
+  pipeline(body, counter).catch(() => {
+    // The error reaches fastify through `counter`, which pipeline destroys with it.
+  });
+  return counter;
+}
+
+/** Byte length of a response payload that is not a stream (`null` when it is one). */
+function payloadLength(payload: unknown): number | null {
+  if (payload === undefined || payload === null) return 0;
+  if (typeof payload === 'string') return Buffer.byteLength(payload);
+  if (Buffer.isBuffer(payload)) return payload.length;
+  if (payload instanceof Uint8Array) return payload.byteLength;
+  return null;
+}
+
+/** Renders the exposition and writes it to a fastify reply. */
+async function sendMetrics(metrics: Metrics, reply: FastifyReply): Promise<string> {
+  const body = await metrics.registry.metrics();
+  reply.header('content-type', metrics.registry.contentType);
+  reply.header('cache-control', 'no-store');
+  return body;
+}
+
+/**
+ * A fastify plugin (applied to the whole app, not encapsulated) that records every request in `metrics` — method,
+ * route kind (`request.routeKind`, else the route pattern), status, latency, body bytes in and out — and serves the
+ * Prometheus text format on `GET /metrics` unless `options.serve` is false. Register it before the routes.
+ */
+export function metricsPlugin(metrics: Metrics, options: MetricsPluginOptions = {}): FastifyPluginAsync {
+  const serve = options.serve ?? true;
+  const path = options.path ?? '/metrics';
+  const plugin: FastifyPluginAsync = async (app) => {
+    app.addHook('preParsing', async (request, _reply, payload) => {
+      const body = new CountingBody(payload, (n) => {
+        metrics.bytesReceived.inc({ method: request.method, route: routeLabel(request) }, n);
+      });
+      countedBodies.set(request, body);
+      // Also the payload content-type parsers get, so `done(null, payload)` parsers are counted too.
+      return body;
+    });
+    app.addHook('onSend', async (request, _reply, payload) => {
+      // HEAD responses carry no body, whatever the handler returned.
+      if (request.method === 'HEAD') return payload;
+      const labels = (): { method: string; route: string } => ({ method: request.method, route: routeLabel(request) });
+      const n = payloadLength(payload);
+      if (n !== null) {
+        if (n > 0) metrics.bytesSent.inc(labels(), n);
+        return payload;
+      }
+      if (payload instanceof Readable) return countStream(payload, (b) => metrics.bytesSent.inc(labels(), b));
+      return payload;
+    });
+    const record = (request: FastifyRequest, reply: FastifyReply, status: string): void => {
+      const labels = { method: request.method, route: routeLabel(request), status };
+      metrics.httpRequests.inc(labels);
+      metrics.httpDuration.observe(labels, reply.elapsedTime / 1000);
+    };
+    app.addHook('onRequest', async (request, reply) => {
+      // fastify runs no onResponse hook when the client goes away first; count those as 499, as nginx logs them.
+      reply.raw.once('close', () => {
+        if (!reply.raw.writableFinished) record(request, reply, CLIENT_CLOSED_REQUEST);
+      });
+    });
+    app.addHook('onResponse', async (request, reply) => {
+      record(request, reply, String(reply.statusCode));
+    });
+    if (serve) {
+      app.get(path, async (request, reply) => {
+        request.routeKind = 'metrics';
+        return sendMetrics(metrics, reply);
+      });
+    }
+  };
+  // Like fastify-plugin: the hooks must apply to routes registered outside this plugin's scope.
+  return Object.assign(plugin, {
+    [Symbol.for('skip-override')]: true,
+    [Symbol.for('fastify.display-name')]: 'berth-metrics',
+  });
+}
+
+/** A running metrics listener started by {@link startMetricsServer}. */
+export interface MetricsServer {
+  /** `http://host:port` of the listener (the real port when `addr` asked for port 0). */
+  readonly url: string;
+  /** Stops listening and closes idle connections. */
+  close(): Promise<void>;
+}
+
+/**
+ * Serves `GET <path>` (default `/metrics`) on a separate address (`host:port` or `:port`), for deployments that
+ * keep metrics off the registry's public port. Anything else is answered 404.
+ */
+export async function startMetricsServer(metrics: Metrics, addr: string, path = '/metrics'): Promise<MetricsServer> {
+  const { host, port } = parseListenAddress(addr);
+  const server: Server = createServer((req: IncomingMessage, res) => {
+    const url = new URL(req.url ?? '/', 'http://metrics');
+    if (url.pathname !== path) {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+      return;
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('method not allowed\n');
+      return;
+    }
+    metrics.registry.metrics().then(
+      (body) => {
+        res.writeHead(200, { 'content-type': metrics.registry.contentType, 'cache-control': 'no-store' });
+        res.end(req.method === 'HEAD' ? undefined : body);
+      },
+      (err: unknown) => {
+        res.writeHead(500, { 'content-type': 'text/plain' }).end(`cannot collect metrics: ${String(err)}\n`);
+      },
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address() as AddressInfo;
+  const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return {
+    url: `http://${shownHost}:${address.port}`,
+    close: () =>
+      new Promise<void>((resolve, reject) => {
+        server.close((err) => (err ? reject(err) : resolve()));
+        server.closeIdleConnections();
+      }),
+  };
+}

@@ -1,0 +1,24 @@
+import type { Logger } from 'pino';
+import type { Config } from '../config/config.js';
+import type { StorageDriver } from '../storage/driver.js';
+import type { RegistryStore } from '../storage/registry-store.js';
+import { parseProxySettings } from './config.js';
+import { PullThroughCache, type PullThrough } from './pull-through.js';
+
+export type { PullThrough } from './pull-through.js';
+export { parseProxySettings, type ProxySettings, type UpstreamSettings } from './config.js';
+
+/**
+ * The pull-through cache `config.proxy` describes, or null when there is no `proxy` section (or it names no
+ * upstream). Parsing errors are ConfigErrors naming the key; warnings go to `config.warnings`. Call `start()` once
+ * the app is ready (background expiry) and `close()` on shutdown.
+ */
+export function createPullThrough(config: Config, deps: { store: RegistryStore; driver: StorageDriver; logger: Logger }): PullThrough | null {
+  if (!config.proxy) return null;
+  const settings = parseProxySettings(config.proxy, (m) => {
+    config.warnings.push(m);
+    deps.logger.warn(m);
+  });
+  if (!settings) return null;
+  return new PullThroughCache(settings, config, deps);
+}

@@ -1,0 +1,493 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import type { RouteMatch } from '../auth/access.js';
+import type { Config } from '../config/config.js';
+import { RegistryError, registryError } from '../errors/registry-error.js';
+import { parseRangeHeader } from '../http/range.js';
+import { digestOf, parseDigest, tryParseDigest, type Digest } from '../oci/digest.js';
+import { MAX_MANIFEST_BYTES, MediaTypes, parseManifest } from '../oci/manifest.js';
+import { parseReference } from '../oci/reference.js';
+import { isNotFound, type StorageDriver } from '../storage/driver.js';
+import { paths } from '../storage/paths.js';
+import type { RegistryStore } from '../storage/registry-store.js';
+import { BlobFill, toClientError } from './blob-fill.js';
+import type { ProxySettings, UpstreamSettings } from './config.js';
+import { cacheMarkerPath, expireCachedContent, type ExpiryResult } from './expiry.js';
+import { Router, type MirrorTarget } from './routing.js';
+import { UpstreamClient, UpstreamError } from './upstream.js';
+
+type Query = Record<string, string | undefined>;
+
+/** The pull-through cache as the `/v2/` routes see it. */
+export interface PullThrough {
+  /**
+   * Answers the request when its repository is mirrored (manifest and blob GET/HEAD, tags list; writes are refused
+   * with UNSUPPORTED) and returns true; returns false for local repositories, which the routes serve as usual.
+   * Throws {@link RegistryError}s for the error handler.
+   */
+  handle(route: RouteMatch, request: FastifyRequest, reply: FastifyReply, query: Query): Promise<boolean>;
+  /** Removes cached content not pulled within its TTL now (the background task calls this every `expiryinterval`). */
+  expire(now?: number): Promise<ExpiryResult>;
+  /** Starts the background expiry. */
+  start(): void;
+  /** Stops the background expiry and aborts in-flight upstream downloads. */
+  close(): Promise<void>;
+}
+
+/** Every manifest type berth stores, asked for from upstreams (so tags resolve to the same digest everywhere). */
+const MANIFEST_ACCEPT = [MediaTypes.ociIndex, MediaTypes.ociManifest, MediaTypes.dockerManifestList, MediaTypes.dockerManifest].join(', ');
+
+interface CachedManifest {
+  bytes: Buffer;
+  digest: Digest;
+  mediaType: string;
+}
+
+/**
+ * The pull-through cache (see `routing.ts` for which requests it answers and where it keeps content):
+ * - manifests by digest are immutable: served from the cache once fetched;
+ * - manifests by tag: served from the cache while the tag was validated within `tagttl`; after that a HEAD asks
+ *   the upstream for the tag's digest (HEADs don't count against Docker Hub's pull limit) and only a changed digest
+ *   is fetched;
+ * - blobs: the first request starts a {@link BlobFill} that streams to every concurrent client while it is
+ *   written and verified; later requests are served from storage;
+ * - single-flight: concurrent requests for the same uncached manifest, tag check or blob share one upstream request;
+ * - stale-if-error: when the upstream fails (network, timeout, 429, 5xx), cached tags and content are served as
+ *   they are; content never cached gets UNAVAILABLE (or the upstream's 404 as *_UNKNOWN).
+ */
+export class PullThroughCache implements PullThrough {
+  private readonly router: Router;
+  private readonly clients = new Map<string, UpstreamClient>();
+  private readonly fills = new Map<string, BlobFill>();
+  private readonly flights = new Map<string, Promise<unknown>>();
+  private readonly touched = new Map<string, number>();
+  private readonly marked = new Set<string>();
+  private expiryTimer: NodeJS.Timeout | undefined;
+  private expiring: Promise<unknown> | undefined;
+  private readonly logger: Logger;
+
+  constructor(
+    private readonly settings: ProxySettings,
+    private readonly config: Config,
+    private readonly deps: { store: RegistryStore; driver: StorageDriver; logger: Logger },
+  ) {
+    this.logger = deps.logger.child({ component: 'proxy' });
+    this.router = new Router(settings);
+    for (const u of settings.upstreams) this.clients.set(u.name, new UpstreamClient(u, this.logger));
+  }
+
+  private client(u: UpstreamSettings): UpstreamClient {
+    return this.clients.get(u.name) as UpstreamClient;
+  }
+
+  // ---- entry point -------------------------------------------------------------------------------------------
+
+  async handle(route: RouteMatch, request: FastifyRequest, reply: FastifyReply, query: Query): Promise<boolean> {
+    const name = route.name;
+    if (name === undefined) return false;
+    const r = this.router.route(name, query.ns);
+    if (r.kind === 'local') return false;
+    if (r.kind === 'unknown') {
+      throw registryError('NAME_UNKNOWN', { name, ns: r.namespace }, { message: `no upstream mirrors ${name} for namespace ${r.namespace}` });
+    }
+    const target = r.target;
+    const method = request.method;
+    if ((method !== 'GET' && method !== 'HEAD') || route.kind === 'upload-start' || route.kind === 'upload') {
+      throw registryError('UNSUPPORTED', { name, upstream: target.upstream.name }, {
+        message: `${name} is a mirror of ${target.upstream.name}: push to the upstream, or to a repository no upstream mirrors`,
+      });
+    }
+    // Registry proxying proposal (distribution-spec#66, what containerd implements): "A `ns` query parameter on pull
+    // operations is OPTIONAL, but when used specifies the host in a repository name used by a client" and "A proxy
+    // registry MAY use the `ns` query parameter to resolve an upstream registry host". The response names the
+    // namespace that was served (containerd ignores the header; it tells a human or a script what happened).
+    if (target.namespace !== undefined) reply.header('OCI-Namespace', target.namespace);
+    switch (route.kind) {
+      case 'manifest':
+        await this.serveManifest(target, route.param as string, request, reply);
+        return true;
+      case 'blob':
+        await this.serveBlob(target, parseDigest(route.param as string), request, reply);
+        return true;
+      case 'tags':
+        if (method !== 'GET') return false;
+        await this.serveTags(target, name, query, reply);
+        return true;
+      case 'referrers': {
+        // Referrers of cached manifests (those that arrived with their subject); the upstream is not asked.
+        if (method !== 'GET') return false;
+        const artifactType = query.artifactType !== undefined && query.artifactType !== '' ? query.artifactType : undefined;
+        const manifests = await this.deps.store.referrers(target.localName, parseDigest(route.param as string), artifactType);
+        // Spec: "If the registry supports filtering, it MUST include the OCI-Filters-Applied header".
+        if (artifactType !== undefined) reply.header('OCI-Filters-Applied', 'artifactType');
+        reply.type(MediaTypes.ociIndex).send({ schemaVersion: 2, mediaType: MediaTypes.ociIndex, manifests });
+        return true;
+      }
+      default:
+        return false;
+    }
+  }
+
+  /** Runs `fn` once for concurrent callers with the same key. */
+  private singleFlight<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const existing = this.flights.get(key) as Promise<T> | undefined;
+    if (existing) return existing;
+    const p = fn().finally(() => this.flights.delete(key));
+    this.flights.set(key, p);
+    return p;
+  }
+
+  // ---- bookkeeping -------------------------------------------------------------------------------------------
+
+  /** Rewrites a link (same content) so its modification time records the pull; at most once per interval. */
+  private touch(target: MirrorTarget, path: string, d: Digest): void {
+    const ttl = target.upstream.ttlMs;
+    if (ttl <= 0) return;
+    const interval = Math.min(ttl / 10, 3_600_000);
+    const now = Date.now();
+    const last = this.touched.get(path);
+    if (last !== undefined && now - last < interval) return;
+    if (this.touched.size > 100_000) this.touched.clear();
+    this.touched.set(path, now);
+    this.deps.driver.putContent(path, Buffer.from(d.value)).catch((err: unknown) => this.logger.warn({ err }, 'cannot record a cache access'));
+  }
+
+  /** Marks a repository as a cache repository (what the expiry looks for). */
+  private async mark(target: MirrorTarget): Promise<void> {
+    if (this.marked.has(target.localName)) return;
+    await this.deps.driver.putContent(cacheMarkerPath(target.localName), Buffer.from(target.upstream.name));
+    this.marked.add(target.localName);
+  }
+
+  private async readLink(path: string): Promise<{ digest: Digest; modTime: number } | null> {
+    try {
+      const [content, info] = await Promise.all([this.deps.driver.getContent(path), this.deps.driver.stat(path)]);
+      const digest = tryParseDigest(content.toString('utf8').trim());
+      return digest ? { digest, modTime: info.modTime.getTime() } : null;
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw err;
+    }
+  }
+
+  // ---- manifests ---------------------------------------------------------------------------------------------
+
+  private async serveManifest(target: MirrorTarget, param: string, request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const ref = parseReference(param);
+    const m = ref.kind === 'digest' ? await this.manifestByDigest(target, ref.digest) : await this.manifestByTag(target, ref.tag);
+    this.touch(target, paths.revisionLink(target.localName, m.digest), m.digest);
+    reply
+      .header('Content-Type', m.mediaType)
+      .header('Docker-Content-Digest', m.digest.value)
+      .header('ETag', `"${m.digest.value}"`)
+      .header('Content-Length', String(m.bytes.length));
+    reply.send(request.method === 'HEAD' ? undefined : m.bytes);
+  }
+
+  private async cached(target: MirrorTarget, d: Digest): Promise<CachedManifest | null> {
+    const m = await this.deps.store.getManifest(target.localName, d);
+    return m ? { bytes: m.bytes, digest: m.digest, mediaType: m.mediaType } : null;
+  }
+
+  private async manifestByDigest(target: MirrorTarget, d: Digest): Promise<CachedManifest> {
+    const local = await this.cached(target, d);
+    if (local) return local;
+    return this.singleFlight(`m|${target.upstream.name}|${target.remoteName}|${d.value}`, () => this.fetchManifest(target, d.value, undefined, d));
+  }
+
+  private async manifestByTag(target: MirrorTarget, tag: string): Promise<CachedManifest> {
+    const link = await this.readLink(paths.tagCurrentLink(target.localName, tag));
+    const current = link ? await this.cached(target, link.digest) : null;
+    if (link && current) {
+      const client = this.client(target.upstream);
+      if (Date.now() - link.modTime < target.upstream.tagTtlMs || client.health.skipRevalidation) return current;
+      try {
+        const fresh = await this.singleFlight(`h|${target.upstream.name}|${target.remoteName}|${tag}`, () => this.revalidate(target, tag, link.digest));
+        return fresh ?? current;
+      } catch (err) {
+        if (err instanceof UpstreamError) return current;
+        throw err;
+      }
+    }
+    return this.singleFlight(`t|${target.upstream.name}|${target.remoteName}|${tag}`, () => this.fetchManifest(target, tag, tag));
+  }
+
+  /**
+   * Asks the upstream (HEAD) whether the tag still points at `known`: same digest → the tag's check time is
+   * renewed (null: serve the cached one); another digest → that manifest is fetched and the tag moved. A tag the
+   * upstream no longer has is removed here too (MANIFEST_UNKNOWN).
+   */
+  private async revalidate(target: MirrorTarget, tag: string, known: Digest): Promise<CachedManifest | null> {
+    const client = this.client(target.upstream);
+    const res = await client.request({ method: 'HEAD', repository: target.remoteName, path: `manifests/${tag}`, accept: MANIFEST_ACCEPT });
+    await res.body?.cancel().catch(() => undefined);
+    if (res.status === 404) {
+      await this.deps.store.deleteTag(target.localName, tag);
+      throw registryError('MANIFEST_UNKNOWN', { name: target.localName, reference: tag }, { message: `tag unknown to upstream ${client.name}` });
+    }
+    if (res.status !== 200) {
+      throw new UpstreamError(client.name, 'status', `upstream ${client.name} answered ${res.status} to a tag check`, res.status);
+    }
+    const remote = tryParseDigest(res.headers.get('docker-content-digest') ?? '');
+    if (remote && remote.value === known.value) {
+      await this.deps.driver.putContent(paths.tagCurrentLink(target.localName, tag), Buffer.from(known.value));
+      return null;
+    }
+    // Changed (or the upstream does not say): fetch the manifest by digest when known, else by tag.
+    return this.fetchManifest(target, remote ? remote.value : tag, tag, remote ?? undefined);
+  }
+
+  /** GETs a manifest from the upstream, verifies it and caches it (and the tag). */
+  private async fetchManifest(target: MirrorTarget, reference: string, tag: string | undefined, expected?: Digest): Promise<CachedManifest> {
+    const client = this.client(target.upstream);
+    const unknown = () => registryError('MANIFEST_UNKNOWN', { name: target.localName, reference }, { message: `manifest unknown to upstream ${client.name}` });
+    const signal = AbortSignal.timeout(target.upstream.timeoutMs * 2);
+    let bytes: Buffer;
+    let res: Response;
+    try {
+      res = await client.request({ method: 'GET', repository: target.remoteName, path: `manifests/${reference}`, accept: MANIFEST_ACCEPT, signal });
+      if (res.status !== 200) {
+        await res.body?.cancel().catch(() => undefined);
+        if (res.status === 401 || res.status === 403) this.logger.info({ upstream: client.name, repository: target.remoteName, status: res.status }, 'upstream refused a manifest');
+        throw unknown();
+      }
+      bytes = await readBody(res, MAX_MANIFEST_BYTES);
+    } catch (err) {
+      if (err instanceof RegistryError) throw err;
+      if (!(err instanceof UpstreamError)) client.health.failed((err as Error).message);
+      throw toClientError(err instanceof UpstreamError ? err : new UpstreamError(client.name, 'timeout', `upstream ${client.name} failed while sending a manifest`), expected);
+    }
+    // Spec: "If <reference> is a digest, clients SHOULD verify that the returned manifest matches that digest", and
+    // Docker-Content-Digest, when used, "MUST" match the returned manifest: berth is the client here.
+    const headerDigest = tryParseDigest(res.headers.get('docker-content-digest') ?? '');
+    const digest = digestOf(bytes, expected?.algorithm ?? headerDigest?.algorithm ?? 'sha256');
+    if ((expected && expected.value !== digest.value) || (headerDigest && headerDigest.algorithm === digest.algorithm && headerDigest.value !== digest.value)) {
+      throw registryError('UNAVAILABLE', { upstream: client.name, reference }, { message: `upstream ${client.name} sent a manifest that does not match its digest` });
+    }
+    const parsed = parseManifest(bytes);
+    const { driver, store } = this.deps;
+    const local = target.localName;
+    await this.mark(target);
+    if ((await store.blobSize(digest)) !== bytes.length) await driver.putContent(paths.blobData(digest), bytes);
+    await driver.putContent(paths.revisionLink(local, digest), Buffer.from(digest.value));
+    if (parsed.subject) await driver.putContent(paths.referrerLink(local, parsed.subject.digest, digest), Buffer.from(digest.value));
+    if (tag !== undefined) {
+      await driver.putContent(paths.tagIndexLink(local, tag, digest), Buffer.from(digest.value));
+      await driver.putContent(paths.tagCurrentLink(local, tag), Buffer.from(digest.value));
+    }
+    return { bytes, digest, mediaType: parsed.mediaType };
+  }
+
+  // ---- blobs -------------------------------------------------------------------------------------------------
+
+  private async serveBlob(target: MirrorTarget, d: Digest, request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const { store } = this.deps;
+    const key = `${target.upstream.name}|${target.remoteName}|${d.value}`;
+    let size = await store.repositoryBlobSize(target.localName, d);
+    if (size === null && !this.fills.has(key) && (await store.blobSize(d)) !== null) {
+      // The bytes are here (another repository or image has them): link them once the upstream confirms this
+      // repository has the blob, so nobody reads content through a repository it does not belong to.
+      size = await this.adoptBlob(target, d);
+    }
+    if (size !== null) {
+      this.touch(target, paths.layerLink(target.localName, d), d);
+      return this.sendStored(d, size, request, reply);
+    }
+    let fill = this.fills.get(key);
+    if (!fill && request.method === 'HEAD') return this.headUpstreamBlob(target, d, reply);
+    if (!fill) {
+      const created: BlobFill = new BlobFill(
+        { client: this.client(target.upstream), driver: this.deps.driver, store, logger: this.logger, spoolDirectory: this.settings.spoolDirectory },
+        target.remoteName,
+        target.localName,
+        d,
+        async () => {
+          await this.mark(target);
+          this.touched.set(paths.layerLink(target.localName, d), Date.now());
+        },
+        () => {
+          if (this.fills.get(key) === created) this.fills.delete(key);
+        },
+      );
+      fill = created;
+      this.fills.set(key, created);
+    }
+    const info = await fill.ready;
+    if (!fill.usable) {
+      const stored = await store.repositoryBlobSize(target.localName, d);
+      if (stored === null) throw registryError('BLOB_UNKNOWN', { digest: d.value });
+      return this.sendStored(d, stored, request, reply);
+    }
+    this.blobHeaders(reply, d);
+    let start = 0;
+    let end: number | undefined;
+    if (info.size !== undefined) {
+      const range = parseRangeHeader(request.headers.range, info.size);
+      if (range === 'unsatisfiable') throw registryError('RANGE_INVALID', { size: info.size }, { headers: { 'Content-Range': `bytes */${info.size}` } });
+      if (range) {
+        reply.code(206).header('Content-Range', `bytes ${range.start}-${range.end}/${info.size}`);
+        start = range.start;
+        end = range.end + 1;
+      }
+      reply.header('Content-Length', String((end ?? info.size) - start));
+    }
+    if (request.method === 'HEAD') {
+      reply.send();
+      return;
+    }
+    reply.send(fill.reader(start, end));
+  }
+
+  private blobHeaders(reply: FastifyReply, d: Digest): void {
+    reply
+      .header('Content-Type', 'application/octet-stream')
+      .header('Docker-Content-Digest', d.value)
+      .header('ETag', `"${d.value}"`)
+      .header('Accept-Ranges', 'bytes')
+      .header('Cache-Control', 'max-age=31536000');
+  }
+
+  /** Serves a blob from storage, as the local routes do (redirects when the driver offers them, ranges). */
+  private async sendStored(d: Digest, size: number, request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const { store } = this.deps;
+    if (request.method === 'GET' && !this.config.storage.redirectDisabled) {
+      const url = await store.blobRedirectURL(d, 'GET', 20 * 60);
+      if (url) {
+        reply.code(307).header('Location', url).header('Docker-Content-Digest', d.value).send();
+        return;
+      }
+    }
+    this.blobHeaders(reply, d);
+    const range = parseRangeHeader(request.headers.range, size);
+    if (range === 'unsatisfiable') throw registryError('RANGE_INVALID', { size }, { headers: { 'Content-Range': `bytes */${size}` } });
+    if (range) reply.code(206).header('Content-Range', `bytes ${range.start}-${range.end}/${size}`);
+    const start = range ? range.start : 0;
+    const length = range ? range.end - range.start + 1 : size;
+    reply.header('Content-Length', String(length));
+    if (request.method === 'HEAD' || length === 0) {
+      reply.send();
+      return;
+    }
+    reply.send(await store.openBlob(d, start, length));
+  }
+
+  /** HEAD for a blob not cached: answered from the upstream's HEAD, without downloading it. */
+  private async headUpstreamBlob(target: MirrorTarget, d: Digest, reply: FastifyReply): Promise<void> {
+    const client = this.client(target.upstream);
+    let res: Response;
+    try {
+      res = await client.request({ method: 'HEAD', repository: target.remoteName, path: `blobs/${d.value}` });
+    } catch (err) {
+      throw toClientError(err, d);
+    }
+    await res.body?.cancel().catch(() => undefined);
+    if (res.status !== 200) throw registryError('BLOB_UNKNOWN', { digest: d.value });
+    this.blobHeaders(reply, d);
+    const len = res.headers.get('content-length');
+    if (len !== null && /^\d+$/.test(len)) reply.header('Content-Length', len);
+    reply.send();
+  }
+
+  /** Links a blob present in storage into the cache repository after the upstream confirmed it (null: it did not). */
+  private async adoptBlob(target: MirrorTarget, d: Digest): Promise<number | null> {
+    return this.singleFlight(`a|${target.upstream.name}|${target.remoteName}|${d.value}`, async () => {
+      const client = this.client(target.upstream);
+      let res: Response;
+      try {
+        res = await client.request({ method: 'HEAD', repository: target.remoteName, path: `blobs/${d.value}` });
+      } catch (err) {
+        throw toClientError(err, d);
+      }
+      await res.body?.cancel().catch(() => undefined);
+      if (res.status !== 200) return null;
+      await this.mark(target);
+      await this.deps.store.linkBlob(target.localName, d);
+      return this.deps.store.repositoryBlobSize(target.localName, d);
+    });
+  }
+
+  // ---- tags --------------------------------------------------------------------------------------------------
+
+  private async serveTags(target: MirrorTarget, name: string, query: Query, reply: FastifyReply): Promise<void> {
+    const client = this.client(target.upstream);
+    const qs = new URLSearchParams();
+    if (query.n !== undefined && query.n !== '') qs.set('n', query.n);
+    if (query.last !== undefined && query.last !== '') qs.set('last', query.last);
+    const suffix = qs.size > 0 ? `?${qs.toString()}` : '';
+    let res: Response | undefined;
+    try {
+      res = await client.request({ method: 'GET', repository: target.remoteName, path: `tags/list${suffix}`, signal: AbortSignal.timeout(target.upstream.timeoutMs * 2) });
+    } catch (err) {
+      if (!(err instanceof UpstreamError)) throw err;
+      // Stale-if-error: the tags this cache knows.
+      const tags = await this.deps.store.listTags(target.localName);
+      if (tags === null) throw toClientError(err);
+      reply.type('application/json').send({ name, tags });
+      return;
+    }
+    if (res.status !== 200) {
+      await res.body?.cancel().catch(() => undefined);
+      throw registryError('NAME_UNKNOWN', { name }, { message: `repository unknown to upstream ${client.name}` });
+    }
+    let body: { tags?: unknown };
+    try {
+      body = JSON.parse((await readBody(res, 16 * 1024 * 1024)).toString('utf8')) as { tags?: unknown };
+    } catch (err) {
+      throw registryError('UNAVAILABLE', { upstream: client.name }, { message: `upstream ${client.name} sent an invalid tag list`, cause: err });
+    }
+    const tags = Array.isArray(body.tags) ? body.tags.filter((t): t is string => typeof t === 'string') : [];
+    const next = /[?&]last=([^&>]+)/.exec(res.headers.get('link') ?? '');
+    if (next && tags.length > 0) {
+      const link = new URLSearchParams();
+      if (query.n) link.set('n', query.n);
+      link.set('last', decodeURIComponent(next[1] as string));
+      if (target.namespace !== undefined) link.set('ns', target.namespace);
+      reply.header('Link', `</v2/${name}/tags/list?${link.toString()}>; rel="next"`);
+    }
+    reply.type('application/json').send({ name, tags });
+  }
+
+  // ---- lifecycle ---------------------------------------------------------------------------------------------
+
+  async expire(now?: number): Promise<ExpiryResult> {
+    const ttls = new Map(this.settings.upstreams.map((u) => [u.name, u.ttlMs]));
+    return expireCachedContent(this.deps, (name) => ttls.get(name), now);
+  }
+
+  start(): void {
+    if (this.expiryTimer || this.settings.expiryIntervalMs <= 0) return;
+    if (!this.settings.upstreams.some((u) => u.ttlMs > 0)) return;
+    this.expiryTimer = setInterval(() => {
+      if (this.expiring) return;
+      this.expiring = this.expire()
+        .catch((err: unknown) => this.logger.warn({ err }, 'cache expiry failed'))
+        .finally(() => (this.expiring = undefined));
+    }, this.settings.expiryIntervalMs);
+    this.expiryTimer.unref();
+  }
+
+  async close(): Promise<void> {
+    if (this.expiryTimer) clearInterval(this.expiryTimer);
+    this.expiryTimer = undefined;
+    const fills = [...this.fills.values()];
+    for (const f of fills) f.abort();
+    await Promise.all(fills.map((f) => f.finished));
+    await this.expiring;
+  }
+}
+
+/** Reads a response body of at most `limit` bytes. */
+async function readBody(res: Response, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  if (!res.body) return Buffer.alloc(0);
+  for await (const part of res.body as AsyncIterable<Uint8Array>) {
+    total += part.byteLength;
+    if (total > limit) {
+      await res.body.cancel().catch(() => undefined);
+      throw registryError('MANIFEST_TOO_BIG', { limit });
+    }
+    chunks.push(Buffer.from(part.buffer, part.byteOffset, part.byteLength));
+  }
+  return Buffer.concat(chunks, total);
+}

@@ -1,0 +1,262 @@
+import type { Logger } from 'pino';
+import type { UpstreamSettings } from './config.js';
+
+/** Why an upstream request produced no usable answer. */
+export type UpstreamFailure = 'unreachable' | 'timeout' | 'status';
+
+/**
+ * The upstream could not answer: network error, timeout, 429 or 5xx (`status` then holds the HTTP status). Callers
+ * serve cached content instead, or tell the client the upstream is unavailable.
+ */
+export class UpstreamError extends Error {
+  constructor(
+    readonly upstream: string,
+    readonly failure: UpstreamFailure,
+    message: string,
+    readonly status?: number,
+    readonly retryAfter?: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'UpstreamError';
+  }
+}
+
+/** A parsed `WWW-Authenticate` challenge. */
+export interface Challenge {
+  scheme: string;
+  params: Record<string, string>;
+}
+
+/**
+ * Parses a `WWW-Authenticate` header's first challenge: `Bearer realm="...",service="...",scope="a:b:pull,push"`.
+ * Quoted values may contain commas and escaped quotes.
+ */
+export function parseChallenge(header: string | null): Challenge | null {
+  if (!header) return null;
+  const m = /^\s*([A-Za-z][A-Za-z0-9._-]*)\s*(.*)$/s.exec(header);
+  if (!m) return null;
+  const params: Record<string, string> = {};
+  const re = /\s*([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))\s*(?:,|$)/gy;
+  const rest = m[2] ?? '';
+  for (let p = re.exec(rest); p; p = re.exec(rest)) {
+    params[(p[1] as string).toLowerCase()] = p[2] !== undefined ? p[2].replace(/\\(.)/g, '$1') : (p[3] ?? '');
+    if (re.lastIndex >= rest.length) break;
+  }
+  return { scheme: (m[1] as string).toLowerCase(), params };
+}
+
+/** How many consecutive failures make an upstream "offline", and how long it then stays skipped for revalidation. */
+const FAILURES_OFFLINE = 1;
+const OFFLINE_RETRY_MS = 10_000;
+/** Redirects followed (Docker Hub sends blobs to a CDN). */
+const MAX_REDIRECTS = 5;
+
+/**
+ * Health of one upstream: consecutive failures take it offline (logged once), the next success brings it back
+ * (logged once). While offline and within the retry delay, cached tags are served without revalidating.
+ */
+export class UpstreamHealth {
+  private failures = 0;
+  private down = false;
+  private retryAt = 0;
+
+  constructor(
+    private readonly name: string,
+    private readonly logger: Logger,
+  ) {}
+
+  /** True while the upstream is considered down and not due for another attempt. */
+  get skipRevalidation(): boolean {
+    return this.down && Date.now() < this.retryAt;
+  }
+
+  get online(): boolean {
+    return !this.down;
+  }
+
+  succeeded(): void {
+    if (this.down) this.logger.info({ upstream: this.name }, 'upstream is reachable again');
+    this.down = false;
+    this.failures = 0;
+  }
+
+  failed(reason: string): void {
+    this.failures++;
+    this.retryAt = Date.now() + OFFLINE_RETRY_MS;
+    if (!this.down && this.failures >= FAILURES_OFFLINE) {
+      this.down = true;
+      this.logger.warn({ upstream: this.name, reason }, 'upstream unavailable: serving cached content');
+    }
+  }
+}
+
+interface CachedToken {
+  value: string;
+  expiresAt: number;
+}
+
+/** Options of one upstream request. */
+export interface UpstreamRequest {
+  method: 'GET' | 'HEAD';
+  /** Upstream repository (for the token scope), and the path under `/v2/<repo>/`. */
+  repository: string;
+  path: string;
+  accept?: string;
+  /** Aborts the request (and its body). */
+  signal?: AbortSignal;
+}
+
+/**
+ * A client for one upstream registry. Authentication follows the Docker token spec: a request answered 401 with
+ * `WWW-Authenticate: Bearer realm=...,service=...,scope=...` makes it GET the realm (with the configured credentials
+ * as HTTP Basic, or anonymously) for a token, cached per scope until it expires, and retry; a `Basic` challenge is
+ * answered with the configured credentials. Credentials a client sent to berth never reach this class, so they are
+ * never forwarded. Requests time out after `timeout` waiting for response headers.
+ */
+export class UpstreamClient {
+  readonly health: UpstreamHealth;
+  private challenge: Challenge | null = null;
+  private readonly tokens = new Map<string, CachedToken>();
+  private readonly pendingTokens = new Map<string, Promise<string>>();
+  private readonly basic: string | undefined;
+
+  constructor(
+    readonly settings: UpstreamSettings,
+    private readonly logger: Logger,
+  ) {
+    this.health = new UpstreamHealth(settings.name, logger);
+    if (settings.username !== undefined && settings.password !== undefined) {
+      this.basic = `Basic ${Buffer.from(`${settings.username}:${settings.password}`).toString('base64')}`;
+    }
+  }
+
+  get name(): string {
+    return this.settings.name;
+  }
+
+  /**
+   * Sends a request, doing the token dance when challenged. Resolves with any HTTP answer below 500 except 429
+   * (the caller interprets 404, 401, ...); throws {@link UpstreamError} for network errors, timeouts, 429 and 5xx,
+   * after recording them in {@link health}.
+   */
+  async request(req: UpstreamRequest): Promise<Response> {
+    const scope = `repository:${req.repository}:pull`;
+    let auth = await this.authorization(scope, false);
+    let res = await this.send(req, auth);
+    if (res.status === 401) {
+      const challenge = parseChallenge(res.headers.get('www-authenticate'));
+      if (challenge && (challenge.scheme === 'bearer' || (challenge.scheme === 'basic' && this.basic))) {
+        await res.body?.cancel().catch(() => undefined);
+        this.challenge = challenge;
+        auth = await this.authorization(challenge.params.scope ?? scope, true);
+        res = await this.send(req, auth);
+      }
+    }
+    if (res.status === 429 || res.status >= 500) {
+      await res.body?.cancel().catch(() => undefined);
+      const err = new UpstreamError(this.name, 'status', `upstream ${this.name} answered ${res.status}`, res.status, res.headers.get('retry-after') ?? undefined);
+      this.health.failed(err.message);
+      throw err;
+    }
+    this.health.succeeded();
+    return res;
+  }
+
+  /** One request (following redirects, dropping Authorization when leaving the upstream's origin). */
+  private async send(req: UpstreamRequest, authorization: string | undefined): Promise<Response> {
+    let url = new URL(`${this.settings.url}/v2/${req.repository}/${req.path}`);
+    const origin = url.origin;
+    for (let hop = 0; ; hop++) {
+      const headers: Record<string, string> = { 'user-agent': 'berth-pull-through' };
+      if (req.accept) headers.accept = req.accept;
+      if (authorization && url.origin === origin) headers.authorization = authorization;
+      const res = await this.fetchWithTimeout(url, { method: req.method, headers, redirect: 'manual' }, req.signal);
+      const location = res.headers.get('location');
+      if (res.status >= 300 && res.status < 400 && location && hop < MAX_REDIRECTS) {
+        await res.body?.cancel().catch(() => undefined);
+        url = new URL(location, url);
+        continue;
+      }
+      return res;
+    }
+  }
+
+  /** fetch with a timeout for the response headers; the body stays tied to `signal` only. */
+  private async fetchWithTimeout(url: URL, init: RequestInit, signal: AbortSignal | undefined): Promise<Response> {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(new Error('timeout')), this.settings.timeoutMs);
+    const onAbort = () => controller.abort(signal?.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal?.aborted) onAbort();
+    try {
+      return await fetch(url, { ...init, signal: controller.signal });
+    } catch (err) {
+      const timedOut = controller.signal.aborted && !signal?.aborted;
+      const e = new UpstreamError(
+        this.name,
+        timedOut ? 'timeout' : 'unreachable',
+        timedOut ? `upstream ${this.name} timed out after ${this.settings.timeoutMs} ms` : `upstream ${this.name} unreachable`,
+        undefined,
+        undefined,
+        { cause: err },
+      );
+      if (!signal?.aborted) this.health.failed(e.message);
+      throw e;
+    } finally {
+      // Only the headers timeout ends here: the body may still be streaming, and the caller's signal must still
+      // abort it, so the (one-shot) listener stays.
+      clearTimeout(timer);
+    }
+  }
+
+  /** The Authorization header for `scope` per the last challenge; `renew` drops a cached token first. */
+  private async authorization(scope: string, renew: boolean): Promise<string | undefined> {
+    const challenge = this.challenge;
+    if (!challenge) return undefined;
+    if (challenge.scheme === 'basic') return this.basic;
+    if (challenge.scheme !== 'bearer' || !challenge.params.realm) return undefined;
+    const key = `${challenge.params.realm}|${challenge.params.service ?? ''}|${scope}`;
+    if (renew) this.tokens.delete(key);
+    const cached = this.tokens.get(key);
+    if (cached && cached.expiresAt > Date.now()) return `Bearer ${cached.value}`;
+    let pending = this.pendingTokens.get(key);
+    if (!pending) {
+      pending = this.fetchToken(challenge.params.realm, challenge.params.service, scope, key).finally(() => this.pendingTokens.delete(key));
+      this.pendingTokens.set(key, pending);
+    }
+    return `Bearer ${await pending}`;
+  }
+
+  private async fetchToken(realm: string, service: string | undefined, scope: string, key: string): Promise<string> {
+    let url: URL;
+    try {
+      url = new URL(realm);
+    } catch (err) {
+      throw new UpstreamError(this.name, 'unreachable', `upstream ${this.name} sent an invalid token realm`, undefined, undefined, { cause: err });
+    }
+    if (service) url.searchParams.set('service', service);
+    url.searchParams.set('scope', scope);
+    const headers: Record<string, string> = { 'user-agent': 'berth-pull-through' };
+    if (this.basic) headers.authorization = this.basic;
+    const res = await this.fetchWithTimeout(url, { method: 'GET', headers, redirect: 'follow' }, undefined);
+    if (res.status === 429 || res.status >= 500) {
+      await res.body?.cancel().catch(() => undefined);
+      const err = new UpstreamError(this.name, 'status', `token server of ${this.name} answered ${res.status}`, res.status);
+      this.health.failed(err.message);
+      throw err;
+    }
+    if (res.status !== 200) {
+      await res.body?.cancel().catch(() => undefined);
+      this.logger.warn({ upstream: this.name, status: res.status }, 'upstream token server refused the request (check proxy credentials)');
+      // No token: the retried request fails with 401, which callers treat as "not available upstream".
+      return '';
+    }
+    const body = (await res.json().catch(() => ({}))) as { token?: unknown; access_token?: unknown; expires_in?: unknown };
+    const token = typeof body.token === 'string' ? body.token : typeof body.access_token === 'string' ? body.access_token : '';
+    // Docker token spec: "expires_in ... defaults to 60 seconds"; renew a little early.
+    const expiresIn = typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : 60;
+    if (token) this.tokens.set(key, { value: token, expiresAt: Date.now() + Math.max(expiresIn - 10, expiresIn / 2) * 1000 });
+    return token;
+  }
+}

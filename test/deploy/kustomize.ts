@@ -1,0 +1,203 @@
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, relative, resolve, sep } from 'node:path';
+import { parseAllDocuments } from 'yaml';
+
+/**
+ * The small part of kustomize that berth's manifests use, so the tests can build each overlay without the
+ * kustomize binary: `resources` (local files and directories only) and `patches` with a `path` to a strategic
+ * merge patch. Anything else in a kustomization.yaml is refused, so a manifest change that needs more of
+ * kustomize fails here instead of being validated wrongly.
+ */
+
+/** A Kubernetes object as parsed from YAML. */
+export type K8sObject = Record<string, unknown> & { apiVersion: string; kind: string; metadata: { name: string } & Record<string, unknown> };
+
+/** What building one kustomization directory produced, and which files it read. */
+export interface Build {
+  objects: K8sObject[];
+  /** Every file the build read (kustomization files, resources, patches), absolute. */
+  files: Set<string>;
+  /** The patch files among them. */
+  patches: Set<string>;
+}
+
+const SUPPORTED_KEYS = new Set(['apiVersion', 'kind', 'resources', 'patches']);
+
+/** The repository root: the nearest directory above `from` with berth's package.json. */
+export function repoRoot(from: string): string {
+  let dir = from;
+  for (;;) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'berth') return dir;
+    const up = dirname(dir);
+    if (up === dir) throw new Error(`no berth package.json above ${from}`);
+    dir = up;
+  }
+}
+
+/** True for plain objects (YAML mappings). */
+export function isMap(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Parses every document of a YAML file; empty documents are skipped; a syntax error throws naming the file. */
+export function readYamlDocs(file: string): unknown[] {
+  const docs = parseAllDocuments(readFileSync(file, 'utf8'));
+  const out: unknown[] = [];
+  for (const doc of docs) {
+    if (doc.errors.length > 0) throw new Error(`${file}: ${doc.errors.map((e) => e.message).join('; ')}`);
+    const value: unknown = doc.toJS();
+    if (value !== null && value !== undefined) out.push(value);
+  }
+  return out;
+}
+
+/** Checks that a YAML document is a complete object (apiVersion, kind, metadata.name). */
+export function asObject(doc: unknown, where: string): K8sObject {
+  if (!isMap(doc)) throw new Error(`${where}: not a mapping`);
+  const meta = doc.metadata;
+  if (typeof doc.apiVersion !== 'string' || typeof doc.kind !== 'string' || !isMap(meta) || typeof meta.name !== 'string') {
+    throw new Error(`${where}: not a complete object (apiVersion, kind and metadata.name are required)`);
+  }
+  return doc as K8sObject;
+}
+
+/** `kind/name` (with apiVersion) identifying an object in a build. */
+export function idOf(o: { apiVersion: unknown; kind: unknown; metadata?: unknown }): string {
+  const name = isMap(o.metadata) ? String(o.metadata.name) : '?';
+  return `${String(o.apiVersion)} ${String(o.kind)}/${name}`;
+}
+
+/**
+ * Resolves a `resources` or `patches` entry: it must be a relative local path that exists and stays inside
+ * `confine` (the deploy/kubernetes tree). Remote bases (URLs, `github.com/...`) are refused.
+ */
+export function localPath(dir: string, entry: unknown, confine: string, what: string): string {
+  if (typeof entry !== 'string' || entry === '') throw new Error(`${what}: expected a path, got ${JSON.stringify(entry)}`);
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(entry) || /^(github\.com|gitlab\.com|bitbucket\.org)\//.test(entry) || entry.includes('?ref=')) {
+    throw new Error(`${what}: ${entry} is a remote base; only local files are allowed`);
+  }
+  if (entry.startsWith('/')) throw new Error(`${what}: ${entry} must be relative`);
+  const full = resolve(dir, entry);
+  const rel = relative(confine, full);
+  if (rel.startsWith('..') || rel.startsWith(sep)) throw new Error(`${what}: ${entry} leaves ${confine}`);
+  if (!existsSync(full)) throw new Error(`${what}: ${entry} does not exist`);
+  return full;
+}
+
+/** Patch merge keys of the lists berth's manifests patch (Kubernetes' `x-kubernetes-patch-merge-key`). */
+function mergeKeyFor(field: string, items: unknown[]): string | undefined {
+  switch (field) {
+    case 'containers':
+    case 'initContainers':
+    case 'volumes':
+    case 'env':
+    case 'imagePullSecrets':
+      return 'name';
+    case 'volumeMounts':
+      return 'mountPath';
+    case 'ports':
+      // Container ports merge on containerPort, Service ports on port.
+      return items.some((i) => isMap(i) && 'containerPort' in i) ? 'containerPort' : 'port';
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * Strategic merge of `patch` into `base` (a copy is returned): maps merge key by key, `null` deletes a key, lists
+ * with a patch merge key merge item by item (`$patch: delete` removes one), other lists and scalars replace.
+ */
+export function strategicMerge(base: unknown, patch: unknown, field = ''): unknown {
+  if (isMap(base) && isMap(patch)) {
+    const out: Record<string, unknown> = { ...base };
+    for (const [k, v] of Object.entries(patch)) {
+      if (v === null) delete out[k];
+      else out[k] = k in base ? strategicMerge(base[k], v, k) : stripDirectives(v);
+    }
+    return out;
+  }
+  if (Array.isArray(base) && Array.isArray(patch)) {
+    const key = mergeKeyFor(field, [...base, ...patch]);
+    if (key === undefined) return stripDirectives(patch);
+    const out = [...base];
+    for (const item of patch) {
+      if (!isMap(item) || !(key in item)) throw new Error(`patch of ${field}: each item needs its merge key ${key}`);
+      const at = out.findIndex((b) => isMap(b) && b[key] === item[key]);
+      if (item.$patch === 'delete') {
+        if (at >= 0) out.splice(at, 1);
+      } else if (at >= 0) {
+        out[at] = strategicMerge(out[at], item, field);
+      } else {
+        out.push(stripDirectives(item));
+      }
+    }
+    return out;
+  }
+  return stripDirectives(patch);
+}
+
+/** Removes `null` values (deletions with nothing to delete) and `$patch` directives from new content. */
+function stripDirectives(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(stripDirectives);
+  if (isMap(v)) {
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) if (x !== null && k !== '$patch') out[k] = stripDirectives(x);
+    return out;
+  }
+  return v;
+}
+
+/** Builds the kustomization in `dir` (recursively through directory resources), confined to `confine`. */
+export function build(dir: string, confine: string, seen: string[] = []): Build {
+  const kfile = join(dir, 'kustomization.yaml');
+  if (!existsSync(kfile)) throw new Error(`${dir}: no kustomization.yaml`);
+  if (seen.includes(dir)) throw new Error(`${dir}: kustomization cycle`);
+  const [k, ...more] = readYamlDocs(kfile);
+  if (!isMap(k) || more.length > 0) throw new Error(`${kfile}: expected one mapping`);
+  if (k.apiVersion !== 'kustomize.config.k8s.io/v1beta1' || k.kind !== 'Kustomization') {
+    throw new Error(`${kfile}: expected apiVersion kustomize.config.k8s.io/v1beta1, kind Kustomization`);
+  }
+  for (const key of Object.keys(k)) {
+    if (!SUPPORTED_KEYS.has(key)) throw new Error(`${kfile}: ${key} is not modelled by this test's kustomize subset`);
+  }
+  const files = new Set<string>([kfile]);
+  const patchFiles = new Set<string>();
+  const objects: K8sObject[] = [];
+  const resources = k.resources ?? [];
+  if (!Array.isArray(resources)) throw new Error(`${kfile}: resources must be a list`);
+  for (const entry of resources) {
+    const full = localPath(dir, entry, confine, `${kfile} resources`);
+    if (statSync(full).isDirectory()) {
+      const sub = build(full, confine, [...seen, dir]);
+      sub.files.forEach((f) => files.add(f));
+      sub.patches.forEach((f) => patchFiles.add(f));
+      objects.push(...sub.objects);
+    } else {
+      files.add(full);
+      readYamlDocs(full).forEach((doc, i) => objects.push(asObject(doc, `${full} document ${i + 1}`)));
+    }
+  }
+  const ids = new Set<string>();
+  for (const o of objects) {
+    if (ids.has(idOf(o))) throw new Error(`${kfile}: ${idOf(o)} appears twice`);
+    ids.add(idOf(o));
+  }
+  const patches = k.patches ?? [];
+  if (!Array.isArray(patches)) throw new Error(`${kfile}: patches must be a list`);
+  for (const p of patches) {
+    if (!isMap(p) || Object.keys(p).some((x) => x !== 'path')) {
+      throw new Error(`${kfile}: only patches with a path (strategic merge files) are modelled`);
+    }
+    const full = localPath(dir, p.path, confine, `${kfile} patches`);
+    files.add(full);
+    patchFiles.add(full);
+    for (const doc of readYamlDocs(full)) {
+      const patch = asObject(doc, full);
+      const at = objects.findIndex((o) => idOf(o) === idOf(patch));
+      if (at < 0) throw new Error(`${full}: patches ${idOf(patch)}, which the build does not contain`);
+      objects[at] = strategicMerge(objects[at], patch) as K8sObject;
+    }
+  }
+  return { objects, files, patches: patchFiles };
+}

@@ -1,0 +1,29 @@
+import t from 'tap';
+import { createHash, randomBytes } from 'node:crypto';
+import { startBerth } from '../helpers/berth.js';
+
+t.test('the registry exposes request, byte and upload metrics on /metrics', async (t) => {
+  const b = await startBerth(t);
+  const blob = randomBytes(123_457);
+  const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}`;
+  t.equal((await fetch(`${b.url}/v2/m/x/blobs/uploads/?digest=${digest}`, { method: 'POST', body: blob })).status, 201);
+  const got = await fetch(`${b.url}/v2/m/x/blobs/${digest}`);
+  t.equal((await got.arrayBuffer()).byteLength, blob.length);
+  t.equal((await fetch(`${b.url}/v2/m/x/manifests/nope`)).status, 404);
+  const res = await fetch(`${b.url}/metrics`);
+  t.equal(res.status, 200);
+  t.match(res.headers.get('content-type') ?? '', /^text\/plain/);
+  const text = await res.text();
+  t.match(text, /berth_http_requests_total\{method="POST",route="upload-start",status="201"\} 1/);
+  t.match(text, /berth_http_requests_total\{method="GET",route="blob",status="200"\} 1/);
+  t.match(text, /berth_http_requests_total\{method="GET",route="manifest",status="404"\} 1/);
+  t.match(text, new RegExp(`berth_http_received_bytes_total\\{method="POST",route="upload-start"\\} ${blob.length}`));
+  t.match(text, new RegExp(`berth_http_sent_bytes_total\\{method="GET",route="blob"\\} ${blob.length}`));
+  t.match(text, /berth_uploads_in_progress 0/);
+  t.match(text, /berth_http_request_duration_seconds_bucket/);
+});
+
+t.test('berth.metrics.enabled: false removes the endpoint', async (t) => {
+  const b = await startBerth(t, { berth: { metrics: { enabled: false } } });
+  t.equal((await fetch(`${b.url}/metrics`)).status, 404);
+});

@@ -1,0 +1,190 @@
+/**
+ * The mirror part of `npm run bench` (issue 5): berth as a pull-through cache of Debian's docker-registry on loopback.
+ * - cold pull of a 256 MiB layer through berth (upstream → berth → client, while berth stores it), MiB/s
+ * - warm pull of the same layer (from berth's storage), MiB/s
+ * - wall time of 20 concurrent cold pulls of another 256 MiB layer, relative to one cold pull
+ * Both servers run as their own processes with fresh storage. BENCH_MIRROR_MIB changes the size.
+ * Run alone: `node dist/test/proxy/bench-mirror.js`; `benchMirror()` is exported for the main bench.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+
+const MiB = 1024 * 1024;
+
+/** Results of {@link benchMirror}. */
+export interface MirrorBenchResult {
+  sizeMiB: number;
+  coldMiBps: number;
+  warmMiBps: number;
+  /** Wall time of one cold pull, ms. */
+  coldOneMs: number;
+  /** Wall time of 20 concurrent cold pulls of another blob of the same size, ms. */
+  cold20Ms: number;
+  /** cold20Ms / coldOneMs (1.0 = twenty clients cost what one does). */
+  cold20Ratio: number;
+  /** Wall time of 20 concurrent warm pulls of that blob, ms: what 20 clients cost without any upstream. */
+  warm20Ms: number;
+}
+
+interface Proc {
+  url: string;
+  proc: ChildProcess;
+  dir: string;
+}
+
+function cleanEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('AWS_') && !k.startsWith('REGISTRY_')) env[k] = v;
+  return env;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitReady(url: string, proc: ChildProcess): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  while (Date.now() < deadline) {
+    if (proc.exitCode !== null) throw new Error(`${url} exited with ${proc.exitCode}`);
+    try {
+      const res = await fetch(`${url}/v2/`);
+      await res.arrayBuffer();
+      if (res.status === 200) return;
+    } catch {
+      // not yet listening
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${url} did not become ready`);
+}
+
+async function stop(p: Proc): Promise<void> {
+  if (p.proc.exitCode === null) {
+    p.proc.kill('SIGTERM');
+    await new Promise((r) => p.proc.once('exit', r));
+  }
+  await rm(p.dir, { recursive: true, force: true });
+}
+
+async function startUpstream(): Promise<Proc> {
+  const dir = await mkdtemp(join(tmpdir(), 'berth-bench-upstream-'));
+  const port = await freePort();
+  const config = join(dir, 'config.yml');
+  await writeFile(config, `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\nhttp:\n  addr: 127.0.0.1:${port}\n`);
+  const proc = spawn('/usr/bin/docker-registry', ['serve', config], { env: cleanEnv(), stdio: ['ignore', 'ignore', 'ignore'] });
+  const p = { url: `http://127.0.0.1:${port}`, proc, dir };
+  await waitReady(p.url, proc);
+  return p;
+}
+
+async function startMirror(upstream: string): Promise<Proc> {
+  const dir = await mkdtemp(join(tmpdir(), 'berth-bench-mirror-'));
+  const port = await freePort();
+  const main = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+  const proc = spawn(process.execPath, [main, 'serve'], {
+    env: {
+      ...cleanEnv(),
+      REGISTRY_HTTP_ADDR: `127.0.0.1:${port}`,
+      REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: join(dir, 'data'),
+      REGISTRY_PROXY_REMOTEURL: upstream,
+      REGISTRY_PROXY_SPOOLDIRECTORY: join(dir, 'spool'),
+      REGISTRY_LOG_LEVEL: 'warn',
+      REGISTRY_LOG_ACCESSLOG_DISABLED: 'true',
+    },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const p = { url: `http://127.0.0.1:${port}`, proc, dir };
+  await waitReady(p.url, proc);
+  return p;
+}
+
+/** Pushes `size` pseudo-random bytes to `repo` on the upstream (one monolithic POST); returns the digest. */
+async function pushBlob(url: string, repo: string, size: number): Promise<string> {
+  const block = randomBytes(MiB);
+  const hash = createHash('sha256');
+  for (let off = 0; off < size; off += MiB) hash.update(block.subarray(0, Math.min(MiB, size - off)));
+  const digest = `sha256:${hash.digest('hex')}`;
+  const body = Readable.from((function* () {
+    for (let off = 0; off < size; off += MiB) yield block.subarray(0, Math.min(MiB, size - off));
+  })());
+  const start = await fetch(`${url}/v2/${repo}/blobs/uploads/`, { method: 'POST' });
+  await start.arrayBuffer();
+  const location = new URL(start.headers.get('location') ?? '', url);
+  location.searchParams.set('digest', digest);
+  const put = await fetch(location, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
+    body: Readable.toWeb(body) as ReadableStream,
+    duplex: 'half',
+  } as RequestInit);
+  await put.arrayBuffer();
+  if (put.status !== 201) throw new Error(`upstream push answered ${put.status}`);
+  return digest;
+}
+
+/** GETs a blob, checks its digest, returns the wall time in ms. */
+async function pull(url: string, repo: string, digest: string): Promise<number> {
+  const t0 = performance.now();
+  const res = await fetch(`${url}/v2/${repo}/blobs/${digest}`);
+  if (res.status !== 200) throw new Error(`pull answered ${res.status}`);
+  const hash = createHash('sha256');
+  for await (const chunk of res.body as AsyncIterable<Uint8Array>) hash.update(chunk);
+  if (`sha256:${hash.digest('hex')}` !== digest) throw new Error('pulled bytes do not match the digest');
+  return performance.now() - t0;
+}
+
+/** Runs the mirror benchmark (needs /usr/bin/docker-registry and a built dist/). */
+export async function benchMirror(sizeMiB = Number(process.env.BENCH_MIRROR_MIB ?? 256)): Promise<MirrorBenchResult> {
+  const size = sizeMiB * MiB;
+  const upstream = await startUpstream();
+  let mirror: Proc | undefined;
+  try {
+    mirror = await startMirror(upstream.url);
+    const one = await pushBlob(upstream.url, 'library/bench', size);
+    const twenty = await pushBlob(upstream.url, 'library/bench', size);
+    const coldOneMs = await pull(mirror.url, 'library/bench', one);
+    const warmMs = await pull(mirror.url, 'library/bench', one);
+    const t0 = performance.now();
+    const mirrorUrl = mirror.url;
+    await Promise.all(Array.from({ length: 20 }, () => pull(mirrorUrl, 'library/bench', twenty)));
+    const cold20Ms = performance.now() - t0;
+    const t1 = performance.now();
+    await Promise.all(Array.from({ length: 20 }, () => pull(mirrorUrl, 'library/bench', twenty)));
+    const warm20Ms = performance.now() - t1;
+    return {
+      sizeMiB,
+      coldMiBps: sizeMiB / (coldOneMs / 1000),
+      warmMiBps: sizeMiB / (warmMs / 1000),
+      coldOneMs,
+      cold20Ms,
+      cold20Ratio: cold20Ms / coldOneMs,
+      warm20Ms,
+    };
+  } finally {
+    if (mirror) await stop(mirror);
+    await stop(upstream);
+  }
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const r = await benchMirror();
+  console.log(`mirror, ${r.sizeMiB} MiB layer`);
+  console.log(`  cold pull through berth   ${r.coldMiBps.toFixed(0)} MiB/s (${r.coldOneMs.toFixed(0)} ms)`);
+  console.log(`  warm pull from berth      ${r.warmMiBps.toFixed(0)} MiB/s`);
+  console.log(`  20 concurrent cold pulls  ${r.cold20Ms.toFixed(0)} ms = ${r.cold20Ratio.toFixed(2)}x one cold pull`);
+  console.log(`  20 concurrent warm pulls  ${r.warm20Ms.toFixed(0)} ms (the same 20 clients without upstream)`);
+}
