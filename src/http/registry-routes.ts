@@ -359,16 +359,18 @@ function chunkRange(request: FastifyRequest, allowContentRange: boolean): ChunkR
   return range;
 }
 
-/** Reads a request body of at most `limit` bytes; larger bodies are refused with 413 without reading them all. */
+/**
+ * Reads a request body of at most `limit` bytes. A larger body is refused with 413; the rest of it is read and
+ * dropped (up to a bound) so the client can still read the answer on its connection.
+ */
 async function readLimited(stream: Readable, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let total = 0;
   for await (const chunk of stream as AsyncIterable<Buffer>) {
     total += chunk.length;
-    if (total > limit) {
-      throw registryError('MANIFEST_TOO_BIG', { limit });
-    }
-    chunks.push(chunk);
+    if (total <= limit) chunks.push(chunk);
+    else if (total > limit * 16) break;
   }
+  if (total > limit) throw registryError('MANIFEST_TOO_BIG', { limit });
   return Buffer.concat(chunks, total);
 }
