@@ -105,21 +105,36 @@ export class UploadService {
     let received = 0;
     let hashed = 0;
     let failed: unknown;
+    let storageFailed: unknown;
     try {
       for await (const chunk of body as AsyncIterable<Buffer>) {
         received += chunk.length;
         if (expected !== undefined && received > expected) {
           throw registryError('SIZE_INVALID', { reason: 'body longer than its declared length' });
         }
+        // After a storage failure the rest of the body is read and dropped: the client then reads the error answer
+        // (503 when the backend is down) instead of a connection reset in the middle of its upload.
+        if (storageFailed !== undefined) continue;
         hasher?.update(chunk);
         hashed += chunk.length;
-        await writer.write(chunk);
+        try {
+          await writer.write(chunk);
+        } catch (err) {
+          storageFailed = err;
+        }
       }
-      if (expected !== undefined && received !== expected) {
+      if (storageFailed === undefined && expected !== undefined && received !== expected) {
         throw registryError('SIZE_INVALID', { reason: 'body shorter than its declared length', declared: expected, received });
       }
     } catch (err) {
       failed = err;
+    }
+    if (storageFailed !== undefined) {
+      // The request fails and the session stays where it was (a writer resumed from it ignores whatever this one
+      // left beyond it); closing only releases the writer's resources.
+      this.hashers.delete(session.id);
+      await writer.close().catch(() => undefined);
+      throw storageFailed;
     }
     let state: WriterState;
     try {
@@ -182,29 +197,47 @@ export class UploadService {
   async complete(repo: string, id: string, digest: Digest, body: Readable | null, range: ChunkRange = {}): Promise<void> {
     if (body) await this.append(repo, id, body, range);
     const { session, token } = await this.lease(repo, id, undefined);
-    let computed: Digest;
+    const dataPath = paths.uploadData(repo, id);
+    let state = session.writerState;
+    let discarded = false;
     try {
-      computed = await this.digestOf(session, digest.algorithm);
+      const running = this.hashers.get(id);
+      if (state && !isCommitted(state) && !(digest.algorithm === 'sha256' && running?.offset === session.offset)) {
+        // The bytes have to be hashed from storage (another instance received some of them). Drivers that assemble
+        // the data only at commit (S3 multipart uploads) make it readable then, so commit it where it is; the blob's
+        // own key is still untouched until the digest matches.
+        const writer = await this.driver.writer(dataPath, state);
+        await writer.commit();
+        state = committedState(state.size);
+      }
+      const computed = await this.digestOf(session, digest.algorithm);
+      if (computed.value !== digest.value) {
+        discarded = true;
+        await this.discard({ ...session, ...withState(session.offset, state) });
+        throw registryError('DIGEST_INVALID', { expected: digest.value, computed: computed.value });
+      }
+      const target = paths.blobData(digest);
+      if ((await this.store.blobSize(digest)) !== session.offset) {
+        if (state) {
+          if (!isCommitted(state)) {
+            const writer = await this.driver.writer(dataPath, state);
+            await writer.commit();
+            state = committedState(state.size);
+          }
+          await this.driver.move(dataPath, target);
+        } else {
+          await this.driver.putContent(target, Buffer.alloc(0));
+        }
+      }
+      await this.store.linkBlob(repo, digest);
+      discarded = true;
+      await this.discard({ ...session, ...withState(session.offset, state) });
     } catch (err) {
-      await this.sessions.release(id, token, withState(session.offset, session.writerState));
+      // A backend failure must not leave the upload leased (the client retries the PUT once storage is back), and
+      // the session records whether the data was already committed at the upload path.
+      if (!discarded) await this.sessions.release(id, token, withState(session.offset, state)).catch(() => false);
       throw err;
     }
-    if (computed.value !== digest.value) {
-      await this.discard(session);
-      throw registryError('DIGEST_INVALID', { expected: digest.value, computed: computed.value });
-    }
-    const target = paths.blobData(digest);
-    if ((await this.store.blobSize(digest)) !== session.offset) {
-      if (session.writerState) {
-        const writer = await this.driver.writer(paths.uploadData(repo, id), session.writerState);
-        await writer.commit();
-        await this.driver.move(paths.uploadData(repo, id), target);
-      } else {
-        await this.driver.putContent(target, Buffer.alloc(0));
-      }
-    }
-    await this.store.linkBlob(repo, digest);
-    await this.discard(session);
   }
 
   /** Uploads a whole blob in one request (POST `?digest=`). */
@@ -226,7 +259,7 @@ export class UploadService {
 
   private async discard(session: UploadSession): Promise<void> {
     this.hashers.delete(session.id);
-    if (session.writerState) {
+    if (session.writerState && !isCommitted(session.writerState)) {
       try {
         const writer = await this.driver.writer(paths.uploadData(session.repository, session.id), session.writerState);
         await writer.cancel();
@@ -243,6 +276,18 @@ export class UploadService {
 
 function withState(offset: number, writerState: WriterState | undefined): { offset: number; writerState?: WriterState } {
   return writerState ? { offset, writerState } : { offset };
+}
+
+/**
+ * The writer state of upload data already committed at the upload path (during a completion that then failed):
+ * it is read and moved as is, never resumed by a driver writer.
+ */
+function committedState(size: number): WriterState {
+  return { size, committed: true };
+}
+
+function isCommitted(state: WriterState): boolean {
+  return state.committed === true;
 }
 
 function isSizeError(err: unknown): boolean {

@@ -20,6 +20,7 @@ import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { extraCases } from './cases.js';
 import './mirror-bench.js';
+import './s3-bench.js';
 
 const MiB = 1024 * 1024;
 const BLOB_MIB = Number(process.env.BENCH_BLOB_MIB ?? 256);
