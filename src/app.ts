@@ -7,6 +7,7 @@ import { sendError } from './errors/handler.js';
 import { BackendUnavailableError, registryError } from './errors/registry-error.js';
 import { createMetrics, metricsConfig, metricsPlugin, type Metrics } from './http/metrics.js';
 import { registryRoutes } from './http/registry-routes.js';
+import { parseGcSchedule, startGcSchedule, type GcSchedule } from './gc/schedule.js';
 import { createLogger } from './logging.js';
 import type { PullThrough } from './proxy/index.js';
 import type { StorageDriver } from './storage/driver.js';
@@ -164,6 +165,19 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     app.addHook('onReady', async () => proxy.start());
   }
 
+  // Online garbage collection on a schedule (`berth.gc`), when configured.
+  const gcOptions = config.storage.readOnly ? null : parseGcSchedule(config.berth.raw, (m) => logger.warn(m));
+  let gcSchedule: GcSchedule | undefined;
+  if (gcOptions) {
+    gcOptions.onResult = (r) => {
+      metrics.gcBytesReclaimed.inc(r.bytesReclaimed);
+      metrics.gcLastRun.set(Date.now() / 1000);
+    };
+    app.addHook('onReady', async () => {
+      gcSchedule = startGcSchedule(driver, gcOptions, logger);
+    });
+  }
+
   let purgeTimer: NodeJS.Timeout | undefined;
   const purging = config.storage.uploadPurging;
   if (purging.enabled && !config.storage.readOnly) {
@@ -183,6 +197,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   });
   app.addHook('onClose', async () => {
     if (purgeTimer) clearInterval(purgeTimer);
+    gcSchedule?.stop();
     await pullThrough?.close();
     await authClose?.();
     await authorizer.close();

@@ -1,0 +1,59 @@
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import t from 'tap';
+import { fsck } from '../../src/gc/fsck.js';
+import { FilesystemDriver } from '../../src/storage/drivers/filesystem.js';
+import { startBerth } from '../helpers/berth.js';
+import { randomLayer, RegistryClient, sha256 } from './registry-client.js';
+import { blobFile } from './tree.js';
+
+t.test('fsck finds a blob whose bytes were altered on disk; --repair quarantines it', async (t) => {
+  const berth = await startBerth(t);
+  const client = new RegistryClient(berth.url);
+  const driver = new FilesystemDriver({ rootDirectory: berth.root });
+  const layers = [randomLayer(5000), randomLayer(6000)];
+  const img = await client.pushImage('app', 'v1', layers);
+  const victim = img.layers[0]?.digest ?? '';
+
+  const clean = await fsck(driver);
+  t.same(clean.problems, [], 'a fresh registry is clean');
+  t.equal(clean.blobsChecked, 4, 'manifest, config and two layers re-hashed');
+  t.equal(clean.bytesHashed, img.manifest.size + img.config.size + 11000);
+
+  // Flip one byte in place (same size, same mtime class of damage a disk or a bad copy does).
+  const file = blobFile(berth.root, victim);
+  const bytes = await readFile(file);
+  bytes[100] = (bytes[100] ?? 0) ^ 0xff;
+  await writeFile(file, bytes);
+  const served = await client.getBlobDigest('app', victim);
+  t.not(served, victim, 'before repair the registry serves bytes that do not match their digest');
+
+  const found = await fsck(driver);
+  t.same(
+    found.problems.map((p) => ({ kind: p.kind, digest: p.digest, actual: p.actual, quarantined: p.quarantined })),
+    [{ kind: 'corrupt-blob', digest: victim, actual: sha256(bytes), quarantined: undefined }],
+    'exactly the altered blob is reported, with the digest of what is stored',
+  );
+  t.equal(found.quarantined, 0, 'without --repair nothing moves');
+  t.ok((await stat(file)).isFile());
+
+  const repaired = await fsck(driver, { repair: true });
+  t.equal(repaired.quarantined, 1);
+  t.equal(repaired.problems[0]?.quarantined, true);
+  const quarantined = join(berth.root, 'docker/registry/v2/quarantine/sha256', victim.slice(7), 'data');
+  t.same(await readFile(quarantined), bytes, 'the bad bytes are kept in quarantine for inspection');
+  await t.rejects(stat(file), 'and are gone from the blob store');
+  t.equal(await client.getBlobDigest('app', victim), 404, 'the registry now answers 404 instead of bad bytes');
+
+  const after = await fsck(driver);
+  t.same(
+    after.problems.map((p) => `${p.kind} ${p.repository} ${p.digest}`).sort(),
+    [`dangling-link app ${victim}`, `manifest-missing-blob app ${victim}`].sort(),
+    'now: the link dangles and the manifest references a missing blob; nothing is corrupt',
+  );
+
+  // Pushing the image again heals the registry: the client sees the blob missing and uploads it.
+  await client.pushImage('app', 'v1', layers);
+  t.same((await fsck(driver)).problems, [], 'after a re-push fsck is clean');
+  t.same(await client.pull('app', img.manifest.digest), [], 'and the original image pulls completely');
+});

@@ -1,0 +1,20 @@
+import t from 'tap';
+import { createHash, randomBytes } from 'node:crypto';
+import { startBerth } from '../helpers/berth.js';
+
+t.test('berth.gc runs garbage collection inside the server and reports it in the metrics', async (t) => {
+  const b = await startBerth(t, { berth: { gc: { interval: '1s', grace: '0s' } } });
+  const orphan = randomBytes(50_000);
+  const digest = `sha256:${createHash('sha256').update(orphan).digest('hex')}`;
+  t.equal((await fetch(`${b.url}/v2/gc/orphan/blobs/uploads/?digest=${digest}`, { method: 'POST', body: orphan })).status, 201);
+  t.equal((await fetch(`${b.url}/v2/gc/orphan/blobs/${digest}`, { method: 'HEAD' })).status, 200);
+  let status = 200;
+  for (let i = 0; i < 100 && status === 200; i++) {
+    await new Promise((r) => setTimeout(r, 200));
+    status = (await fetch(`${b.url}/v2/gc/orphan/blobs/${digest}`, { method: 'HEAD' })).status;
+  }
+  t.equal(status, 404, 'the unreferenced blob was collected');
+  const metrics = await (await fetch(`${b.url}/metrics`)).text();
+  t.match(metrics, new RegExp(`berth_gc_reclaimed_bytes_total ${orphan.length}`));
+  t.notMatch(metrics, /berth_gc_last_run_timestamp_seconds 0\n/);
+});
