@@ -1,0 +1,48 @@
+import t from 'tap';
+import { PassThrough } from 'node:stream';
+import { configFrom } from '../src/config/config.js';
+import { createLogger } from '../src/logging.js';
+import { startBerth } from './helpers/berth.js';
+
+function capture(): { stream: PassThrough; lines: () => string[] } {
+  const stream = new PassThrough();
+  let text = '';
+  stream.on('data', (c: Buffer) => (text += c.toString()));
+  return { stream, lines: () => text.split('\n').filter((l) => l.length > 0) };
+}
+
+const tick = () => new Promise((r) => setTimeout(r, 50));
+
+t.test('log.formatter text writes one readable line per record; json writes JSON', async (t) => {
+  const text = capture();
+  createLogger(configFrom({ log: { formatter: 'text', fields: { service: 'registry' } } }), text.stream).info({ status: 201, url: '/v2/a b' }, 'request');
+  await tick();
+  t.match(text.lines()[0], /^\d{4}-\d\d-\d\dT[\d:.]+Z INFO request service=registry status=201 url="\/v2\/a b"$/);
+  const json = capture();
+  createLogger(configFrom({ log: { level: 'debug' } }), json.stream).debug({ a: 1 }, 'hello');
+  await tick();
+  const rec = JSON.parse(json.lines()[0] as string) as Record<string, unknown>;
+  t.equal(rec.msg, 'hello');
+  t.equal(rec.a, 1);
+});
+
+t.test('credentials are redacted', async (t) => {
+  const out = capture();
+  createLogger(configFrom({}), out.stream).info({ req: { headers: { authorization: 'Bearer secret-token' } }, password: 'hunter2' }, 'x');
+  await tick();
+  t.notMatch(out.lines().join('\n'), /secret-token|hunter2/);
+});
+
+t.test('one access-log line per request, carrying the request id the response echoes', async (t) => {
+  const out = capture();
+  const { pino } = await import('pino');
+  const logger = pino({ level: 'info' }, out.stream);
+  const b = await startBerth(t, { log: { level: 'info', accesslog: { disabled: false } } }, { logger });
+  const res = await fetch(`${b.url}/v2/nope/manifests/latest`, { headers: { 'x-request-id': 'abc-123' } });
+  t.equal(res.status, 404);
+  t.equal(res.headers.get('x-request-id'), 'abc-123');
+  await tick();
+  const access = out.lines().map((l) => JSON.parse(l) as Record<string, unknown>).filter((r) => r.msg === 'request');
+  t.equal(access.length, 1);
+  t.match(access[0], { reqId: 'abc-123', method: 'GET', status: 404, route: 'manifest', url: '/v2/nope/manifests/latest' });
+});
