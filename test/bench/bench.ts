@@ -13,11 +13,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
+import { cleanEnv, spawnBerth, waitReady } from '../helpers/berth-process.js';
+import { freePort } from '../helpers/ports.js';
+import { stopProcess } from '../helpers/process.js';
 import { extraCases } from './cases.js';
 import './mirror-bench.js';
 import './s3-bench.js';
@@ -35,55 +36,14 @@ interface Target {
   dir: string;
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function cleanEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('AWS_') && !k.startsWith('REGISTRY_')) env[k] = v;
-  return env;
-}
-
-async function waitReady(url: string, proc: ChildProcess): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if (proc.exitCode !== null) throw new Error(`server exited with ${proc.exitCode}`);
-    try {
-      const r = await fetch(`${url}/v2/`);
-      if (r.status === 200) return;
-    } catch {
-      // not yet listening
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`${url} did not become ready`);
-}
-
 async function startBerth(): Promise<Target> {
   const dir = await mkdtemp(join(tmpdir(), 'berth-bench-'));
-  const port = await freePort();
-  const main = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
-  const proc = spawn(process.execPath, [main, 'serve'], {
-    env: {
-      ...cleanEnv(),
-      REGISTRY_HTTP_ADDR: `127.0.0.1:${port}`,
-      REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: dir,
-      REGISTRY_LOG_LEVEL: 'warn',
-      REGISTRY_LOG_ACCESSLOG_DISABLED: 'true',
-    },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  const t = { name: 'berth', url: `http://127.0.0.1:${port}`, proc, dir };
-  await waitReady(t.url, proc);
-  return t;
+  const berth = await spawnBerth(
+    undefined,
+    { REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: dir, REGISTRY_LOG_LEVEL: 'warn', REGISTRY_LOG_ACCESSLOG_DISABLED: 'true' },
+    { readyPath: '/v2/', inheritStderr: true },
+  );
+  return { name: 'berth', url: berth.url, proc: berth.proc, dir };
 }
 
 async function startRegistry2(): Promise<Target | null> {
@@ -97,13 +57,12 @@ async function startRegistry2(): Promise<Target | null> {
   );
   const proc = spawn('/usr/bin/docker-registry', ['serve', config], { env: cleanEnv(), stdio: ['ignore', 'ignore', 'ignore'] });
   const t = { name: 'registry:2', url: `http://127.0.0.1:${port}`, proc, dir };
-  await waitReady(t.url, proc);
+  await waitReady(t.url, '/v2/', [200], { proc });
   return t;
 }
 
 async function stop(t: Target): Promise<void> {
-  t.proc.kill('SIGTERM');
-  await new Promise((r) => (t.proc.exitCode !== null ? r(null) : t.proc.once('exit', r)));
+  await stopProcess(t.proc);
   await rm(t.dir, { recursive: true, force: true });
 }
 

@@ -4,31 +4,17 @@
  * are pushed as POST + PUT with the whole body streamed, and pulled with redirects disabled so the bytes flow through
  * berth. BENCH_BLOB_MIB / BENCH_BIG_MIB change the sizes.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import http from 'node:http';
-import { createServer } from 'node:net';
 import { Readable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
-import { startS3Server, type TeardownHost } from '../helpers/s3-server.js';
+import { spawnBerth, type BerthProcess } from '../helpers/berth-process.js';
+import { s3RegistryEnv, startS3Server, type TeardownHost } from '../helpers/s3-server.js';
 import { extraCases, type BenchCase } from './cases.js';
 
 const MiB = 1024 * 1024;
 /** The issue's bound on the server's peak RSS while a 1 GiB blob is pushed. */
 const RSS_LIMIT_MIB = 150;
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve, reject) => {
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => resolve());
-  });
-  const a = s.address();
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return typeof a === 'object' && a ? a.port : 0;
-}
 
 /** `size` bytes cycling through one random MiB, with their digest, generated without holding them in memory. */
 function blobSource(size: number): { stream: () => Readable; digest: string } {
@@ -86,37 +72,18 @@ async function push(url: string, repo: string, size: number, source: ReturnType<
 }
 
 /** Starts `berth serve` on the S3 server; resolves once /readyz answers 200. */
-async function startBerthOnS3(s3: Awaited<ReturnType<typeof startS3Server>>): Promise<{ url: string; proc: ChildProcess }> {
-  const port = await freePort();
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('AWS_') && !k.startsWith('REGISTRY_')) env[k] = v;
-  const main = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
-  const proc = spawn(process.execPath, [main, 'serve'], {
-    env: {
-      ...env,
-      REGISTRY_HTTP_ADDR: `127.0.0.1:${port}`,
+function startBerthOnS3(s3: Awaited<ReturnType<typeof startS3Server>>): Promise<BerthProcess> {
+  return spawnBerth(
+    undefined,
+    {
+      ...s3RegistryEnv(s3),
       REGISTRY_LOG_LEVEL: 'warn',
       REGISTRY_LOG_ACCESSLOG_DISABLED: 'true',
       REGISTRY_STORAGE_REDIRECT_DISABLE: 'true',
       REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED: 'false',
-      REGISTRY_STORAGE_S3_BUCKET: s3.bucket,
-      REGISTRY_STORAGE_S3_REGION: s3.region,
-      REGISTRY_STORAGE_S3_REGIONENDPOINT: s3.endpoint,
-      REGISTRY_STORAGE_S3_FORCEPATHSTYLE: 'true',
-      REGISTRY_STORAGE_S3_ACCESSKEY: s3.accessKey,
-      REGISTRY_STORAGE_S3_SECRETKEY: s3.secretKey,
     },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 300; i++) {
-    if (proc.exitCode !== null) throw new Error(`s3 bench: berth exited with ${proc.exitCode}`);
-    const ok = await send(`${url}/readyz`, 'GET').then((r) => r.status === 200, () => false);
-    if (ok) return { url, proc };
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  proc.kill('SIGKILL');
-  throw new Error('s3 bench: berth did not become ready');
+    { name: 's3 bench: berth', inheritStderr: true },
+  );
 }
 
 /** The S3 benchmark: push/pull MiB/s of a BENCH_BLOB_MIB blob and the server's peak RSS while pushing BENCH_BIG_MIB. */
@@ -125,12 +92,11 @@ export const s3Bench: BenchCase = async () => {
   const bigMiB = Number(process.env.BENCH_BIG_MIB ?? 1024);
   const teardowns: Array<() => unknown> = [];
   const host: TeardownHost = { teardown: (fn) => teardowns.push(fn) };
-  let proc: ChildProcess | undefined;
+  let berth: BerthProcess | undefined;
   try {
     const s3 = await startS3Server(host);
-    const berth = await startBerthOnS3(s3);
-    proc = berth.proc;
-    const pid = proc.pid ?? 0;
+    berth = await startBerthOnS3(s3);
+    const pid = berth.proc.pid ?? 0;
     const idle = await memoryMiB(pid, 'VmRSS');
 
     const blob = blobSource(blobMiB * MiB);
@@ -165,11 +131,7 @@ export const s3Bench: BenchCase = async () => {
       [`flat (≤ ${RSS_LIMIT_MIB} MiB)`]: hwm <= RSS_LIMIT_MIB ? 'yes' : 'NO',
     };
   } finally {
-    if (proc && proc.exitCode === null) {
-      const exited = once(proc, 'exit');
-      proc.kill('SIGTERM');
-      await exited;
-    }
+    await berth?.stop();
     for (const fn of teardowns.reverse()) await fn();
   }
 };

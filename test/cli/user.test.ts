@@ -1,21 +1,12 @@
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import bcrypt from 'bcryptjs';
+import { runBerth } from '../helpers/berth-process.js';
 import { tempDir } from '../helpers/ports.js';
 
-const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
-
 function run(args: string[], stdin: string): Promise<{ code: number | null; err: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [MAIN, ...args], { stdio: ['pipe', 'ignore', 'pipe'] });
-    let err = '';
-    p.stderr.on('data', (c: Buffer) => (err += c.toString()));
-    p.once('exit', (code) => resolve({ code, err }));
-    p.stdin.end(stdin);
-  });
+  return runBerth(args, { stdin }).then(({ code, stderr }) => ({ code, err: stderr }));
 }
 
 t.test('berth user add / rm edit an htpasswd file with bcrypt entries', async (t) => {

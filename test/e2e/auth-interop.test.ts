@@ -4,8 +4,8 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import { SignJWT } from 'jose';
-import { userAdd } from '../../src/auth/htpasswd.js';
 import { libtrustKeyId, selfSignedCertificate } from '../../src/auth/x509.js';
+import { builtinAuth, writeUsers } from '../helpers/auth.js';
 import { startBerth } from '../helpers/berth.js';
 import { startDockerRegistry } from '../helpers/docker-registry.js';
 import { layoutTagDigest, makeImageLayout } from '../helpers/oci-layout.js';
@@ -22,23 +22,8 @@ const SERVICE = 'interop-registry';
 
 t.test('Distribution 2.8 accepts tokens from berth', async (t) => {
   const dir = await tempDir(t, 'berth-e2e-interop-');
-  const users = join(dir, 'htpasswd');
-  await userAdd(users, 'alice', 'alice-pw');
-  await userAdd(users, 'bob', 'bob-pw');
-  const berth = await startBerth(t, {
-    auth: {
-      builtin: {
-        users,
-        service: SERVICE,
-        issuer: 'berth',
-        rules: [
-          { who: 'alice', repository: '**', actions: ['*'] },
-          { who: 'bob', repository: 'team/**', actions: ['pull'] },
-          { who: 'anonymous', repository: 'public/**', actions: ['pull'] },
-        ],
-      },
-    },
-  });
+  const users = await writeUsers(dir);
+  const berth = await startBerth(t, { auth: builtinAuth(users, { service: SERVICE, issuer: 'berth' }) });
   const certRes = await fetch(`${berth.url}/auth/cert.pem`);
   t.equal(certRes.status, 200, 'berth publishes its certificate');
   const bundle = join(dir, 'berth-cert.pem');

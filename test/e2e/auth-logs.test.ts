@@ -1,8 +1,7 @@
-import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import t from 'tap';
 import { pino } from 'pino';
-import { userAdd } from '../../src/auth/htpasswd.js';
+import { writeUsers } from '../helpers/auth.js';
 import { startBerth } from '../helpers/berth.js';
 import { tempDir } from '../helpers/ports.js';
 
@@ -13,8 +12,7 @@ import { tempDir } from '../helpers/ports.js';
  */
 t.test('credentials and tokens never reach the log', async (t) => {
   const dir = await tempDir(t, 'berth-e2e-authlog-');
-  const users = join(dir, 'htpasswd');
-  await userAdd(users, 'alice', 'alice-secret-pw');
+  const users = await writeUsers(dir, { alice: 'alice-secret-pw' });
   const lines: string[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
-import { userAdd } from '../../src/auth/htpasswd.js';
+import { builtinAuth, writeUsers } from '../helpers/auth.js';
 import { startBerth } from '../helpers/berth.js';
 import { captureAccessLog, containersEnv, headDigest, registryHost, skipUnlessInstalled, type ContainersEnv } from '../helpers/containers.js';
 import { tempDir } from '../helpers/ports.js';
@@ -23,27 +23,9 @@ async function localDigest(env: ContainersEnv, ref: string): Promise<string> {
 
 t.test('podman login and push/pull against berth\'s built-in token server', { skip: skipUnlessInstalled('podman', 'buildah') }, async (t) => {
   const dir = await tempDir(t, 'berth-e2e-podman-auth-');
-  const users = join(dir, 'htpasswd');
-  await userAdd(users, 'alice', 'alice-pw');
-  await userAdd(users, 'bob', 'bob-pw');
+  const users = await writeUsers(dir);
   const log = captureAccessLog();
-  const berth = await startBerth(
-    t,
-    {
-      log: { level: 'info', accesslog: { disabled: false } },
-      auth: {
-        builtin: {
-          users,
-          rules: [
-            { who: 'anonymous', repository: 'public/**', actions: ['pull'] },
-            { who: 'alice', repository: '**', actions: ['*'] },
-            { who: 'bob', repository: 'team/**', actions: ['pull'] },
-          ],
-        },
-      },
-    },
-    { logger: log.logger },
-  );
+  const berth = await startBerth(t, { log: { level: 'info', accesslog: { disabled: false } }, auth: builtinAuth(users) }, { logger: log.logger });
   const host = registryHost(berth.url);
   const repoDir = (repo: string) => join(berth.root, 'docker/registry/v2/repositories', repo);
   /** Bearer token for `scope` from berth's token endpoint as alice, to check results through the API. */

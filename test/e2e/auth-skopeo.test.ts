@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { userAdd } from '../../src/auth/htpasswd.js';
+import { builtinAuth, writeUsers } from '../helpers/auth.js';
 import { startBerth } from '../helpers/berth.js';
 import { layoutTagDigest, makeImageLayout } from '../helpers/oci-layout.js';
 import { tempDir } from '../helpers/ports.js';
@@ -14,21 +14,8 @@ import { dockerRef, skopeo } from '../helpers/skopeo.js';
  */
 t.test('skopeo against berth with the built-in token server', async (t) => {
   const dir = await tempDir(t, 'berth-e2e-auth-');
-  const users = join(dir, 'htpasswd');
-  await userAdd(users, 'alice', 'alice-pw');
-  await userAdd(users, 'bob', 'bob-pw');
-  const berth = await startBerth(t, {
-    auth: {
-      builtin: {
-        users,
-        rules: [
-          { who: 'anonymous', repository: 'public/**', actions: ['pull'] },
-          { who: 'alice', repository: '**', actions: ['*'] },
-          { who: 'bob', repository: 'team/**', actions: ['pull'] },
-        ],
-      },
-    },
-  });
+  const users = await writeUsers(dir);
+  const berth = await startBerth(t, { auth: builtinAuth(users) });
   const src = await tempDir(t, 'berth-e2e-auth-src-');
   const layout = await makeImageLayout(src, { layers: [4096, 70_000], tag: 'v1' });
   const ref = (repo: string) => dockerRef(berth.url, repo, 'v1');
@@ -93,8 +80,7 @@ t.test('skopeo against berth with the built-in token server', async (t) => {
 
 t.test('skopeo against berth with auth.htpasswd (Basic)', async (t) => {
   const dir = await tempDir(t, 'berth-e2e-basic-');
-  const users = join(dir, 'htpasswd');
-  await userAdd(users, 'carol', 'carol-pw');
+  const users = await writeUsers(dir, { carol: 'carol-pw' });
   const berth = await startBerth(t, { auth: { htpasswd: { realm: 'berth-basic', path: users } } });
   const src = await tempDir(t, 'berth-e2e-basic-src-');
   const layout = await makeImageLayout(src, { layers: [3000], tag: 'v1' });

@@ -1,13 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { once } from 'node:events';
 import { request as httpRequest } from 'node:http';
-import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
-import { freePort, tempDir } from '../helpers/ports.js';
+import { spawnBerth, type BerthProcess } from '../helpers/berth-process.js';
+import { tempDir } from '../helpers/ports.js';
 import { startRedis } from '../helpers/redis.js';
 
 /**
@@ -15,85 +11,17 @@ import { startRedis } from '../helpers/redis.js';
  * PATCHes and PUT alternate between them (test it with real processes)."
  */
 
-const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
-const START_TIMEOUT_MS = 15_000;
-const STOP_GRACE_MS = 5_000;
 const REPO = 'shared/blob-test';
 
-/** A `berth serve` child process. */
-interface BerthProcess {
-  url: string;
-  /** What it printed (stdout and stderr). */
-  logs: string[];
-  /** SIGTERM, then SIGKILL after 5 s; resolves with how it ended. Safe to call twice. */
-  stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null; killed: boolean }>;
-}
-
-function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
-  const base = Object.fromEntries(
-    Object.entries(process.env).filter(([name]) => !name.startsWith('AWS_') && !name.startsWith('REGISTRY_') && name !== 'BERTH_CONFIG'),
-  );
-  return { ...base, ...extra };
-}
-
-async function ready(url: string): Promise<boolean> {
-  try {
-    const res = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(1000) });
-    await res.arrayBuffer();
-    return res.status === 200;
-  } catch {
-    return false;
-  }
-}
-
-/** Starts `node dist/src/cli/main.js serve` configured by environment only, and waits for `/readyz` to answer 200. */
-async function startBerthProcess(t: Test, root: string, redisAddr: string): Promise<BerthProcess> {
-  for (let attempt = 1; ; attempt++) {
-    const port = await freePort();
-    const url = `http://127.0.0.1:${port}`;
-    const child: ChildProcess = spawn(process.execPath, [MAIN, 'serve'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: childEnv({
-        REGISTRY_HTTP_ADDR: `127.0.0.1:${port}`,
-        REGISTRY_HTTP_SECRET: 'shared-secret-of-both-instances',
-        REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: root,
-        REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED: 'false',
-        REGISTRY_REDIS_ADDR: redisAddr,
-        REGISTRY_LOG_LEVEL: 'warn',
-      }),
-    });
-    const logs: string[] = [];
-    for (const stream of [child.stdout, child.stderr]) {
-      if (stream) createInterface({ input: stream }).on('line', (line) => logs.push(line));
-    }
-    const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
-    let result: { code: number | null; signal: NodeJS.Signals | null; killed: boolean } | undefined;
-    const stop = async () => {
-      if (result) return result;
-      let killed = false;
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGTERM');
-        const killer = setTimeout(() => {
-          killed = true;
-          child.kill('SIGKILL');
-        }, STOP_GRACE_MS);
-        await exited;
-        clearTimeout(killer);
-      }
-      result = { code: child.exitCode, signal: child.signalCode, killed };
-      return result;
-    };
-    t.teardown(stop);
-    const deadline = Date.now() + START_TIMEOUT_MS;
-    while (Date.now() < deadline && child.exitCode === null && child.signalCode === null) {
-      if (await ready(url)) return { url, logs, stop };
-      await sleep(50);
-    }
-    await stop();
-    if (!logs.some((l) => /EADDRINUSE/.test(l)) || attempt >= 5) {
-      throw new Error(`berth did not become ready on ${url}:\n${logs.join('\n')}`);
-    }
-  }
+/** Starts `berth serve` on `root` and the Redis at `redisAddr`, configured by environment only; waits for `/readyz`. */
+function startBerthProcess(t: Test, root: string, redisAddr: string): Promise<BerthProcess> {
+  return spawnBerth(t, {
+    REGISTRY_HTTP_SECRET: 'shared-secret-of-both-instances',
+    REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: root,
+    REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED: 'false',
+    REGISTRY_REDIS_ADDR: redisAddr,
+    REGISTRY_LOG_LEVEL: 'warn',
+  });
 }
 
 function sha256(bytes: Buffer): string {

@@ -4,7 +4,7 @@ import t, { type Test } from 'tap';
 import type { RawSection } from '../../src/config/fields.js';
 import { startBerth, type RunningBerth } from '../helpers/berth.js';
 import { s3Op, startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
-import { startS3Server, type S3Server } from '../helpers/s3-server.js';
+import { s3StorageSection, startS3Server, type S3Server } from '../helpers/s3-server.js';
 
 /**
  * Issue 3: "S3 errors (5xx, SlowDown, reset connections) are retried with back-off where safe; when S3 stays down,
@@ -73,15 +73,7 @@ interface Rig {
 async function rig(t: Test): Promise<Rig> {
   const s3 = await startS3Server(t);
   const proxy = await startFaultProxy(t, s3.endpoint);
-  const section: RawSection = {
-    bucket: s3.bucket,
-    region: s3.region,
-    regionendpoint: proxy.endpoint,
-    forcepathstyle: true,
-    accesskey: s3.accessKey,
-    secretkey: s3.secretKey,
-    maxattempts: 2,
-  };
+  const section: RawSection = { ...s3StorageSection(s3, proxy.endpoint), maxattempts: 2 };
   const berth = await startBerth(t, { storage: { s3: section, redirect: { disable: true } } });
   return { s3, proxy, berth };
 }

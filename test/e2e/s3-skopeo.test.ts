@@ -9,7 +9,7 @@ import { startBerth } from '../helpers/berth.js';
 import { startFaultProxy } from '../helpers/fault-proxy.js';
 import { blobPath, fileDigest, layoutTagDigest, makeImageLayout, walkBlobs } from '../helpers/oci-layout.js';
 import { tempDir } from '../helpers/ports.js';
-import { startS3Server, type S3Server } from '../helpers/s3-server.js';
+import { s3StorageSection, startS3Server, type S3Server } from '../helpers/s3-server.js';
 import { dockerRef, skopeo } from '../helpers/skopeo.js';
 
 /**
@@ -28,16 +28,7 @@ const CHUNK = 3 * MiB;
 
 /** The `storage.s3` section for `server`, reached at `endpoint` (the server itself or a proxy in front of it). */
 function s3Section(server: S3Server, rootdirectory: string, endpoint = server.endpoint): RawSection {
-  return {
-    bucket: server.bucket,
-    region: server.region,
-    regionendpoint: endpoint,
-    forcepathstyle: true,
-    accesskey: server.accessKey,
-    secretkey: server.secretKey,
-    rootdirectory,
-    maxattempts: 2,
-  };
+  return { ...s3StorageSection(server, endpoint), rootdirectory, maxattempts: 2 };
 }
 
 interface Answer {

@@ -1,14 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { once } from 'node:events';
-import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
-import { freePort } from '../helpers/ports.js';
+import { spawnBerth, type BerthProcess } from '../helpers/berth-process.js';
 import { startRedis } from '../helpers/redis.js';
-import { startS3Server, type S3Server } from '../helpers/s3-server.js';
+import { s3RegistryEnv, startS3Server } from '../helpers/s3-server.js';
 
 /**
  * Issue 3: "Two berth processes on the same bucket and one Redis complete an upload whose requests alternate between
@@ -16,87 +10,12 @@ import { startS3Server, type S3Server } from '../helpers/s3-server.js';
  * whereabouts in Redis) until the next PATCH, on the other process, picks it up.
  */
 
-const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
-const START_TIMEOUT_MS = 15_000;
 const MiB = 1024 * 1024;
 const REPO = 'shared/s3-blob';
 
-/** A `berth serve` child process. */
-interface BerthProcess {
-  name: string;
-  url: string;
-  logs: string[];
-  stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-/** The environment without AWS_*, REGISTRY_* or BERTH_CONFIG, plus `extra`. */
-function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
-  const base = Object.fromEntries(
-    Object.entries(process.env).filter(([k]) => !k.startsWith('AWS_') && !k.startsWith('REGISTRY_') && k !== 'BERTH_CONFIG'),
-  );
-  return { ...base, ...extra };
-}
-
-/** REGISTRY_* variables that put berth's storage on `s3` (path style, static test credentials). */
-function s3Env(s3: S3Server): Record<string, string> {
-  return {
-    REGISTRY_STORAGE_S3_BUCKET: s3.bucket,
-    REGISTRY_STORAGE_S3_REGION: s3.region,
-    REGISTRY_STORAGE_S3_REGIONENDPOINT: s3.endpoint,
-    REGISTRY_STORAGE_S3_FORCEPATHSTYLE: 'true',
-    REGISTRY_STORAGE_S3_ACCESSKEY: s3.accessKey,
-    REGISTRY_STORAGE_S3_SECRETKEY: s3.secretKey,
-  };
-}
-
-async function ready(url: string): Promise<boolean> {
-  try {
-    const res = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(1000) });
-    await res.arrayBuffer();
-    return res.status === 200;
-  } catch {
-    return false;
-  }
-}
-
-/** Starts `node dist/src/cli/main.js serve` configured by environment only; resolves once `/readyz` answers 200. */
-async function startBerthProcess(t: Test, name: string, env: Record<string, string>): Promise<BerthProcess> {
-  for (let attempt = 1; ; attempt++) {
-    const port = await freePort();
-    const url = `http://127.0.0.1:${port}`;
-    const child: ChildProcess = spawn(process.execPath, [MAIN, 'serve'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: childEnv({
-        ...env,
-        REGISTRY_HTTP_ADDR: `127.0.0.1:${port}`,
-        REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED: 'false',
-        REGISTRY_LOG_LEVEL: 'warn',
-      }),
-    });
-    const logs: string[] = [];
-    for (const s of [child.stdout, child.stderr]) if (s) createInterface({ input: s }).on('line', (l) => logs.push(l));
-    const exited = once(child, 'exit');
-    let result: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-    const stop = async () => {
-      if (result) return result;
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGTERM');
-        const killer = setTimeout(() => child.kill('SIGKILL'), 5000);
-        await exited;
-        clearTimeout(killer);
-      }
-      result = { code: child.exitCode, signal: child.signalCode };
-      return result;
-    };
-    t.teardown(stop);
-    const deadline = Date.now() + START_TIMEOUT_MS;
-    while (Date.now() < deadline && child.exitCode === null && child.signalCode === null) {
-      if (await ready(url)) return { name, url, logs, stop };
-      await sleep(50);
-    }
-    await stop();
-    if (!logs.some((l) => /EADDRINUSE/.test(l)) || attempt >= 5) throw new Error(`berth ${name} did not become ready on ${url}:\n${logs.join('\n')}`);
-  }
+/** Starts `berth serve` named `name` with `env`, configured by environment only; resolves once `/readyz` answers 200. */
+function startBerthProcess(t: Test, name: string, env: Record<string, string>): Promise<BerthProcess> {
+  return spawnBerth(t, { ...env, REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED: 'false', REGISTRY_LOG_LEVEL: 'warn' }, { name });
 }
 
 function sha256(bytes: Buffer): string {
@@ -117,7 +36,7 @@ function withDigest(location: string, base: string, digest: string): string {
 t.test('two berth processes on one bucket and one Redis', async (t) => {
   const s3 = await startS3Server(t);
   const redis = await startRedis(t);
-  const env = { ...s3Env(s3), REGISTRY_REDIS_ADDR: redis.addr };
+  const env = { ...s3RegistryEnv(s3), REGISTRY_REDIS_ADDR: redis.addr };
   const [a, b] = await Promise.all([startBerthProcess(t, 'A', env), startBerthProcess(t, 'B', env)]);
   const nodes = [a, b];
   const other = (n: BerthProcess) => (n === a ? b : a);
@@ -216,7 +135,7 @@ t.test('two berth processes on one bucket and one Redis', async (t) => {
   });
 
   await t.test('both processes exit 0 on SIGTERM without error logs', async (t) => {
-    const results = await Promise.all(nodes.map((n) => n.stop()));
+    const results = (await Promise.all(nodes.map((n) => n.stop()))).map(({ code, signal }) => ({ code, signal }));
     t.same(results, [{ code: 0, signal: null }, { code: 0, signal: null }]);
     t.same([...a.logs, ...b.logs].filter((l) => /"level":(50|60)/.test(l)), [], 'no error-level log lines');
   });

@@ -1,13 +1,13 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { pino, type Logger } from 'pino';
 import type { Teardownable } from './berth.js';
+import { stopProcess, waitForChild } from './process.js';
 
 /**
  * Real container clients for end-to-end tests: podman and buildah (Debian's podman 4.3 / buildah 1.28) with
@@ -207,23 +207,46 @@ export interface ContainerdProcess {
 
 const CONTAINERD_START_TIMEOUT_MS = 15_000;
 
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, 'exit');
-  child.kill('SIGTERM');
-  const killer = setTimeout(() => child.kill('SIGKILL'), 5000);
-  try {
-    await exited;
-  } finally {
-    clearTimeout(killer);
-  }
+/** Options for {@link startContainerd}. */
+export interface ContainerdOptions {
+  /**
+   * Enable the `cri` plugin (the kubelet's image and runtime services on the same socket), with the `native`
+   * snapshotter, no CNI network (private empty CNI dirs) and no AppArmor/cgroup/OOM-score settings: enough to pull
+   * images, not to run pods. Its images live in containerd namespace `k8s.io` (`ctr -n k8s.io ...`).
+   */
+  cri?: boolean;
+  /** With `cri`: the plugin's registry `config_path` (`<hostsDir>/<host>/hosts.toml` per registry host). */
+  hostsDir?: string;
+}
+
+/** The config.toml lines that enable and configure the CRI plugin (see {@link ContainerdOptions.cri}). */
+function criConfig(dir: string, hostsDir: string | undefined): string[] {
+  const q = (s: string) => JSON.stringify(s);
+  const cri = '[plugins."io.containerd.grpc.v1.cri"]';
+  return [
+    cri,
+    // Never pulled: image pulls need no sandbox; an unresolvable name keeps it off the network if something tried.
+    '  sandbox_image = "pause.invalid/pause:3.6"',
+    '  disable_apparmor = true',
+    '  restrict_oom_score_adj = true',
+    '  disable_cgroup = true',
+    '  enable_selinux = false',
+    '  stream_server_address = "127.0.0.1"',
+    `[plugins."io.containerd.grpc.v1.cri".containerd]`,
+    '  snapshotter = "native"',
+    `[plugins."io.containerd.grpc.v1.cri".cni]`,
+    `  bin_dir = ${q(join(dir, 'cni-bin'))}`,
+    `  conf_dir = ${q(join(dir, 'cni-conf'))}`,
+    `[plugins."io.containerd.grpc.v1.cri".registry]`,
+    `  config_path = ${q(hostsDir ?? join(dir, 'hosts'))}`,
+  ];
 }
 
 /**
- * Starts a private containerd (root, state and sockets in a temp dir; the CRI plugin off) and stops it and removes
- * its files when `t` ends. `ctr` unpacks with the `native` snapshotter, which needs no mounts.
+ * Starts a private containerd (root, state and sockets in a temp dir; the CRI plugin off unless `options.cri`) and
+ * stops it and removes its files when `t` ends. `ctr` unpacks with the `native` snapshotter, which needs no mounts.
  */
-export async function startContainerd(t: Teardownable): Promise<ContainerdProcess> {
+export async function startContainerd(t: Teardownable, options: ContainerdOptions = {}): Promise<ContainerdProcess> {
   const dir = await mkdtemp(join(tmpdir(), 'berth-containerd-'));
   const socket = join(dir, 'containerd.sock');
   const config = join(dir, 'config.toml');
@@ -234,7 +257,7 @@ export async function startContainerd(t: Teardownable): Promise<ContainerdProces
       'version = 2',
       `root = ${q(join(dir, 'root'))}`,
       `state = ${q(join(dir, 'state'))}`,
-      'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
+      ...(options.cri ? [] : ['disabled_plugins = ["io.containerd.grpc.v1.cri"]']),
       '[grpc]',
       `  address = ${q(socket)}`,
       '[ttrpc]',
@@ -243,6 +266,7 @@ export async function startContainerd(t: Teardownable): Promise<ContainerdProces
       '  address = ""',
       '[metrics]',
       '  address = ""',
+      ...(options.cri ? criConfig(dir, options.hostsDir) : []),
       '',
     ].join('\n'),
   );
@@ -253,34 +277,21 @@ export async function startContainerd(t: Teardownable): Promise<ContainerdProces
     // keep the tail only: containerd logs every plugin it loads
     log = (log + s).slice(-20_000);
   });
-  let spawnError: Error | undefined;
-  child.on('error', (err: Error) => (spawnError = err));
   let stopped = false;
   const stop = async (): Promise<void> => {
     if (stopped) return;
     stopped = true;
-    await stopChild(child);
+    await stopProcess(child);
     await rm(dir, { recursive: true, force: true });
   };
   t.teardown(stop);
   const ctr = (args: string[], options?: RunOptions) => run(ContainerBinaries.ctr, ['-a', socket, ...args], env, options);
-  const deadline = Date.now() + CONTAINERD_START_TIMEOUT_MS;
-  for (;;) {
-    await sleep(100);
-    if (spawnError !== undefined) throw spawnError;
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`containerd exited during start-up:\n${log}`);
-    if (existsSync(socket)) {
-      try {
-        await ctr(['version'], { timeoutMs: 5000 });
-        break;
-      } catch (err) {
-        if (Date.now() > deadline) throw err;
-      }
-    }
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`containerd did not answer on ${socket} within ${CONTAINERD_START_TIMEOUT_MS} ms:\n${log}`);
-    }
+  const answers = async () => existsSync(socket) && (await ctr(['version'], { timeoutMs: 5000 }).then(() => true, () => false));
+  const state = await waitForChild(child, answers, { timeoutMs: CONTAINERD_START_TIMEOUT_MS, intervalMs: 100, sleepFirst: true });
+  if (state === 'exited') throw new Error(`containerd exited during start-up:\n${log}`);
+  if (state === 'timeout') {
+    await stop();
+    throw new Error(`containerd did not answer on ${socket} within ${CONTAINERD_START_TIMEOUT_MS} ms:\n${log}`);
   }
   return { socket, ctr, stop };
 }

@@ -1,12 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
+import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
-import { freePort } from './ports.js';
+import { answersHttp, cleanEnv, onFreePort, stopProcess, waitForChild } from './process.js';
 
 /** The part of a tap test the helper needs. */
 export interface Teardownable {
@@ -51,36 +49,6 @@ function merge(base: Obj, over: Obj): Obj {
   return out;
 }
 
-/** The environment without AWS_* and REGISTRY_* (which would override the config file), for the child. */
-function childEnv(): NodeJS.ProcessEnv {
-  return Object.fromEntries(
-    Object.entries(process.env).filter(([name]) => !name.startsWith('AWS_') && !name.startsWith('REGISTRY_')),
-  );
-}
-
-async function stopProcess(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, 'exit');
-  child.kill('SIGTERM');
-  const killer = setTimeout(() => child.kill('SIGKILL'), 5000);
-  try {
-    await exited;
-  } finally {
-    clearTimeout(killer);
-  }
-}
-
-async function answers(url: string): Promise<boolean> {
-  try {
-    const res = await fetch(`${url}/v2/`, { signal: AbortSignal.timeout(1000) });
-    await res.arrayBuffer();
-    // 401: up, with `auth` configured (it challenges every request, /v2/ included).
-    return res.status === 200 || res.status === 401;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Starts Debian's docker-registry (`docker-registry serve config.yml`) on a free 127.0.0.1 port with filesystem
  * storage at `rootDirectory`, deletes enabled and info-level logging (access log on), and waits until `GET /v2/`
@@ -90,48 +58,37 @@ export async function startDockerRegistry(t: Teardownable, options: DockerRegist
   const dir = await mkdtemp(join(tmpdir(), 'berth-docker-registry-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const logs: string[] = [];
-  for (let attempt = 1; ; attempt++) {
-    const port = await freePort();
-    const config = merge(
-      {
-        version: '0.1',
-        log: { level: 'info', formatter: 'text', accesslog: { disabled: false } },
-        storage: {
-          filesystem: { rootdirectory: options.rootDirectory },
-          delete: { enabled: true },
-          maintenance: { uploadpurging: { enabled: false } },
+  return onFreePort(
+    async (port, attempt) => {
+      const config = merge(
+        {
+          version: '0.1',
+          log: { level: 'info', formatter: 'text', accesslog: { disabled: false } },
+          storage: {
+            filesystem: { rootdirectory: options.rootDirectory },
+            delete: { enabled: true },
+            maintenance: { uploadpurging: { enabled: false } },
+          },
+          http: { addr: `127.0.0.1:${port}`, secret: 'berth-e2e-test-secret' },
         },
-        http: { addr: `127.0.0.1:${port}`, secret: 'berth-e2e-test-secret' },
-      },
-      options.extraConfig ?? {},
-    );
-    const file = join(dir, `config-${attempt}.yml`);
-    await writeFile(file, stringify(config));
-    const child = spawn(DOCKER_REGISTRY, ['serve', file], { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv(), cwd: dir });
-    let spawnError: Error | undefined;
-    child.on('error', (err: Error) => (spawnError = err));
-    for (const stream of [child.stdout, child.stderr]) {
-      if (stream) createInterface({ input: stream }).on('line', (line) => logs.push(line));
-    }
-    const url = `http://127.0.0.1:${port}`;
-    const stop = () => stopProcess(child);
-    t.teardown(stop);
-    const deadline = Date.now() + START_TIMEOUT_MS;
-    let up = false;
-    while (Date.now() < deadline) {
-      if (spawnError) throw spawnError;
-      if (child.exitCode !== null || child.signalCode !== null) break;
-      if (await answers(url)) {
-        up = true;
-        break;
+        options.extraConfig ?? {},
+      );
+      const file = join(dir, `config-${attempt}.yml`);
+      await writeFile(file, stringify(config));
+      // cleanEnv: AWS_* and REGISTRY_* (which would override the config file) are left out.
+      const child = spawn(DOCKER_REGISTRY, ['serve', file], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv(), cwd: dir });
+      for (const stream of [child.stdout, child.stderr]) {
+        if (stream) createInterface({ input: stream }).on('line', (line) => logs.push(line));
       }
-      await sleep(50);
-    }
-    if (up) return { url, port, pid: child.pid ?? 0, logs, stop };
-    await stop();
-    const inUse = logs.some((l) => /address already in use/.test(l));
-    if (!inUse || attempt >= 5) {
+      const url = `http://127.0.0.1:${port}`;
+      const stop = () => stopProcess(child);
+      t.teardown(stop);
+      // 401: up, with `auth` configured (it challenges every request, /v2/ included).
+      const up = await waitForChild(child, () => answersHttp(url, '/v2/', [200, 401]), { timeoutMs: START_TIMEOUT_MS });
+      if (up === 'ready') return { url, port, pid: child.pid ?? 0, logs, stop };
+      await stop();
       throw new Error(`docker-registry did not start on ${url}:\n${logs.join('\n')}`);
-    }
-  }
+    },
+    { retryIf: () => logs.some((l) => /address already in use/.test(l)) },
+  );
 }

@@ -1,9 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import { connect } from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Test } from 'tap';
-import { freePort, tempDir } from './ports.js';
+import { tempDir } from './ports.js';
+import { cleanEnv, onFreePort, stopProcess, waitForChild } from './process.js';
 
 /** A redis-server process started by a test. */
 export interface RedisProcess {
@@ -19,11 +18,6 @@ export interface RedisProcess {
 
 const REDIS_SERVER = '/usr/bin/redis-server';
 const START_TIMEOUT_MS = 10_000;
-
-/** The environment without AWS_* (this machine sets AWS_CA_BUNDLE), for child processes. */
-function childEnv(): NodeJS.ProcessEnv {
-  return Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('AWS_')));
-}
 
 /**
  * Resolves true once the redis-server with process id `pid` answers on 127.0.0.1:`port` (its `INFO server`
@@ -50,36 +44,19 @@ async function answersAsPid(port: number, pid: number): Promise<boolean> {
   });
 }
 
-async function stopProcess(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, 'exit');
-  child.kill('SIGTERM');
-  const killer = setTimeout(() => child.kill('SIGKILL'), 5000);
-  try {
-    await exited;
-  } finally {
-    clearTimeout(killer);
-  }
-}
-
 /** Starts redis-server on `port`; resolves once it answers (INFO, like PING but naming its pid), rejects (with its output) if it exits first. */
-async function launch(port: number, dir: string): Promise<ChildProcess> {
+async function launch(port: number, dir: string): Promise<{ child: ChildProcess; port: number }> {
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
-  const child = spawn(REDIS_SERVER, args, { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() });
+  const child = spawn(REDIS_SERVER, args, { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv() });
   let output = '';
   child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  let spawnError: Error | undefined;
-  child.on('error', (err: Error) => (spawnError = err));
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  while (Date.now() < deadline) {
-    await sleep(50);
-    if (spawnError !== undefined) throw spawnError;
-    if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(`redis-server on port ${port} exited during start-up:\n${output}`);
-    }
-    if (child.pid !== undefined && (await answersAsPid(port, child.pid))) return child;
-  }
+  const state = await waitForChild(child, async () => child.pid !== undefined && (await answersAsPid(port, child.pid)), {
+    timeoutMs: START_TIMEOUT_MS,
+    sleepFirst: true,
+  });
+  if (state === 'ready') return { child, port };
+  if (state === 'exited') throw new Error(`redis-server on port ${port} exited during start-up:\n${output}`);
   await stopProcess(child);
   throw new Error(`redis-server on port ${port} did not answer within ${START_TIMEOUT_MS} ms:\n${output}`);
 }
@@ -90,23 +67,13 @@ async function launch(port: number, dir: string): Promise<ChildProcess> {
  */
 export async function startRedis(t: Test, options: { port?: number } = {}): Promise<RedisProcess> {
   const dir = await tempDir(t, 'berth-redis-');
-  let child: ChildProcess | undefined;
-  let port = options.port ?? 0;
-  // A free port can be taken between freePort() and redis binding it: try a few.
-  for (let attempt = 1; child === undefined; attempt++) {
-    if (options.port === undefined) port = await freePort();
-    try {
-      child = await launch(port, dir);
-    } catch (err) {
-      if (options.port !== undefined || attempt >= 5) throw err;
-    }
-  }
-  const running = child;
+  // A free port can be taken between freePort() and redis binding it: onFreePort tries a few.
+  const { child, port } = options.port === undefined ? await onFreePort((p) => launch(p, dir)) : await launch(options.port, dir);
   const stop = async (): Promise<void> => {
     // A SIGSTOPped server would only take SIGTERM once continued.
-    if (running.exitCode === null && running.signalCode === null) running.kill('SIGCONT');
-    await stopProcess(running);
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGCONT');
+    await stopProcess(child);
   };
   t.teardown(stop);
-  return { host: '127.0.0.1', port, addr: `127.0.0.1:${port}`, pid: running.pid ?? 0, stop };
+  return { host: '127.0.0.1', port, addr: `127.0.0.1:${port}`, pid: child.pid ?? 0, stop };
 }

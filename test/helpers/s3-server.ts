@@ -79,6 +79,36 @@ export interface S3Server {
   stop(): Promise<void>;
 }
 
+/**
+ * The `storage.s3` config section that points berth at `server` (path style, the server's static credentials),
+ * reached at `endpoint` (the server itself, or a fault proxy in front of it).
+ */
+export function s3StorageSection(
+  server: S3Server,
+  endpoint = server.endpoint,
+): { bucket: string; region: string; regionendpoint: string; forcepathstyle: true; accesskey: string; secretkey: string } {
+  return {
+    bucket: server.bucket,
+    region: server.region,
+    regionendpoint: endpoint,
+    forcepathstyle: true,
+    accesskey: server.accessKey,
+    secretkey: server.secretKey,
+  };
+}
+
+/** The REGISTRY_STORAGE_S3_* variables that put a berth process's storage on `server` (as {@link s3StorageSection}). */
+export function s3RegistryEnv(server: S3Server): Record<string, string> {
+  return {
+    REGISTRY_STORAGE_S3_BUCKET: server.bucket,
+    REGISTRY_STORAGE_S3_REGION: server.region,
+    REGISTRY_STORAGE_S3_REGIONENDPOINT: server.endpoint,
+    REGISTRY_STORAGE_S3_FORCEPATHSTYLE: 'true',
+    REGISTRY_STORAGE_S3_ACCESSKEY: server.accessKey,
+    REGISTRY_STORAGE_S3_SECRETKEY: server.secretKey,
+  };
+}
+
 const MiB = 1024 * 1024;
 const NS = 'http://s3.amazonaws.com/doc/2006-03-01/';
 const EMPTY_SHA256 = createHash('sha256').update('').digest('hex');

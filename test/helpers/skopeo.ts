@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { cleanEnv } from './process.js';
 
 /** Options for one skopeo run. */
 export interface SkopeoOptions {
@@ -11,13 +12,6 @@ export interface SkopeoOptions {
 
 const SKOPEO = '/usr/bin/skopeo';
 const DEFAULT_TIMEOUT_MS = 120_000;
-
-/** The environment without AWS_* (this machine sets AWS_CA_BUNDLE) or REGISTRY_* variables, for child processes. */
-function cleanEnv(): NodeJS.ProcessEnv {
-  return Object.fromEntries(
-    Object.entries(process.env).filter(([name]) => !name.startsWith('AWS_') && !name.startsWith('REGISTRY_')),
-  );
-}
 
 /**
  * Runs `skopeo <args>` with a throw-away HOME/XDG directories, an empty registries.conf, no auth file and a

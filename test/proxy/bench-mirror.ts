@@ -9,11 +9,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { cleanEnv, spawnBerth, waitReady } from '../helpers/berth-process.js';
+import { freePort } from '../helpers/ports.js';
+import { stopProcess } from '../helpers/process.js';
 
 const MiB = 1024 * 1024;
 
@@ -38,45 +40,8 @@ interface Proc {
   dir: string;
 }
 
-function cleanEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('AWS_') && !k.startsWith('REGISTRY_')) env[k] = v;
-  return env;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitReady(url: string, proc: ChildProcess): Promise<void> {
-  const deadline = Date.now() + 15_000;
-  while (Date.now() < deadline) {
-    if (proc.exitCode !== null) throw new Error(`${url} exited with ${proc.exitCode}`);
-    try {
-      const res = await fetch(`${url}/v2/`);
-      await res.arrayBuffer();
-      if (res.status === 200) return;
-    } catch {
-      // not yet listening
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`${url} did not become ready`);
-}
-
 async function stop(p: Proc): Promise<void> {
-  if (p.proc.exitCode === null) {
-    p.proc.kill('SIGTERM');
-    await new Promise((r) => p.proc.once('exit', r));
-  }
+  await stopProcess(p.proc);
   await rm(p.dir, { recursive: true, force: true });
 }
 
@@ -87,29 +52,24 @@ async function startUpstream(): Promise<Proc> {
   await writeFile(config, `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\nhttp:\n  addr: 127.0.0.1:${port}\n`);
   const proc = spawn('/usr/bin/docker-registry', ['serve', config], { env: cleanEnv(), stdio: ['ignore', 'ignore', 'ignore'] });
   const p = { url: `http://127.0.0.1:${port}`, proc, dir };
-  await waitReady(p.url, proc);
+  await waitReady(p.url, '/v2/', [200], { proc });
   return p;
 }
 
 async function startMirror(upstream: string): Promise<Proc> {
   const dir = await mkdtemp(join(tmpdir(), 'berth-bench-mirror-'));
-  const port = await freePort();
-  const main = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
-  const proc = spawn(process.execPath, [main, 'serve'], {
-    env: {
-      ...cleanEnv(),
-      REGISTRY_HTTP_ADDR: `127.0.0.1:${port}`,
+  const berth = await spawnBerth(
+    undefined,
+    {
       REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: join(dir, 'data'),
       REGISTRY_PROXY_REMOTEURL: upstream,
       REGISTRY_PROXY_SPOOLDIRECTORY: join(dir, 'spool'),
       REGISTRY_LOG_LEVEL: 'warn',
       REGISTRY_LOG_ACCESSLOG_DISABLED: 'true',
     },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  const p = { url: `http://127.0.0.1:${port}`, proc, dir };
-  await waitReady(p.url, proc);
-  return p;
+    { readyPath: '/v2/', inheritStderr: true },
+  );
+  return { url: berth.url, proc: berth.proc, dir };
 }
 
 /** Pushes `size` pseudo-random bytes to `repo` on the upstream (one monolithic POST); returns the digest. */

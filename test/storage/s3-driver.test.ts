@@ -8,7 +8,7 @@ import { createS3Driver, S3Driver, S3Writer, type S3WriterState } from '../../sr
 import type { RawSection } from '../../src/config/fields.js';
 import { driverSuite } from '../suites/driver-suite.js';
 import { s3Op, startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
-import { startS3Server, type S3Server } from '../helpers/s3-server.js';
+import { s3StorageSection, startS3Server, type S3Server } from '../helpers/s3-server.js';
 
 // This machine sets AWS_CA_BUNDLE (and a developer's shell may set more): the SDK must see only what tests pass.
 for (const k of Object.keys(process.env)) if (k.startsWith('AWS_')) delete process.env[k];
@@ -31,16 +31,7 @@ function viaJson(state: WriterState): S3WriterState {
 
 /** The raw `storage.s3` section for a server (optionally through a proxy endpoint). */
 function rawConfig(server: S3Server, extra: RawSection = {}, endpoint = server.endpoint): RawSection {
-  return {
-    bucket: server.bucket,
-    region: server.region,
-    regionendpoint: endpoint,
-    forcepathstyle: true,
-    accesskey: server.accessKey,
-    secretkey: server.secretKey,
-    chunksize: 5 * MiB,
-    ...extra,
-  };
+  return { ...s3StorageSection(server, endpoint), chunksize: 5 * MiB, ...extra };
 }
 
 /** A driver on a fresh bucket; closed at teardown. */
