@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
-import { bool, checkKeys, ConfigError, duration, int, isSection, oneOf, optString, section, str, type RawSection } from './fields.js';
+import { bool, checkKeys, ConfigError, duration, int, isSection, optString, section, str, type RawSection } from './fields.js';
 
 /**
  * berth's configuration: Distribution's `config.yml` shape for everything both support (a registry:2 config file

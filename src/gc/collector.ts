@@ -57,20 +57,18 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { Digest } from '../oci/digest.js';
 import { isNotFound, type StorageDriver } from '../storage/driver.js';
+import { deleteIfPresent, listOrEmpty, statOrNull } from '../storage/driver-utils.js';
 import { basename, paths } from '../storage/paths.js';
 import {
   DEFAULT_CONCURRENCY,
-  deleteIfPresent,
   forEachLimit,
   listBlobs,
-  listOrEmpty,
   listRepositoryNames,
   loadManifests,
   manifestDigestsOf,
   readTags,
   scanInventory,
   scanRepositoryManifests,
-  statOrNull,
   type BlobEntry,
   type Inventory,
   type ManifestRefs,

@@ -18,7 +18,8 @@ import type { Logger } from 'pino';
 import type { Digest } from '../oci/digest.js';
 import { isNotFound, type StorageDriver } from '../storage/driver.js';
 import { paths, ROOT } from '../storage/paths.js';
-import { DEFAULT_CONCURRENCY, forEachLimit, listBlobs, readLink, scanInventory, statOrNull } from './inventory.js';
+import { readLink, statOrNull } from '../storage/driver-utils.js';
+import { DEFAULT_CONCURRENCY, forEachLimit, listBlobs, scanInventory } from './inventory.js';
 import { noProgress, type ProgressSink } from './progress.js';
 
 /** Where `--repair` moves corrupt blobs. */

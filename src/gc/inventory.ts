@@ -1,6 +1,7 @@
 import { tryParseDigest, type Digest } from '../oci/digest.js';
 import { parseManifest } from '../oci/manifest.js';
-import { isNotFound, type FileInfo, type StorageDriver } from '../storage/driver.js';
+import { isNotFound, type StorageDriver } from '../storage/driver.js';
+import { listOrEmpty, readLink, statOrNull } from '../storage/driver-utils.js';
 import { basename, paths } from '../storage/paths.js';
 import type { ProgressSink } from './progress.js';
 
@@ -82,46 +83,7 @@ export async function forEachLimit<T>(items: Iterable<T>, limit: number, fn: (it
   if (hasFailed) throw failed;
 }
 
-/** `driver.list`, with a missing directory listed as empty. */
-export async function listOrEmpty(driver: StorageDriver, path: string): Promise<string[]> {
-  try {
-    return await driver.list(path);
-  } catch (err) {
-    if (isNotFound(err)) return [];
-    throw err;
-  }
-}
 
-/** `driver.stat`, or null when nothing is there. */
-export async function statOrNull(driver: StorageDriver, path: string): Promise<FileInfo | null> {
-  try {
-    return await driver.stat(path);
-  } catch (err) {
-    if (isNotFound(err)) return null;
-    throw err;
-  }
-}
-
-/** The digest a link file names, or null when it is missing or not a digest. */
-export async function readLink(driver: StorageDriver, path: string): Promise<Digest | null> {
-  try {
-    return tryParseDigest((await driver.getContent(path)).toString('utf8').trim());
-  } catch (err) {
-    if (isNotFound(err)) return null;
-    throw err;
-  }
-}
-
-/** Deletes a file or tree; false when nothing was there. */
-export async function deleteIfPresent(driver: StorageDriver, path: string): Promise<boolean> {
-  try {
-    await driver.delete(path);
-    return true;
-  } catch (err) {
-    if (isNotFound(err)) return false;
-    throw err;
-  }
-}
 
 /** Digests stored as `<dir>/<alg>/<hex>` (the `_layers`, `revisions` and referrer shape). */
 async function listDigestDirs(driver: StorageDriver, dir: string): Promise<Digest[]> {

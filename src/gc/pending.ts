@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { tryParseDigest, type Digest } from '../oci/digest.js';
-import { isNotFound, type FileInfo, type StorageDriver } from '../storage/driver.js';
+import { isNotFound, type StorageDriver } from '../storage/driver.js';
+import { listOrEmpty, statOrNull } from '../storage/driver-utils.js';
 import { basename, paths, ROOT } from '../storage/paths.js';
 
 /**
@@ -16,23 +17,7 @@ export function pendingPath(runId: string, d: Digest): string {
   return `${PENDING_ROOT}/${runId}/${d.algorithm}/${d.hex}`;
 }
 
-async function exists(driver: StorageDriver, path: string): Promise<FileInfo | null> {
-  try {
-    return await driver.stat(path);
-  } catch (err) {
-    if (isNotFound(err)) return null;
-    throw err;
-  }
-}
 
-async function listOrEmpty(driver: StorageDriver, path: string): Promise<string[]> {
-  try {
-    return await driver.list(path);
-  } catch (err) {
-    if (isNotFound(err)) return [];
-    throw err;
-  }
-}
 
 /**
  * Moves a pending blob back to `/blobs` (or drops the pending copy when the blob was uploaded again meanwhile).
@@ -40,7 +25,7 @@ async function listOrEmpty(driver: StorageDriver, path: string): Promise<string[
  */
 export async function moveBack(driver: StorageDriver, pending: string, d: Digest): Promise<boolean> {
   try {
-    if (await exists(driver, paths.blobData(d))) await driver.delete(pending);
+    if (await statOrNull(driver, paths.blobData(d))) await driver.delete(pending);
     else await driver.move(pending, paths.blobData(d));
     return true;
   } catch (err) {

@@ -1,7 +1,8 @@
 import type { StorageDriver } from '../storage/driver.js';
 import { paths } from '../storage/paths.js';
 import { DEFAULT_GRACE_MS, DEFAULT_UPLOAD_AGE_MS, findBlobCandidates, findStaleUploads, markInventory } from './collector.js';
-import { DEFAULT_CONCURRENCY, forEachLimit, listBlobs, scanInventory, statOrNull } from './inventory.js';
+import { statOrNull } from '../storage/driver-utils.js';
+import { DEFAULT_CONCURRENCY, forEachLimit, listBlobs, scanInventory } from './inventory.js';
 import { formatBytes, noProgress, type ProgressSink } from './progress.js';
 
 /** Space used by one repository. */

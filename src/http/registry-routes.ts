@@ -12,7 +12,7 @@ import { compareStrings, type RegistryStore } from '../storage/registry-store.js
 import { uploadRangeHeader, type ChunkRange, type UploadService } from '../uploads/upload-service.js';
 import { requestBody, type Metrics } from './metrics.js';
 import { matchRoute } from './route-match.js';
-import { parseRangeHeader } from './range.js';
+import { sendBlob } from './blob-response.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -34,8 +34,6 @@ export interface RegistryRoutesOptions {
 
 type Query = Record<string, string | undefined>;
 
-/** Expiry of presigned redirect URLs for blob GETs, unless the driver configures its own. */
-const REDIRECT_EXPIRY_SECONDS = 20 * 60;
 
 /**
  * The distribution API under `/v2/`. One catch-all route per method hands the raw path to `matchRoute`; the
@@ -190,28 +188,7 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
       case 'HEAD': {
         const size = await store.repositoryBlobSize(name, digest);
         if (size === null) throw registryError('BLOB_UNKNOWN', { digest: digest.value });
-        if (request.method === 'GET' && !config.storage.redirectDisabled) {
-          const url = await store.blobRedirectURL(digest, 'GET', store.driver.redirectExpirySeconds ?? REDIRECT_EXPIRY_SECONDS);
-          if (url) return reply.code(307).header('Location', url).header('Docker-Content-Digest', digest.value).send();
-        }
-        reply
-          .header('Content-Type', 'application/octet-stream')
-          .header('Docker-Content-Digest', digest.value)
-          .header('ETag', `"${digest.value}"`)
-          .header('Accept-Ranges', 'bytes')
-          .header('Cache-Control', 'max-age=31536000');
-        const range = parseRangeHeader(request.headers.range, size);
-        if (range === 'unsatisfiable') {
-          throw registryError('RANGE_INVALID', { size }, { headers: { 'Content-Range': `bytes */${size}` } });
-        }
-        if (range) {
-          reply.code(206).header('Content-Range', `bytes ${range.start}-${range.end}/${size}`);
-        }
-        const start = range ? range.start : 0;
-        const length = range ? range.end - range.start + 1 : size;
-        reply.header('Content-Length', String(length));
-        if (request.method === 'HEAD' || length === 0) return reply.send();
-        return reply.send(await store.openBlob(digest, start, length));
+        return sendBlob(store, config, digest, size, request, reply);
       }
       case 'DELETE': {
         if (!config.storage.deleteEnabled) throw registryError('UNSUPPORTED', undefined, { message: 'deletes are disabled (storage.delete.enabled)' });

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { tryParseDigest } from '../oci/digest.js';
 import { isNotFound, type StorageDriver } from '../storage/driver.js';
+import { deleteIfPresent, listOrEmpty } from '../storage/driver-utils.js';
 import { basename, paths } from '../storage/paths.js';
 import type { RegistryStore } from '../storage/registry-store.js';
 
@@ -17,20 +18,7 @@ export interface ExpiryResult {
   repositories: number;
 }
 
-async function listOrEmpty(driver: StorageDriver, path: string): Promise<string[]> {
-  try {
-    return await driver.list(path);
-  } catch (err) {
-    if (isNotFound(err)) return [];
-    throw err;
-  }
-}
 
-async function removeIfPresent(driver: StorageDriver, path: string): Promise<void> {
-  await driver.delete(path).catch((err: unknown) => {
-    if (!isNotFound(err)) throw err;
-  });
-}
 
 /** Link directories `<dir>/<alg>/<hex>` whose `link` was last written (= last pulled) before `cutoff`. */
 async function expiredLinks(driver: StorageDriver, dir: string, cutoff: number): Promise<Array<{ dir: string; digest: string }>> {
@@ -78,7 +66,7 @@ export async function expireCachedContent(
     const expiredManifests = await expiredLinks(driver, paths.revisionsDir(repo), cutoff);
     const gone = new Set<string>();
     for (const m of expiredManifests) {
-      await removeIfPresent(driver, m.dir);
+      await deleteIfPresent(driver, m.dir);
       gone.add(m.digest);
       result.manifests++;
     }
@@ -86,12 +74,12 @@ export async function expireCachedContent(
       const tag = basename(tagDir);
       const d = await store.resolveTag(repo, tag);
       if (!d || gone.has(d.value) || !(await store.hasManifest(repo, d))) {
-        await removeIfPresent(driver, tagDir);
+        await deleteIfPresent(driver, tagDir);
         result.tags++;
       }
     }
     for (const b of await expiredLinks(driver, paths.layersDir(repo), cutoff)) {
-      await removeIfPresent(driver, b.dir);
+      await deleteIfPresent(driver, b.dir);
       result.blobs++;
     }
     let left = 0;
@@ -101,9 +89,9 @@ export async function expireCachedContent(
     if (left === 0 && (await listOrEmpty(driver, paths.uploadsDir(repo))).length === 0) {
       // Only this repository's own directories: a nested repository (`a/b` under `a`) stays.
       for (const own of [paths.manifestsDir(repo), paths.layersDir(repo), `${paths.repository(repo)}/_referrers`, `${paths.repository(repo)}/_uploads`, `${paths.repository(repo)}/_proxy`]) {
-        await removeIfPresent(driver, own);
+        await deleteIfPresent(driver, own);
       }
-      if ((await listOrEmpty(driver, paths.repository(repo))).length === 0) await removeIfPresent(driver, paths.repository(repo));
+      if ((await listOrEmpty(driver, paths.repository(repo))).length === 0) await deleteIfPresent(driver, paths.repository(repo));
       result.repositories++;
     }
   }

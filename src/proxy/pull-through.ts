@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { RouteMatch } from '../auth/access.js';
 import type { Config } from '../config/config.js';
 import { RegistryError, registryError } from '../errors/registry-error.js';
+import { blobHeaders, sendBlob } from '../http/blob-response.js';
 import { parseRangeHeader } from '../http/range.js';
 import { digestOf, parseDigest, tryParseDigest, type Digest } from '../oci/digest.js';
 import { MAX_MANIFEST_BYTES, MediaTypes, parseManifest } from '../oci/manifest.js';
@@ -291,7 +292,7 @@ export class PullThroughCache implements PullThrough {
     }
     if (size !== null) {
       this.touch(target, paths.layerLink(target.localName, d), d);
-      return this.sendStored(d, size, request, reply);
+      return sendBlob(this.deps.store, this.config, d, size, request, reply);
     }
     let fill = this.fills.get(key);
     if (!fill && request.method === 'HEAD') return this.headUpstreamBlob(target, d, reply);
@@ -316,9 +317,9 @@ export class PullThroughCache implements PullThrough {
     if (!fill.usable) {
       const stored = await store.repositoryBlobSize(target.localName, d);
       if (stored === null) throw registryError('BLOB_UNKNOWN', { digest: d.value });
-      return this.sendStored(d, stored, request, reply);
+      return sendBlob(this.deps.store, this.config, d, stored, request, reply);
     }
-    this.blobHeaders(reply, d);
+    blobHeaders(reply, d);
     let start = 0;
     let end: number | undefined;
     if (info.size !== undefined) {
@@ -338,39 +339,6 @@ export class PullThroughCache implements PullThrough {
     reply.send(fill.reader(start, end));
   }
 
-  private blobHeaders(reply: FastifyReply, d: Digest): void {
-    reply
-      .header('Content-Type', 'application/octet-stream')
-      .header('Docker-Content-Digest', d.value)
-      .header('ETag', `"${d.value}"`)
-      .header('Accept-Ranges', 'bytes')
-      .header('Cache-Control', 'max-age=31536000');
-  }
-
-  /** Serves a blob from storage, as the local routes do (redirects when the driver offers them, ranges). */
-  private async sendStored(d: Digest, size: number, request: FastifyRequest, reply: FastifyReply): Promise<void> {
-    const { store } = this.deps;
-    if (request.method === 'GET' && !this.config.storage.redirectDisabled) {
-      const url = await store.blobRedirectURL(d, 'GET', 20 * 60);
-      if (url) {
-        reply.code(307).header('Location', url).header('Docker-Content-Digest', d.value).send();
-        return;
-      }
-    }
-    this.blobHeaders(reply, d);
-    const range = parseRangeHeader(request.headers.range, size);
-    if (range === 'unsatisfiable') throw registryError('RANGE_INVALID', { size }, { headers: { 'Content-Range': `bytes */${size}` } });
-    if (range) reply.code(206).header('Content-Range', `bytes ${range.start}-${range.end}/${size}`);
-    const start = range ? range.start : 0;
-    const length = range ? range.end - range.start + 1 : size;
-    reply.header('Content-Length', String(length));
-    if (request.method === 'HEAD' || length === 0) {
-      reply.send();
-      return;
-    }
-    reply.send(await store.openBlob(d, start, length));
-  }
-
   /** HEAD for a blob not cached: answered from the upstream's HEAD, without downloading it. */
   private async headUpstreamBlob(target: MirrorTarget, d: Digest, reply: FastifyReply): Promise<void> {
     const client = this.client(target.upstream);
@@ -382,7 +350,7 @@ export class PullThroughCache implements PullThrough {
     }
     await res.body?.cancel().catch(() => undefined);
     if (res.status !== 200) throw registryError('BLOB_UNKNOWN', { digest: d.value });
-    this.blobHeaders(reply, d);
+    blobHeaders(reply, d);
     const len = res.headers.get('content-length');
     if (len !== null && /^\d+$/.test(len)) reply.header('Content-Length', len);
     reply.send();

@@ -4,6 +4,7 @@ import { digestOf, tryParseDigest, type Digest } from '../oci/digest.js';
 import { parseManifest, referrerArtifactType, type ParsedManifest } from '../oci/manifest.js';
 import { presentOrRestored } from '../gc/pending.js';
 import { isNotFound, type StorageDriver } from './driver.js';
+import { deleteIfPresent, listOrEmpty, readLink, statOrNull } from './driver-utils.js';
 import { basename, paths } from './paths.js';
 
 /** A manifest as served: its bytes, its digest and the media type its body declares. */
@@ -38,54 +39,21 @@ export class RegistryStore {
 
   // ---- links -------------------------------------------------------------------------------------------------
 
-  private async readLink(path: string): Promise<Digest | null> {
-    try {
-      return tryParseDigest((await this.driver.getContent(path)).toString('utf8').trim());
-    } catch (err) {
-      if (isNotFound(err)) return null;
-      throw err;
-    }
-  }
-
   private async writeLink(path: string, d: Digest): Promise<void> {
     await this.driver.putContent(path, Buffer.from(d.value));
-  }
-
-  private async deleteIfPresent(path: string): Promise<boolean> {
-    try {
-      await this.driver.delete(path);
-      return true;
-    } catch (err) {
-      if (isNotFound(err)) return false;
-      throw err;
-    }
-  }
-
-  private async listOrEmpty(path: string): Promise<string[]> {
-    try {
-      return await this.driver.list(path);
-    } catch (err) {
-      if (isNotFound(err)) return [];
-      throw err;
-    }
   }
 
   // ---- blobs -------------------------------------------------------------------------------------------------
 
   /** Size of a blob in the global store, or null when absent. */
   async blobSize(d: Digest): Promise<number | null> {
-    try {
-      const info = await this.driver.stat(paths.blobData(d));
-      return info.isDir ? null : info.size;
-    } catch (err) {
-      if (isNotFound(err)) return null;
-      throw err;
-    }
+    const info = await statOrNull(this.driver, paths.blobData(d));
+    return info && !info.isDir ? info.size : null;
   }
 
   /** Size of a blob if it is linked into `repo` and present, else null. */
   async repositoryBlobSize(repo: string, d: Digest): Promise<number | null> {
-    const link = await this.readLink(paths.layerLink(repo, d));
+    const link = await readLink(this.driver, paths.layerLink(repo, d));
     if (!link || link.value !== d.value) return null;
     return this.blobSize(d);
   }
@@ -105,8 +73,8 @@ export class RegistryStore {
 
   /** Removes a blob from `repo` (the bytes stay until garbage collection). False when it was not linked. */
   async unlinkBlob(repo: string, d: Digest): Promise<boolean> {
-    if (!(await this.readLink(paths.layerLink(repo, d)))) return false;
-    return this.deleteIfPresent(paths.layerLinkDir(repo, d));
+    if (!(await readLink(this.driver, paths.layerLink(repo, d)))) return false;
+    return deleteIfPresent(this.driver, paths.layerLinkDir(repo, d));
   }
 
   // ---- manifests ---------------------------------------------------------------------------------------------
@@ -145,11 +113,11 @@ export class RegistryStore {
 
   /** The digest a tag points at, or null. */
   async resolveTag(repo: string, tag: string): Promise<Digest | null> {
-    return this.readLink(paths.tagCurrentLink(repo, tag));
+    return readLink(this.driver, paths.tagCurrentLink(repo, tag));
   }
 
   async hasManifest(repo: string, d: Digest): Promise<boolean> {
-    const link = await this.readLink(paths.revisionLink(repo, d));
+    const link = await readLink(this.driver, paths.revisionLink(repo, d));
     return link !== null && link.value === d.value;
   }
 
@@ -213,22 +181,22 @@ export class RegistryStore {
     const m = await this.loadManifest(d);
     for (const tag of await this.listTagNames(repo)) {
       const current = await this.resolveTag(repo, tag);
-      if (current && current.value === d.value) await this.deleteIfPresent(paths.tagDir(repo, tag));
+      if (current && current.value === d.value) await deleteIfPresent(this.driver, paths.tagDir(repo, tag));
     }
-    if (m?.parsed.subject) await this.deleteIfPresent(paths.referrerDir(repo, m.parsed.subject.digest, d));
-    return this.deleteIfPresent(paths.revisionDir(repo, d));
+    if (m?.parsed.subject) await deleteIfPresent(this.driver, paths.referrerDir(repo, m.parsed.subject.digest, d));
+    return deleteIfPresent(this.driver, paths.revisionDir(repo, d));
   }
 
   /** Removes a tag (the manifest stays). False when there was no such tag. */
   async deleteTag(repo: string, tag: string): Promise<boolean> {
     if (!(await this.resolveTag(repo, tag))) return false;
-    return this.deleteIfPresent(paths.tagDir(repo, tag));
+    return deleteIfPresent(this.driver, paths.tagDir(repo, tag));
   }
 
   // ---- listing -----------------------------------------------------------------------------------------------
 
   private async listTagNames(repo: string): Promise<string[]> {
-    return (await this.listOrEmpty(paths.tagsDir(repo))).map(basename);
+    return (await listOrEmpty(this.driver, paths.tagsDir(repo))).map(basename);
   }
 
   /** Tags of `repo` in lexical order, or null when the repository is unknown. */
@@ -267,7 +235,7 @@ export class RegistryStore {
   async listRepositories(): Promise<string[]> {
     const found: string[] = [];
     const walk = async (dir: string, name: string): Promise<void> => {
-      const children = await this.listOrEmpty(dir);
+      const children = await listOrEmpty(this.driver, dir);
       const names = children.map(basename);
       if (name && (names.includes('_manifests') || names.includes('_layers'))) found.push(name);
       await Promise.all(
@@ -286,9 +254,9 @@ export class RegistryStore {
   /** Manifests of `repo` whose subject is `subject`, optionally only those of one artifact type. */
   async referrers(repo: string, subject: Digest, artifactType?: string): Promise<ReferrerDescriptor[]> {
     const out: ReferrerDescriptor[] = [];
-    const algDirs = await this.listOrEmpty(paths.referrersDir(repo, subject));
+    const algDirs = await listOrEmpty(this.driver, paths.referrersDir(repo, subject));
     for (const algDir of algDirs) {
-      for (const entry of await this.listOrEmpty(algDir)) {
+      for (const entry of await listOrEmpty(this.driver, algDir)) {
         const d = tryParseDigest(`${basename(algDir)}:${basename(entry)}`);
         if (!d || !(await this.hasManifest(repo, d))) continue;
         const m = await this.loadManifest(d);
