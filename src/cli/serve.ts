@@ -29,8 +29,17 @@ export async function serve(args: string[]): Promise<number> {
   const { host, port } = parseListenAddress(config.http.addr);
   const parts = app.berth;
   const summary = `storage: ${describeStorage(config)}, upload sessions: ${parts.sessions.name}, auth: ${parts.authorizer.name}`;
-  // The one startup line: address, storage and auth mode.
-  await app.listen({ host, port, listenTextResolver: (address) => `berth listening on ${address} (${summary})` });
+  // fastify logs one line per bound address (several for 0.0.0.0); berth logs exactly one: address, storage, auth.
+  const level = logger.level;
+  logger.level = 'warn';
+  let address: string;
+  try {
+    address = await app.listen({ host, port });
+  } finally {
+    logger.level = level;
+  }
+  const shown = host === '0.0.0.0' || host === '::' ? `http://${host === '::' ? '[::]' : host}:${new URL(address).port}` : address;
+  logger.info({ address: shown, storage: describeStorage(config), sessions: parts.sessions.name, auth: parts.authorizer.name }, `berth listening on ${shown} (${summary})`);
   const mc = metricsConfig(config);
   let metricsServer: MetricsServer | undefined;
   if (mc.enabled && mc.addr) {

@@ -5,7 +5,7 @@ import { tempDir } from '../helpers/ports.js';
 
 t.test('berth serve: one startup line, serves /v2/, exits 0 on SIGTERM', async (t) => {
   const dir = await tempDir(t, 'berth-cli-');
-  const berth = await spawnBerth(t, { REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: dir }, { readyPath: '/v2/', timeoutMs: 30_000 });
+  const berth = await spawnBerth(t, { REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: dir }, { readyPath: '/v2/', timeoutMs: 30_000, allInterfaces: true });
   const { url, port } = berth;
   t.equal(await fetch(`${url}/v2/`).then((r) => r.status, () => 0), 200);
   const res = await fetch(`${url}/v2/`);
@@ -14,7 +14,7 @@ t.test('berth serve: one startup line, serves /v2/, exits 0 on SIGTERM', async (
   t.equal((await fetch(`${url}/readyz`)).status, 200);
   const startup = berth.output().split('\n').filter((l) => l.includes('listening'));
   t.equal(startup.length, 1, 'exactly one startup line');
-  t.match(startup[0], new RegExp(`127\\.0\\.0\\.1:${port}`));
+  t.match(startup[0], new RegExp(`0\\.0\\.0\\.0:${port}`), 'one line even when bound to every interface');
   t.match(startup[0], /storage: filesystem/);
   t.match(startup[0], /auth: none/);
   t.ok((await stat(dir)).isDirectory());

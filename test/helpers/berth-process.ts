@@ -53,6 +53,8 @@ export interface SpawnBerthOptions {
   timeoutMs?: number;
   /** How long `stop()` waits after SIGTERM before SIGKILL; default 5 s. */
   graceMs?: number;
+  /** Listen on every interface (`:PORT`, berth's default shape) instead of 127.0.0.1; the tests still connect to 127.0.0.1. */
+  allInterfaces?: boolean;
   /** Ignore stdout and pass stderr through to this process (the bench scripts) instead of capturing both. */
   inheritStderr?: boolean;
 }
@@ -76,7 +78,7 @@ export async function spawnBerth(
       const url = `http://127.0.0.1:${port}`;
       const proc = spawn(process.execPath, [BERTH_MAIN, 'serve'], {
         stdio: opts.inheritStderr ? ['ignore', 'ignore', 'inherit'] : ['ignore', 'pipe', 'pipe'],
-        env: cleanEnv({ ...env, REGISTRY_HTTP_ADDR: `127.0.0.1:${port}` }),
+        env: cleanEnv({ ...env, REGISTRY_HTTP_ADDR: opts.allInterfaces ? `:${port}` : `127.0.0.1:${port}` }),
       });
       const logs: string[] = [];
       for (const s of [proc.stdout, proc.stderr]) if (s) createInterface({ input: s }).on('line', (l) => logs.push(l));
