@@ -1,14 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
-import { startBerth, type Teardownable } from '../helpers/berth.js';
-import { captureAccessLog, ClientError, ContainerBinaries, MANIFEST_ACCEPT, run, startContainerd, type RunResult } from '../helpers/containers.js';
+import { startBerth } from '../helpers/berth.js';
+import { captureAccessLog, MANIFEST_ACCEPT } from '../helpers/containers.js';
 import { makeRunnableImageLayout } from '../helpers/cri.js';
+import { skipUnlessDockerd, startDockerd } from '../helpers/dockerd.js';
 import { tempDir } from '../helpers/ports.js';
 import { accessLog, HUB_SERVICE, startTokenHub, type TokenHub } from '../proxy/helpers.js';
 
@@ -23,102 +17,6 @@ import { accessLog, HUB_SERVICE, startTokenHub, type TokenHub } from '../proxy/h
  * mirror error) cannot leave the machine.
  */
 
-const DOCKERD = '/usr/sbin/dockerd';
-const DOCKER = '/usr/bin/docker';
-const START_TIMEOUT_MS = 20_000;
-
-/** A running private dockerd. */
-interface Dockerd {
-  /** Runs the docker CLI against this daemon (private DOCKER_CONFIG). */
-  docker(args: string[]): Promise<RunResult>;
-  /** The daemon's log so far. */
-  log(): string;
-}
-
-/** The environment without AWS_*, REGISTRY_*, DOCKER_* and proxy variables. */
-function cleanEnv(): NodeJS.ProcessEnv {
-  return Object.fromEntries(
-    Object.entries(process.env).filter(
-      ([name]) => !name.startsWith('AWS_') && !name.startsWith('REGISTRY_') && !name.startsWith('DOCKER_') && !/^(https?|no|all)_proxy$/i.test(name),
-    ),
-  );
-}
-
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, 'exit');
-  child.kill('SIGTERM');
-  // dockerd stops its containers and its managed containerd first; give it time, then kill.
-  const killer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-  try {
-    await exited;
-  } finally {
-    clearTimeout(killer);
-  }
-}
-
-/**
- * Starts dockerd with `registry-mirrors: [mirror]` on the private containerd at `containerdSocket` (so a system
- * containerd at /run/containerd, as on CI runners with Docker, is never used) and waits until `docker version`
- * answers; stopped at teardown.
- */
-async function startDockerd(t: Teardownable, mirror: string, containerdSocket: string): Promise<Dockerd> {
-  const dir = await mkdtemp(join(tmpdir(), 'berth-dockerd-'));
-  const socket = join(dir, 'docker.sock');
-  await mkdir(join(dir, 'client'));
-  const configFile = join(dir, 'daemon.json');
-  await writeFile(
-    configFile,
-    JSON.stringify({
-      'data-root': join(dir, 'data'),
-      'exec-root': join(dir, 'exec'),
-      pidfile: join(dir, 'docker.pid'),
-      hosts: [`unix://${socket}`],
-      containerd: containerdSocket,
-      'storage-driver': 'vfs',
-      bridge: 'none',
-      iptables: false,
-      ip6tables: false,
-      'ip-forward': false,
-      'ip-masq': false,
-      'exec-opts': ['native.cgroupdriver=cgroupfs'],
-      'registry-mirrors': [mirror],
-    }),
-  );
-  const noInternet = {
-    HTTP_PROXY: 'http://127.0.0.1:1',
-    HTTPS_PROXY: 'http://127.0.0.1:1',
-    NO_PROXY: '127.0.0.1,localhost,::1',
-  };
-  const child = spawn(DOCKERD, ['--config-file', configFile], { env: { ...cleanEnv(), ...noInternet, TMPDIR: dir }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  for (const stream of [child.stdout, child.stderr]) stream?.setEncoding('utf8').on('data', (s: string) => (log = (log + s).slice(-50_000)));
-  let spawnError: Error | undefined;
-  child.on('error', (err: Error) => (spawnError = err));
-  t.teardown(async () => {
-    await stopChild(child);
-    await rm(dir, { recursive: true, force: true });
-  });
-  const clientEnv = { ...cleanEnv(), DOCKER_HOST: `unix://${socket}`, DOCKER_CONFIG: join(dir, 'client') };
-  const docker = (args: string[]) => run(DOCKER, args, clientEnv, { timeoutMs: 45_000 });
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  for (;;) {
-    if (spawnError) throw spawnError;
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`dockerd exited during start-up:\n${log}`);
-    if (existsSync(socket)) {
-      try {
-        await run(DOCKER, ['version'], clientEnv, { timeoutMs: 5000 });
-        break;
-      } catch (err) {
-        if (!(err instanceof ClientError) || Date.now() > deadline) throw err;
-      }
-    }
-    if (Date.now() > deadline) throw new Error(`dockerd did not answer on ${socket} within ${START_TIMEOUT_MS} ms:\n${log}`);
-    await sleep(100);
-  }
-  return { docker, log: () => log };
-}
-
 /** The digest the hub itself serves for `repo:tag` (HEAD with an anonymous token from its token server). */
 async function upstreamDigest(hub: TokenHub, repo: string, tag: string): Promise<string | null> {
   const tokenRes = await fetch(`${hub.issuer.url}/auth/token?service=${HUB_SERVICE}&scope=${encodeURIComponent(`repository:${repo}:pull`)}`);
@@ -130,9 +28,7 @@ async function upstreamDigest(hub: TokenHub, repo: string, tag: string): Promise
   return res.status === 200 ? res.headers.get('docker-content-digest') : null;
 }
 
-const missing = [DOCKERD, DOCKER, ContainerBinaries.containerd].filter((bin) => !existsSync(bin));
-
-t.test('dockerd pulls Docker Hub images through berth as its registry mirror', { skip: missing.length > 0 ? `not installed: ${missing.join(', ')}` : false }, async (t) => {
+t.test('dockerd pulls Docker Hub images through berth as its registry mirror', { skip: skipUnlessDockerd() }, async (t) => {
   const hub = await startTokenHub(t);
   const src = await tempDir(t, 'berth-e2e-dockerd-src-');
   const image = await makeRunnableImageLayout(src, { tag: 'bbox', fileSize: 200 * 1024 });
@@ -148,8 +44,7 @@ t.test('dockerd pulls Docker Hub images through berth as its registry mirror', {
     },
     { logger: log.logger },
   );
-  const containerd = await startContainerd(t);
-  const dockerd = await startDockerd(t, berth.url, containerd.socket);
+  const dockerd = await startDockerd(t, { registryMirrors: [berth.url] });
   const upstreamMark = accessLog(hub.registry).length;
 
   const pulled = await dockerd.docker(['pull', 'bbox:1']).catch((err: unknown) => err);
