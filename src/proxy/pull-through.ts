@@ -339,16 +339,21 @@ export class PullThroughCache implements PullThrough {
     reply.send(fill.reader(start, end));
   }
 
-  /** HEAD for a blob not cached: answered from the upstream's HEAD, without downloading it. */
-  private async headUpstreamBlob(target: MirrorTarget, d: Digest, reply: FastifyReply): Promise<void> {
-    const client = this.client(target.upstream);
+  /** The upstream's answer to HEAD for a blob of `target` (its body, if any, discarded). */
+  private async headUpstream(target: MirrorTarget, d: Digest): Promise<Response> {
     let res: Response;
     try {
-      res = await client.request({ method: 'HEAD', repository: target.remoteName, path: `blobs/${d.value}` });
+      res = await this.client(target.upstream).request({ method: 'HEAD', repository: target.remoteName, path: `blobs/${d.value}` });
     } catch (err) {
       throw toClientError(err, d);
     }
     await res.body?.cancel().catch(() => undefined);
+    return res;
+  }
+
+  /** HEAD for a blob not cached: answered from the upstream's HEAD, without downloading it. */
+  private async headUpstreamBlob(target: MirrorTarget, d: Digest, reply: FastifyReply): Promise<void> {
+    const res = await this.headUpstream(target, d);
     if (res.status !== 200) throw registryError('BLOB_UNKNOWN', { digest: d.value });
     blobHeaders(reply, d);
     const len = res.headers.get('content-length');
@@ -359,14 +364,7 @@ export class PullThroughCache implements PullThrough {
   /** Links a blob present in storage into the cache repository after the upstream confirmed it (null: it did not). */
   private async adoptBlob(target: MirrorTarget, d: Digest): Promise<number | null> {
     return this.singleFlight(`a|${target.upstream.name}|${target.remoteName}|${d.value}`, async () => {
-      const client = this.client(target.upstream);
-      let res: Response;
-      try {
-        res = await client.request({ method: 'HEAD', repository: target.remoteName, path: `blobs/${d.value}` });
-      } catch (err) {
-        throw toClientError(err, d);
-      }
-      await res.body?.cancel().catch(() => undefined);
+      const res = await this.headUpstream(target, d);
       if (res.status !== 200) return null;
       await this.mark(target);
       await this.deps.store.linkBlob(target.localName, d);
