@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { fastify, LogController, type FastifyInstance, type FastifyPluginAsync } from 'fastify';
+import { fastify, LogController, type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { AllowAllAuthorizer, type Authorizer } from './auth/authorizer.js';
 import type { Config } from './config/config.js';
@@ -78,9 +78,25 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'reqId' }),
     exposeHeadRoutes: false,
     return503OnClosing: true,
+    // Socket inactivity, not request duration: a many-GB upload that keeps moving is never cut, a client that stalls
+    // mid-body does not hold a file handle and its upload's write lease forever.
+    connectionTimeout: config.berth.idleTimeoutMs,
     requestIdHeader: 'x-request-id',
+    // Errors fastify raises before routing (a path with malformed percent-encoding) go through the same error
+    // handler, so they too are the distribution error JSON rather than fastify's own body. No hook runs for them,
+    // so the headers of every answer are set here.
+    frameworkErrors: (err, request, reply) => sendError(err, request, commonHeaders(request, reply)),
     ...(https ? { https } : {}),
   }) as unknown as FastifyInstance;
+
+  const extraHeaders = Object.entries(config.http.headers);
+  /** The headers of every answer: the API version under `/v2`, the request id and `http.headers`. */
+  function commonHeaders(request: FastifyRequest, reply: FastifyReply): FastifyReply {
+    if (request.url.startsWith('/v2')) reply.header('Docker-Distribution-API-Version', 'registry/2.0');
+    reply.header('X-Request-Id', request.id);
+    for (const [k, v] of extraHeaders) reply.header(k, v.length === 1 ? v[0] : v);
+    return reply;
+  }
 
   const driver = deps.driver ?? (await createDriver(config));
   const sessions = deps.sessions ?? (await createSessionStore(config));
@@ -111,11 +127,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   });
   app.setNotFoundHandler((request, reply) => sendError(registryError('NOT_FOUND'), request, reply));
 
-  const extraHeaders = Object.entries(config.http.headers);
   app.addHook('onSend', async (request, reply, payload) => {
-    if (request.url.startsWith('/v2')) reply.header('Docker-Distribution-API-Version', 'registry/2.0');
-    reply.header('X-Request-Id', request.id);
-    for (const [k, v] of extraHeaders) reply.header(k, v.length === 1 ? v[0] : v);
+    commonHeaders(request, reply);
     return payload;
   });
   if (config.log.accessLog) {

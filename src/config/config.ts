@@ -45,6 +45,8 @@ export interface Config {
     uploadSessionTtlMs: number;
     /** How long SIGTERM waits for in-flight requests. */
     shutdownTimeoutMs: number;
+    /** A connection on which nothing moves for this long is closed (0: never). */
+    idleTimeoutMs: number;
     /** Raw berth sections owned by other modules (metrics, gc schedule, ...). */
     raw: RawSection;
   };
@@ -184,7 +186,7 @@ export function normalizeConfig(raw: RawSection, warnings: string[] = []): Confi
   }
 
   const berth = section(raw, 'berth', '');
-  checkKeys(berth, 'berth.', ['automaticcrossmount', 'uploadsessionttl', 'shutdowntimeout', 'metrics', 'gc'], warn);
+  checkKeys(berth, 'berth.', ['automaticcrossmount', 'uploadsessionttl', 'shutdowntimeout', 'idletimeout', 'metrics', 'gc'], warn);
 
   const config: Config = {
     log: { level: level as Config['log']['level'], formatter, accessLog, fields },
@@ -206,6 +208,7 @@ export function normalizeConfig(raw: RawSection, warnings: string[] = []): Confi
       automaticCrossMount: bool(berth, 'automaticcrossmount', 'berth.', true),
       uploadSessionTtlMs: duration(berth, 'uploadsessionttl', 'berth.', 24 * 3_600_000),
       shutdownTimeoutMs: duration(berth, 'shutdowntimeout', 'berth.', 30_000),
+      idleTimeoutMs: duration(berth, 'idletimeout', 'berth.', 5 * 60_000),
       raw: berth,
     },
     warnings,

@@ -15,6 +15,8 @@ export function toRegistryError(err: unknown, request: FastifyRequest): Registry
   }
   if (err instanceof InvalidPathError) return registryError('NAME_INVALID');
   const fe = err as Partial<FastifyError>;
+  // The same answer route matching gives a malformed percent-encoding in a path parameter (route-match.ts).
+  if (fe.code === 'FST_ERR_BAD_URL') return registryError('NAME_INVALID', undefined, { message: 'malformed percent-encoding in path' });
   if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
     if (fe.statusCode === 413) return registryError('MANIFEST_TOO_BIG');
     if (fe.statusCode === 415 || fe.statusCode === 400) return registryError('UNSUPPORTED', undefined, { message: 'malformed request' });

@@ -29,6 +29,7 @@ export const ErrorCodes = Object.freeze({
   NAME_UNKNOWN: descriptor('NAME_UNKNOWN', 404, 'repository name not known to registry'),
   SIZE_INVALID: descriptor('SIZE_INVALID', 400, 'provided length did not match content length'),
   TAG_INVALID: descriptor('TAG_INVALID', 400, 'manifest tag did not match URI'),
+  PAGINATION_NUMBER_INVALID: descriptor('PAGINATION_NUMBER_INVALID', 400, 'invalid number of results requested'),
   RANGE_INVALID: descriptor('RANGE_INVALID', 416, 'invalid content range'),
   MANIFEST_TOO_BIG: descriptor('MANIFEST_INVALID', 413, 'manifest too big'),
   UNAUTHORIZED: descriptor('UNAUTHORIZED', 401, 'authentication required'),

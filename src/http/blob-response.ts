@@ -2,6 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config/config.js';
 import { registryError } from '../errors/registry-error.js';
 import type { Digest } from '../oci/digest.js';
+import { isNotFound } from '../storage/driver.js';
 import type { RegistryStore } from '../storage/registry-store.js';
 import { parseRangeHeader } from './range.js';
 
@@ -51,5 +52,17 @@ export async function sendBlob(
     await reply.send();
     return;
   }
-  await reply.send(await store.openBlob(d, start, length));
+  let body;
+  try {
+    body = await store.openBlob(d, start, length);
+  } catch (err) {
+    // Deleted since its size was read (garbage collection, a concurrent delete): the blob is unknown now, and the
+    // answer must not carry the headers (a year of Cache-Control) of the blob it no longer has.
+    if (!isNotFound(err)) throw err;
+    for (const h of ['Content-Type', 'Docker-Content-Digest', 'ETag', 'Accept-Ranges', 'Cache-Control', 'Content-Range', 'Content-Length']) {
+      reply.removeHeader(h);
+    }
+    throw registryError('BLOB_UNKNOWN', { digest: d.value });
+  }
+  await reply.send(body);
 }

@@ -107,7 +107,9 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
   function paginate(all: string[], query: Query, basePath: string, reply: FastifyReply): string[] {
     let n: number | undefined;
     if (query.n !== undefined && query.n !== '') {
-      if (!/^\d+$/.test(query.n)) throw registryError('UNSUPPORTED', { n: query.n }, { message: 'n must be a non-negative integer' });
+      if (typeof query.n !== 'string' || !/^\d{1,9}$/.test(query.n)) {
+        throw registryError('PAGINATION_NUMBER_INVALID', { n: query.n }, { message: 'n must be a non-negative integer' });
+      }
       n = Number(query.n);
     }
     const last = query.last;

@@ -23,6 +23,9 @@ export interface ReferrerDescriptor {
   annotations?: Record<string, string>;
 }
 
+/** How many link files a listing reads in parallel. */
+const LINK_READS_AT_ONCE = 64;
+
 /** Size cap of the in-memory manifest cache (content-addressed, so entries never go stale). */
 const MANIFEST_CACHE_BYTES = 32 * 1024 * 1024;
 
@@ -145,21 +148,30 @@ export class RegistryStore {
     if (options.digest && digest.value !== options.digest.value) {
       throw registryError('DIGEST_INVALID', { expected: options.digest.value, computed: digest.value });
     }
-    const missing: string[] = [];
-    await Promise.all([
-      ...parsed.blobs
-        .filter((b) => !(b.urls && b.urls.length > 0))
-        .map(async (b) => {
-          // A blob a running gc has set aside is put back rather than reported missing (src/gc/pending.ts).
-          const found = await presentOrRestored(this.driver, b.digest, async () => (await this.repositoryBlobSize(repo, b.digest)) !== null);
-          if (!found) missing.push(b.digest.value);
-        }),
-      ...parsed.children.map(async (c) => {
+    const missing = new Set<string>();
+    // Each distinct reference is checked once, a bounded number at once: a manifest may list thousands of
+    // descriptors (the same layer over and over), and one open link file each would exhaust the process's file
+    // descriptors for every request (EMFILE).
+    const checks = new Map<string, () => Promise<void>>();
+    for (const b of parsed.blobs) {
+      if (b.urls && b.urls.length > 0) continue;
+      checks.set(`blob ${b.digest.value}`, async () => {
+        // A blob a running gc has set aside is put back rather than reported missing (src/gc/pending.ts).
+        const found = await presentOrRestored(this.driver, b.digest, async () => (await this.repositoryBlobSize(repo, b.digest)) !== null);
+        if (!found) missing.add(b.digest.value);
+      });
+    }
+    for (const c of parsed.children) {
+      checks.set(`manifest ${c.digest.value}`, async () => {
         const found = await presentOrRestored(this.driver, c.digest, async () => (await this.blobSize(c.digest)) !== null);
-        if (!(await this.hasManifest(repo, c.digest)) || !found) missing.push(c.digest.value);
-      }),
-    ]);
-    if (missing.length > 0) throw registryError('MANIFEST_BLOB_UNKNOWN', { digests: missing.sort() });
+        if (!(await this.hasManifest(repo, c.digest)) || !found) missing.add(c.digest.value);
+      });
+    }
+    const pending = [...checks.values()];
+    for (let i = 0; i < pending.length; i += LINK_READS_AT_ONCE) {
+      await Promise.all(pending.slice(i, i + LINK_READS_AT_ONCE).map((check) => check()));
+    }
+    if (missing.size > 0) throw registryError('MANIFEST_BLOB_UNKNOWN', { digests: [...missing].sort() });
 
     if ((await this.blobSize(digest)) !== bytes.length) await this.driver.putContent(paths.blobData(digest), bytes);
     await this.writeLink(paths.revisionLink(repo, digest), digest);
@@ -209,23 +221,26 @@ export class RegistryStore {
       return (await this.repositoryExists(repo)) ? [] : null;
     }
     const tags: string[] = [];
-    await Promise.all(
-      entries.map(async (p) => {
-        const tag = basename(p);
-        if (await this.resolveTag(repo, tag)) tags.push(tag);
-      }),
-    );
+    // A bounded number of links at once: one open file per tag of a repository with tens of thousands of tags runs
+    // out of file descriptors (EMFILE).
+    for (let i = 0; i < entries.length; i += LINK_READS_AT_ONCE) {
+      await Promise.all(
+        entries.slice(i, i + LINK_READS_AT_ONCE).map(async (p) => {
+          const tag = basename(p);
+          if (await this.resolveTag(repo, tag)) tags.push(tag);
+        }),
+      );
+    }
     return tags.sort(compareStrings);
   }
 
+  /**
+   * A repository is what the catalog lists: a directory that holds `_manifests` or `_layers`. The parent directory
+   * of a nested repository (`library` of `library/app`), or one with only unfinished uploads, is not one.
+   */
   async repositoryExists(repo: string): Promise<boolean> {
-    try {
-      const info = await this.driver.stat(paths.repository(repo));
-      return info.isDir;
-    } catch (err) {
-      if (isNotFound(err)) return false;
-      throw err;
-    }
+    const names = (await listOrEmpty(this.driver, paths.repository(repo))).map(basename);
+    return names.includes('_manifests') || names.includes('_layers');
   }
 
   /**

@@ -84,7 +84,12 @@ export class UploadService {
       releaseUpdate = await this.receive(session, body, range);
     } finally {
       const released = await this.sessions.release(id, token, releaseUpdate);
-      if (!released) throw registryError('BLOB_UPLOAD_BUSY', { uuid: id, reason: 'write lease expired' });
+      if (!released) {
+        this.hashers.delete(id);
+        // Cancelled (DELETE) while this request wrote: the upload is gone, not busy.
+        if ((await this.sessions.get(id)) === null) throw registryError('BLOB_UPLOAD_UNKNOWN', { uuid: id });
+        throw registryError('BLOB_UPLOAD_BUSY', { uuid: id, reason: 'write lease expired' });
+      }
     }
     return { ...session, ...releaseUpdate };
   }
@@ -106,15 +111,15 @@ export class UploadService {
     let hashed = 0;
     let failed: unknown;
     let storageFailed: unknown;
+    let tooLong = false;
     try {
       for await (const chunk of body as AsyncIterable<Buffer>) {
         received += chunk.length;
-        if (expected !== undefined && received > expected) {
-          throw registryError('SIZE_INVALID', { reason: 'body longer than its declared length' });
-        }
-        // After a storage failure the rest of the body is read and dropped: the client then reads the error answer
-        // (503 when the backend is down) instead of a connection reset in the middle of its upload.
-        if (storageFailed !== undefined) continue;
+        if (expected !== undefined && received > expected) tooLong = true;
+        // After a storage failure, or past the declared length, the rest of the body is read and dropped: the client
+        // then reads the error answer (503 when the backend is down, else SIZE_INVALID) instead of a connection reset
+        // in the middle of its upload.
+        if (storageFailed !== undefined || tooLong) continue;
         hasher?.update(chunk);
         hashed += chunk.length;
         try {
@@ -123,6 +128,7 @@ export class UploadService {
           storageFailed = err;
         }
       }
+      if (tooLong) throw registryError('SIZE_INVALID', { reason: 'body longer than its declared length' });
       if (storageFailed === undefined && expected !== undefined && received !== expected) {
         throw registryError('SIZE_INVALID', { reason: 'body shorter than its declared length', declared: expected, received });
       }
