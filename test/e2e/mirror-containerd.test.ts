@@ -1,10 +1,10 @@
 import { join } from 'node:path';
 import t from 'tap';
-import { startBerth } from '../helpers/berth.js';
-import { captureAccessLog, MANIFEST_ACCEPT, skipUnlessInstalled, startContainerd, type ContainerdProcess } from '../helpers/containers.js';
-import { makeRunnableImageLayout, writeHostsToml } from '../helpers/cri.js';
+import { skipUnlessInstalled, startContainerd, type ContainerdProcess } from '../helpers/containers.js';
+import { writeHostsToml } from '../helpers/cri.js';
+import { startHubMirror, upstreamDigest } from '../helpers/hub-mirror.js';
 import { tempDir } from '../helpers/ports.js';
-import { accessLog, HUB_SERVICE, startTokenHub, type TokenHub } from '../proxy/helpers.js';
+import { accessLog } from '../proxy/helpers.js';
 
 /**
  * Issue 5 with containerd 1.6 as a Kubernetes node runs it: `hosts.toml` makes berth the mirror of `docker.io`, and
@@ -15,16 +15,6 @@ import { accessLog, HUB_SERVICE, startTokenHub, type TokenHub } from '../proxy/h
  */
 
 /** The digest the hub itself serves for `repo:tag` (HEAD with an anonymous token from its token server). */
-async function upstreamDigest(hub: TokenHub, repo: string, tag: string): Promise<string | null> {
-  const tokenRes = await fetch(`${hub.issuer.url}/auth/token?service=${HUB_SERVICE}&scope=${encodeURIComponent(`repository:${repo}:pull`)}`);
-  const { token } = (await tokenRes.json()) as { token: string };
-  const res = await fetch(`${hub.registry.url}/v2/${repo}/manifests/${tag}`, {
-    method: 'HEAD',
-    headers: { accept: MANIFEST_ACCEPT, authorization: `Bearer ${token}` },
-  });
-  return res.status === 200 ? res.headers.get('docker-content-digest') : null;
-}
-
 /** `ctr image ls` as REF → DIGEST. */
 async function imageDigests(ctd: ContainerdProcess): Promise<Map<string, string>> {
   const refs = new Map<string, string>();
@@ -41,21 +31,8 @@ async function contentDigests(ctd: ContainerdProcess): Promise<Set<string>> {
 }
 
 t.test('containerd pulls Docker Hub images through berth as its docker.io mirror', { skip: skipUnlessInstalled('containerd', 'ctr') }, async (t) => {
-  const hub = await startTokenHub(t);
-  const src = await tempDir(t, 'berth-e2e-mirror-ctd-src-');
-  const image = await makeRunnableImageLayout(src, { tag: 'bbox', fileSize: 200 * 1024 });
-  await hub.seed(src, 'bbox', 'library/bbox', '1');
+  const { hub, image, berth, log } = await startHubMirror(t, 'berth-e2e-mirror-ctd');
   t.equal(await upstreamDigest(hub, 'library/bbox', '1'), image.manifest, 'the upstream serves the seeded manifest digest');
-
-  const log = captureAccessLog();
-  const berth = await startBerth(
-    t,
-    {
-      log: { level: 'info', accesslog: { disabled: false } },
-      proxy: { upstreams: [{ name: 'docker.io', url: hub.registry.url, repositories: ['library/**'], tagttl: '1h', timeout: '5s' }] },
-    },
-    { logger: log.logger },
-  );
   const dir = await tempDir(t, 'berth-e2e-mirror-ctd-');
   const hostsDir = join(dir, 'hosts');
   // The docker.io server is a closed loopback port: whatever the mirror cannot answer fails instead of leaving the machine.

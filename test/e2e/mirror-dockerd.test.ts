@@ -1,10 +1,7 @@
 import t from 'tap';
-import { startBerth } from '../helpers/berth.js';
-import { captureAccessLog, MANIFEST_ACCEPT } from '../helpers/containers.js';
-import { makeRunnableImageLayout } from '../helpers/cri.js';
 import { skipUnlessDockerd, startDockerd } from '../helpers/dockerd.js';
-import { tempDir } from '../helpers/ports.js';
-import { accessLog, HUB_SERVICE, startTokenHub, type TokenHub } from '../proxy/helpers.js';
+import { startHubMirror, upstreamDigest } from '../helpers/hub-mirror.js';
+import { accessLog } from '../proxy/helpers.js';
 
 /**
  * Issue 5 with the Docker daemon (Debian's docker.io 20.10): `"registry-mirrors": ["http://<berth>"]` in
@@ -18,32 +15,9 @@ import { accessLog, HUB_SERVICE, startTokenHub, type TokenHub } from '../proxy/h
  */
 
 /** The digest the hub itself serves for `repo:tag` (HEAD with an anonymous token from its token server). */
-async function upstreamDigest(hub: TokenHub, repo: string, tag: string): Promise<string | null> {
-  const tokenRes = await fetch(`${hub.issuer.url}/auth/token?service=${HUB_SERVICE}&scope=${encodeURIComponent(`repository:${repo}:pull`)}`);
-  const { token } = (await tokenRes.json()) as { token: string };
-  const res = await fetch(`${hub.registry.url}/v2/${repo}/manifests/${tag}`, {
-    method: 'HEAD',
-    headers: { accept: MANIFEST_ACCEPT, authorization: `Bearer ${token}` },
-  });
-  return res.status === 200 ? res.headers.get('docker-content-digest') : null;
-}
-
 t.test('dockerd pulls Docker Hub images through berth as its registry mirror', { skip: skipUnlessDockerd() }, async (t) => {
-  const hub = await startTokenHub(t);
-  const src = await tempDir(t, 'berth-e2e-dockerd-src-');
-  const image = await makeRunnableImageLayout(src, { tag: 'bbox', fileSize: 200 * 1024 });
-  await hub.seed(src, 'bbox', 'library/bbox', '1');
+  const { hub, image, berth, log } = await startHubMirror(t, 'berth-e2e-dockerd');
   t.equal(await upstreamDigest(hub, 'library/bbox', '1'), image.manifest, 'the upstream serves the seeded manifest digest');
-
-  const log = captureAccessLog();
-  const berth = await startBerth(
-    t,
-    {
-      log: { level: 'info', accesslog: { disabled: false } },
-      proxy: { upstreams: [{ name: 'docker.io', url: hub.registry.url, repositories: ['library/**'], tagttl: '1h', timeout: '5s' }] },
-    },
-    { logger: log.logger },
-  );
   const dockerd = await startDockerd(t, { registryMirrors: [berth.url] });
   const upstreamMark = accessLog(hub.registry).length;
 
