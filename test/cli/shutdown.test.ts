@@ -1,6 +1,8 @@
 import t from 'tap';
 import { createHash, randomBytes } from 'node:crypto';
+import { stat } from 'node:fs/promises';
 import http from 'node:http';
+import { join } from 'node:path';
 import { spawnBerth } from '../helpers/berth-process.js';
 import { tempDir } from '../helpers/ports.js';
 
@@ -15,7 +17,10 @@ t.test('SIGTERM lets an in-flight upload finish, refuses new connections, then e
   const blob = randomBytes(2 * 1024 * 1024);
   const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}`;
   const post = await fetch(`${base}/v2/drain/me/blobs/uploads/`, { method: 'POST' });
-  const path = `${post.headers.get('location')}?digest=${digest}`;
+  const location = post.headers.get('location') as string;
+  const path = `${location}?digest=${digest}`;
+  const uploadData = join(dir, 'docker/registry/v2/repositories/drain/me/_uploads', location.split('/').pop() as string, 'data');
+  const half = 1536 * 1024;
 
   const exited = berth.exited.then((e) => e.code);
   const status = await new Promise<number>((resolve, reject) => {
@@ -24,10 +29,17 @@ t.test('SIGTERM lets an in-flight upload finish, refuses new connections, then e
       resolve(res.statusCode ?? 0);
     });
     req.on('error', reject);
-    req.write(blob.subarray(0, 1024 * 1024), () => {
-      // Half the body is on the wire: ask the server to stop, then send the rest a moment later.
-      proc.kill('SIGTERM');
-      setTimeout(() => req.end(blob.subarray(1024 * 1024)), 500);
+    req.write(blob.subarray(0, half), () => {
+      // Signal only once the server is writing this upload (a request that has not reached it yet would rightly get
+      // 503 after SIGTERM), then send the rest a moment later.
+      void (async () => {
+        for (let i = 0; i < 200; i++) {
+          if (((await stat(uploadData).catch(() => null))?.size ?? 0) > 0) break;
+          await new Promise((r) => setTimeout(r, 25));
+        }
+        proc.kill('SIGTERM');
+        setTimeout(() => req.end(blob.subarray(half)), 500);
+      })();
     });
   });
   t.equal(status, 201, 'the in-flight upload completed');
