@@ -179,12 +179,18 @@ export class UploadService {
     this.hashers.set(id, { offset, hash });
   }
 
+  /** The running sha256 of an upload when this process saw every byte of it, else undefined. */
+  private runningHash(session: UploadSession, algorithm: Digest['algorithm']): Hash | undefined {
+    const h = this.hashers.get(session.id);
+    return algorithm === 'sha256' && h && h.offset === session.offset ? h.hash : undefined;
+  }
+
   /** Digest of the upload's bytes: from the running hash when this process saw them all, else by reading them. */
   private async digestOf(session: UploadSession, algorithm: Digest['algorithm']): Promise<Digest> {
-    const h = this.hashers.get(session.id);
-    if (algorithm === 'sha256' && h && h.offset === session.offset) {
+    const running = this.runningHash(session, algorithm);
+    if (running) {
       this.hashers.delete(session.id);
-      return digestFromHash('sha256', h.hash);
+      return digestFromHash('sha256', running);
     }
     const hash = newHash(algorithm);
     if (session.offset > 0) {
@@ -192,6 +198,14 @@ export class UploadService {
       for await (const chunk of stream as AsyncIterable<Buffer>) hash.update(chunk);
     }
     return digestFromHash(algorithm, hash);
+  }
+
+  /** Makes upload data readable where it is (S3 completes its multipart upload); a no-op once committed. */
+  private async commitInPlace(path: string, state: WriterState): Promise<WriterState> {
+    if (isCommitted(state)) return state;
+    const writer = await this.driver.writer(path, state);
+    await writer.commit();
+    return committedState(state.size);
   }
 
   /**
@@ -207,14 +221,11 @@ export class UploadService {
     let state = session.writerState;
     let discarded = false;
     try {
-      const running = this.hashers.get(id);
-      if (state && !isCommitted(state) && !(digest.algorithm === 'sha256' && running?.offset === session.offset)) {
+      if (state && !this.runningHash(session, digest.algorithm)) {
         // The bytes have to be hashed from storage (another instance received some of them). Drivers that assemble
         // the data only at commit (S3 multipart uploads) make it readable then, so commit it where it is; the blob's
         // own key is still untouched until the digest matches.
-        const writer = await this.driver.writer(dataPath, state);
-        await writer.commit();
-        state = committedState(state.size);
+        state = await this.commitInPlace(dataPath, state);
       }
       const computed = await this.digestOf(session, digest.algorithm);
       if (computed.value !== digest.value) {
@@ -225,11 +236,7 @@ export class UploadService {
       const target = paths.blobData(digest);
       if ((await this.store.blobSize(digest)) !== session.offset) {
         if (state) {
-          if (!isCommitted(state)) {
-            const writer = await this.driver.writer(dataPath, state);
-            await writer.commit();
-            state = committedState(state.size);
-          }
+          state = await this.commitInPlace(dataPath, state);
           await this.driver.move(dataPath, target);
         } else {
           await this.driver.putContent(target, Buffer.alloc(0));
