@@ -81,11 +81,6 @@ export function applyEnvOverrides(raw: RawSection, env: NodeJS.ProcessEnv, warn:
         node = created;
       } else if (isSection(next)) {
         node = next;
-      } else if (typeof next === 'string' && parts[0] === 'storage' && node === raw.storage) {
-        // `storage: s3` style shorthand is not part of the format; treat as a fresh section.
-        const created: RawSection = {};
-        node[p] = created;
-        node = created;
       } else {
         warn(`${name}: ${p} is not a section; override ignored`);
         ok = false;
