@@ -47,8 +47,9 @@ declare module 'fastify' {
 /** The storage driver the config selects. */
 export async function createDriver(config: Config): Promise<StorageDriver> {
   if (config.storage.driver === 's3') {
-    const { createS3Driver } = await import('./storage/drivers/s3.js');
-    return createS3Driver(config.storage.s3 ?? {}, (m: string) => config.warnings.push(m));
+    const { S3Driver } = await import('./storage/drivers/s3.js');
+    if (!config.storage.s3) throw new Error('storage.s3: missing from the parsed config');
+    return new S3Driver(config.storage.s3);
   }
   return new FilesystemDriver({ rootDirectory: config.storage.filesystem.rootDirectory });
 }
@@ -70,8 +71,17 @@ export async function createSessionStore(config: Config): Promise<UploadSessionS
  */
 export async function buildApp(config: Config, deps: AppDeps = {}): Promise<FastifyInstance> {
   const logger = deps.logger ?? createLogger(config);
-  const https = config.http.tls
-    ? { key: await readFile(config.http.tls.key), cert: await readFile(config.http.tls.certificate) }
+  const tls = config.http.tls;
+  const https = tls
+    ? {
+        key: await readFile(tls.key),
+        cert: await readFile(tls.certificate),
+        ...(tls.minVersion ? { minVersion: tls.minVersion } : {}),
+        // http.tls.clientcas (mutual TLS): the handshake fails for a client without a certificate one of these signed.
+        ...(tls.clientCAs
+          ? { ca: await Promise.all(tls.clientCAs.map((f) => readFile(f))), requestCert: true, rejectUnauthorized: true }
+          : {}),
+      }
     : null;
   const app = fastify({
     loggerInstance: logger,
