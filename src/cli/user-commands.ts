@@ -10,6 +10,7 @@ async function htpasswdFile(args: CommandArgs): Promise<string> {
   const configPath = configFile(args.values.config, undefined);
   if (configPath) {
     const config = await loadConfig(configPath);
+    for (const w of config.warnings) process.stderr.write(`berth: warning: ${w}\n`);
     const auth = config.auth ?? {};
     const builtin = isSection(auth.builtin) ? auth.builtin : {};
     const htpasswd = isSection(auth.htpasswd) ? auth.htpasswd : {};
