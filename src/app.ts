@@ -3,18 +3,17 @@ import { fastify, LogController, type FastifyInstance, type FastifyPluginAsync, 
 import type { Logger } from 'pino';
 import { AllowAllAuthorizer, type Authorizer } from './auth/authorizer.js';
 import type { Config } from './config/config.js';
-import { sendError } from './errors/handler.js';
+import { sendError } from './http/error-handler.js';
 import { BackendUnavailableError, registryError } from './errors/registry-error.js';
 import { createMetrics, metricsConfig, metricsPlugin, type Metrics } from './http/metrics.js';
 import { registryRoutes } from './http/registry-routes.js';
 import { parseGcSchedule, startGcSchedule, type GcSchedule } from './gc/schedule.js';
+import { createDriver, createSessionStore } from './compose.js';
 import { createLogger } from './logging.js';
 import type { PullThrough } from './proxy/index.js';
 import type { StorageDriver } from './storage/driver.js';
-import { FilesystemDriver } from './storage/drivers/filesystem.js';
 import { RegistryStore } from './storage/registry-store.js';
-import { purgeUploads } from './storage/upload-purger.js';
-import { MemorySessionStore } from './uploads/memory-session-store.js';
+import { purgeUploads } from './uploads/upload-purger.js';
 import type { UploadSessionStore } from './uploads/session-store.js';
 import { UploadService } from './uploads/upload-service.js';
 
@@ -42,26 +41,6 @@ declare module 'fastify' {
   interface FastifyInstance {
     berth: AppParts;
   }
-}
-
-/** The storage driver the config selects. */
-export async function createDriver(config: Config): Promise<StorageDriver> {
-  if (config.storage.driver === 's3') {
-    const { createS3Driver } = await import('./storage/drivers/s3.js');
-    return createS3Driver(config.storage.s3 ?? {}, (m: string) => config.warnings.push(m));
-  }
-  return new FilesystemDriver({ rootDirectory: config.storage.filesystem.rootDirectory });
-}
-
-/** The upload session store the config selects: Redis when `redis.addr` is set, else in-process. */
-export async function createSessionStore(config: Config): Promise<UploadSessionStore> {
-  const ttlMs = config.berth.uploadSessionTtlMs;
-  if (config.redis) {
-    // Loaded only when configured: a single-node registry never pays for the Redis client.
-    const { RedisSessionStore } = await import('./uploads/redis-session-store.js');
-    return RedisSessionStore.connect({ ...config.redis, ttlMs });
-  }
-  return new MemorySessionStore({ ttlMs });
 }
 
 /**

@@ -2,7 +2,7 @@
  * The one registry of distribution error codes.
  *
  * Every error a client can see is described here once, with its HTTP status and the default message of the
- * distribution spec. Handlers throw a {@link RegistryError}; the error handler in `errors/handler.ts` is the only
+ * distribution spec. Handlers throw a {@link RegistryError}; the error handler in `http/error-handler.ts` is the only
  * place that turns one into the `{"errors":[{code,message,detail}]}` body.
  */
 

@@ -73,14 +73,14 @@ import {
   type Inventory,
   type ManifestRefs,
 } from './inventory.js';
-import { moveBack, PENDING_ROOT, pendingPath, restorePending } from './pending.js';
+import { moveBack, PENDING_ROOT, pendingPath, restorePending } from '../storage/pending.js';
 import { noProgress, type ProgressSink } from './progress.js';
 
 /** Default grace period: 1 h. */
 export const DEFAULT_GRACE_MS = 3_600_000;
 /** Default minimum age of abandoned upload data: 24 h (berth's default upload session lifetime). */
 export const DEFAULT_UPLOAD_AGE_MS = 24 * 3_600_000;
-export { PENDING_ROOT, restorePending, restorePendingBlob } from './pending.js';
+export { PENDING_ROOT, restorePending, restorePendingBlob } from '../storage/pending.js';
 
 /** Options of {@link runGc}. */
 export interface GcOptions {

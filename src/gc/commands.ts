@@ -2,7 +2,7 @@
  * The `berth gc`, `berth du` and `berth fsck` commands (registered in the CLI's command table on import).
  */
 import type { Logger } from 'pino';
-import { createDriver } from '../app.js';
+import { createDriver } from '../compose.js';
 import { loadConfig, type Config } from '../config/config.js';
 import { parseDuration } from '../config/duration.js';
 import { commands } from '../cli/command-registry.js';

@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream';
 import { registryError } from '../errors/registry-error.js';
 import { digestOf, tryParseDigest, type Digest } from '../oci/digest.js';
 import { parseManifest, referrerArtifactType, type ParsedManifest } from '../oci/manifest.js';
-import { presentOrRestored } from '../gc/pending.js';
+import { presentOrRestored } from './pending.js';
 import { isNotFound, type StorageDriver } from './driver.js';
 import { deleteIfPresent, listOrEmpty, readLink, statOrNull } from './driver-utils.js';
 import { basename, paths } from './paths.js';

@@ -4,7 +4,7 @@ import { readdir, stat, utimes, writeFile, mkdir } from 'node:fs/promises';
 import http from 'node:http';
 import { join } from 'node:path';
 import { FilesystemDriver } from '../../src/storage/drivers/filesystem.js';
-import { purgeUploads } from '../../src/storage/upload-purger.js';
+import { purgeUploads } from '../../src/uploads/upload-purger.js';
 import { MemorySessionStore } from '../../src/uploads/memory-session-store.js';
 import { startBerth } from '../helpers/berth.js';
 import { tempDir } from '../helpers/ports.js';

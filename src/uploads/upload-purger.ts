@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
-import { isNotFound, type StorageDriver } from './driver.js';
-import { basename, paths } from './paths.js';
-import type { UploadSessionStore } from '../uploads/session-store.js';
+import { isNotFound, type StorageDriver } from '../storage/driver.js';
+import { basename, paths } from '../storage/paths.js';
+import type { UploadSessionStore } from './session-store.js';
 
 /**
  * Removes upload data older than `ageMs` (registry:2's `storage.maintenance.uploadpurging`): every

@@ -1,5 +1,5 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { BackendUnavailableError, RegistryError, registryError } from './registry-error.js';
+import { BackendUnavailableError, RegistryError, registryError } from '../errors/registry-error.js';
 import { InvalidPathError } from '../storage/driver.js';
 
 /**
