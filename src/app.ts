@@ -11,8 +11,10 @@ import { parseGcSchedule, startGcSchedule, type GcSchedule } from './gc/schedule
 import { createDriver, createSessionStore } from './compose.js';
 import { createLogger } from './logging.js';
 import type { PullThrough } from './proxy/index.js';
+import { LocalNamespace } from './registry/local.js';
 import type { StorageDriver } from './storage/driver.js';
 import { RegistryStore } from './storage/registry-store.js';
+import { staleUploadPolicy } from './uploads/stale-uploads.js';
 import { purgeUploads } from './uploads/upload-purger.js';
 import type { UploadSessionStore } from './uploads/session-store.js';
 import { UploadService } from './uploads/upload-service.js';
@@ -151,7 +153,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   // With berth.metrics.addr the exposition is served on its own address by `serve`; the counting hooks stay here.
   if (mc.enabled) await app.register(metricsPlugin(metrics, { serve: !mc.addr, path: mc.path }));
   if (authRoutes) await app.register(authRoutes);
-  await app.register(registryRoutes, { config, store, uploads, authorizer, metrics, ...(pullThrough ? { pullThrough } : {}) });
+  const local = new LocalNamespace(store, uploads, { automaticCrossMount: config.berth.automaticCrossMount });
+  const namespace = pullThrough ? pullThrough.decorate(local) : local;
+  await app.register(registryRoutes, { config, namespace, authorizer, metrics });
   if (pullThrough) {
     const proxy = pullThrough;
     app.addHook('onReady', async () => proxy.start());
@@ -160,13 +164,16 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   // Online garbage collection on a schedule (`berth.gc`), when configured.
   const gcOptions = config.storage.readOnly ? null : parseGcSchedule(config.berth.raw, (m) => logger.warn(m));
   let gcSchedule: GcSchedule | undefined;
+  // One stale-upload policy for scheduled gc and the purger: never before the session TTL (stale-uploads.ts).
+  const uploadTtlMs = config.berth.uploadSessionTtlMs;
   if (gcOptions) {
+    gcOptions.uploadAgeMs = staleUploadPolicy(uploadTtlMs, gcOptions.uploadAgeMs).ageMs;
     gcOptions.onResult = (r) => {
       metrics.gcBytesReclaimed.inc(r.bytesReclaimed);
       metrics.gcLastRun.set(Date.now() / 1000);
     };
     app.addHook('onReady', async () => {
-      gcSchedule = startGcSchedule(driver, gcOptions, logger);
+      gcSchedule = startGcSchedule(driver, gcOptions, logger, sessions);
     });
   }
 
@@ -174,7 +181,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   const purging = config.storage.uploadPurging;
   if (purging.enabled && !config.storage.readOnly) {
     const run = () => {
-      purgeUploads(driver, sessions, { ageMs: purging.ageMs, dryRun: purging.dryRun, logger }).catch((err: unknown) =>
+      purgeUploads(driver, sessions, { ageMs: staleUploadPolicy(uploadTtlMs, purging.ageMs).ageMs, dryRun: purging.dryRun, logger }).catch((err: unknown) =>
         logger.warn({ err }, 'upload purging failed'),
       );
     };
