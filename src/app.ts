@@ -7,6 +7,7 @@ import { sendError } from './http/error-handler.js';
 import { BackendUnavailableError, registryError } from './errors/registry-error.js';
 import { createMetrics, metricsConfig, metricsPlugin, type Metrics } from './http/metrics.js';
 import { registryRoutes } from './http/registry-routes.js';
+import { tokenRoutes } from './http/token-routes.js';
 import { parseGcSchedule, startGcSchedule, type GcSchedule } from './gc/schedule.js';
 import { createDriver, createSessionStore } from './compose.js';
 import { createLogger } from './logging.js';
@@ -88,7 +89,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     const { createAuth } = await import('./auth/index.js');
     const auth = await createAuth(config, { driver, logger, storageRoot: config.storage.filesystem.rootDirectory });
     authorizer = auth.authorizer;
-    authRoutes = auth.routes;
+    if (auth.tokenServer) authRoutes = tokenRoutes(auth.tokenServer.issuer, auth.tokenServer.signer);
     authClose = auth.close;
   }
   const store = new RegistryStore(driver);
