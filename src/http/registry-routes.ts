@@ -7,7 +7,6 @@ import { registryError } from '../errors/registry-error.js';
 import { parseDigest, type Digest } from '../oci/digest.js';
 import { MAX_MANIFEST_BYTES, MediaTypes } from '../oci/manifest.js';
 import { isValidTag, parseReference, type Reference } from '../oci/reference.js';
-import { pageOf } from '../registry/local.js';
 import type { Namespace, Repository, TagPage } from '../registry/repository.js';
 import { uploadRangeHeader, type ChunkRange } from '../uploads/upload-service.js';
 import { requestBody, type Metrics } from './metrics.js';
@@ -133,7 +132,7 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
 
   async function catalog(reply: FastifyReply, query: Query): Promise<void> {
     const page = pageQuery(query);
-    const result = pageOf(await namespace.catalog(), page);
+    const result = await namespace.catalog(page);
     nextLink(reply, '/v2/_catalog', page, result.next);
     await reply.type('application/json').send({ repositories: result.tags });
   }

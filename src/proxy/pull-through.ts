@@ -87,7 +87,7 @@ export class PullThroughCache implements PullThrough {
         }
         return this.mirrored(name, r.target);
       },
-      catalog: () => local.catalog(),
+      catalog: (page) => local.catalog(page),
     };
   }
 

@@ -22,8 +22,11 @@ export class LocalNamespace implements Namespace {
     return new LocalRepository(name, this.store, this.uploadService, this.options);
   }
 
-  catalog(): Promise<string[]> {
-    return this.store.listRepositories();
+  async catalog(page: TagPage): Promise<TagList> {
+    const { names, more } = await this.store.catalogPage(page);
+    const out: TagList = { tags: names };
+    if (more && names.length > 0) out.next = names[names.length - 1] as string;
+    return out;
   }
 }
 

@@ -96,6 +96,9 @@ export interface Repository {
 export interface Namespace {
   /** The repository `name` (as requested with `?ns=` when given). Throws NAME_UNKNOWN for a name nothing serves. */
   repository(name: string, ns?: string): Repository;
-  /** Every repository name, lexically ordered. */
-  catalog(): Promise<string[]>;
+  /**
+   * One page of repository names, lexically ordered (`n` and `last` as for tags); `next` is set when more follow.
+   * A page reads only as much of storage as it needs.
+   */
+  catalog(page: TagPage): Promise<TagList>;
 }

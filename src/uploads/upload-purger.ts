@@ -1,6 +1,8 @@
 import type { Logger } from 'pino';
-import { isNotFound, type StorageDriver } from '../storage/driver.js';
-import { basename, paths } from '../storage/paths.js';
+import type { StorageDriver } from '../storage/driver.js';
+import { listOrEmpty } from '../storage/driver-utils.js';
+import { paths } from '../storage/paths.js';
+import { enumerateRepositories } from '../storage/repositories.js';
 import type { UploadSessionStore } from './session-store.js';
 import { removeUpload, staleUpload } from './stale-uploads.js';
 
@@ -19,33 +21,15 @@ export async function purgeUploads(
   const cutoff = now - options.ageMs;
   const policy = { ageMs: options.ageMs };
   let removed = 0;
-  const visit = async (dir: string): Promise<void> => {
-    let children: string[];
-    try {
-      children = await driver.list(dir);
-    } catch (err) {
-      if (isNotFound(err)) return;
-      throw err;
+  for await (const repo of enumerateRepositories(driver)) {
+    if (!repo.uploads) continue;
+    for (const upload of await listOrEmpty(driver, paths.uploadsDir(repo.name))) {
+      if (!(await staleUpload(policy, driver, upload, now))) continue;
+      removed++;
+      options.logger?.info({ upload: upload.slice(paths.repositoriesRoot.length + 1), dryRun: options.dryRun }, 'purging stale upload');
+      if (!options.dryRun) await removeUpload(driver, sessions, upload);
     }
-    for (const child of children) {
-      const name = basename(child);
-      if (name === '_uploads') {
-        for (const upload of await driver.list(child).catch(() => [] as string[])) {
-          if (await staleUpload(policy, driver, upload, now)) {
-            removed++;
-            options.logger?.info({ upload: upload.slice(paths.repositoriesRoot.length + 1), dryRun: options.dryRun }, 'purging stale upload');
-            if (!options.dryRun) {
-              await removeUpload(driver, sessions, upload);
-            }
-          }
-        }
-      } else if (!name.startsWith('_')) {
-        const info = await driver.stat(child).catch(() => null);
-        if (info?.isDir) await visit(child);
-      }
-    }
-  };
-  await visit(paths.repositoriesRoot);
+  }
   if (!options.dryRun && driver.abortStaleUploads) {
     const aborted = await driver.abortStaleUploads(new Date(cutoff));
     if (aborted > 0) options.logger?.info({ aborted }, 'aborted stale multipart uploads');
