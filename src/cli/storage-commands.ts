@@ -3,7 +3,8 @@
  */
 import { stat } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import { createDriver } from '../app.js';
+import { createDriver } from '../compose.js';
+import { staleUploadPolicy } from '../uploads/stale-uploads.js';
 import { loadConfig, type Config } from '../config/config.js';
 import { parseDuration } from '../config/duration.js';
 import { createLogger } from '../logging.js';
@@ -107,7 +108,7 @@ export const gcCommand: Command = {
           dryRun,
           deleteUntagged: args.values['delete-untagged'] === true,
           graceMs,
-          uploadAgeMs: durationArg(args, 'upload-age', Math.max(graceMs, config.berth.uploadSessionTtlMs)),
+          uploadAgeMs: staleUploadPolicy(Math.max(graceMs, config.berth.uploadSessionTtlMs), durationArg(args, 'upload-age', 0)).ageMs,
           signal: interrupt.signal,
           logger,
           progress: createProgress(process.stderr, logger),
@@ -147,7 +148,7 @@ export const duCommand: Command = {
       try {
         const report = await diskUsage(driver, {
           graceMs,
-          uploadAgeMs: Math.max(graceMs, config.berth.uploadSessionTtlMs),
+          uploadAgeMs: staleUploadPolicy(Math.max(graceMs, config.berth.uploadSessionTtlMs)).ageMs,
           progress: createProgress(process.stderr, logger),
         });
         process.stdout.write(args.values.json === true ? `${JSON.stringify(report, null, 2)}\n` : formatUsage(report));
