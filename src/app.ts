@@ -52,8 +52,17 @@ declare module 'fastify' {
  */
 export async function buildApp(config: Config, deps: AppDeps = {}): Promise<FastifyInstance> {
   const logger = deps.logger ?? createLogger(config);
-  const https = config.http.tls
-    ? { key: await readFile(config.http.tls.key), cert: await readFile(config.http.tls.certificate) }
+  const tls = config.http.tls;
+  const https = tls
+    ? {
+        key: await readFile(tls.key),
+        cert: await readFile(tls.certificate),
+        ...(tls.minVersion ? { minVersion: tls.minVersion } : {}),
+        // http.tls.clientcas (mutual TLS): the handshake fails for a client without a certificate one of these signed.
+        ...(tls.clientCAs
+          ? { ca: await Promise.all(tls.clientCAs.map((f) => readFile(f))), requestCert: true, rejectUnauthorized: true }
+          : {}),
+      }
     : null;
   const app = fastify({
     loggerInstance: logger,

@@ -12,8 +12,10 @@ import type { UploadSessionStore } from './uploads/session-store.js';
 /** The storage driver the config selects. */
 export async function createDriver(config: Config): Promise<StorageDriver> {
   if (config.storage.driver === 's3') {
-    const { createS3Driver } = await import('./storage/drivers/s3.js');
-    return createS3Driver(config.storage.s3 ?? {}, (m: string) => config.warnings.push(m));
+    // storage.s3 was parsed with the rest of the config (its errors and warnings came at load time).
+    const { S3Driver } = await import('./storage/drivers/s3.js');
+    if (!config.storage.s3) throw new Error('storage.s3: missing from the parsed config');
+    return new S3Driver(config.storage.s3);
   }
   return new FilesystemDriver({ rootDirectory: config.storage.filesystem.rootDirectory });
 }

@@ -3,47 +3,74 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { ConfigError } from '../config/fields.js';
-import { commands } from './command-registry.js';
-import { serve } from './serve.js';
+import { parseCommandArgs, UsageError, type Command } from './command.js';
+import { configCommand } from './config-command.js';
+import { serveCommand } from './serve.js';
+import { duCommand, fsckCommand, gcCommand } from './storage-commands.js';
+import { userCommand } from './user-commands.js';
 
-const HELP = `berth: a Docker / OCI distribution registry
+/** Every command, in the order `berth --help` lists them. */
+const COMMANDS: Readonly<Record<string, Command>> = {
+  serve: serveCommand,
+  gc: gcCommand,
+  du: duCommand,
+  fsck: fsckCommand,
+  user: userCommand,
+  config: configCommand,
+};
 
-Usage:
-  berth serve [config.yml]          run the registry (default: :5000, filesystem storage under ./data)
+function help(): string {
+  const rows = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(8)} ${c.summary}`);
+  return `berth: a Docker / OCI distribution registry
+
+Usage: berth COMMAND [options]    (berth COMMAND --help for its options)
+
+Commands:
+${rows.join('\n')}
+
+Every command reads its config from -c/--config FILE (serve, gc, du, fsck and config check also take the file as
+an argument), else $BERTH_CONFIG, else $REGISTRY_CONFIGURATION_PATH; REGISTRY_<SECTION>_<KEY> environment variables
+override it. See config.example.yaml.
+
   berth --help | --version
-
-Configuration: a registry:2 style config.yml (see config.example.yaml); REGISTRY_<SECTION>_<KEY> environment
-variables override it (e.g. REGISTRY_HTTP_ADDR=127.0.0.1:5055). Without a file argument, BERTH_CONFIG or
-REGISTRY_CONFIGURATION_PATH name the file.
 `;
+}
 
 function version(): string {
   const pkg = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'package.json');
   return (JSON.parse(readFileSync(pkg, 'utf8')) as { version: string }).version;
 }
 
+/** Runs `berth ARGV...`; resolves with the exit status. */
 async function main(argv: string[]): Promise<number> {
-  const [command, ...args] = argv;
-  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
-    const extra = [...commands.values()].map((c) => `  ${c.usage}`).join('\n');
-    process.stdout.write(extra ? HELP.replace('  berth --help', `${extra}\n  berth --help`) : HELP);
-    return command === undefined ? 1 : 0;
+  const [name, ...args] = argv;
+  if (name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(help());
+    return 0;
   }
-  if (command === '--version' || command === '-v' || command === 'version') {
+  if (name === '--version' || name === '-v' || name === 'version') {
     process.stdout.write(`berth ${version()}\n`);
     return 0;
   }
-  if (command === 'serve') return serve(args);
-  const extra = commands.get(command);
-  if (extra) return extra.run(args);
-  process.stderr.write(`berth: unknown command ${JSON.stringify(command)}; see berth --help\n`);
-  return 2;
+  const command = name === undefined ? undefined : Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (!command) {
+    process.stderr.write(name === undefined ? help() : `berth: unknown command ${JSON.stringify(name)}; see berth --help\n`);
+    return 2;
+  }
+  try {
+    const parsed = parseCommandArgs(name as string, command, args, process.stdout);
+    if (!parsed) return 0;
+    return await command.run(parsed);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`berth ${name}: ${err.message}\nusage: ${command.usage}  (berth ${name} --help)\n`);
+    return 2;
+  }
 }
 
-await import('./commands.js');
 main(process.argv.slice(2)).then(
   (code) => {
-    if (code !== 0 || process.argv[2] !== 'serve') process.exitCode = code;
+    process.exitCode = code;
   },
   (err: unknown) => {
     if (err instanceof ConfigError) process.stderr.write(`berth: configuration error: ${err.message}\n`);

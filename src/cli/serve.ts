@@ -2,27 +2,31 @@ import { buildApp } from '../app.js';
 import { loadConfig, parseListenAddress, type Config } from '../config/config.js';
 import { metricsConfig, startMetricsServer, type MetricsServer } from '../http/metrics.js';
 import { createLogger } from '../logging.js';
+import { CONFIG_OPTION, configFile, type Command } from './command.js';
 
-/** The config file `serve` uses: the argument, else `BERTH_CONFIG`, else `REGISTRY_CONFIGURATION_PATH`. */
-export function configPath(args: string[], env: NodeJS.ProcessEnv = process.env): string | undefined {
-  const file = args.find((a) => !a.startsWith('-'));
-  return file ?? (env.BERTH_CONFIG || env.REGISTRY_CONFIGURATION_PATH || undefined);
-}
 
 /** A short description of the storage, for the startup line. */
 export function describeStorage(config: Config): string {
   if (config.storage.driver === 's3') {
-    const bucket = config.storage.s3?.bucket;
-    return `s3 bucket ${typeof bucket === 'string' ? bucket : '?'}`;
+    return `s3 bucket ${config.storage.s3?.bucket ?? '?'}`;
   }
   return `filesystem ${config.storage.filesystem.rootDirectory}`;
 }
 
+/** `berth serve`: runs the registry. */
+export const serveCommand: Command = {
+  summary: 'run the registry (default: :5000, filesystem storage under ./data)',
+  usage: 'berth serve [FILE | -c FILE]',
+  details: `Configuration: a registry:2 style config.yml (see config.example.yaml); REGISTRY_<SECTION>_<KEY> environment
+variables override it (e.g. REGISTRY_HTTP_ADDR=127.0.0.1:5055). Stops on SIGTERM/SIGINT after in-flight requests.`,
+  options: CONFIG_OPTION,
+  maxPositionals: 1,
+  run: ({ values, positionals }) => serve(configFile(values.config, positionals[0])),
+};
+
 /** Runs the registry until SIGTERM/SIGINT, then drains in-flight requests and exits 0. */
-export async function serve(args: string[]): Promise<number> {
-  const env = { ...process.env };
-  delete env.REGISTRY_CONFIGURATION_PATH;
-  const config = await loadConfig(configPath(args), env);
+export async function serve(file: string | undefined): Promise<number> {
+  const config = await loadConfig(file);
   const logger = createLogger(config);
   for (const w of config.warnings) logger.warn(w);
   const app = await buildApp(config, { logger });

@@ -1,27 +1,24 @@
 import { userAdd, userRemove } from '../auth/htpasswd.js';
 import { loadConfig } from '../config/config.js';
-import { isSection } from '../config/fields.js';
-import { commands } from './command-registry.js';
+import { ConfigError, isSection } from '../config/fields.js';
+import { CONFIG_OPTION, configFile, UsageError, type Command, type CommandArgs } from './command.js';
 
-/** The htpasswd file a `berth user` command edits: `--file F`, else the one the config (`--config C`) names. */
-async function htpasswdFile(args: string[]): Promise<string> {
-  const flag = (name: string) => {
-    const i = args.indexOf(name);
-    return i >= 0 ? args[i + 1] : undefined;
-  };
-  const file = flag('--file') ?? flag('-f');
-  if (file) return file;
-  const configFile = flag('--config') ?? flag('-c');
-  if (configFile) {
-    const config = await loadConfig(configFile);
+/** The htpasswd file a `berth user` command edits: `--file F`, else the one the config names. */
+async function htpasswdFile(args: CommandArgs): Promise<string> {
+  const file = args.values.file;
+  if (typeof file === 'string' && file) return file;
+  const configPath = configFile(args.values.config, undefined);
+  if (configPath) {
+    const config = await loadConfig(configPath);
+    for (const w of config.warnings) process.stderr.write(`berth: warning: ${w}\n`);
     const auth = config.auth ?? {};
     const builtin = isSection(auth.builtin) ? auth.builtin : {};
     const htpasswd = isSection(auth.htpasswd) ? auth.htpasswd : {};
     const path = builtin.users ?? htpasswd.path;
     if (typeof path === 'string' && path) return path;
-    throw new Error(`${configFile} names no htpasswd file (auth.builtin.users or auth.htpasswd.path)`);
+    throw new Error(`${configPath} names no htpasswd file (auth.builtin.users or auth.htpasswd.path)`);
   }
-  throw new Error('name the htpasswd file with --file F (or --config config.yml)');
+  throw new UsageError('name the htpasswd file with --file F (or a config with -c/--config, $BERTH_CONFIG)');
 }
 
 /** Reads the password: the first line of stdin when piped, a prompt without echo on a terminal. */
@@ -51,16 +48,20 @@ async function readPassword(): Promise<string> {
   return text.split(/\r?\n/)[0] ?? '';
 }
 
-commands.set('user', {
-  usage: 'berth user add|rm NAME (--file F | --config C)  manage htpasswd users (password from stdin)',
+/** `berth user add|rm NAME`. */
+export const userCommand: Command = {
+  summary: 'add or remove an htpasswd user (bcrypt; password from stdin or a prompt)',
+  usage: 'berth user add|rm NAME [--file F | -c FILE]',
+  options: {
+    file: { type: 'string', short: 'f', value: 'FILE', description: 'the htpasswd file (default: the one the config names)' },
+    ...CONFIG_OPTION,
+  },
+  maxPositionals: 2,
   async run(args) {
-    const [action, name] = args;
-    if ((action !== 'add' && action !== 'rm') || !name || name.startsWith('-')) {
-      process.stderr.write('usage: berth user add|rm NAME (--file F | --config config.yml)\n');
-      return 2;
-    }
+    const [action, name] = args.positionals;
+    if ((action !== 'add' && action !== 'rm') || !name) throw new UsageError('expected add or rm and a user name');
     try {
-      const file = await htpasswdFile(args.slice(2));
+      const file = await htpasswdFile(args);
       if (action === 'add') {
         await userAdd(file, name, await readPassword());
         process.stderr.write(`user ${name} saved in ${file}\n`);
@@ -73,8 +74,9 @@ commands.set('user', {
       process.stderr.write(`berth: no user ${name} in ${file}\n`);
       return 1;
     } catch (err) {
+      if (err instanceof UsageError || err instanceof ConfigError) throw err;
       process.stderr.write(`berth: ${(err as Error).message}\n`);
       return 1;
     }
   },
-});
+};

@@ -1,6 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
-import { bool, checkKeys, ConfigError, duration, int, isSection, optString, section, str, type RawSection } from './fields.js';
+import { bool, ConfigError, duration, int, isSection, optString, section, str, stringList, type RawSection } from './fields.js';
+import { parseS3Config, type S3DriverOptions } from './s3.js';
+import { CONFIG_SCHEMA, checkSchema } from './schema.js';
 
 /**
  * berth's configuration: Distribution's `config.yml` shape for everything both support (a registry:2 config file
@@ -17,8 +19,8 @@ export interface Config {
   storage: {
     driver: 'filesystem' | 's3';
     filesystem: { rootDirectory: string };
-    /** The raw `storage.s3` section; parsed by the S3 driver. */
-    s3?: RawSection;
+    /** `storage.s3`, parsed (present when the driver is s3). */
+    s3?: S3DriverOptions;
     deleteEnabled: boolean;
     redirectDisabled: boolean;
     uploadPurging: { enabled: boolean; ageMs: number; intervalMs: number; dryRun: boolean };
@@ -29,9 +31,15 @@ export interface Config {
     addr: string;
     /** External base URL used for absolute `Location` headers, e.g. `https://registry.example.com`. */
     host?: string;
-    secret?: string;
     headers: Record<string, string[]>;
-    tls?: { certificate: string; key: string };
+    tls?: {
+      certificate: string;
+      key: string;
+      /** `clientcas`: CA certificate files; when set, a client must present a certificate one of them signed. */
+      clientCAs?: string[];
+      /** `minimumtls`, in Node's spelling. */
+      minVersion?: 'TLSv1' | 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3';
+    };
   };
   redis?: { addr: string; username?: string; password?: string; db: number; keyPrefix: string };
   /** The raw `auth` section; parsed by the auth module. */
@@ -50,20 +58,61 @@ export interface Config {
     /** Raw berth sections owned by other modules (metrics, gc schedule, ...). */
     raw: RawSection;
   };
+  /**
+   * The whole raw tree (file merged with `REGISTRY_*`), keys checked against the schema, for the sections other
+   * modules read themselves (`notifications`, `ui`, `audit`, `index`, ...).
+   */
+  raw: RawSection;
   /** Warnings collected while loading (unknown keys, ignored options). */
   warnings: string[];
 }
 
 const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
 
-/** Sets `REGISTRY_A_B_C=value` as `a.b.c` in the raw tree. Values are parsed as YAML scalars, as Distribution does. */
+/** The keys of `storage` that name a driver and of `auth` that name an authentication type (registry:2's and berth's). */
+const TYPE_KEYS: Readonly<Record<string, readonly string[]>> = {
+  storage: ['filesystem', 's3', 'inmemory', 'azure', 'gcs', 'swift', 'oss'],
+  auth: ['htpasswd', 'token', 'silly'],
+};
+
+/**
+ * `REGISTRY_STORAGE=s3` / `REGISTRY_AUTH=htpasswd`: registry:2's env-only way to pick the storage driver or the
+ * authentication type (helm charts and compose files use it), with its options in `REGISTRY_STORAGE_S3_*` etc.
+ * The named type replaces any other driver (or auth type) from the file; the other keys of the section (`delete`,
+ * `maintenance`, `auth.builtin`, ...) stay.
+ */
+function selectType(raw: RawSection, section: string, value: unknown, name: string): void {
+  if (typeof value !== 'string' || !/^[a-z0-9_]+$/i.test(value)) {
+    throw new ConfigError(`${name}: expected a ${section === 'storage' ? 'storage driver name such as s3' : 'type such as htpasswd or token'}, got ${JSON.stringify(value)}`);
+  }
+  const type = value.toLowerCase();
+  const current = raw[section];
+  const kept: RawSection = {};
+  if (isSection(current)) {
+    for (const [k, v] of Object.entries(current)) if (!(TYPE_KEYS[section] ?? []).includes(k) || k === type) kept[k] = v;
+  }
+  if (!isSection(kept[type])) kept[type] = {};
+  raw[section] = kept;
+}
+
+/**
+ * Sets `REGISTRY_A_B_C=value` as `a.b.c` in the raw tree, in name order (so `REGISTRY_STORAGE=s3` comes before
+ * `REGISTRY_STORAGE_S3_BUCKET`). Values are parsed as YAML scalars, as Distribution does.
+ */
 export function applyEnvOverrides(raw: RawSection, env: NodeJS.ProcessEnv, warn: (msg: string) => void): void {
-  const names = Object.keys(env).filter((k) => k.startsWith('REGISTRY_')).sort();
+  const names = Object.keys(env).filter((k) => k.startsWith('REGISTRY_') && k !== 'REGISTRY_CONFIGURATION_PATH').sort();
   for (const name of names) {
     const value = env[name];
     if (value === undefined) continue;
     const parts = name.slice('REGISTRY_'.length).toLowerCase().split('_').filter((p) => p.length > 0);
     if (parts.length === 0) continue;
+    if (CONFIG_SCHEMA['']?.keys[parts[0] as string] === undefined) {
+      // Not a config section: Kubernetes sets REGISTRY_PORT, REGISTRY_SERVICE_HOST, ... for a Service named
+      // "registry". registry:2 ignores such variables with a warning; so does berth (a typo inside a section is not
+      // ignored: the file's rules apply to it).
+      warn(`${name}: no configuration section ${JSON.stringify(parts[0])}; variable ignored`);
+      continue;
+    }
     let parsed: unknown = value;
     try {
       parsed = parseYaml(value);
@@ -71,6 +120,10 @@ export function applyEnvOverrides(raw: RawSection, env: NodeJS.ProcessEnv, warn:
       parsed = value;
     }
     if (parsed === null) parsed = '';
+    if (parts.length === 1 && TYPE_KEYS[parts[0] as string] && !isSection(parsed)) {
+      if (parsed !== '') selectType(raw, parts[0] as string, parsed, name);
+      continue;
+    }
     let node: RawSection = raw;
     let ok = true;
     for (const p of parts.slice(0, -1)) {
@@ -102,15 +155,23 @@ export function parseListenAddress(addr: string): { host: string; port: number }
   return { host: host === '' ? '0.0.0.0' : host, port };
 }
 
-/** Builds a Config from a raw YAML tree (already merged with environment overrides). */
+/** `http.tls.minimumtls` values (registry:2's spelling) and Node's names for them. */
+const TLS_VERSIONS: Readonly<Record<string, 'TLSv1' | 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3'>> = {
+  'tls1.0': 'TLSv1',
+  'tls1.1': 'TLSv1.1',
+  'tls1.2': 'TLSv1.2',
+  'tls1.3': 'TLSv1.3',
+};
+
+/**
+ * Builds a Config from a raw YAML tree (already merged with environment overrides). Every key is first checked
+ * against the schema (`schema.ts`): a refused or, where it matters, unknown key throws a ConfigError naming it.
+ */
 export function normalizeConfig(raw: RawSection, warnings: string[] = []): Config {
   const warn = (m: string) => warnings.push(m);
-  checkKeys(raw, '', ['version', 'log', 'storage', 'http', 'redis', 'auth', 'proxy', 'berth'], warn, [
-    'loglevel', 'reporting', 'notifications', 'health', 'middleware', 'validation', 'compatibility', 'catalog',
-  ]);
+  for (const w of checkSchema(raw)) warn(w);
 
   const log = section(raw, 'log', '');
-  checkKeys(log, 'log.', ['level', 'formatter', 'fields', 'accesslog'], warn, ['hooks', 'reportcaller']);
   const fieldsRaw = section(log, 'fields', 'log.');
   const fields: Record<string, string> = {};
   for (const [k, v] of Object.entries(fieldsRaw)) fields[k] = String(v);
@@ -126,47 +187,48 @@ export function normalizeConfig(raw: RawSection, warnings: string[] = []): Confi
   const accessLog = !bool(section(log, 'accesslog', 'log.'), 'disabled', 'log.accesslog.', false);
 
   const storage = section(raw, 'storage', '');
-  checkKeys(storage, 'storage.', ['filesystem', 's3', 'delete', 'redirect', 'maintenance', 'cache'], warn, ['inmemory', 'tag']);
   const drivers = ['filesystem', 's3'].filter((d) => storage[d] !== undefined && storage[d] !== null);
   if (drivers.length > 1) throw new ConfigError(`storage: configure one driver, found ${drivers.join(' and ')}`);
   const driver = (drivers[0] ?? 'filesystem') as 'filesystem' | 's3';
   const fs = section(storage, 'filesystem', 'storage.');
-  checkKeys(fs, 'storage.filesystem.', ['rootdirectory'], warn, ['maxthreads']);
   const maintenance = section(storage, 'maintenance', 'storage.');
-  checkKeys(maintenance, 'storage.maintenance.', ['uploadpurging', 'readonly'], warn);
   const purging = section(maintenance, 'uploadpurging', 'storage.maintenance.');
-  checkKeys(purging, 'storage.maintenance.uploadpurging.', ['enabled', 'age', 'interval', 'dryrun'], warn);
   const redirect = section(storage, 'redirect', 'storage.');
-  checkKeys(redirect, 'storage.redirect.', ['disable'], warn);
   const del = section(storage, 'delete', 'storage.');
-  checkKeys(del, 'storage.delete.', ['enabled'], warn);
-  const s3 = driver === 's3' ? section(storage, 's3', 'storage.') : undefined;
+  // Parsed here, with everything else, so its errors stop every command and its warnings are in the one list.
+  const s3 = driver === 's3' ? parseS3Config(section(storage, 's3', 'storage.'), warn) : undefined;
 
   const http = section(raw, 'http', '');
-  checkKeys(http, 'http.', ['addr', 'host', 'secret', 'headers', 'tls'], warn, [
-    'net', 'prefix', 'debug', 'http2', 'relativeurls', 'draintimeout', 'h2c',
-  ]);
   const addr = str(http, 'addr', 'http.', ':5000');
   parseListenAddress(addr);
   const host = optString(http, 'host', 'http.');
   if (host !== undefined && !/^https?:\/\/[^/\s]+\/?$/.test(host)) {
     throw new ConfigError(`http.host: expected a base URL such as https://registry.example.com, got ${JSON.stringify(host)}`);
   }
+  // http.secret: registry:2 signs the upload state it hands to clients with it. berth keeps upload state on the
+  // server (the session store), so there is nothing to sign: the key is accepted (registry:2 files carry it) and
+  // not read. It is not part of the typed config, so it is never logged or printed.
+  optString(http, 'secret', 'http.');
   const headers: Record<string, string[]> = {};
   for (const [k, v] of Object.entries(section(http, 'headers', 'http.'))) {
     headers[k] = Array.isArray(v) ? v.map(String) : [String(v)];
   }
   const tlsRaw = section(http, 'tls', 'http.');
-  checkKeys(tlsRaw, 'http.tls.', ['certificate', 'key'], warn, ['clientcas', 'letsencrypt', 'minimumtls', 'ciphersuites']);
   const certificate = optString(tlsRaw, 'certificate', 'http.tls.');
   const key = optString(tlsRaw, 'key', 'http.tls.');
   if ((certificate === undefined) !== (key === undefined)) throw new ConfigError('http.tls: certificate and key go together');
+  const clientCAs = stringList(tlsRaw, 'clientcas', 'http.tls.');
+  if (clientCAs.length > 0 && certificate === undefined) {
+    throw new ConfigError('http.tls.clientcas: needs http.tls.certificate and http.tls.key (client certificates are checked in the TLS handshake)');
+  }
+  const minimumTlsRaw = optString(tlsRaw, 'minimumtls', 'http.tls.');
+  const minVersion = minimumTlsRaw === undefined ? undefined : TLS_VERSIONS[minimumTlsRaw.toLowerCase()];
+  if (minimumTlsRaw !== undefined && minVersion === undefined) {
+    throw new ConfigError(`http.tls.minimumtls: expected one of ${Object.keys(TLS_VERSIONS).join(', ')}, got ${JSON.stringify(minimumTlsRaw)}`);
+  }
 
   let redis: Config['redis'];
   const redisRaw = section(raw, 'redis', '');
-  checkKeys(redisRaw, 'redis.', ['addr', 'username', 'password', 'db', 'keyprefix'], warn, [
-    'dialtimeout', 'readtimeout', 'writetimeout', 'pool', 'tls',
-  ]);
   const redisAddr = optString(redisRaw, 'addr', 'redis.');
   if (redisAddr !== undefined) {
     redis = {
@@ -178,10 +240,13 @@ export function normalizeConfig(raw: RawSection, warnings: string[] = []): Confi
     const password = optString(redisRaw, 'password', 'redis.');
     if (username !== undefined) redis.username = username;
     if (password !== undefined) redis.password = password;
+  } else if (Object.keys(redisRaw).some((k) => redisRaw[k] !== undefined && redisRaw[k] !== null)) {
+    throw new ConfigError('redis.addr: required when the redis section is given (without it upload sessions would stay in this process)');
   }
 
   const berth = section(raw, 'berth', '');
-  checkKeys(berth, 'berth.', ['automaticcrossmount', 'uploadsessionttl', 'shutdowntimeout', 'idletimeout', 'metrics', 'gc'], warn);
+  const auth = section(raw, 'auth', '');
+  const proxy = section(raw, 'proxy', '');
 
   const config: Config = {
     log: { level: level as Config['log']['level'], formatter, accessLog, fields },
@@ -206,16 +271,25 @@ export function normalizeConfig(raw: RawSection, warnings: string[] = []): Confi
       idleTimeoutMs: duration(berth, 'idletimeout', 'berth.', 5 * 60_000),
       raw: berth,
     },
+    raw,
     warnings,
   };
   if (s3) config.storage.s3 = s3;
   if (host !== undefined) config.http.host = host.replace(/\/$/, '');
-  const secret = optString(http, 'secret', 'http.');
-  if (secret !== undefined) config.http.secret = secret;
-  if (certificate !== undefined && key !== undefined) config.http.tls = { certificate, key };
+  if (certificate !== undefined && key !== undefined) {
+    const tls: NonNullable<Config['http']['tls']> = { certificate, key };
+    if (clientCAs.length > 0) tls.clientCAs = clientCAs;
+    if (minVersion !== undefined) tls.minVersion = minVersion;
+    config.http.tls = tls;
+  } else if (minVersion !== undefined) {
+    throw new ConfigError('http.tls.minimumtls: needs http.tls.certificate and http.tls.key');
+  }
   if (redis) config.redis = redis;
-  if (isSection(raw.auth) && Object.keys(raw.auth).length > 0) config.auth = raw.auth;
-  if (isSection(raw.proxy) && Object.keys(raw.proxy).length > 0) config.proxy = raw.proxy;
+  if (Object.keys(auth).length > 0) config.auth = auth;
+  if (Object.keys(proxy).length > 0) config.proxy = proxy;
+  // One list: a key two parsers warn about is reported once.
+  const unique = [...new Set(warnings)];
+  warnings.splice(0, warnings.length, ...unique);
   return config;
 }
 

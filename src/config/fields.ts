@@ -1,4 +1,4 @@
-import { parseDuration } from './duration.js';
+import { needsUnit, parseDuration } from './duration.js';
 
 /**
  * Small typed readers for raw YAML sections. Each names the full key in its error, so a bad config stops startup
@@ -49,12 +49,28 @@ export function oneOf<T extends string>(obj: RawSection, key: string, path: stri
   return v as T;
 }
 
+/**
+ * The booleans of YAML 1.1 as registry:2's parser (Go's gopkg.in/yaml.v2, `resolve.go`) reads them. The `yaml`
+ * package berth uses reads YAML 1.2, where `yes`/`on` are strings, so a registry:2 file with `enabled: yes` arrives
+ * here as a string and is read the same way registry:2 reads it.
+ */
+const YAML11_BOOLEANS: ReadonlyMap<string, boolean> = new Map([
+  ...['y', 'Y', 'yes', 'Yes', 'YES', 'true', 'True', 'TRUE', 'on', 'On', 'ON'].map((s) => [s, true] as const),
+  ...['n', 'N', 'no', 'No', 'NO', 'false', 'False', 'FALSE', 'off', 'Off', 'OFF'].map((s) => [s, false] as const),
+]);
+
+/** A boolean value as registry:2 reads it (`true`, `yes`, `on`, ... ), or undefined when `v` is not one. */
+export function yamlBoolean(v: unknown): boolean | undefined {
+  if (typeof v === 'boolean') return v;
+  return typeof v === 'string' ? YAML11_BOOLEANS.get(v) : undefined;
+}
+
 export function bool(obj: RawSection, key: string, path: string, fallback: boolean): boolean {
   const v = obj[key];
   if (v === undefined || v === null) return fallback;
-  if (typeof v === 'boolean') return v;
-  if (v === 'true' || v === 'false') return v === 'true';
-  throw new ConfigError(`${path}${key}: expected a boolean, got ${show(v)}`);
+  const b = yamlBoolean(v);
+  if (b !== undefined) return b;
+  throw new ConfigError(`${path}${key}: expected a boolean (true/false, yes/no, on/off), got ${show(v)}`);
 }
 
 export function int(obj: RawSection, key: string, path: string, fallback: number, min = 0): number {
@@ -71,6 +87,7 @@ export function int(obj: RawSection, key: string, path: string, fallback: number
 export function duration(obj: RawSection, key: string, path: string, fallbackMs: number): number {
   const v = obj[key];
   if (v === undefined || v === null || v === '') return fallbackMs;
+  if (needsUnit(v)) throw new ConfigError(`${path}${key}: ${show(v)} needs a unit, e.g. ${show(v).replace(/"/g, '')}h (or s, m, ms)`);
   const ms = parseDuration(v);
   if (ms === null) throw new ConfigError(`${path}${key}: expected a duration such as 30s, 10m or 24h, got ${show(v)}`);
   return ms;

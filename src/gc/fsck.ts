@@ -12,6 +12,10 @@
  * served bytes that do not match their digest, and a client pushing the image again uploads a good copy (a HEAD
  * says the blob is missing); the bad bytes stay for inspection until an operator removes them. Before moving, the
  * blob is hashed once more, so a blob that was replaced by a good upload meanwhile is left alone.
+ *
+ * `--repair` also removes the links that point at missing blobs (quarantined ones included): layer links, manifest
+ * revision links and tags whose manifest is gone, so a second run does not find them again. A manifest that
+ * references a missing layer is left as is and reported again: pushing the image again repairs it.
  */
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -53,6 +57,8 @@ export interface FsckProblem {
   actual?: string;
   /** For corrupt blobs under --repair: moved to quarantine. */
   quarantined?: boolean;
+  /** For dangling links under --repair: the link (a tag: the whole tag) was removed. */
+  removed?: boolean;
 }
 
 /** The result of {@link fsck}. */
@@ -92,6 +98,19 @@ export async function fsck(
   const report = (p: FsckProblem) => {
     problems.push(p);
     logger?.warn(p, `fsck: ${p.kind}`);
+  };
+  /** Reports a dangling link; under --repair removes `dir` (the link's directory, or a tag's). */
+  const dangling = async (p: FsckProblem, dir: string) => {
+    if (options.repair) {
+      try {
+        await driver.delete(dir);
+        p.removed = true;
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+        p.removed = true;
+      }
+    }
+    report(p);
   };
 
   // ---- blobs -----------------------------------------------------------------------------------------------
@@ -139,6 +158,7 @@ export async function fsck(
           await driver.move(paths.blobData(b.digest), quarantinePath(b.digest));
           problem.quarantined = true;
           quarantined++;
+          present.delete(b.digest.value);
         }
       }
       report(problem);
@@ -161,18 +181,18 @@ export async function fsck(
       if (!link || link.value !== d.value) {
         report({ kind: 'invalid-link', repository: repo.name, digest: d.value, path: paths.layerLink(repo.name, d), detail: 'layer link is missing or names another digest' });
       } else if (!good(d)) {
-        report({ kind: 'dangling-link', repository: repo.name, digest: d.value, path: paths.layerLink(repo.name, d), detail: 'layer link to a missing blob' });
+        await dangling({ kind: 'dangling-link', repository: repo.name, digest: d.value, path: paths.layerLink(repo.name, d), detail: 'layer link to a missing blob' }, paths.layerLinkDir(repo.name, d));
       }
     });
     for (const [tag, d] of repo.tags) {
       if (!d) report({ kind: 'invalid-link', repository: repo.name, digest: '', path: paths.tagCurrentLink(repo.name, tag), detail: `tag ${tag} has no readable current link` });
-      else if (!good(d)) report({ kind: 'dangling-link', repository: repo.name, digest: d.value, path: paths.tagCurrentLink(repo.name, tag), detail: `tag ${tag} points at a missing manifest` });
-      else if (!repo.revisions.has(d.value)) report({ kind: 'dangling-link', repository: repo.name, digest: d.value, path: paths.tagCurrentLink(repo.name, tag), detail: `tag ${tag} points at a manifest that is not in the repository` });
+      else if (!good(d)) await dangling({ kind: 'dangling-link', repository: repo.name, digest: d.value, path: paths.tagCurrentLink(repo.name, tag), detail: `tag ${tag} points at a missing manifest` }, paths.tagDir(repo.name, tag));
+      else if (!repo.revisions.has(d.value)) await dangling({ kind: 'dangling-link', repository: repo.name, digest: d.value, path: paths.tagCurrentLink(repo.name, tag), detail: `tag ${tag} points at a manifest that is not in the repository` }, paths.tagDir(repo.name, tag));
     }
     for (const d of repo.revisions.values()) {
       manifestsChecked++;
       if (!good(d)) {
-        report({ kind: 'dangling-link', repository: repo.name, digest: d.value, path: paths.revisionLink(repo.name, d), detail: 'manifest revision link to a missing blob' });
+        await dangling({ kind: 'dangling-link', repository: repo.name, digest: d.value, path: paths.revisionLink(repo.name, d), detail: 'manifest revision link to a missing blob' }, paths.revisionDir(repo.name, d));
         continue;
       }
       const refs = inv.manifests.get(d.value);

@@ -26,6 +26,6 @@ t.test('berth user add / rm edit an htpasswd file with bcrypt entries', async (t
   t.equal(missing.code, 1);
   t.match(missing.err, /no user bob/);
   const noFile = await run(['user', 'add', 'carol'], 'x\n');
-  t.equal(noFile.code, 1);
+  t.equal(noFile.code, 2, "a usage error");
   t.match(noFile.err, /--file/);
 });

@@ -8,7 +8,6 @@ import { parse as parseYaml } from 'yaml';
 import { applyEnvOverrides, normalizeConfig, parseConfigText } from '../../src/config/config.js';
 import { parseAuthSettings } from '../../src/auth/settings.js';
 import { parseProxySettings } from '../../src/proxy/config.js';
-import { parseS3Config } from '../../src/storage/drivers/s3-config.js';
 import { isMap, repoRoot } from './kustomize.js';
 
 const root = repoRoot(fileURLToPath(new URL('.', import.meta.url)));
@@ -50,7 +49,6 @@ function mountedBerthConfig(file: string, service: Service) {
   applyEnvOverrides(raw, env, (m) => warnings.push(m));
   const config = normalizeConfig(raw, warnings);
   if (config.auth) parseAuthSettings(config.auth, (m) => warnings.push(m));
-  if (config.storage.s3) parseS3Config(config.storage.s3, (m) => warnings.push(m));
   const proxy = config.proxy ? parseProxySettings(config.proxy, (m) => warnings.push(m)) : null;
   return { config, proxy, warnings };
 }
@@ -82,7 +80,8 @@ t.test('docker-compose.yml: berth on MinIO and Redis, bucket created first', asy
   const { config, warnings } = mountedBerthConfig('docker-compose.yml', berth);
   t.same(warnings, [], 'berth loads the mounted config and the REGISTRY_* env without warnings');
   t.equal(config.storage.driver, 's3');
-  const s3 = parseS3Config(config.storage.s3 ?? {}, () => {});
+  const s3 = config.storage.s3;
+  if (!s3) throw new Error('storage.s3 missing');
   t.equal(s3.endpoint, 'http://minio:9000', 'the S3 endpoint is the minio service');
   t.equal(s3.forcePathStyle, true);
   t.same(s3.credentials, { accessKeyId: s.minio?.environment?.MINIO_ROOT_USER, secretAccessKey: s.minio?.environment?.MINIO_ROOT_PASSWORD },

@@ -9,7 +9,6 @@ import { parse as parseYaml } from 'yaml';
 import { normalizeConfig, parseConfigText, type Config } from '../../src/config/config.js';
 import { isSection } from '../../src/config/fields.js';
 import { parseAuthSettings } from '../../src/auth/settings.js';
-import { parseS3Config } from '../../src/storage/drivers/s3-config.js';
 import { asObject, build, idOf, isMap, readYamlDocs, repoRoot, strategicMerge, type K8sObject } from './kustomize.js';
 import { allowedDisruptions, policyViolations, schemaErrors } from './policy.js';
 
@@ -36,7 +35,6 @@ function berthConfig(text: string, source: string): { config: Config; warnings: 
   const warnings: string[] = [];
   const config = normalizeConfig(parseConfigText(text, source), warnings);
   if (config.auth) parseAuthSettings(config.auth, (m) => warnings.push(m));
-  if (config.storage.s3) parseS3Config(config.storage.s3, (m) => warnings.push(m));
   return { config, warnings };
 }
 

@@ -40,6 +40,11 @@ t.test('fsck finds a blob whose bytes were altered on disk; --repair quarantines
   const repaired = await fsck(driver, { repair: true });
   t.equal(repaired.quarantined, 1);
   t.equal(repaired.problems[0]?.quarantined, true);
+  t.same(
+    repaired.problems.slice(1).map((p) => `${p.kind} ${p.repository} ${p.digest} ${p.removed === true}`),
+    [`dangling-link app ${victim} true`, `manifest-missing-blob app ${victim} false`],
+    'the layer link the quarantine leaves dangling is removed in the same run; the manifest is reported',
+  );
   const quarantined = join(berth.root, 'docker/registry/v2/quarantine/sha256', victim.slice(7), 'data');
   t.same(await readFile(quarantined), bytes, 'the bad bytes are kept in quarantine for inspection');
   await t.rejects(stat(file), 'and are gone from the blob store');
@@ -48,12 +53,39 @@ t.test('fsck finds a blob whose bytes were altered on disk; --repair quarantines
   const after = await fsck(driver);
   t.same(
     after.problems.map((p) => `${p.kind} ${p.repository} ${p.digest}`).sort(),
-    [`dangling-link app ${victim}`, `manifest-missing-blob app ${victim}`].sort(),
-    'now: the link dangles and the manifest references a missing blob; nothing is corrupt',
+    [`manifest-missing-blob app ${victim}`],
+    'now: the manifest references a missing blob (a re-push heals it); nothing is corrupt, no link dangles',
   );
 
   // Pushing the image again heals the registry: the client sees the blob missing and uploads it.
   await client.pushImage('app', 'v1', layers);
   t.same((await fsck(driver)).problems, [], 'after a re-push fsck is clean');
   t.same(await client.pull('app', img.manifest.digest), [], 'and the original image pulls completely');
+});
+
+t.test('fsck --repair of a corrupt manifest removes the revision and the tag that led to it: a second run is clean', async (t) => {
+  const berth = await startBerth(t);
+  const client = new RegistryClient(berth.url);
+  const driver = new FilesystemDriver({ rootDirectory: berth.root });
+  const img = await client.pushImage('app', 'v1', [randomLayer(3000)]);
+  const file = blobFile(berth.root, img.manifest.digest);
+  const bytes = await readFile(file);
+  bytes[10] = (bytes[10] ?? 0) ^ 0xff;
+  await writeFile(file, bytes);
+
+  const repaired = await fsck(driver, { repair: true });
+  t.same(
+    repaired.problems.map((p) => `${p.kind} ${p.digest} ${p.quarantined === true || p.removed === true}`).sort(),
+    [
+      `corrupt-blob ${img.manifest.digest} true`,
+      `dangling-link ${img.manifest.digest} true`,
+      `dangling-link ${img.manifest.digest} true`,
+    ],
+    'the manifest is quarantined, its revision link and the tag pointing at it removed',
+  );
+  t.same((await fsck(driver)).problems, [], 'a second run finds nothing');
+  t.equal(await client.getBlobDigest('app', img.layers[0]?.digest ?? ''), img.layers[0]?.digest, 'the layer is still served');
+  t.equal((await fetch(`${berth.url}/v2/app/manifests/v1`)).status, 404, 'the tag is gone instead of leading to bad bytes');
+  await client.pushImage('app', 'v1', [randomLayer(3000)]);
+  t.same((await fsck(driver)).problems, [], 'and the tag can be pushed again');
 });

@@ -1,7 +1,0 @@
-/**
- * Commands beyond `serve`, each in its own module; importing this file registers them all.
- */
-import '../gc/commands.js';
-import './user-commands.js';
-
-export {};
