@@ -1,6 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { get as httpGet, request as httpRequest } from 'node:http';
 import t, { type Test } from 'tap';
 import Fastify, { type FastifyInstance } from 'fastify';

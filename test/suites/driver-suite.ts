@@ -54,7 +54,7 @@ async function hashStream(stream: Readable): Promise<{ sha256: string; size: num
 /** Releases whatever a call that should have failed returned anyway. */
 async function discard(value: unknown): Promise<void> {
   if (value === null || typeof value !== 'object') return;
-  if ('destroy' in value && typeof value.destroy === 'function') value.destroy();
+  if ('destroy' in value && typeof value.destroy === 'function') (value as { destroy(): void }).destroy();
   if ('cancel' in value && typeof value.cancel === 'function') await (value as FileWriter).cancel().catch(() => {});
 }
 
