@@ -8,7 +8,7 @@ import { FilesystemDriver } from '../../src/storage/drivers/filesystem.js';
 import { startBerth } from '../helpers/berth.js';
 import { startDockerRegistry } from '../helpers/docker-registry.js';
 import { tempDir } from '../helpers/ports.js';
-import { randomLayer, RegistryClient } from './registry-client.js';
+import { randomLayer, RegistryClient } from '../helpers/registry-client.js';
 
 /** `docker-registry garbage-collect --dry-run`: the blobs Distribution's own (offline) gc would delete. */
 function distributionGcDryRun(config: string): Promise<string[]> {
