@@ -5,6 +5,7 @@ import { defineConfig } from 'eslint/config';
 import { createTypeScriptImportResolver } from 'eslint-import-resolver-typescript';
 import { importX } from 'eslint-plugin-import-x';
 import tseslint from 'typescript-eslint';
+import berth from './eslint-rules/no-folder-cycle.js';
 
 export default defineConfig(
   { ignores: ['dist/', 'node_modules/', 'data/', '.tap/', 'test/fixtures/'] },
@@ -40,9 +41,12 @@ export default defineConfig(
   {
     // The folders of src/ form layers (oci → storage → registry → services → http → app/cli): no import cycles.
     files: ['src/**/*.ts'],
-    plugins: { 'import-x': importX },
-    settings: { 'import-x/resolver-next': [createTypeScriptImportResolver({ project: './tsconfig.json' })] },
-    rules: { 'import-x/no-cycle': 'error' },
+    plugins: { 'import-x': importX, berth },
+    settings: {
+      ...importX.flatConfigs.typescript.settings,
+      'import-x/resolver-next': [createTypeScriptImportResolver({ project: './tsconfig.json' })],
+    },
+    rules: { 'import-x/no-cycle': 'error', 'berth/no-folder-cycle': ['error', { root: 'src' }] },
   },
   { files: ['**/*.js'], extends: [tseslint.configs.disableTypeChecked] },
 );
