@@ -76,7 +76,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     // Errors fastify raises before routing (a path with malformed percent-encoding) go through the same error
     // handler, so they too are the distribution error JSON rather than fastify's own body. No hook runs for them,
     // so the headers of every answer are set here.
-    frameworkErrors: (err, request, reply) => sendError(err, request, commonHeaders(request, reply)),
+    frameworkErrors: (err, request, reply) => void sendError(err, request, commonHeaders(request, reply)),
     ...(https ? { https } : {}),
   }) as unknown as FastifyInstance;
 
@@ -99,7 +99,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     const auth = await createAuth(config, { driver, logger, storageRoot: config.storage.filesystem.rootDirectory });
     authorizer = auth.authorizer;
     if (auth.tokenServer) authRoutes = tokenRoutes(auth.tokenServer.issuer, auth.tokenServer.signer);
-    authClose = auth.close;
+    authClose = () => auth.close();
   }
   const store = new RegistryStore(driver);
   const uploads = new UploadService(driver, sessions, store);

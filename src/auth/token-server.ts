@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { errors as joseErrors, jwtVerify } from 'jose';
 import type { Logger } from 'pino';
 import type { AccessRecord, Action } from './access.js';
-import { parseBasic, quote } from './basic.js';
+import { quote } from './basic.js';
 import { entryFingerprint, type HtpasswdStore } from './htpasswd.js';
 import type { FailureLimiter } from './rate-limit.js';
 import { grant, type RulesSource } from './rules.js';

@@ -87,7 +87,10 @@ export class UploadService {
       if (!released) {
         this.hashers.delete(id);
         // Cancelled (DELETE) while this request wrote: the upload is gone, not busy.
+        // A lost lease outranks whatever the write itself threw: the client must learn the upload is gone or busy.
+        // eslint-disable-next-line no-unsafe-finally
         if ((await this.sessions.get(id)) === null) throw registryError('BLOB_UPLOAD_UNKNOWN', { uuid: id });
+        // eslint-disable-next-line no-unsafe-finally
         throw registryError('BLOB_UPLOAD_BUSY', { uuid: id, reason: 'write lease expired' });
       }
     }
@@ -140,6 +143,7 @@ export class UploadService {
       // left beyond it); closing only releases the writer's resources.
       this.hashers.delete(session.id);
       await writer.close().catch(() => undefined);
+      // eslint-disable-next-line @typescript-eslint/only-throw-error -- rethrown as the driver threw it
       throw storageFailed;
     }
     let state: WriterState;
@@ -152,6 +156,7 @@ export class UploadService {
     if (failed !== undefined) {
       this.hashers.delete(session.id);
       // A declared length that was not met: keep nothing of this request.
+      // eslint-disable-next-line @typescript-eslint/only-throw-error -- rethrown as the body stream threw it
       if (isSizeError(failed)) throw failed;
       // The client went away: keep what arrived, so it can resume from the new offset.
       if (state.size === session.offset + hashed && hasher) this.putHasher(session.id, state.size, hasher);

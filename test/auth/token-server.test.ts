@@ -50,7 +50,7 @@ const basic = (u: string, p: string) => ({ authorization: `Basic ${Buffer.from(`
 async function getToken(s: Server, scopes: string[], headers: Record<string, string> = {}, extra = ''): Promise<Response> {
   const q = new URLSearchParams({ service: 'registry.test' });
   for (const sc of scopes) q.append('scope', sc);
-  return fetch(`${s.url}/auth/token?${q}${extra}`, { headers });
+  return fetch(`${s.url}/auth/token?${q.toString()}${extra}`, { headers });
 }
 
 async function tokenAccess(res: Response): Promise<{ token: string; access: AccessRecord[]; body: Record<string, unknown> }> {

@@ -118,9 +118,9 @@ export function strategicMerge(base: unknown, patch: unknown, field = ''): unkno
     return out;
   }
   if (Array.isArray(base) && Array.isArray(patch)) {
-    const key = mergeKeyFor(field, [...base, ...patch]);
+    const key = mergeKeyFor(field, [...(base as unknown[]), ...(patch as unknown[])]);
     if (key === undefined) return stripDirectives(patch);
-    const out = [...base];
+    const out: unknown[] = [...(base as unknown[])];
     for (const item of patch) {
       if (!isMap(item) || !(key in item)) throw new Error(`patch of ${field}: each item needs its merge key ${key}`);
       const at = out.findIndex((b) => isMap(b) && b[key] === item[key]);

@@ -1,11 +1,12 @@
 import t from 'tap';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { startBerth } from '../helpers/berth.js';
+import { sha256 } from '../helpers/digest.js';
 
 t.test('berth.gc runs garbage collection inside the server and reports it in the metrics', async (t) => {
   const b = await startBerth(t, { berth: { gc: { interval: '1s', grace: '0s' } } });
   const orphan = randomBytes(50_000);
-  const digest = `sha256:${createHash('sha256').update(orphan).digest('hex')}`;
+  const digest = sha256(orphan);
   t.equal((await fetch(`${b.url}/v2/gc/orphan/blobs/uploads/?digest=${digest}`, { method: 'POST', body: orphan })).status, 201);
   t.equal((await fetch(`${b.url}/v2/gc/orphan/blobs/${digest}`, { method: 'HEAD' })).status, 200);
   let status = 200;
