@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { bool, checkKeys, ConfigError, duration, int, isSection, optString, section, str, type RawSection } from './fields.js';
+import { parseLetsEncrypt, type LetsEncryptSettings } from '../tls/letsencrypt-config.js';
 
 /**
  * berth's configuration: Distribution's `config.yml` shape for everything both support (a registry:2 config file
@@ -31,7 +32,8 @@ export interface Config {
     host?: string;
     secret?: string;
     headers: Record<string, string[]>;
-    tls?: { certificate: string; key: string };
+    /** `certificate` + `key` (files, reloaded when they change), or `letsencrypt` (ACME): one or the other. */
+    tls?: { certificate?: string; key?: string; letsencrypt?: LetsEncryptSettings };
   };
   redis?: { addr: string; username?: string; password?: string; db: number; keyPrefix: string };
   /** The raw `auth` section; parsed by the auth module. */
@@ -157,10 +159,14 @@ export function normalizeConfig(raw: RawSection, warnings: string[] = []): Confi
     headers[k] = Array.isArray(v) ? v.map(String) : [String(v)];
   }
   const tlsRaw = section(http, 'tls', 'http.');
-  checkKeys(tlsRaw, 'http.tls.', ['certificate', 'key'], warn, ['clientcas', 'letsencrypt', 'minimumtls', 'ciphersuites']);
+  checkKeys(tlsRaw, 'http.tls.', ['certificate', 'key', 'letsencrypt'], warn, ['clientcas', 'minimumtls', 'ciphersuites']);
   const certificate = optString(tlsRaw, 'certificate', 'http.tls.');
   const key = optString(tlsRaw, 'key', 'http.tls.');
   if ((certificate === undefined) !== (key === undefined)) throw new ConfigError('http.tls: certificate and key go together');
+  const letsencrypt = parseLetsEncrypt(tlsRaw, warn);
+  if (letsencrypt && certificate !== undefined) {
+    throw new ConfigError('http.tls: configure either certificate/key or letsencrypt, not both');
+  }
 
   let redis: Config['redis'];
   const redisRaw = section(raw, 'redis', '');
@@ -213,6 +219,7 @@ export function normalizeConfig(raw: RawSection, warnings: string[] = []): Confi
   const secret = optString(http, 'secret', 'http.');
   if (secret !== undefined) config.http.secret = secret;
   if (certificate !== undefined && key !== undefined) config.http.tls = { certificate, key };
+  if (letsencrypt) config.http.tls = { letsencrypt };
   if (redis) config.redis = redis;
   if (isSection(raw.auth) && Object.keys(raw.auth).length > 0) config.auth = raw.auth;
   if (isSection(raw.proxy) && Object.keys(raw.proxy).length > 0) config.proxy = raw.proxy;
