@@ -187,3 +187,16 @@ t.test('.dockerignore keeps local state out and every COPY source in', async (t)
     }
   }
 });
+
+t.test('README, package.json and the image agree on the Node version', async (t) => {
+  const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { engines?: { node?: string } };
+  const min = /^>=(\d+)$/.exec(pkg.engines?.node ?? '')?.[1];
+  t.ok(min, `engines.node is a minimum major (${pkg.engines?.node})`);
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  const said = /Node\.js (\d+) or newer \((\d+) recommended\)/.exec(readme);
+  t.ok(said, 'README states the minimum and the recommended major');
+  t.equal(said?.[1], min, 'README minimum = engines.node');
+  const built = /^node:(\d+)-/.exec(image((stages[0] ?? [])[0] as Instruction))?.[1];
+  t.equal(built, said?.[2], 'the image runs the recommended major');
+  t.ok(Number(process.versions.node.split('.')[0]) >= Number(min), `this Node (${process.version}) meets engines.node`);
+});
