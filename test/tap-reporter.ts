@@ -36,6 +36,7 @@ export class PlainSummary extends Transform {
       this.block.push(line);
       return;
     }
+    if (line === '') return;
     if (line.startsWith('not ok') || line.startsWith('Bail out!')) this.push(`${this.block.join('\n')}\n`);
     if (line.startsWith('ok') || line.startsWith('not ok')) this.block = [];
     this.push(`${line}\n`);

@@ -24,7 +24,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { startS3Server, type S3Server } from '../helpers/s3-server.js';
 
-for (const k of Object.keys(process.env)) if (k.startsWith('AWS_')) delete process.env[k];
+for (const k of Object.keys(process.env)) if (k.startsWith('AWS_') && k !== 'AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED') delete process.env[k];
 
 const MiB = 1024 * 1024;
 
