@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { bool, checkKeys, ConfigError, duration, int, isSection, optString, section, str, type RawSection } from './fields.js';
-import { parseLetsEncrypt, type LetsEncryptSettings } from '../tls/letsencrypt-config.js';
+import { parseLetsEncrypt, type LetsEncryptSettings } from './letsencrypt.js';
 
 /**
  * berth's configuration: Distribution's `config.yml` shape for everything both support (a registry:2 config file

@@ -3,7 +3,7 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { ChangeListeners, secureContextOf, type CertificateSource, type KeyPair } from './certificate-source.js';
-import type { LetsEncryptSettings } from './letsencrypt-config.js';
+import type { LetsEncryptSettings } from '../config/letsencrypt.js';
 
 /** What `http.tls.letsencrypt.cachefile` holds (JSON, mode 0600). */
 interface CacheFile {

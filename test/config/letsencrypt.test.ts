@@ -1,6 +1,6 @@
 import t from 'tap';
 import { configFrom } from '../../src/config/config.js';
-import { LETSENCRYPT_DIRECTORY } from '../../src/tls/letsencrypt-config.js';
+import { LETSENCRYPT_DIRECTORY } from '../../src/config/letsencrypt.js';
 
 // http.tls.letsencrypt: Distribution's key names; mistakes stop startup with the key named.
 

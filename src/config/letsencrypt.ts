@@ -1,4 +1,4 @@
-import { ConfigError, isSection, optString, stringList, type RawSection } from '../config/fields.js';
+import { ConfigError, isSection, optString, stringList, type RawSection } from './fields.js';
 
 /** Let's Encrypt's production directory, the default of `http.tls.letsencrypt.directoryurl`. */
 export const LETSENCRYPT_DIRECTORY = 'https://acme-v02.api.letsencrypt.org/directory';
