@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import { fastify, LogController, type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { AllowAllAuthorizer, type Authorizer } from './auth/authorizer.js';
@@ -19,6 +18,7 @@ import { staleUploadPolicy } from './uploads/stale-uploads.js';
 import { purgeUploads } from './uploads/upload-purger.js';
 import type { UploadSessionStore } from './uploads/session-store.js';
 import { UploadService } from './uploads/upload-service.js';
+import { createHttps } from './tls/https-listener.js';
 
 /** Parts that can be passed in (tests, embedding); each defaults to what the config says. */
 export interface AppDeps {
@@ -52,18 +52,8 @@ declare module 'fastify' {
  */
 export async function buildApp(config: Config, deps: AppDeps = {}): Promise<FastifyInstance> {
   const logger = deps.logger ?? createLogger(config);
-  const tls = config.http.tls;
-  const https = tls
-    ? {
-        key: await readFile(tls.key),
-        cert: await readFile(tls.certificate),
-        ...(tls.minVersion ? { minVersion: tls.minVersion } : {}),
-        // http.tls.clientcas (mutual TLS): the handshake fails for a client without a certificate one of these signed.
-        ...(tls.clientCAs
-          ? { ca: await Promise.all(tls.clientCAs.map((f) => readFile(f))), requestCert: true, rejectUnauthorized: true }
-          : {}),
-      }
-    : null;
+  // TLS: certificate files reloaded when they change, or ACME (`http.tls.letsencrypt`).
+  const https = await createHttps(config, logger);
   const app = fastify({
     loggerInstance: logger,
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'reqId' }),
@@ -77,8 +67,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     // handler, so they too are the distribution error JSON rather than fastify's own body. No hook runs for them,
     // so the headers of every answer are set here.
     frameworkErrors: (err, request, reply) => void sendError(err, request, commonHeaders(request, reply)),
-    ...(https ? { https } : {}),
+    ...(https ? { https: https.options } : {}),
   }) as unknown as FastifyInstance;
+  https?.attach(app);
 
   const extraHeaders = Object.entries(config.http.headers);
   /** The headers of every answer: the API version under `/v2`, the request id and `http.headers`. */
