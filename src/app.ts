@@ -5,6 +5,7 @@ import { AllowAllAuthorizer, type Authorizer } from './auth/authorizer.js';
 import type { Config } from './config/config.js';
 import { sendError } from './errors/handler.js';
 import { BackendUnavailableError, registryError } from './errors/registry-error.js';
+import { clientErrorHandler, originForm } from './http/client-errors.js';
 import { createMetrics, metricsConfig, metricsPlugin, type Metrics } from './http/metrics.js';
 import { registryRoutes } from './http/registry-routes.js';
 import { parseGcSchedule, startGcSchedule, type GcSchedule } from './gc/schedule.js';
@@ -86,6 +87,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     // handler, so they too are the distribution error JSON rather than fastify's own body. No hook runs for them,
     // so the headers of every answer are set here.
     frameworkErrors: (err, request, reply) => sendError(err, request, commonHeaders(request, reply)),
+    // Requests the HTTP parser refuses (malformed chunked body, raw UTF-8 in the path) get the error JSON too.
+    clientErrorHandler,
+    rewriteUrl: (req) => originForm(req.url ?? '/'),
     ...(https ? { https } : {}),
   }) as unknown as FastifyInstance;
 

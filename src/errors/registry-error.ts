@@ -39,6 +39,16 @@ export const ErrorCodes = Object.freeze({
   UNAVAILABLE: descriptor('UNAVAILABLE', 503, 'service unavailable'),
   UNKNOWN: descriptor('UNKNOWN', 500, 'unknown error'),
   NOT_FOUND: descriptor('NOT_FOUND', 404, 'not found'),
+  /** The HTTP parser refused the request (malformed chunked body, bad header); see `http/client-errors.ts`. */
+  MALFORMED_REQUEST: descriptor('UNSUPPORTED', 400, 'malformed HTTP request'),
+  REQUEST_TIMEOUT: descriptor('UNAVAILABLE', 408, 'request timed out'),
+  HEADERS_TOO_LARGE: descriptor('UNSUPPORTED', 431, 'request headers too large'),
+  /**
+   * The storage cannot take more data: the disk is full (ENOSPC, EDQUOT) or mounted read-only (EROFS). Distribution
+   * has no code for it; berth answers 507 Insufficient Storage with code UNAVAILABLE and a message naming the cause,
+   * so clients that retry on 5xx retry, and an operator reading the error knows what to fix.
+   */
+  STORAGE_FULL: descriptor('UNAVAILABLE', 507, 'insufficient storage'),
 } satisfies Record<string, ErrorDescriptor>);
 
 export type ErrorCodeName = keyof typeof ErrorCodes;
