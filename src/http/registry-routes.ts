@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Readable } from 'node:stream';
-import { requiredAccess, type RouteMatch } from '../auth/access.js';
-import type { Authorizer } from '../auth/authorizer.js';
+import { mountSources, requiredAccess, type RouteMatch } from '../auth/access.js';
+import type { Authorizer, Principal } from '../auth/authorizer.js';
 import type { Config } from '../config/config.js';
 import type { PullThrough } from '../proxy/index.js';
 import { registryError } from '../errors/registry-error.js';
@@ -56,7 +56,7 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
     request.routeKind = route.kind;
     const query = request.query as Query;
     const access = requiredAccess(route, request.method, query);
-    await authorizer.authorize({ method: request.method, headers: request.headers, ip: request.ip }, access);
+    const principal = await authorizer.authorize({ method: request.method, headers: request.headers, ip: request.ip }, access);
     const method = request.method;
     if (config.storage.readOnly && method !== 'GET' && method !== 'HEAD') {
       throw registryError('UNSUPPORTED', undefined, { message: 'registry is in read-only mode' });
@@ -79,7 +79,7 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
         return blob(route, request, reply);
       case 'upload-start':
         if (method !== 'POST') throw methodNotAllowed();
-        return writing(() => uploadStart(route, request, reply, query));
+        return writing(() => uploadStart(route, request, reply, query, principal));
       case 'upload':
         return method === 'PATCH' || method === 'PUT' ? writing(() => upload(route, request, reply, query)) : upload(route, request, reply, query);
       case 'referrers':
@@ -220,19 +220,21 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
       .header('Content-Length', '0');
   }
 
-  async function uploadStart(route: RouteMatch, request: FastifyRequest, reply: FastifyReply, query: Query): Promise<void> {
+  async function uploadStart(route: RouteMatch, request: FastifyRequest, reply: FastifyReply, query: Query, principal: Principal): Promise<void> {
     const name = route.name as string;
     if (query.mount) {
       // Spec: "If the registry has the blob in the `from` repository it MAY mount it and respond 201; otherwise it
-      // MUST fall back to starting an upload session (202)". Without `from`, berth mounts from anywhere when
-      // automatic cross-mounting is on.
+      // MUST fall back to starting an upload session (202)". Without `from`, when automatic cross-mounting is on,
+      // berth mounts from a repository the caller may pull (`mountSources`), else starts an upload.
       const digest = parseDigest(query.mount);
       let mountable = false;
       if (query.from) {
         const from = assertName(query.from);
         mountable = (await store.repositoryBlobSize(from, digest)) !== null;
       } else if (config.berth.automaticCrossMount) {
-        mountable = (await store.blobSize(digest)) !== null;
+        const sources = mountSources(principal);
+        if (sources === 'anywhere') mountable = (await store.blobSize(digest)) !== null;
+        else for (const source of sources) if (!mountable) mountable = (await store.repositoryBlobSize(source, digest)) !== null;
       }
       if (mountable) {
         await store.linkBlob(name, digest);
