@@ -15,6 +15,7 @@ import type { StorageDriver } from './storage/driver.js';
 import { FilesystemDriver } from './storage/drivers/filesystem.js';
 import { RegistryStore } from './storage/registry-store.js';
 import { purgeUploads } from './storage/upload-purger.js';
+import { WriteProbe } from './storage/write-probe.js';
 import { MemorySessionStore } from './uploads/memory-session-store.js';
 import type { UploadSessionStore } from './uploads/session-store.js';
 import { UploadService } from './uploads/upload-service.js';
@@ -153,12 +154,17 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   }
 
   app.get('/healthz', async () => ({ status: 'ok' }));
+  const writeProbe = new WriteProbe(driver);
   app.get('/readyz', async (_request, reply) => {
     if (closing) return reply.code(503).send({ status: 'shutting down' });
     const checks: Record<string, string> = {};
     let ok = true;
     for (const [name, check] of [
-      ['storage', () => driver.health()],
+      ['storage', async () => {
+        await driver.health();
+        // storage.maintenance.readonly: berth writes nothing, so a read-only mount is fine.
+        if (!config.storage.readOnly) await writeProbe.check();
+      }],
       ['sessions', () => sessions.health()],
     ] as const) {
       try {
