@@ -1,12 +1,13 @@
 import type { Socket } from 'node:net';
 import { registryError, type RegistryError } from '../errors/registry-error.js';
+import { statusOf } from './error-status.js';
 
 /**
  * Answers for requests Node's HTTP parser refuses before any route runs, as the distribution error JSON
  * (fastify's default writes its own `{"error":"Bad Request"}` body):
  * - raw bytes outside ASCII, or other characters HTTP does not allow, in the request target: 400 NAME_INVALID;
  * - headers too large: 431; a request not complete within the server's request timeout: 408;
- * - anything else (a malformed chunked body, a bad header line): 400 with code UNSUPPORTED.
+ * - anything else (a malformed chunked body, a bad header line): 400 BAD_REQUEST.
  *
  * The connection is closed after the answer. A request whose body was being read when the parser failed is
  * destroyed by Node when the socket closes; its handler sees the body end with an error (see `CountingBody`).
@@ -21,7 +22,7 @@ export function clientErrorAnswer(err: { code?: string }): RegistryError {
     case 'ERR_HTTP_REQUEST_TIMEOUT':
       return registryError('REQUEST_TIMEOUT');
     default:
-      return registryError('MALFORMED_REQUEST');
+      return registryError('BAD_REQUEST', err.code !== undefined ? { reason: err.code } : undefined);
   }
 }
 
@@ -33,7 +34,7 @@ export function clientErrorHandler(err: Error & { code?: string }, socket: Socke
     const e = clientErrorAnswer(err);
     const body = JSON.stringify({ errors: [e.toJSON()] });
     socket.write(
-      `HTTP/1.1 ${e.status} ${statusText(e.status)}\r\n` +
+      `HTTP/1.1 ${statusOf(e)} ${statusText(statusOf(e))}\r\n` +
         'Content-Type: application/json; charset=utf-8\r\n' +
         'Docker-Distribution-API-Version: registry/2.0\r\n' +
         `Content-Length: ${Buffer.byteLength(body)}\r\n` +

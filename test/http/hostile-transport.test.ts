@@ -69,7 +69,7 @@ t.test('a malformed chunked body ends the handler: lease released, metric back, 
 
   const answer = await raw(b.port, `PATCH ${location} HTTP/1.1\r\nHost: x\r\n${MALFORMED}`);
   t.equal(statusOf(answer), 400, 'the malformed body is refused');
-  t.equal(errorCodeOf(answer), 'UNSUPPORTED', 'with the distribution error JSON');
+  t.equal(errorCodeOf(answer), 'BAD_REQUEST', 'with the distribution error JSON');
   t.equal(await settled(b), 0, 'berth_uploads_in_progress is back to 0');
 
   const patch = await fetch(`${b.url}${location}`, { method: 'PATCH', body: 'abc' });
