@@ -144,8 +144,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     for (const [name, check] of [
       ['storage', async () => {
         await driver.health();
-        // storage.maintenance.readonly: berth writes nothing, so a read-only mount is fine.
-        if (!config.storage.readOnly) await writeProbe.check();
+        // Disk full or a read-only mount (local filesystems). With storage.maintenance.readonly berth writes nothing,
+        // so a read-only mount is fine.
+        if (!config.storage.readOnly && driver.name === 'filesystem') await writeProbe.check();
       }],
       ['sessions', () => sessions.health()],
     ] as const) {
