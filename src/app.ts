@@ -4,6 +4,7 @@ import { AllowAllAuthorizer, type Authorizer } from './auth/authorizer.js';
 import type { Config } from './config/config.js';
 import { sendError } from './http/error-handler.js';
 import { BackendUnavailableError, registryError } from './errors/registry-error.js';
+import { clientErrorHandler, originForm } from './http/client-errors.js';
 import { createMetrics, metricsConfig, metricsPlugin, type Metrics } from './http/metrics.js';
 import { registryRoutes } from './http/registry-routes.js';
 import { tokenRoutes } from './http/token-routes.js';
@@ -14,6 +15,7 @@ import type { PullThrough } from './proxy/index.js';
 import { LocalNamespace } from './registry/local.js';
 import type { StorageDriver } from './storage/driver.js';
 import { RegistryStore } from './storage/registry-store.js';
+import { WriteProbe } from './storage/write-probe.js';
 import { staleUploadPolicy } from './uploads/stale-uploads.js';
 import { purgeUploads } from './uploads/upload-purger.js';
 import type { UploadSessionStore } from './uploads/session-store.js';
@@ -67,6 +69,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     // handler, so they too are the distribution error JSON rather than fastify's own body. No hook runs for them,
     // so the headers of every answer are set here.
     frameworkErrors: (err, request, reply) => void sendError(err, request, commonHeaders(request, reply)),
+    // Requests the HTTP parser refuses (malformed chunked body, raw UTF-8 in the path) get the error JSON too.
+    clientErrorHandler,
+    rewriteUrl: (req) => originForm(req.url ?? '/'),
     ...(https ? { https: https.options } : {}),
   }) as unknown as FastifyInstance;
   https?.attach(app);
@@ -131,12 +136,18 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   }
 
   app.get('/healthz', async () => ({ status: 'ok' }));
+  const writeProbe = new WriteProbe(driver);
   app.get('/readyz', async (_request, reply) => {
     if (closing) return reply.code(503).send({ status: 'shutting down' });
     const checks: Record<string, string> = {};
     let ok = true;
     for (const [name, check] of [
-      ['storage', () => driver.health()],
+      ['storage', async () => {
+        await driver.health();
+        // Disk full or a read-only mount (local filesystems). With storage.maintenance.readonly berth writes nothing,
+        // so a read-only mount is fine.
+        if (!config.storage.readOnly && driver.name === 'filesystem') await writeProbe.check();
+      }],
       ['sessions', () => sessions.health()],
     ] as const) {
       try {
