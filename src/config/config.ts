@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
+import { parseAuditConfig, parseNotifications, type AuditConfig, type NotificationsConfig } from '../events/config.js';
 import { bool, checkKeys, ConfigError, duration, int, isSection, optString, section, str, type RawSection } from './fields.js';
 
 /**
@@ -38,6 +39,8 @@ export interface Config {
   auth?: RawSection;
   /** The raw `proxy` section; parsed by the pull-through module. */
   proxy?: RawSection;
+  /** registry:2's `notifications` (webhook endpoints); parsed by the events module. */
+  notifications: NotificationsConfig;
   berth: {
     /** Mount a blob named by `?mount=` without `from` when the registry has it in any repository. */
     automaticCrossMount: boolean;
@@ -47,6 +50,8 @@ export interface Config {
     shutdownTimeoutMs: number;
     /** A connection on which nothing moves for this long is closed (0: never). */
     idleTimeoutMs: number;
+    /** `berth.audit`: the audit trail's own file. */
+    audit: AuditConfig;
     /** Raw berth sections owned by other modules (metrics, gc schedule, ...). */
     raw: RawSection;
   };
@@ -105,8 +110,8 @@ export function parseListenAddress(addr: string): { host: string; port: number }
 /** Builds a Config from a raw YAML tree (already merged with environment overrides). */
 export function normalizeConfig(raw: RawSection, warnings: string[] = []): Config {
   const warn = (m: string) => warnings.push(m);
-  checkKeys(raw, '', ['version', 'log', 'storage', 'http', 'redis', 'auth', 'proxy', 'berth'], warn, [
-    'loglevel', 'reporting', 'notifications', 'health', 'middleware', 'validation', 'compatibility', 'catalog',
+  checkKeys(raw, '', ['version', 'log', 'storage', 'http', 'redis', 'auth', 'proxy', 'berth', 'notifications'], warn, [
+    'loglevel', 'reporting', 'health', 'middleware', 'validation', 'compatibility', 'catalog',
   ]);
 
   const log = section(raw, 'log', '');
@@ -181,7 +186,7 @@ export function normalizeConfig(raw: RawSection, warnings: string[] = []): Confi
   }
 
   const berth = section(raw, 'berth', '');
-  checkKeys(berth, 'berth.', ['automaticcrossmount', 'uploadsessionttl', 'shutdowntimeout', 'idletimeout', 'metrics', 'gc'], warn);
+  checkKeys(berth, 'berth.', ['automaticcrossmount', 'uploadsessionttl', 'shutdowntimeout', 'idletimeout', 'metrics', 'gc', 'audit'], warn);
 
   const config: Config = {
     log: { level: level as Config['log']['level'], formatter, accessLog, fields },
@@ -199,11 +204,13 @@ export function normalizeConfig(raw: RawSection, warnings: string[] = []): Confi
       readOnly: bool(section(maintenance, 'readonly', 'storage.maintenance.'), 'enabled', 'storage.maintenance.readonly.', false),
     },
     http: { addr, headers },
+    notifications: parseNotifications(raw.notifications, warn),
     berth: {
       automaticCrossMount: bool(berth, 'automaticcrossmount', 'berth.', true),
       uploadSessionTtlMs: duration(berth, 'uploadsessionttl', 'berth.', 24 * 3_600_000),
       shutdownTimeoutMs: duration(berth, 'shutdowntimeout', 'berth.', 30_000),
       idleTimeoutMs: duration(berth, 'idletimeout', 'berth.', 5 * 60_000),
+      audit: parseAuditConfig(berth, warn),
       raw: berth,
     },
     warnings,
