@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { AllowAllAuthorizer, type Authorizer } from './auth/authorizer.js';
 import type { Config } from './config/config.js';
 import { sendError } from './errors/handler.js';
+import { AuditLog, createEvents, type RegistryEvents } from './events/index.js';
 import { BackendUnavailableError, registryError } from './errors/registry-error.js';
 import { createMetrics, metricsConfig, metricsPlugin, type Metrics } from './http/metrics.js';
 import { registryRoutes } from './http/registry-routes.js';
@@ -25,6 +26,8 @@ export interface AppDeps {
   sessions?: UploadSessionStore;
   authorizer?: Authorizer;
   metrics?: Metrics;
+  /** The events service (webhooks and the audit trail); default: what `notifications` and `berth.audit` say. */
+  events?: RegistryEvents;
 }
 
 /** What the app was built from, for the startup line and commands. */
@@ -36,6 +39,7 @@ export interface AppParts {
   store: RegistryStore;
   uploads: UploadService;
   metrics: Metrics;
+  events: RegistryEvents;
 }
 
 declare module 'fastify' {
@@ -100,12 +104,15 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
 
   const driver = deps.driver ?? (await createDriver(config));
   const sessions = deps.sessions ?? (await createSessionStore(config));
+  const metrics = deps.metrics ?? createMetrics();
+  const audit = new AuditLog(logger, config.berth.audit);
+  const events = deps.events ?? (await createEvents(config, { driver, logger, metrics: metrics.events, audit }));
   let authorizer: Authorizer = deps.authorizer ?? new AllowAllAuthorizer();
   let authRoutes: FastifyPluginAsync | undefined;
   let authClose: (() => Promise<void>) | undefined;
   if (!deps.authorizer && config.auth) {
     const { createAuth } = await import('./auth/index.js');
-    const auth = await createAuth(config, { driver, logger, storageRoot: config.storage.filesystem.rootDirectory });
+    const auth = await createAuth(config, { driver, logger, audit, storageRoot: config.storage.filesystem.rootDirectory });
     authorizer = auth.authorizer;
     authRoutes = auth.routes;
     authClose = auth.close;
@@ -117,8 +124,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     const { createPullThrough } = await import('./proxy/index.js');
     pullThrough = createPullThrough(config, { store, driver, logger });
   }
-  const metrics = deps.metrics ?? createMetrics();
-  app.decorate('berth', { config, driver, sessions, authorizer, store, uploads, metrics });
+  app.decorate('berth', { config, driver, sessions, authorizer, store, uploads, metrics, events });
+  app.addHook('onReady', async () => events.start());
 
   let closing = false;
   app.setErrorHandler((err, request, reply) => {
@@ -142,6 +149,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
           route: request.routeKind,
           remote: request.ip,
           ua: request.headers['user-agent'],
+          user: request.principal?.account,
         },
         'request',
       );
@@ -214,6 +222,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     await pullThrough?.close();
     await authClose?.();
     await authorizer.close();
+    if (!deps.events) await events.close();
+    audit.close();
     if (!deps.sessions) await sessions.close();
     if (!deps.driver) await driver.close();
   });

@@ -2,6 +2,7 @@ import type { X509Certificate } from 'node:crypto';
 import type { FastifyPluginAsync } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
+import type { AuditLog } from '../events/audit.js';
 import type { StorageDriver } from '../storage/driver.js';
 import { AllowAllAuthorizer, type Authorizer } from './authorizer.js';
 import { BasicAuthorizer } from './basic.js';
@@ -26,6 +27,8 @@ export interface AuthModule {
 export interface AuthDeps {
   driver: StorageDriver;
   logger: Logger;
+  /** The audit trail: token grants and failed logins. */
+  audit?: AuditLog;
   /** Host directory of the filesystem driver's root, so a generated signing key gets mode 0600. */
   storageRoot?: string;
 }
@@ -48,7 +51,7 @@ export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthMo
     if (!htpasswd) return { authorizer: new AllowAllAuthorizer(), close: async () => {} };
     const users = new HtpasswdStore(htpasswd.path, logger);
     await users.refresh();
-    const authorizer = new BasicAuthorizer(users, htpasswd.realm, limiter);
+    const authorizer = new BasicAuthorizer(users, htpasswd.realm, limiter, deps.audit);
     return { authorizer, close: () => authorizer.close() };
   }
 
@@ -100,6 +103,7 @@ export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthMo
       expirationMs: builtin.expirationMs,
       refreshExpirationMs: builtin.refreshExpirationMs,
       logger,
+      ...(deps.audit ? { audit: deps.audit } : {}),
     });
     routes = tokenRoutes(issuer, signer);
     logger.info({ kid: signer.kid, alg: signer.alg }, 'token server enabled on /auth/token');

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { errors as joseErrors, jwtVerify } from 'jose';
 import type { Logger } from 'pino';
+import type { AuditLog } from '../events/audit.js';
 import type { AccessRecord, Action } from './access.js';
 import { parseBasic, quote } from './basic.js';
 import { entryFingerprint, type HtpasswdStore } from './htpasswd.js';
@@ -52,6 +53,8 @@ export interface TokenServerOptions {
   expirationMs: number;
   refreshExpirationMs: number;
   logger?: Logger;
+  /** The audit trail: token grants and failed logins. */
+  audit?: AuditLog;
 }
 
 /** The token endpoint's JSON answer (Docker token spec and its OAuth2 variant). */
@@ -80,12 +83,13 @@ export class TokenIssuer {
   }
 
   /** Checks a password (rate-limited per `ip`); resolves the account or throws UNAUTHORIZED / TOOMANYREQUESTS. */
-  async login(ip: string, name: string, password: string): Promise<string> {
+  async login(ip: string, name: string, password: string, requestId?: string): Promise<string> {
     this.options.limiter.check(ip);
     const ok = this.options.users ? await this.options.users.verify(name, password) : false;
     if (!ok) {
       this.options.limiter.fail(ip);
       this.options.logger?.info({ account: name, ip }, 'token server: login failed');
+      this.options.audit?.record('login failure', { user: name, addr: ip, requestId }, { via: 'token' });
       throw new RegistryError('UNAUTHORIZED', undefined, {
         message: 'invalid username or password',
         headers: { 'WWW-Authenticate': `Basic realm=${quote(this.options.service)}` },
@@ -96,10 +100,11 @@ export class TokenIssuer {
   }
 
   /** Resolves the account of a valid refresh token (rate-limited like a password); the user must still exist unchanged. */
-  async redeem(ip: string, refreshToken: string): Promise<string> {
+  async redeem(ip: string, refreshToken: string, requestId?: string): Promise<string> {
     this.options.limiter.check(ip);
     const reject = (): RegistryError => {
       this.options.limiter.fail(ip);
+      this.options.audit?.record('login failure', { addr: ip, requestId }, { via: 'refresh_token' });
       return new RegistryError('UNAUTHORIZED', undefined, { message: 'invalid refresh token' });
     };
     let sub: unknown;
@@ -124,7 +129,7 @@ export class TokenIssuer {
   }
 
   /** Issues an access token for `account` (undefined: anonymous), plus a refresh token when `offline`. */
-  async issue(account: string | undefined, requested: AccessRecord[], offline: boolean): Promise<TokenResponse> {
+  async issue(account: string | undefined, requested: AccessRecord[], offline: boolean, who: { ip?: string; requestId?: string } = {}): Promise<TokenResponse> {
     const rules = await this.options.rules.rules();
     const access = grant(rules, account, requested);
     const now = Math.floor(Date.now() / 1000);
@@ -155,6 +160,10 @@ export class TokenIssuer {
       }
     }
     this.options.logger?.debug({ account: account ?? '(anonymous)', access }, 'token issued');
+    this.options.audit?.record('token grant', { user: account, addr: who.ip, requestId: who.requestId }, {
+      access: access.map((a) => `${a.type}:${a.name}:${a.actions.join(',')}`),
+      ...(response.refresh_token ? { refreshToken: true } : {}),
+    });
     return response;
   }
 }
@@ -205,8 +214,8 @@ export function tokenRoutes(issuer: TokenIssuer, signer: TokenSigner): FastifyPl
       const q = req.query as Record<string, unknown>;
       if (!checkService(one(q.service), reply)) return reply;
       const creds = parseBasic(typeof req.headers.authorization === 'string' ? req.headers.authorization : undefined);
-      const account = creds ? await issuer.login(req.ip, creds.name, creds.password) : undefined;
-      return send(reply, await issuer.issue(account, parseScopes(list(q.scope)), one(q.offline_token) === 'true'));
+      const account = creds ? await issuer.login(req.ip, creds.name, creds.password, req.id) : undefined;
+      return send(reply, await issuer.issue(account, parseScopes(list(q.scope)), one(q.offline_token) === 'true', { ip: req.ip, requestId: req.id }));
     });
 
     // Docker OAuth2 token spec: POST form with grant_type=password or refresh_token; access_type=offline asks for
@@ -226,15 +235,15 @@ export function tokenRoutes(issuer: TokenIssuer, signer: TokenSigner): FastifyPl
         if (!username || password === undefined) {
           return reply.code(400).send({ errors: [{ code: 'UNSUPPORTED', message: 'username and password are required' }] });
         }
-        account = await issuer.login(req.ip, username, password);
+        account = await issuer.login(req.ip, username, password, req.id);
       } else if (grantType === 'refresh_token') {
         const refresh = one(form.refresh_token);
         if (!refresh) return reply.code(400).send({ errors: [{ code: 'UNSUPPORTED', message: 'refresh_token is required' }] });
-        account = await issuer.redeem(req.ip, refresh);
+        account = await issuer.redeem(req.ip, refresh, req.id);
       } else {
         return reply.code(400).send({ errors: [{ code: 'UNSUPPORTED', message: `unsupported grant_type ${JSON.stringify(grantType ?? '')}` }] });
       }
-      return send(reply, await issuer.issue(account, parseScopes(list(form.scope)), one(form.access_type) === 'offline'));
+      return send(reply, await issuer.issue(account, parseScopes(list(form.scope)), one(form.access_type) === 'offline', { ip: req.ip, requestId: req.id }));
     });
 
     app.get('/auth/jwks.json', async (_req, reply) => reply.header('cache-control', 'max-age=300').send({ keys: [signer.jwk()] }));

@@ -1,7 +1,29 @@
+import { userInfo } from 'node:os';
+import { pino } from 'pino';
 import { userAdd, userRemove } from '../auth/htpasswd.js';
 import { loadConfig } from '../config/config.js';
+import { AuditLog } from '../events/audit.js';
 import { isSection } from '../config/fields.js';
 import { commands } from './command-registry.js';
+
+/**
+ * The audit trail of a `berth user` command: one line on stderr, and in `berth.audit.file` when `--config C` names
+ * one. The user is the operating-system account that ran the command.
+ */
+async function auditLog(args: string[]): Promise<AuditLog> {
+  const i = Math.max(args.indexOf('--config'), args.indexOf('-c'));
+  const configFile = i >= 0 ? args[i + 1] : undefined;
+  const file = configFile ? (await loadConfig(configFile)).berth.audit.file : undefined;
+  return new AuditLog(pino({ base: {} }, process.stderr), file ? { file } : {});
+}
+
+function osUser(): string {
+  try {
+    return userInfo().username;
+  } catch {
+    return '';
+  }
+}
 
 /** The htpasswd file a `berth user` command edits: `--file F`, else the one the config (`--config C`) names. */
 async function htpasswdFile(args: string[]): Promise<string> {
@@ -61,14 +83,21 @@ commands.set('user', {
     }
     try {
       const file = await htpasswdFile(args.slice(2));
-      if (action === 'add') {
-        await userAdd(file, name, await readPassword());
-        process.stderr.write(`user ${name} saved in ${file}\n`);
-        return 0;
-      }
-      if (await userRemove(file, name)) {
-        process.stderr.write(`user ${name} removed from ${file}\n`);
-        return 0;
+      const audit = await auditLog(args.slice(2));
+      try {
+        if (action === 'add') {
+          await userAdd(file, name, await readPassword());
+          audit.record('user add', { user: osUser(), origin: 'cli' }, { name, file });
+          process.stderr.write(`user ${name} saved in ${file}\n`);
+          return 0;
+        }
+        if (await userRemove(file, name)) {
+          audit.record('user rm', { user: osUser(), origin: 'cli' }, { name, file });
+          process.stderr.write(`user ${name} removed from ${file}\n`);
+          return 0;
+        }
+      } finally {
+        audit.close();
       }
       process.stderr.write(`berth: no user ${name} in ${file}\n`);
       return 1;

@@ -20,6 +20,7 @@ export interface AuditActor {
  */
 export class AuditLog {
   private readonly log: Logger;
+  private closed = false;
   private readonly fileLog: Logger | undefined;
   private readonly fileStream: (DestinationStream & { end?: () => void; flushSync?: () => void }) | undefined;
 
@@ -45,6 +46,8 @@ export class AuditLog {
 
   /** Closes the audit file, if any. */
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     this.fileStream?.end?.();
   }
 }
