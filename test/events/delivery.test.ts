@@ -215,3 +215,27 @@ t.test('config: registry:2 keys, durations, fail closed on bad endpoints', async
   ];
   for (const [raw, re] of bad) t.throws(() => parseNotifications(raw, () => undefined), re);
 });
+
+t.test('the commented notifications and berth.audit examples in config.example.yaml load without warnings', async (t) => {
+  const { parse } = await import('yaml');
+  const text = await readFile(new URL('../../../config.example.yaml', import.meta.url), 'utf8');
+  const block = (start: RegExp): string => {
+    const lines = text.split('\n');
+    const i = lines.findIndex((l) => start.test(l));
+    const out: string[] = [];
+    for (const l of lines.slice(i)) {
+      if (!/^\s*#/.test(l)) break;
+      out.push(l.replace(/^(\s*)# ?/, '$1'));
+    }
+    return out.join('\n');
+  };
+  const warnings: string[] = [];
+  const raw = parse(block(/^# notifications:/)) as { notifications: unknown };
+  const n = parseNotifications(raw.notifications, (m) => warnings.push(m));
+  t.equal(n.endpoints.length, 1);
+  t.same(n.endpoints[0]?.ignoredActions, ['pull']);
+  const { parseAuditConfig } = await import('../../src/events/config.js');
+  const audit = parse(block(/^ {2}# audit:/).replace(/^ {2}/gm, '')) as Record<string, unknown>;
+  t.same(parseAuditConfig(audit, (m) => warnings.push(m)), { file: '/var/log/berth/audit.log' });
+  t.same(warnings, []);
+});
