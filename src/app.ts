@@ -190,6 +190,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   const gcOptions = config.storage.readOnly ? null : parseGcSchedule(config.berth.raw, (m) => logger.warn(m));
   let gcSchedule: GcSchedule | undefined;
   if (gcOptions) {
+    gcOptions.events = events;
     gcOptions.onResult = (r) => {
       metrics.gcBytesReclaimed.inc(r.bytesReclaimed);
       metrics.gcLastRun.set(Date.now() / 1000);

@@ -128,7 +128,7 @@ export function buildEvent(
   if (subject.size !== undefined) target.size = subject.size;
   if (subject.digest) target.digest = subject.digest;
   if (subject.size !== undefined) target.length = subject.size;
-  target.repository = subject.repository;
+  if (subject.repository) target.repository = subject.repository;
   if (subject.fromRepository) target.fromRepository = subject.fromRepository;
   if (subject.kind && subject.digest && ctx.baseUrl && action !== 'delete') {
     target.url = `${ctx.baseUrl}/v2/${subject.repository}/${subject.kind === 'manifest' ? 'manifests' : 'blobs'}/${subject.digest}`;
