@@ -170,3 +170,31 @@ export function clientAddr(headers: Record<string, string | string[] | undefined
   const host = remoteAddress.includes(':') ? `[${remoteAddress}]` : remoteAddress;
   return remotePort === undefined ? host : `${host}:${remotePort}`;
 }
+
+/** Descriptor fields in the order Distribution marshals them (`distribution.Descriptor`). */
+const DESCRIPTOR_FIELDS = ['mediaType', 'size', 'digest', 'urls', 'annotations', 'platform'] as const;
+
+function descriptorOf(raw: unknown): EventReference | null {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return null;
+  const src = raw as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  for (const k of DESCRIPTOR_FIELDS) if (src[k] !== undefined && src[k] !== null && src[k] !== '') out[k] = src[k];
+  return out as unknown as EventReference;
+}
+
+/**
+ * `target.references` of a manifest as registry:2 computes them (`Manifest.References()`): an index's or manifest
+ * list's `manifests`, else the config followed by the layers. Empty for what cannot be read.
+ */
+export function manifestReferences(bytes: Buffer): EventReference[] {
+  let body: unknown;
+  try {
+    body = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    return [];
+  }
+  if (typeof body !== 'object' || body === null) return [];
+  const m = body as { manifests?: unknown; config?: unknown; layers?: unknown };
+  const list = Array.isArray(m.manifests) ? m.manifests : [m.config, ...(Array.isArray(m.layers) ? m.layers : [])];
+  return list.map(descriptorOf).filter((d): d is EventReference => d !== null);
+}
