@@ -5,7 +5,9 @@ import t from 'tap';
 import { RedisEventQueue } from '../../src/events/redis-queue.js';
 import { StorageEventQueue } from '../../src/events/storage-queue.js';
 import { FilesystemDriver } from '../../src/storage/drivers/filesystem.js';
+import { createS3Driver } from '../../src/storage/drivers/s3.js';
 import { startRedis } from '../helpers/redis.js';
+import { s3StorageSection, startS3Server } from '../helpers/s3-server.js';
 import { eventQueueSuite } from '../suites/event-queue-suite.js';
 
 t.test('storage (filesystem driver)', async (t) => {
@@ -25,6 +27,20 @@ t.test('storage (filesystem driver)', async (t) => {
     await q.ack('ep-1', await q.peek('ep-1', 1));
     t.same(await readdir(join(dir, 'berth', 'events', 'ep-1')), []);
   });
+});
+
+t.test('storage (S3 driver, strict test S3 server)', async (t) => {
+  const server = await startS3Server(t, { pageSize: 4 });
+  await eventQueueSuite(
+    t,
+    'StorageEventQueue on S3',
+    async (ns) => {
+      const driver = createS3Driver({ ...s3StorageSection(server), rootdirectory: `/${ns}/` }, () => undefined);
+      const queue = new StorageEventQueue(driver);
+      return Object.assign(queue, { close: () => driver.close() });
+    },
+    false,
+  );
 });
 
 t.test('redis', async (t) => {
