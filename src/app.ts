@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { AllowAllAuthorizer, type Authorizer } from './auth/authorizer.js';
 import type { Config } from './config/config.js';
 import { sendError } from './errors/handler.js';
-import { AuditLog, createEvents, type RegistryEvents } from './events/index.js';
+import { AuditLog, createEvents, parseAuditConfig, type RegistryEvents } from './events/index.js';
 import { BackendUnavailableError, registryError } from './errors/registry-error.js';
 import { createMetrics, metricsConfig, metricsPlugin, type Metrics } from './http/metrics.js';
 import { registryRoutes } from './http/registry-routes.js';
@@ -105,7 +105,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   const driver = deps.driver ?? (await createDriver(config));
   const sessions = deps.sessions ?? (await createSessionStore(config));
   const metrics = deps.metrics ?? createMetrics();
-  const audit = new AuditLog(logger, config.berth.audit);
+  const audit = new AuditLog(logger, parseAuditConfig(config.berth.raw, (m) => logger.warn(m)));
   const events = deps.events ?? (await createEvents(config, { driver, logger, metrics: metrics.events, audit }));
   let authorizer: Authorizer = deps.authorizer ?? new AllowAllAuthorizer();
   let authRoutes: FastifyPluginAsync | undefined;

@@ -3,6 +3,7 @@ import { pino } from 'pino';
 import { userAdd, userRemove } from '../auth/htpasswd.js';
 import { loadConfig } from '../config/config.js';
 import { AuditLog } from '../events/audit.js';
+import { parseAuditConfig } from '../events/config.js';
 import { isSection } from '../config/fields.js';
 import { commands } from './command-registry.js';
 
@@ -13,7 +14,7 @@ import { commands } from './command-registry.js';
 async function auditLog(args: string[]): Promise<AuditLog> {
   const i = Math.max(args.indexOf('--config'), args.indexOf('-c'));
   const configFile = i >= 0 ? args[i + 1] : undefined;
-  const file = configFile ? (await loadConfig(configFile)).berth.audit.file : undefined;
+  const file = configFile ? parseAuditConfig((await loadConfig(configFile)).berth.raw, () => undefined).file : undefined;
   return new AuditLog(pino({ base: {} }, process.stderr), file ? { file } : {});
 }
 

@@ -1,6 +1,5 @@
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
-import { parseAuditConfig, parseNotifications, type AuditConfig, type NotificationsConfig } from '../events/config.js';
 import { bool, checkKeys, ConfigError, duration, int, isSection, optString, section, str, type RawSection } from './fields.js';
 
 /**
@@ -39,8 +38,8 @@ export interface Config {
   auth?: RawSection;
   /** The raw `proxy` section; parsed by the pull-through module. */
   proxy?: RawSection;
-  /** registry:2's `notifications` (webhook endpoints); parsed by the events module. */
-  notifications: NotificationsConfig;
+  /** The raw `notifications` section (registry:2's webhook endpoints); parsed by the events module. */
+  notifications?: RawSection;
   berth: {
     /** Mount a blob named by `?mount=` without `from` when the registry has it in any repository. */
     automaticCrossMount: boolean;
@@ -50,8 +49,6 @@ export interface Config {
     shutdownTimeoutMs: number;
     /** A connection on which nothing moves for this long is closed (0: never). */
     idleTimeoutMs: number;
-    /** `berth.audit`: the audit trail's own file. */
-    audit: AuditConfig;
     /** Raw berth sections owned by other modules (metrics, gc schedule, ...). */
     raw: RawSection;
   };
@@ -204,13 +201,11 @@ export function normalizeConfig(raw: RawSection, warnings: string[] = []): Confi
       readOnly: bool(section(maintenance, 'readonly', 'storage.maintenance.'), 'enabled', 'storage.maintenance.readonly.', false),
     },
     http: { addr, headers },
-    notifications: parseNotifications(raw.notifications, warn),
     berth: {
       automaticCrossMount: bool(berth, 'automaticcrossmount', 'berth.', true),
       uploadSessionTtlMs: duration(berth, 'uploadsessionttl', 'berth.', 24 * 3_600_000),
       shutdownTimeoutMs: duration(berth, 'shutdowntimeout', 'berth.', 30_000),
       idleTimeoutMs: duration(berth, 'idletimeout', 'berth.', 5 * 60_000),
-      audit: parseAuditConfig(berth, warn),
       raw: berth,
     },
     warnings,
@@ -223,6 +218,10 @@ export function normalizeConfig(raw: RawSection, warnings: string[] = []): Confi
   if (redis) config.redis = redis;
   if (isSection(raw.auth) && Object.keys(raw.auth).length > 0) config.auth = raw.auth;
   if (isSection(raw.proxy) && Object.keys(raw.proxy).length > 0) config.proxy = raw.proxy;
+  if (raw.notifications !== undefined && raw.notifications !== null) {
+    if (!isSection(raw.notifications)) throw new ConfigError(`notifications: expected a section, got ${JSON.stringify(raw.notifications)}`);
+    config.notifications = raw.notifications;
+  }
   return config;
 }
 

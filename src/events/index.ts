@@ -2,13 +2,14 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
 import type { StorageDriver } from '../storage/driver.js';
 import { AuditLog } from './audit.js';
+import { parseAuditConfig, parseNotifications } from './config.js';
 import type { EventMetrics } from './metrics.js';
 import type { EventQueue } from './queue.js';
 import { RegistryEvents, type RegistryEventsOptions } from './registry-events.js';
 import { StorageEventQueue } from './storage-queue.js';
 
 export { AuditLog, type AuditActor } from './audit.js';
-export { parseNotifications, type EndpointConfig, type NotificationsConfig } from './config.js';
+export { parseAuditConfig, parseNotifications, type EndpointConfig, type NotificationsConfig } from './config.js';
 export { clientAddr, GC_CONTEXT, type EventAction, type EventReference, type EventSubject, type RequestContext } from './event.js';
 export { createEventMetrics, type EventMetrics } from './metrics.js';
 export { NO_EVENTS, RegistryEvents, type EventSink } from './registry-events.js';
@@ -30,7 +31,10 @@ export interface CreateEventsDeps {
  * (`/berth/events/` through the driver); no queue at all without enabled endpoints (the audit trail still works).
  */
 export async function createEvents(config: Config, deps: CreateEventsDeps): Promise<RegistryEvents> {
-  const enabled = config.notifications.endpoints.some((e) => !e.disabled);
+  // Fails closed: a bad endpoint stops startup naming the key (ConfigError), as a bad `auth` section does.
+  const warn = (m: string) => deps.logger.warn(m);
+  const notifications = parseNotifications(config.notifications, warn);
+  const enabled = notifications.endpoints.some((e) => !e.disabled);
   let queue: EventQueue | null = null;
   if (enabled) {
     if (config.redis) {
@@ -42,11 +46,11 @@ export async function createEvents(config: Config, deps: CreateEventsDeps): Prom
     }
   }
   return new RegistryEvents({
-    notifications: config.notifications,
+    notifications,
     queue,
     metrics: deps.metrics,
     logger: deps.logger,
-    audit: deps.audit ?? new AuditLog(deps.logger, config.berth.audit),
+    audit: deps.audit ?? new AuditLog(deps.logger, parseAuditConfig(config.berth.raw, warn)),
     listenAddr: config.http.addr,
     ...(deps.deliver === undefined ? {} : { deliver: deps.deliver }),
     ...(deps.delivery ? { delivery: deps.delivery } : {}),

@@ -239,3 +239,18 @@ t.test('the commented notifications and berth.audit examples in config.example.y
   t.same(parseAuditConfig(audit, (m) => warnings.push(m)), { file: '/var/log/berth/audit.log' });
   t.same(warnings, []);
 });
+
+t.test('berth serve stops at startup naming the key of a bad notifications endpoint (fail closed)', async (t) => {
+  const { runBerth } = await import('../helpers/berth-process.js');
+  const { writeFile } = await import('node:fs/promises');
+  const dir = await mkdtemp(join(tmpdir(), 'berth-events-cfg-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'config.yml');
+  await writeFile(
+    file,
+    `storage: {filesystem: {rootdirectory: ${join(dir, 'data')}}}\nhttp: {addr: "127.0.0.1:0"}\nnotifications:\n  endpoints:\n    - name: hook\n      url: ftp://hooks.example/x\n`,
+  );
+  const run = await runBerth(['serve'], { env: { BERTH_CONFIG: file } });
+  t.not(run.code, 0);
+  t.match(run.output, /notifications\.endpoints\[0\]\.url/);
+});
