@@ -1,5 +1,4 @@
 import type { X509Certificate } from 'node:crypto';
-import type { FastifyPluginAsync } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
 import type { AuditLog } from '../events/audit.js';
@@ -10,17 +9,17 @@ import { HtpasswdStore } from './htpasswd.js';
 import { FailureLimiter } from './rate-limit.js';
 import { RulesSource } from './rules.js';
 import { parseAuthSettings, SAFE_ALGORITHMS } from './settings.js';
-import { loadSigner } from './signer.js';
+import { loadSigner, type TokenSigner } from './signer.js';
 import { realmFromRequest, TokenAuthorizer, type RealmResolver } from './token-authorizer.js';
-import { TokenIssuer, tokenRoutes } from './token-server.js';
+import { TokenIssuer } from './token-server.js';
 import { TrustStore } from './trust.js';
 import { TokenVerifier } from './verifier.js';
 
-/** What {@link createAuth} gives the app: the authorizer for `/v2/`, and berth's token server routes when enabled. */
+/** What {@link createAuth} gives the app: the authorizer for `/v2/`, and berth's token server when enabled. */
 export interface AuthModule {
   authorizer: Authorizer;
-  /** `/auth/token`, `/auth/jwks.json`, `/auth/cert.pem`: register at the root when present. */
-  routes?: FastifyPluginAsync;
+  /** The built-in token server: the app serves it on `/auth/token`, `/auth/jwks.json`, `/auth/cert.pem` (http/token-routes.ts). */
+  tokenServer?: { issuer: TokenIssuer; signer: TokenSigner };
   close(): Promise<void>;
 }
 
@@ -71,7 +70,7 @@ export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthMo
     realm = realmFromRequest('/auth/token', defaultProto);
   }
 
-  let routes: FastifyPluginAsync | undefined;
+  let tokenServer: AuthModule['tokenServer'];
   const certificates: X509Certificate[] = [];
   const issuers = new Set<string>();
   if (token) issuers.add(token.issuer);
@@ -105,7 +104,7 @@ export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthMo
       logger,
       ...(deps.audit ? { audit: deps.audit } : {}),
     });
-    routes = tokenRoutes(issuer, signer);
+    tokenServer = { issuer, signer };
     logger.info({ kid: signer.kid, alg: signer.alg }, 'token server enabled on /auth/token');
   }
 
@@ -123,6 +122,6 @@ export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthMo
   });
   const authorizer = new TokenAuthorizer(verifier, realm, service, logger);
   const result: AuthModule = { authorizer, close: () => authorizer.close() };
-  if (routes) result.routes = routes;
+  if (tokenServer) result.tokenServer = tokenServer;
   return result;
 }
