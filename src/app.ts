@@ -3,7 +3,7 @@ import { fastify, LogController, type FastifyInstance, type FastifyPluginAsync, 
 import type { Logger } from 'pino';
 import { AllowAllAuthorizer, type Authorizer } from './auth/authorizer.js';
 import type { Config } from './config/config.js';
-import { AuditLog, createEvents, parseAuditConfig, type RegistryEvents } from './events/index.js';
+import { AuditLog, createEvents, EventingNamespace, parseAuditConfig, type RegistryEvents } from './events/index.js';
 import { sendError } from './http/error-handler.js';
 import { BackendUnavailableError, registryError } from './errors/registry-error.js';
 import { createMetrics, metricsConfig, metricsPlugin, type Metrics } from './http/metrics.js';
@@ -163,7 +163,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   if (mc.enabled) await app.register(metricsPlugin(metrics, { serve: !mc.addr, path: mc.path }));
   if (authRoutes) await app.register(authRoutes);
   const local = new LocalNamespace(store, uploads, { automaticCrossMount: config.berth.automaticCrossMount });
-  const namespace = pullThrough ? pullThrough.decorate(local) : local;
+  // Events wrap the outermost namespace, so pulls the mirror serves give their events too.
+  const namespace = new EventingNamespace(pullThrough ? pullThrough.decorate(local) : local, events);
   await app.register(registryRoutes, { config, namespace, authorizer, metrics });
   if (pullThrough) {
     const proxy = pullThrough;

@@ -1,4 +1,7 @@
 import { randomUUID } from 'node:crypto';
+import type { RequestContext } from '../registry/request-context.js';
+
+export type { RequestContext } from '../registry/request-context.js';
 
 /**
  * Registry events as CNCF Distribution 2.8 (registry:2) sends them to its `notifications` endpoints, field by field
@@ -63,27 +66,6 @@ export interface EventSubject {
   references?: EventReference[];
   /** `manifest` or `blob`: decides the `url` path. Absent for tag deletes (no `url` then). */
   kind?: 'manifest' | 'blob';
-}
-
-/**
- * Who asked, as the HTTP layer saw it; passed down by the domain to {@link EventSink.emit}. Work that no request
- * started (garbage collection) passes {@link GC_CONTEXT}.
- */
-export interface RequestContext {
-  /** The request id (`X-Request-Id`, also in the access log). */
-  id: string;
-  /** The client's address as registry:2 reports it: `X-Forwarded-For`'s first entry, `X-Real-Ip`, else `ip:port`. */
-  addr: string;
-  /** The `Host` header. */
-  host: string;
-  method: string;
-  useragent: string;
-  /** The authenticated user, if any. */
-  user?: string;
-  /** `scheme://host` for `target.url`: `http.host` when configured, else from the request. Empty: no `url`. */
-  baseUrl: string;
-  /** What started the work when no client request did (`gc`); absent for requests. */
-  origin?: string;
 }
 
 /** The context of garbage collection's deletions: no client request, so empty `request` and `actor`, no `url`. */

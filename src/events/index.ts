@@ -11,6 +11,7 @@ import { StorageEventQueue } from './storage-queue.js';
 export { AuditLog, type AuditActor } from './audit.js';
 export { parseAuditConfig, parseNotifications, type EndpointConfig, type NotificationsConfig } from './config.js';
 export { clientAddr, GC_CONTEXT, type EventAction, type EventReference, type EventSubject, type RequestContext } from './event.js';
+export { EventingNamespace } from './eventing-namespace.js';
 export { createEventMetrics, type EventMetrics } from './metrics.js';
 export { NO_EVENTS, RegistryEvents, type EventSink } from './registry-events.js';
 

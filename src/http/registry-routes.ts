@@ -11,6 +11,7 @@ import type { Namespace, Repository, TagPage } from '../registry/repository.js';
 import { uploadRangeHeader, type ChunkRange } from '../uploads/upload-service.js';
 import { requestBody, type Metrics } from './metrics.js';
 import { matchRoute } from './route-match.js';
+import { requestContext } from './request-context.js';
 import { sendBlob } from './blob-response.js';
 
 declare module 'fastify' {
@@ -67,7 +68,7 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
       await reply.type('application/json').send({});
       return;
     }
-    const repo = namespace.repository(route.name as string, query.ns);
+    const repo = namespace.repository(route.name as string, query.ns, requestContext(request, config));
     // Registry proxying proposal (distribution-spec#66, what containerd implements): "A `ns` query parameter on pull
     // operations is OPTIONAL, but when used specifies the host in a repository name used by a client" and "A proxy
     // registry MAY use the `ns` query parameter to resolve an upstream registry host". The response names the

@@ -23,8 +23,8 @@ t.test('pulls served by the pull-through cache give pull events, the first (fetc
     t.equal(m.status, 200);
     await m.arrayBuffer();
     const b = await fetch(`${mirror.url}/v2/library/tool/blobs/${image.layers[0]?.digest ?? ''}`);
-    t.equal(b.status, 200);
-    await b.arrayBuffer();
+    const body = Buffer.from(await b.arrayBuffer());
+    t.equal(b.status, 200, `blob GET ${i}: ${b.status === 200 ? '' : body.toString('utf8').slice(0, 300)}`);
   }
   const events = await rx.waitFor((e) => e.length >= 4);
   await new Promise((r) => setTimeout(r, 300));
