@@ -7,17 +7,6 @@ import { parseAuditConfig } from '../events/config.js';
 import { isSection } from '../config/fields.js';
 import { commands } from './command-registry.js';
 
-/**
- * The audit trail of a `berth user` command: one line on stderr, and in `berth.audit.file` when `--config C` names
- * one. The user is the operating-system account that ran the command.
- */
-async function auditLog(args: string[]): Promise<AuditLog> {
-  const i = Math.max(args.indexOf('--config'), args.indexOf('-c'));
-  const configFile = i >= 0 ? args[i + 1] : undefined;
-  const file = configFile ? parseAuditConfig((await loadConfig(configFile)).berth.raw, () => undefined).file : undefined;
-  return new AuditLog(pino({ base: {} }, process.stderr), file ? { file } : {});
-}
-
 function osUser(): string {
   try {
     return userInfo().username;
@@ -26,25 +15,29 @@ function osUser(): string {
   }
 }
 
-/** The htpasswd file a `berth user` command edits: `--file F`, else the one the config (`--config C`) names. */
-async function htpasswdFile(args: string[]): Promise<string> {
+/**
+ * What a `berth user` command works on: the htpasswd file (`--file F`, else the one the config `--config C` names)
+ * and the audit trail (one line on stderr, and in the config's `berth.audit.file` when it names one).
+ */
+async function userTargets(args: string[]): Promise<{ file: string; audit: AuditLog }> {
   const flag = (name: string) => {
     const i = args.indexOf(name);
     return i >= 0 ? args[i + 1] : undefined;
   };
-  const file = flag('--file') ?? flag('-f');
-  if (file) return file;
   const configFile = flag('--config') ?? flag('-c');
-  if (configFile) {
-    const config = await loadConfig(configFile);
+  const config = configFile ? await loadConfig(configFile) : undefined;
+  let file = flag('--file') ?? flag('-f');
+  if (!file && config) {
     const auth = config.auth ?? {};
     const builtin = isSection(auth.builtin) ? auth.builtin : {};
     const htpasswd = isSection(auth.htpasswd) ? auth.htpasswd : {};
     const path = builtin.users ?? htpasswd.path;
-    if (typeof path === 'string' && path) return path;
-    throw new Error(`${configFile} names no htpasswd file (auth.builtin.users or auth.htpasswd.path)`);
+    if (typeof path !== 'string' || !path) throw new Error(`${configFile ?? ''} names no htpasswd file (auth.builtin.users or auth.htpasswd.path)`);
+    file = path;
   }
-  throw new Error('name the htpasswd file with --file F (or --config config.yml)');
+  if (!file) throw new Error('name the htpasswd file with --file F (or --config config.yml)');
+  const auditFile = config ? parseAuditConfig(config.berth.raw, () => undefined).file : undefined;
+  return { file, audit: new AuditLog(pino({ base: {} }, process.stderr), auditFile ? { file: auditFile } : {}) };
 }
 
 /** Reads the password: the first line of stdin when piped, a prompt without echo on a terminal. */
@@ -83,8 +76,7 @@ commands.set('user', {
       return 2;
     }
     try {
-      const file = await htpasswdFile(args.slice(2));
-      const audit = await auditLog(args.slice(2));
+      const { file, audit } = await userTargets(args.slice(2));
       try {
         if (action === 'add') {
           await userAdd(file, name, await readPassword());
