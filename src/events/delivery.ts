@@ -107,9 +107,8 @@ export class EndpointDelivery {
             this.metrics.delivered.inc({ endpoint: this.endpoint.name });
             if (!(await this.queue.ack(queueName, [entry]))) break;
           }
-          // A full batch delivered: there may be more right away.
-          if (batch.length === 50 && this.failures === 0) wait = 0;
-          else if (this.failures === 0 && batch.length > 0) wait = 0;
+          // Something was delivered: look for more right away.
+          if (this.failures === 0 && batch.length > 0) wait = 0;
         }
       } catch (err) {
         this.logger.warn({ endpoint: this.endpoint.name, err: (err as Error).message }, 'event queue unavailable');
