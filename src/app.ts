@@ -2,6 +2,7 @@ import { fastify, LogController, type FastifyInstance, type FastifyPluginAsync, 
 import type { Logger } from 'pino';
 import { AllowAllAuthorizer, type Authorizer } from './auth/authorizer.js';
 import type { Config } from './config/config.js';
+import { AuditLog, createEvents, EventingNamespace, parseAuditConfig, type RegistryEvents } from './events/index.js';
 import { sendError } from './http/error-handler.js';
 import { BackendUnavailableError, registryError } from './errors/registry-error.js';
 import { clientErrorHandler, originForm } from './http/client-errors.js';
@@ -29,6 +30,8 @@ export interface AppDeps {
   sessions?: UploadSessionStore;
   authorizer?: Authorizer;
   metrics?: Metrics;
+  /** The events service (webhooks and the audit trail); default: what `notifications` and `berth.audit` say. */
+  events?: RegistryEvents;
 }
 
 /** What the app was built from, for the startup line and commands. */
@@ -40,6 +43,7 @@ export interface AppParts {
   store: RegistryStore;
   uploads: UploadService;
   metrics: Metrics;
+  events: RegistryEvents;
 }
 
 declare module 'fastify' {
@@ -87,12 +91,15 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
 
   const driver = deps.driver ?? (await createDriver(config));
   const sessions = deps.sessions ?? (await createSessionStore(config));
+  const metrics = deps.metrics ?? createMetrics();
+  const audit = new AuditLog(logger, parseAuditConfig(config.raw, (m) => logger.warn(m)));
+  const events = deps.events ?? (await createEvents(config, { driver, logger, metrics: metrics.events, audit }));
   let authorizer: Authorizer = deps.authorizer ?? new AllowAllAuthorizer();
   let authRoutes: FastifyPluginAsync | undefined;
   let authClose: (() => Promise<void>) | undefined;
   if (!deps.authorizer && config.auth) {
     const { createAuth } = await import('./auth/index.js');
-    const auth = await createAuth(config, { driver, logger, storageRoot: config.storage.filesystem.rootDirectory });
+    const auth = await createAuth(config, { driver, logger, audit, storageRoot: config.storage.filesystem.rootDirectory });
     authorizer = auth.authorizer;
     if (auth.tokenServer) authRoutes = tokenRoutes(auth.tokenServer.issuer, auth.tokenServer.signer);
     authClose = () => auth.close();
@@ -104,8 +111,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     const { createPullThrough } = await import('./proxy/index.js');
     pullThrough = createPullThrough(config, { store, driver, logger });
   }
-  const metrics = deps.metrics ?? createMetrics();
-  app.decorate('berth', { config, driver, sessions, authorizer, store, uploads, metrics });
+  app.decorate('berth', { config, driver, sessions, authorizer, store, uploads, metrics, events });
+  app.addHook('onReady', async () => events.start());
 
   let closing = false;
   app.setErrorHandler((err, request, reply) => {
@@ -129,6 +136,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
           route: request.routeKind,
           remote: request.ip,
           ua: request.headers['user-agent'],
+          user: request.principal?.account,
         },
         'request',
       );
@@ -166,7 +174,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   if (mc.enabled) await app.register(metricsPlugin(metrics, { serve: !mc.addr, path: mc.path }));
   if (authRoutes) await app.register(authRoutes);
   const local = new LocalNamespace(store, uploads, { automaticCrossMount: config.berth.automaticCrossMount });
-  const namespace = pullThrough ? pullThrough.decorate(local) : local;
+  // Events wrap the outermost namespace, so pulls the mirror serves give their events too.
+  const namespace = new EventingNamespace(pullThrough ? pullThrough.decorate(local) : local, events);
   await app.register(registryRoutes, { config, namespace, authorizer, metrics });
   if (pullThrough) {
     const proxy = pullThrough;
@@ -180,6 +189,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   const uploadTtlMs = config.berth.uploadSessionTtlMs;
   if (gcOptions) {
     gcOptions.uploadAgeMs = staleUploadPolicy(uploadTtlMs, gcOptions.uploadAgeMs).ageMs;
+    gcOptions.events = events;
     gcOptions.onResult = (r) => {
       metrics.gcBytesReclaimed.inc(r.bytesReclaimed);
       metrics.gcLastRun.set(Date.now() / 1000);
@@ -212,6 +222,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     await pullThrough?.close();
     await authClose?.();
     await authorizer.close();
+    if (!deps.events) await events.close();
+    audit.close();
     if (!deps.sessions) await sessions.close();
     if (!deps.driver) await driver.close();
   });

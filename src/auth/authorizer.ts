@@ -14,6 +14,8 @@ export interface AuthRequest {
   headers: IncomingHttpHeaders;
   /** Client address (for rate limiting). */
   ip: string;
+  /** The request id, for the audit trail. */
+  id?: string;
 }
 
 /**

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { errors as joseErrors, jwtVerify } from 'jose';
 import type { Logger } from 'pino';
+import type { AuditLog } from '../events/audit.js';
 import type { AccessRecord, Action } from './access.js';
 import { quote } from './basic.js';
 import { entryFingerprint, type HtpasswdStore } from './htpasswd.js';
@@ -51,6 +52,8 @@ export interface TokenServerOptions {
   expirationMs: number;
   refreshExpirationMs: number;
   logger?: Logger;
+  /** The audit trail: token grants and failed logins. */
+  audit?: AuditLog;
 }
 
 /** The token endpoint's JSON answer (Docker token spec and its OAuth2 variant). */
@@ -79,7 +82,7 @@ export class TokenIssuer {
   }
 
   /** Checks a password (rate-limited per `ip` and per account); resolves the account or throws UNAUTHORIZED / TOOMANYREQUESTS. */
-  async login(ip: string, name: string, password: string): Promise<string> {
+  async login(ip: string, name: string, password: string, requestId?: string): Promise<string> {
     const attempt = await this.options.limiter.begin(ip, name);
     let ok = false;
     try {
@@ -90,6 +93,7 @@ export class TokenIssuer {
     }
     if (!ok) {
       this.options.logger?.info({ account: name, ip }, 'token server: login failed');
+      this.options.audit?.record('login failure', { user: name, addr: ip, requestId }, { via: 'token' });
       throw new RegistryError('UNAUTHORIZED', undefined, {
         message: 'invalid username or password',
         headers: { 'WWW-Authenticate': `Basic realm=${quote(this.options.service)}` },
@@ -99,7 +103,7 @@ export class TokenIssuer {
   }
 
   /** Resolves the account of a valid refresh token (rate-limited like a password); the user must still exist unchanged. */
-  async redeem(ip: string, refreshToken: string): Promise<string> {
+  async redeem(ip: string, refreshToken: string, requestId?: string): Promise<string> {
     const attempt = await this.options.limiter.begin(ip);
     let sub: unknown;
     try {
@@ -108,7 +112,10 @@ export class TokenIssuer {
       if (typeof sub === 'string') attempt.succeeded();
       else attempt.failed();
     }
-    if (typeof sub !== 'string') throw new RegistryError('UNAUTHORIZED', undefined, { message: 'invalid refresh token' });
+    if (typeof sub !== 'string') {
+      this.options.audit?.record('login failure', { addr: ip, requestId }, { via: 'refresh_token' });
+      throw new RegistryError('UNAUTHORIZED', undefined, { message: 'invalid refresh token' });
+    }
     return sub;
   }
 
@@ -135,7 +142,7 @@ export class TokenIssuer {
   }
 
   /** Issues an access token for `account` (undefined: anonymous), plus a refresh token when `offline`. */
-  async issue(account: string | undefined, requested: AccessRecord[], offline: boolean): Promise<TokenResponse> {
+  async issue(account: string | undefined, requested: AccessRecord[], offline: boolean, who: { ip?: string; requestId?: string } = {}): Promise<TokenResponse> {
     const rules = await this.options.rules.rules();
     const access = grant(rules, account, requested);
     const now = Math.floor(Date.now() / 1000);
@@ -166,6 +173,10 @@ export class TokenIssuer {
       }
     }
     this.options.logger?.debug({ account: account ?? '(anonymous)', access }, 'token issued');
+    this.options.audit?.record('token grant', { user: account, addr: who.ip, requestId: who.requestId }, {
+      access: access.map((a) => `${a.type}:${a.name}:${a.actions.join(',')}`),
+      ...(response.refresh_token ? { refreshToken: true } : {}),
+    });
     return response;
   }
 }

@@ -11,6 +11,7 @@ import type { MountSource, Namespace, Repository, TagPage } from '../registry/re
 import { uploadRangeHeader, type ChunkRange } from '../uploads/upload-service.js';
 import { requestBody, type Metrics } from './metrics.js';
 import { matchRoute } from './route-match.js';
+import { requestContext } from './request-context.js';
 import { sendBlob } from './blob-response.js';
 
 declare module 'fastify' {
@@ -53,7 +54,8 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
     request.routeKind = route.kind;
     const query = request.query as Query;
     const access = requiredAccess(route, request.method, query);
-    const principal = await authorizer.authorize({ method: request.method, headers: request.headers, ip: request.ip }, access);
+    const principal = await authorizer.authorize({ method: request.method, headers: request.headers, ip: request.ip, id: request.id }, access);
+    request.principal = principal;
     const method = request.method;
     if (config.storage.readOnly && method !== 'GET' && method !== 'HEAD') {
       throw registryError('UNSUPPORTED', undefined, { message: 'registry is in read-only mode' });
@@ -67,7 +69,7 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
       await reply.type('application/json').send({});
       return;
     }
-    const repo = namespace.repository(route.name as string, query.ns);
+    const repo = namespace.repository(route.name as string, query.ns, requestContext(request, config));
     // Registry proxying proposal (distribution-spec#66, what containerd implements): "A `ns` query parameter on pull
     // operations is OPTIONAL, but when used specifies the host in a repository name used by a client" and "A proxy
     // registry MAY use the `ns` query parameter to resolve an upstream registry host". The response names the
