@@ -17,6 +17,12 @@ import { purgeUploads } from './storage/upload-purger.js';
 import { MemorySessionStore } from './uploads/memory-session-store.js';
 import type { UploadSessionStore } from './uploads/session-store.js';
 import { UploadService } from './uploads/upload-service.js';
+import { apiRoutes } from './http/api-routes.js';
+import type { Browser } from './services/catalog/browse.js';
+import { CatalogIndex, parseIndexOptions } from './services/catalog/catalog-index.js';
+import { RegistryBrowser } from './services/catalog/registry-browser.js';
+import { MemoryRepositoryIndex, type RepositoryIndex } from './services/catalog/repository-index.js';
+import { RepositoryLocks } from './services/catalog/repository-locks.js';
 
 /** Parts that can be passed in (tests, embedding); each defaults to what the config says. */
 export interface AppDeps {
@@ -25,6 +31,8 @@ export interface AppDeps {
   sessions?: UploadSessionStore;
   authorizer?: Authorizer;
   metrics?: Metrics;
+  /** The catalog index store (default: Redis when `redis` is configured, else in process). */
+  repositoryIndex?: RepositoryIndex;
 }
 
 /** What the app was built from, for the startup line and commands. */
@@ -36,6 +44,12 @@ export interface AppParts {
   store: RegistryStore;
   uploads: UploadService;
   metrics: Metrics;
+  /** The catalog index: `_catalog`, search and the JSON API's lists. */
+  catalog: CatalogIndex;
+  /** What the JSON API and the web UI show (src/services/catalog/browse.ts). */
+  browser: Browser;
+  /** Per-repository locks: pushes shared, a repository delete exclusive. */
+  locks: RepositoryLocks;
 }
 
 declare module 'fastify' {
@@ -62,6 +76,15 @@ export async function createSessionStore(config: Config): Promise<UploadSessionS
     return RedisSessionStore.connect({ ...config.redis, ttlMs });
   }
   return new MemorySessionStore({ ttlMs });
+}
+
+/** The catalog index store the config selects: Redis when `redis.addr` is set (shared by replicas), else in-process. */
+export async function createRepositoryIndex(config: Config): Promise<RepositoryIndex> {
+  if (config.redis) {
+    const { RedisRepositoryIndex } = await import('./services/catalog/redis-repository-index.js');
+    return RedisRepositoryIndex.connect(config.redis);
+  }
+  return new MemoryRepositoryIndex();
 }
 
 /**
@@ -118,7 +141,21 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     pullThrough = createPullThrough(config, { store, driver, logger });
   }
   const metrics = deps.metrics ?? createMetrics();
-  app.decorate('berth', { config, driver, sessions, authorizer, store, uploads, metrics });
+  const repositoryIndex = deps.repositoryIndex ?? (await createRepositoryIndex(config));
+  const catalog = new CatalogIndex(repositoryIndex, store, driver, logger.child({ component: 'catalog' }), parseIndexOptions(config.berth.raw, (m) => logger.warn(m)));
+  const locks = new RepositoryLocks();
+  let lastGc: (() => { at: Date; bytesFreed: number } | undefined) | undefined;
+  const browser = new RegistryBrowser({
+    store,
+    driver,
+    catalog,
+    locks,
+    deleteEnabled: config.storage.deleteEnabled,
+    readOnly: config.storage.readOnly,
+    lastGc: () => lastGc?.(),
+    logger,
+  });
+  app.decorate('berth', { config, driver, sessions, authorizer, store, uploads, metrics, catalog, browser, locks });
 
   let closing = false;
   app.setErrorHandler((err, request, reply) => {
@@ -172,7 +209,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   // With berth.metrics.addr the exposition is served on its own address by `serve`; the counting hooks stay here.
   if (mc.enabled) await app.register(metricsPlugin(metrics, { serve: !mc.addr, path: mc.path }));
   if (authRoutes) await app.register(authRoutes);
-  await app.register(registryRoutes, { config, store, uploads, authorizer, metrics, ...(pullThrough ? { pullThrough } : {}) });
+  await app.register(registryRoutes, { config, store, uploads, authorizer, metrics, catalog, locks, ...(pullThrough ? { pullThrough } : {}) });
+  await app.register(apiRoutes, { browser, catalog, authorizer });
+  app.addHook('onReady', async () => catalog.start());
   if (pullThrough) {
     const proxy = pullThrough;
     app.addHook('onReady', async () => proxy.start());
@@ -187,7 +226,12 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
       metrics.gcLastRun.set(Date.now() / 1000);
     };
     app.addHook('onReady', async () => {
-      gcSchedule = startGcSchedule(driver, gcOptions, logger);
+      const schedule = startGcSchedule(driver, gcOptions, logger);
+      gcSchedule = schedule;
+      lastGc = () => {
+        const r = schedule.lastResult();
+        return r ? { at: new Date(r.startedAt.getTime() + r.durationMs), bytesFreed: r.bytesReclaimed } : undefined;
+      };
     });
   }
 
@@ -211,6 +255,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   app.addHook('onClose', async () => {
     if (purgeTimer) clearInterval(purgeTimer);
     gcSchedule?.stop();
+    await catalog.stop();
+    if (!deps.repositoryIndex) await repositoryIndex.close();
     await pullThrough?.close();
     await authClose?.();
     await authorizer.close();

@@ -27,6 +27,7 @@ export function quote(value: string): string {
  */
 export class BasicAuthorizer implements Authorizer {
   readonly name = 'htpasswd';
+  readonly anonymousListing = false;
 
   constructor(private readonly users: HtpasswdStore, private readonly realm: string, private readonly limiter: FailureLimiter) {}
 
@@ -43,6 +44,11 @@ export class BasicAuthorizer implements Authorizer {
     }
     this.limiter.succeed(request.ip);
     return { account: creds.name };
+  }
+
+  /** As in Distribution, a valid user may pull everything; anonymous clients nothing. */
+  async canPull(principal: Principal): Promise<boolean> {
+    return principal.account !== undefined;
   }
 
   async close(): Promise<void> {}

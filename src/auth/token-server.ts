@@ -11,7 +11,7 @@ import type { TokenSigner } from './signer.js';
 import { RegistryError } from '../errors/registry-error.js';
 import { isValidName } from '../oci/reference.js';
 
-const ACTIONS: readonly string[] = ['pull', 'push', 'delete', '*'];
+const ACTIONS: readonly string[] = ['pull', 'push', 'delete', 'search', '*'];
 
 /**
  * Parses Docker token scopes (`repository:samalba/my-app:pull,push`, `registry:catalog:*`), from repeated `scope`
@@ -127,6 +127,14 @@ export class TokenIssuer {
   async issue(account: string | undefined, requested: AccessRecord[], offline: boolean): Promise<TokenResponse> {
     const rules = await this.options.rules.rules();
     const access = grant(rules, account, requested);
+    // `registry:catalog:search` (what `docker search` asks for) is granted to everyone: search results only ever
+    // hold repositories the rules let the caller pull, so the scope itself reveals nothing.
+    const search = requested.find((r) => r.type === 'registry' && r.name === 'catalog' && r.actions.includes('search'));
+    if (search) {
+      const held = access.find((r) => r.type === 'registry' && r.name === 'catalog');
+      if (!held) access.push({ type: 'registry', name: 'catalog', actions: ['search'] });
+      else if (!held.actions.includes('search') && !held.actions.includes('*')) held.actions.push('search');
+    }
     const now = Math.floor(Date.now() / 1000);
     const expiresIn = Math.floor(this.options.expirationMs / 1000);
     const token = await this.options.signer.sign({

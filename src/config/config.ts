@@ -181,7 +181,7 @@ export function normalizeConfig(raw: RawSection, warnings: string[] = []): Confi
   }
 
   const berth = section(raw, 'berth', '');
-  checkKeys(berth, 'berth.', ['automaticcrossmount', 'uploadsessionttl', 'shutdowntimeout', 'idletimeout', 'metrics', 'gc'], warn);
+  checkKeys(berth, 'berth.', ['automaticcrossmount', 'uploadsessionttl', 'shutdowntimeout', 'idletimeout', 'metrics', 'gc', 'index'], warn);
 
   const config: Config = {
     log: { level: level as Config['log']['level'], formatter, accessLog, fields },

@@ -4,6 +4,9 @@ import { requiredAccess, type RouteMatch } from '../auth/access.js';
 import type { Authorizer } from '../auth/authorizer.js';
 import type { Config } from '../config/config.js';
 import type { PullThrough } from '../proxy/index.js';
+import { DEFAULT_PAGE, MAX_PAGE, type CatalogIndex } from '../services/catalog/catalog-index.js';
+import type { RepositoryLocks } from '../services/catalog/repository-locks.js';
+import type { Principal } from '../auth/authorizer.js';
 import { registryError } from '../errors/registry-error.js';
 import { parseDigest, type Digest } from '../oci/digest.js';
 import { MAX_MANIFEST_BYTES, MediaTypes } from '../oci/manifest.js';
@@ -30,6 +33,10 @@ export interface RegistryRoutesOptions {
   metrics?: Metrics;
   /** The pull-through cache: answers requests for mirrored repositories first (src/proxy). */
   pullThrough?: PullThrough;
+  /** The catalog index: answers `_catalog`, and is told about every push and delete. */
+  catalog: CatalogIndex;
+  /** Writes into a repository hold its lock shared, so a repository delete never interleaves with them. */
+  locks: RepositoryLocks;
 }
 
 type Query = Record<string, string | undefined>;
@@ -56,7 +63,7 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
     request.routeKind = route.kind;
     const query = request.query as Query;
     const access = requiredAccess(route, request.method, query);
-    await authorizer.authorize({ method: request.method, headers: request.headers, ip: request.ip }, access);
+    const principal = await authorizer.authorize({ method: request.method, headers: request.headers, ip: request.ip }, access);
     const method = request.method;
     if (config.storage.readOnly && method !== 'GET' && method !== 'HEAD') {
       throw registryError('UNSUPPORTED', undefined, { message: 'registry is in read-only mode' });
@@ -69,19 +76,21 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
         return;
       case 'catalog':
         if (method !== 'GET') throw methodNotAllowed();
-        return catalog(request, reply, query);
+        return catalog(principal, reply, query);
       case 'tags':
         if (method !== 'GET') throw methodNotAllowed();
         return tagsList(route, reply, query);
       case 'manifest':
-        return manifest(route, request, reply);
+        return method === 'GET' || method === 'HEAD' ? manifest(route, request, reply) : opts.locks.shared(route.name as string, () => manifest(route, request, reply));
       case 'blob':
         return blob(route, request, reply);
       case 'upload-start':
         if (method !== 'POST') throw methodNotAllowed();
-        return writing(() => uploadStart(route, request, reply, query));
+        return opts.locks.shared(route.name as string, () => writing(() => uploadStart(route, request, reply, query)));
       case 'upload':
-        return method === 'PATCH' || method === 'PUT' ? writing(() => upload(route, request, reply, query)) : upload(route, request, reply, query);
+        return method === 'PATCH' || method === 'PUT'
+          ? opts.locks.shared(route.name as string, () => writing(() => upload(route, request, reply, query)))
+          : upload(route, request, reply, query);
       case 'referrers':
         if (method !== 'GET') throw methodNotAllowed();
         return referrers(route, reply, query);
@@ -123,9 +132,31 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
     return page;
   }
 
-  async function catalog(_request: FastifyRequest, reply: FastifyReply, query: Query): Promise<void> {
-    const repositories = paginate(await store.listRepositories(), query, '/v2/_catalog', reply);
-    await reply.type('application/json').send({ repositories });
+  /**
+   * `_catalog` from the catalog index, never a storage walk per request: a default page of 100 (as registry:2), at
+   * most 1000 (a larger `n` is PAGINATION_NUMBER_INVALID, as Distribution answers above `catalog.maxentries`), and
+   * only repositories the caller may pull (registry:2 lists every name to anyone with the catalog scope).
+   */
+  async function catalog(principal: Principal, reply: FastifyReply, query: Query): Promise<void> {
+    let n = DEFAULT_PAGE;
+    if (query.n !== undefined && query.n !== '') {
+      if (!/^\d{1,9}$/.test(query.n)) throw registryError('PAGINATION_NUMBER_INVALID', { n: query.n.slice(0, 20) }, { message: 'n must be a non-negative integer' });
+      n = Number(query.n);
+      if (n > MAX_PAGE) throw registryError('PAGINATION_NUMBER_INVALID', { n, max: MAX_PAGE }, { message: `n must be at most ${MAX_PAGE}` });
+    }
+    const last = query.last === undefined || query.last === '' ? undefined : query.last;
+    const page = n === 0 ? { entries: [], next: null } : await opts.catalog.page(last, n, (name) => authorizer.canPull(principal, name));
+    if (page.next !== null) reply.header('Link', `</v2/_catalog?n=${n}&last=${encodeURIComponent(page.next)}>; rel="next"`);
+    await reply.type('application/json').send({ repositories: page.entries.map((e) => e.name) });
+  }
+
+  /** Tells the catalog index that `name` changed; a failure is logged, never fails the request that wrote. */
+  async function indexChanged(request: FastifyRequest, name: string, onlyIfNew = false): Promise<void> {
+    try {
+      await (onlyIfNew ? opts.catalog.ensure(name) : opts.catalog.refresh(name));
+    } catch (err) {
+      request.log.warn({ err, repository: name }, 'catalog index not updated');
+    }
   }
 
   async function tagsList(route: RouteMatch, reply: FastifyReply, query: Query): Promise<void> {
@@ -167,12 +198,14 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
           .header('Content-Length', '0');
         // Spec: "If a manifest with a subject field is pushed, the registry MUST respond with OCI-Subject".
         if (parsed.subject) reply.header('OCI-Subject', parsed.subject.digest.value);
+        await indexChanged(request, name);
         return reply.send();
       }
       case 'DELETE': {
         if (!config.storage.deleteEnabled) throw registryError('UNSUPPORTED', undefined, { message: 'deletes are disabled (storage.delete.enabled)' });
         const deleted = ref.kind === 'digest' ? await store.deleteManifest(name, ref.digest) : await store.deleteTag(name, ref.tag);
         if (!deleted) throw registryError('MANIFEST_UNKNOWN', { name, reference: route.param });
+        await indexChanged(request, name);
         return reply.code(202).header('Content-Length', '0').send();
       }
       default:
@@ -236,11 +269,13 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
       }
       if (mountable) {
         await store.linkBlob(name, digest);
+        await indexChanged(request, name, true);
         return blobCreated(reply, name, digest).send();
       }
     } else if (query.digest !== undefined) {
       const digest = parseDigest(query.digest);
       await uploads.monolithic(name, digest, requestBody(request), chunkRange(request, false));
+      await indexChanged(request, name, true);
       return blobCreated(reply, name, digest).send();
     }
     const session = await uploads.start(name);
@@ -265,6 +300,7 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
         const digest = parseDigest(query.digest);
         const range = chunkRange(request, true);
         await uploads.complete(name, id, digest, hasBody(request) ? requestBody(request) : null, range);
+        await indexChanged(request, name, true);
         return blobCreated(reply, name, digest).send();
       }
       case 'DELETE':

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { checkKeys, duration, int, section, type RawSection } from '../../config/fields.js';
 import type { Digest } from '../../oci/digest.js';
 import type { StorageDriver } from '../../storage/driver.js';
 import { listOrEmpty } from '../../storage/driver-utils.js';
@@ -31,6 +32,17 @@ export interface CatalogIndexOptions {
   concurrency?: number;
   /** How many storage walks for pages may run at once while the index is not built (others wait). */
   walksAtOnce?: number;
+}
+
+/** Reads `berth.index` (`{reconcileinterval: 10m, concurrency: 16}`) from `config.berth.raw`. */
+export function parseIndexOptions(berthRaw: RawSection, warn: (msg: string) => void = () => {}): CatalogIndexOptions {
+  if (berthRaw.index === undefined || berthRaw.index === null) return { reconcileIntervalMs: 10 * 60_000 };
+  const raw = section(berthRaw, 'index', 'berth.');
+  checkKeys(raw, 'berth.index.', ['reconcileinterval', 'concurrency'], warn);
+  return {
+    reconcileIntervalMs: duration(raw, 'reconcileinterval', 'berth.index.', 10 * 60_000),
+    concurrency: Math.max(1, int(raw, 'concurrency', 'berth.index.', 16)),
+  };
 }
 
 /**
