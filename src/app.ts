@@ -152,6 +152,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     locks,
     deleteEnabled: config.storage.deleteEnabled,
     readOnly: config.storage.readOnly,
+    uploadSessionTtlMs: config.berth.uploadSessionTtlMs,
     lastGc: () => lastGc?.(),
     logger,
   });

@@ -285,6 +285,15 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
   async function upload(route: RouteMatch, request: FastifyRequest, reply: FastifyReply, query: Query): Promise<void> {
     const name = route.name as string;
     const id = route.param as string;
+    // An upload begun before its repository was deleted went with it (the delete removed its data).
+    const deletedAt = await opts.catalog.index.deletedAt(name);
+    if (deletedAt !== null) {
+      const session = await uploads.get(name, id);
+      if (session.startedAt <= deletedAt) {
+        await uploads.cancel(name, id).catch(() => undefined);
+        throw registryError('BLOB_UPLOAD_UNKNOWN', { uuid: id });
+      }
+    }
     switch (request.method) {
       case 'GET': {
         const session = await uploads.get(name, id);

@@ -81,6 +81,17 @@ export async function repositoryIndexSuite(t: Test, name: string, make: MakeRepo
       t.equal(new Set(seen).size, seen.length, 'no name twice');
     });
 
+    t.test('deleted marker: remembered for its time, then forgotten', async (t) => {
+      const index = await open(t);
+      t.equal(await index.deletedAt('gone'), null);
+      await index.markDeleted('gone', 4242, 60_000);
+      t.equal(await index.deletedAt('gone'), 4242);
+      t.equal(await index.deletedAt('other'), null);
+      await index.markDeleted('brief', 1, 50);
+      await new Promise((r) => setTimeout(r, 120));
+      t.equal(await index.deletedAt('brief'), null, 'expired');
+    });
+
     t.test('built marker', async (t) => {
       const index = await open(t);
       t.equal(await index.builtAt(), null);

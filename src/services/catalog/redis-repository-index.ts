@@ -9,6 +9,7 @@ import type { IndexEntry, RepositoryIndex } from './repository-index.js';
  *   index:names        sorted set, every score 0: ZRANGEBYLEX pages by name in O(log N + n)
  *   index:repo:<name>  hash {tagCount, size, lastPush, description, stamp}
  *   index:built        ms since the epoch of the last completed build
+ *   index:deleted:<name>  ms of the repository's last delete, expiring with the upload session lifetime
  * `put` and `remove` are Lua scripts, so the stamp comparison and the write are atomic across replicas.
  */
 
@@ -151,6 +152,15 @@ export class RedisRepositoryIndex implements RepositoryIndex {
     await this.call(() => this.redis.set(`${this.prefix}index:built`, String(at)));
   }
 
+  async markDeleted(name: string, at: number, ttlMs: number): Promise<void> {
+    await this.call(() => this.redis.set(`${this.prefix}index:deleted:${name}`, String(at), 'PX', Math.max(1, Math.round(ttlMs))));
+  }
+
+  async deletedAt(name: string): Promise<number | null> {
+    const v = await this.call(() => this.redis.get(`${this.prefix}index:deleted:${name}`));
+    return v === null ? null : Number(v);
+  }
+
   async count(): Promise<number> {
     return this.call(() => this.redis.zcard(this.namesKey));
   }
@@ -164,6 +174,12 @@ export class RedisRepositoryIndex implements RepositoryIndex {
       await this.call(() => this.redis.zrem(this.namesKey, ...names));
     }
     await this.call(() => this.redis.del(`${this.prefix}index:built`));
+    let cursor = '0';
+    do {
+      const [nextCursor, keys] = await this.call(() => this.redis.scan(cursor, 'MATCH', `${this.prefix}index:deleted:*`, 'COUNT', 1000));
+      if (keys.length > 0) await this.call(() => this.redis.del(...keys));
+      cursor = nextCursor;
+    } while (cursor !== '0');
   }
 
   async close(): Promise<void> {

@@ -38,6 +38,8 @@ export interface RegistryBrowserDeps {
   deleteEnabled: boolean;
   /** `storage.readOnly`. */
   readOnly: boolean;
+  /** How long upload sessions live (`berth.uploadsessionttl`): how long a delete refuses older uploads. */
+  uploadSessionTtlMs: number;
   /** The last scheduled gc run, when there is a schedule. */
   lastGc?: () => { at: Date; bytesFreed: number } | undefined;
   logger: Logger;
@@ -219,6 +221,8 @@ export class RegistryBrowser implements Browser {
     this.checkDeletable();
     await this.deps.locks.exclusive(repo, async () => {
       if (!(await this.deps.store.repositoryExists(repo))) throw registryError('NAME_UNKNOWN', { name: repo });
+      // Uploads begun before now are refused from here on (their sessions may live in Redis, beyond this process).
+      await this.deps.catalog.index.markDeleted(repo, Date.now(), this.deps.uploadSessionTtlMs);
       await deleteRepositoryContent(this.deps.driver, repo);
       await this.deps.catalog.forget(repo);
     });

@@ -38,6 +38,13 @@ export interface RepositoryIndex {
   builtAt(): Promise<number | null>;
   markBuilt(at: number): Promise<void>;
   count(): Promise<number>;
+  /**
+   * Records that the repository was deleted at `at` (ms), remembered for `ttlMs`: uploads started before then are
+   * refused, so an upload session begun before a repository delete cannot bring blobs back into it.
+   */
+  markDeleted(name: string, at: number, ttlMs: number): Promise<void>;
+  /** When the repository was last deleted (within the remembered time), else null. */
+  deletedAt(name: string): Promise<number | null>;
   /** Removes everything (a rebuild from scratch). */
   clear(): Promise<void>;
   close(): Promise<void>;
@@ -49,6 +56,7 @@ export class MemoryRepositoryIndex implements RepositoryIndex {
   private readonly names: string[] = [];
   private readonly entries = new Map<string, IndexEntry>();
   private built: number | null = null;
+  private readonly deleted = new Map<string, { at: number; until: number }>();
 
   /** Position of the first name sorting after `name` (or at it, with `inclusive`). */
   private position(name: string, inclusive: boolean): number {
@@ -99,10 +107,22 @@ export class MemoryRepositoryIndex implements RepositoryIndex {
     return this.names.length;
   }
 
+  async markDeleted(name: string, at: number, ttlMs: number): Promise<void> {
+    const now = Date.now();
+    for (const [k, v] of this.deleted) if (v.until <= now) this.deleted.delete(k);
+    this.deleted.set(name, { at, until: now + ttlMs });
+  }
+
+  async deletedAt(name: string): Promise<number | null> {
+    const d = this.deleted.get(name);
+    return d && d.until > Date.now() ? d.at : null;
+  }
+
   async clear(): Promise<void> {
     this.names.length = 0;
     this.entries.clear();
     this.built = null;
+    this.deleted.clear();
   }
 
   async close(): Promise<void> {}
