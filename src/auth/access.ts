@@ -4,6 +4,9 @@
  */
 export type Action = 'pull' | 'push' | 'delete' | 'search' | '*';
 
+/** Every action a token scope or claim may carry (`search` only on `registry:catalog`, for `docker search`). */
+export const TOKEN_ACTIONS: readonly string[] = ['pull', 'push', 'delete', 'search', '*'];
+
 export interface AccessRecord {
   type: 'repository' | 'registry';
   /** Repository name, or `catalog` for the registry type. */

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { errors as joseErrors, jwtVerify } from 'jose';
 import type { Logger } from 'pino';
-import type { AccessRecord, Action } from './access.js';
+import { TOKEN_ACTIONS, type AccessRecord, type Action } from './access.js';
 import { parseBasic, quote } from './basic.js';
 import { entryFingerprint, type HtpasswdStore } from './htpasswd.js';
 import type { FailureLimiter } from './rate-limit.js';
@@ -10,8 +10,6 @@ import { grant, type RulesSource } from './rules.js';
 import type { TokenSigner } from './signer.js';
 import { RegistryError } from '../errors/registry-error.js';
 import { isValidName } from '../oci/reference.js';
-
-const ACTIONS: readonly string[] = ['pull', 'push', 'delete', 'search', '*'];
 
 /**
  * Parses Docker token scopes (`repository:samalba/my-app:pull,push`, `registry:catalog:*`), from repeated `scope`
@@ -28,7 +26,7 @@ export function parseScopes(values: string[]): AccessRecord[] {
       if (first <= 0 || last === first) continue;
       const type = scope.slice(0, first).replace(/\([^)]*\)$/, '');
       const name = scope.slice(first + 1, last);
-      const actions = scope.slice(last + 1).split(',').filter((a): a is Action => ACTIONS.includes(a));
+      const actions = scope.slice(last + 1).split(',').filter((a): a is Action => TOKEN_ACTIONS.includes(a));
       let kind: AccessRecord['type'];
       if (type === 'repository' && isValidName(name)) kind = 'repository';
       else if (type === 'registry' && name === 'catalog') kind = 'registry';
