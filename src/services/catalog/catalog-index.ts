@@ -60,6 +60,7 @@ export class CatalogIndex {
   private readonly refreshing = new Map<string, { dirty: boolean; done: Promise<void> }>();
   private timer: NodeJS.Timeout | undefined;
   private building: Promise<void> | undefined;
+  private startup: Promise<void> | undefined;
   private stopped = false;
   private walksRunning = 0;
   private readonly walkQueue: (() => void)[] = [];
@@ -211,7 +212,7 @@ export class CatalogIndex {
         .catch((err: unknown) => this.logger.warn({ err }, 'catalog index: build from storage failed'))
         .finally(() => (this.building = undefined));
     };
-    void this.index
+    this.startup = this.index
       .builtAt()
       .then((at) => {
         if (at === null) run('startup');
@@ -226,6 +227,7 @@ export class CatalogIndex {
 
   /** Waits for a running build (tests, `berth index rebuild`). */
   async idle(): Promise<void> {
+    await this.startup;
     await this.building;
   }
 
