@@ -10,7 +10,7 @@ import { createMetrics, metricsConfig, metricsPlugin, type Metrics } from './htt
 import { registryRoutes } from './http/registry-routes.js';
 import { tokenRoutes } from './http/token-routes.js';
 import { parseGcSchedule, startGcSchedule, type GcSchedule } from './gc/schedule.js';
-import { createDriver, createSessionStore } from './compose.js';
+import { createDriver, createRepositoryIndex, createSessionStore } from './compose.js';
 import { createLogger } from './logging.js';
 import type { PullThrough } from './proxy/index.js';
 import { LocalNamespace } from './registry/local.js';
@@ -22,6 +22,12 @@ import { purgeUploads } from './uploads/upload-purger.js';
 import type { UploadSessionStore } from './uploads/session-store.js';
 import { UploadService } from './uploads/upload-service.js';
 import { createHttps } from './tls/https-listener.js';
+import { apiRoutes } from './http/api-routes.js';
+import type { Browser } from './services/catalog/browse.js';
+import { CatalogIndex, parseIndexOptions } from './services/catalog/catalog-index.js';
+import { RegistryBrowser } from './services/catalog/registry-browser.js';
+import type { RepositoryIndex } from './services/catalog/repository-index.js';
+import { RepositoryLocks } from './services/catalog/repository-locks.js';
 
 /** Parts that can be passed in (tests, embedding); each defaults to what the config says. */
 export interface AppDeps {
@@ -32,6 +38,8 @@ export interface AppDeps {
   metrics?: Metrics;
   /** The events service (webhooks and the audit trail); default: what `notifications` and `berth.audit` say. */
   events?: RegistryEvents;
+  /** The catalog index store (default: Redis when `redis` is configured, else in process). */
+  repositoryIndex?: RepositoryIndex;
 }
 
 /** What the app was built from, for the startup line and commands. */
@@ -44,6 +52,12 @@ export interface AppParts {
   uploads: UploadService;
   metrics: Metrics;
   events: RegistryEvents;
+  /** The catalog index: `_catalog`, search and the JSON API's lists. */
+  catalog: CatalogIndex;
+  /** What the JSON API and the web UI show (src/services/catalog/browse.ts). */
+  browser: Browser;
+  /** Per-repository locks: pushes shared, a repository delete exclusive. */
+  locks: RepositoryLocks;
 }
 
 declare module 'fastify' {
@@ -111,7 +125,22 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     const { createPullThrough } = await import('./proxy/index.js');
     pullThrough = createPullThrough(config, { store, driver, logger });
   }
-  app.decorate('berth', { config, driver, sessions, authorizer, store, uploads, metrics, events });
+  const repositoryIndex = deps.repositoryIndex ?? (await createRepositoryIndex(config));
+  const catalog = new CatalogIndex(repositoryIndex, store, driver, logger.child({ component: 'catalog' }), parseIndexOptions(config.berth.raw, (m) => logger.warn(m)));
+  const locks = new RepositoryLocks();
+  let lastGc: (() => { at: Date; bytesFreed: number } | undefined) | undefined;
+  const browser = new RegistryBrowser({
+    store,
+    driver,
+    catalog,
+    locks,
+    deleteEnabled: config.storage.deleteEnabled,
+    readOnly: config.storage.readOnly,
+    uploadSessionTtlMs: config.berth.uploadSessionTtlMs,
+    lastGc: () => lastGc?.(),
+    logger,
+  });
+  app.decorate('berth', { config, driver, sessions, authorizer, store, uploads, metrics, events, catalog, browser, locks });
   app.addHook('onReady', async () => events.start());
 
   let closing = false;
@@ -176,7 +205,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   const local = new LocalNamespace(store, uploads, { automaticCrossMount: config.berth.automaticCrossMount });
   // Events wrap the outermost namespace, so pulls the mirror serves give their events too.
   const namespace = new EventingNamespace(pullThrough ? pullThrough.decorate(local) : local, events);
-  await app.register(registryRoutes, { config, namespace, authorizer, metrics });
+  await app.register(registryRoutes, { config, namespace, authorizer, metrics, catalog, locks });
+  await app.register(apiRoutes, { browser, catalog, authorizer });
+  app.addHook('onReady', async () => catalog.start());
   if (pullThrough) {
     const proxy = pullThrough;
     app.addHook('onReady', async () => proxy.start());
@@ -195,7 +226,12 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
       metrics.gcLastRun.set(Date.now() / 1000);
     };
     app.addHook('onReady', async () => {
-      gcSchedule = startGcSchedule(driver, gcOptions, logger, sessions);
+      const schedule = startGcSchedule(driver, gcOptions, logger, sessions);
+      gcSchedule = schedule;
+      lastGc = () => {
+        const r = schedule.lastResult();
+        return r ? { at: new Date(r.startedAt.getTime() + r.durationMs), bytesFreed: r.bytesReclaimed } : undefined;
+      };
     });
   }
 
@@ -219,6 +255,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   app.addHook('onClose', async () => {
     if (purgeTimer) clearInterval(purgeTimer);
     gcSchedule?.stop();
+    await catalog.stop();
+    if (!deps.repositoryIndex) await repositoryIndex.close();
     await pullThrough?.close();
     await authClose?.();
     await authorizer.close();

@@ -28,6 +28,7 @@ export function quote(value: string): string {
  */
 export class BasicAuthorizer implements Authorizer {
   readonly name = 'htpasswd';
+  readonly anonymousListing = false;
 
   constructor(
     private readonly users: HtpasswdStore,
@@ -56,6 +57,11 @@ export class BasicAuthorizer implements Authorizer {
       throw new RegistryError('UNAUTHORIZED', detail, { ...challenge, message: 'invalid username or password' });
     }
     return { account: creds.name };
+  }
+
+  /** As in Distribution, a valid user may pull everything; anonymous clients nothing. */
+  async canPull(principal: Principal): Promise<boolean> {
+    return principal.account !== undefined;
   }
 
   async close(): Promise<void> {}

@@ -71,6 +71,7 @@ export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthMo
   }
 
   let tokenServer: AuthModule['tokenServer'];
+  let rules: RulesSource | undefined;
   const certificates: X509Certificate[] = [];
   const issuers = new Set<string>();
   if (token) issuers.add(token.issuer);
@@ -91,7 +92,7 @@ export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthMo
     } else {
       logger.warn('auth.builtin.users not set: only anonymous access rules apply');
     }
-    const rules = await RulesSource.create(builtin.rules, builtin.groups, logger);
+    rules = await RulesSource.create(builtin.rules, builtin.groups, logger);
     const issuer = new TokenIssuer({
       users,
       rules,
@@ -120,7 +121,7 @@ export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthMo
     audience: service,
     algorithms: token?.algorithms ?? [...SAFE_ALGORITHMS],
   });
-  const authorizer = new TokenAuthorizer(verifier, realm, service, logger);
+  const authorizer = new TokenAuthorizer(verifier, realm, service, logger, rules);
   const result: AuthModule = { authorizer, close: () => authorizer.close() };
   if (tokenServer) result.tokenServer = tokenServer;
   return result;

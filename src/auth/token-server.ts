@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { errors as joseErrors, jwtVerify } from 'jose';
 import type { Logger } from 'pino';
 import type { AuditLog } from '../events/audit.js';
-import type { AccessRecord, Action } from './access.js';
+import { TOKEN_ACTIONS, type AccessRecord, type Action } from './access.js';
 import { quote } from './basic.js';
 import { entryFingerprint, type HtpasswdStore } from './htpasswd.js';
 import type { FailureLimiter } from './rate-limit.js';
@@ -10,8 +10,6 @@ import { grant, type RulesSource } from './rules.js';
 import type { TokenSigner } from './signer.js';
 import { RegistryError } from '../errors/registry-error.js';
 import { isValidName } from '../oci/reference.js';
-
-const ACTIONS: readonly string[] = ['pull', 'push', 'delete', '*'];
 
 /**
  * Parses Docker token scopes (`repository:samalba/my-app:pull,push`, `registry:catalog:*`), from repeated `scope`
@@ -28,7 +26,7 @@ export function parseScopes(values: string[]): AccessRecord[] {
       if (first <= 0 || last === first) continue;
       const type = scope.slice(0, first).replace(/\([^)]*\)$/, '');
       const name = scope.slice(first + 1, last);
-      const actions = scope.slice(last + 1).split(',').filter((a): a is Action => ACTIONS.includes(a));
+      const actions = scope.slice(last + 1).split(',').filter((a): a is Action => TOKEN_ACTIONS.includes(a));
       let kind: AccessRecord['type'];
       if (type === 'repository' && isValidName(name)) kind = 'repository';
       else if (type === 'registry' && name === 'catalog') kind = 'registry';
@@ -145,6 +143,14 @@ export class TokenIssuer {
   async issue(account: string | undefined, requested: AccessRecord[], offline: boolean, who: { ip?: string; requestId?: string } = {}): Promise<TokenResponse> {
     const rules = await this.options.rules.rules();
     const access = grant(rules, account, requested);
+    // `registry:catalog:search` (what `docker search` asks for) is granted to everyone: search results only ever
+    // hold repositories the rules let the caller pull, so the scope itself reveals nothing.
+    const search = requested.find((r) => r.type === 'registry' && r.name === 'catalog' && r.actions.includes('search'));
+    if (search) {
+      const held = access.find((r) => r.type === 'registry' && r.name === 'catalog');
+      if (!held) access.push({ type: 'registry', name: 'catalog', actions: ['search'] });
+      else if (!held.actions.includes('search') && !held.actions.includes('*')) held.actions.push('search');
+    }
     const now = Math.floor(Date.now() / 1000);
     const expiresIn = Math.floor(this.options.expirationMs / 1000);
     const token = await this.options.signer.sign({
