@@ -12,6 +12,7 @@ import { createLogger } from './logging.js';
 import type { PullThrough } from './proxy/index.js';
 import type { StorageDriver } from './storage/driver.js';
 import { FilesystemDriver } from './storage/drivers/filesystem.js';
+import { CachingDriver, withLinkCache } from './storage/link-cache.js';
 import { RegistryStore } from './storage/registry-store.js';
 import { purgeUploads } from './storage/upload-purger.js';
 import { MemorySessionStore } from './uploads/memory-session-store.js';
@@ -98,7 +99,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     return reply;
   }
 
-  const driver = deps.driver ?? (await createDriver(config));
+  const baseDriver = deps.driver ?? (await createDriver(config));
+  // Tags, repository links and blob sizes from memory, invalidated by every change (src/storage/link-cache.ts).
+  const driver = await withLinkCache(baseDriver, config);
   const sessions = deps.sessions ?? (await createSessionStore(config));
   let authorizer: Authorizer = deps.authorizer ?? new AllowAllAuthorizer();
   let authRoutes: FastifyPluginAsync | undefined;
@@ -187,7 +190,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
       metrics.gcLastRun.set(Date.now() / 1000);
     };
     app.addHook('onReady', async () => {
-      gcSchedule = startGcSchedule(driver, gcOptions, logger);
+      // gc decides from what storage holds this instant, never from the link cache.
+      gcSchedule = startGcSchedule(driver instanceof CachingDriver ? driver.uncachedReads() : driver, gcOptions, logger);
     });
   }
 
@@ -216,6 +220,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     await authorizer.close();
     if (!deps.sessions) await sessions.close();
     if (!deps.driver) await driver.close();
+    else if (driver instanceof CachingDriver) await driver.cache.close();
   });
   return app;
 }

@@ -47,6 +47,11 @@ export interface Config {
     shutdownTimeoutMs: number;
     /** A connection on which nothing moves for this long is closed (0: never). */
     idleTimeoutMs: number;
+    /**
+     * `berth.linkcache`: link files (tags, repository links) and blob sizes kept in memory, invalidated by every
+     * change (across processes through Redis when `redis` is set); `ttlMs` 0 turns it off.
+     */
+    linkCache: { ttlMs: number; maxEntries: number };
     /** Raw berth sections owned by other modules (metrics, gc schedule, ...). */
     raw: RawSection;
   };
@@ -181,7 +186,10 @@ export function normalizeConfig(raw: RawSection, warnings: string[] = []): Confi
   }
 
   const berth = section(raw, 'berth', '');
-  checkKeys(berth, 'berth.', ['automaticcrossmount', 'uploadsessionttl', 'shutdowntimeout', 'idletimeout', 'metrics', 'gc'], warn);
+  checkKeys(berth, 'berth.', ['automaticcrossmount', 'uploadsessionttl', 'shutdowntimeout', 'idletimeout', 'linkcache', 'metrics', 'gc'], warn);
+  const linkCache = section(berth, 'linkcache', 'berth.');
+  checkKeys(linkCache, 'berth.linkcache.', ['ttl', 'entries'], warn);
+  const linkCacheEntries = int(linkCache, 'entries', 'berth.linkcache.', 20_000, 1);
 
   const config: Config = {
     log: { level: level as Config['log']['level'], formatter, accessLog, fields },
@@ -204,6 +212,7 @@ export function normalizeConfig(raw: RawSection, warnings: string[] = []): Confi
       uploadSessionTtlMs: duration(berth, 'uploadsessionttl', 'berth.', 24 * 3_600_000),
       shutdownTimeoutMs: duration(berth, 'shutdowntimeout', 'berth.', 30_000),
       idleTimeoutMs: duration(berth, 'idletimeout', 'berth.', 5 * 60_000),
+      linkCache: { ttlMs: duration(linkCache, 'ttl', 'berth.linkcache.', 10_000), maxEntries: linkCacheEntries },
       raw: berth,
     },
     warnings,

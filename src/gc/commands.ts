@@ -3,6 +3,7 @@
  */
 import type { Logger } from 'pino';
 import { createDriver } from '../app.js';
+import { withLinkCache } from '../storage/link-cache.js';
 import { loadConfig, type Config } from '../config/config.js';
 import { parseDuration } from '../config/duration.js';
 import { commands } from '../cli/command-registry.js';
@@ -67,7 +68,10 @@ async function open(parsed: ParsedArgs): Promise<{ config: Config; driver: Stora
   // configured level, progress included.
   const logger = createLogger(process.stderr.isTTY ? { ...config, log: { ...config.log, level: 'warn' } } : config, process.stderr);
   for (const w of config.warnings) logger.warn(w);
-  return { config, driver: await createDriver(config), logger };
+  // Reads straight from storage, but changes are announced to running servers (through Redis when configured), so
+  // none of them keeps serving from its link cache what this command deleted.
+  const driver = await withLinkCache(await createDriver(config), config, { serveFromCache: false });
+  return { config, driver, logger };
 }
 
 /** An AbortSignal fired by the first SIGINT/SIGTERM; a second one exits at once. */

@@ -10,12 +10,15 @@
  * - `get`       blob GET of that size with curl, MiB/s.
  * - `manifest`  manifest GET by tag, 32 connections for BENCH_SECONDS (5) s with wrk: req/s and p99.
  *               After these three, each server's peak RSS (VmHWM).
+ * Beside each figure, each server's median CPU time per operation (per 1000 answers for manifests): on a shared
+ * machine, the steadier measure of how much work a server does.
  * - `parallel`  8 parallel blob GETs with curl, aggregate MiB/s.
  * - `skopeo`    skopeo push and pull of a 512 MiB image (one fresh random layer), MiB/s.
  * - `big`       a BENCH_BIG_MIB (2048) MiB push: peak RSS before and after (memory stays flat with blob size).
  * - `s3`        berth on the S3 driver against the test S3 server (push, pull, peak RSS); berth only.
  * - `mirror`    berth as a pull-through cache of docker-registry: cold and warm pulls; berth only.
  *
+ * BENCH_BERTH_MAIN runs another build of berth (a `dist/src/cli/main.js` path), for before/after comparisons.
  * `--rounds N` (BENCH_ROUNDS, default 5) sets the rounds of push and get (manifest runs ⌈N/2⌉). Needs wrk and curl
  * (`apt-get install wrk curl`). Results also go to bench-results.json in the temp directory.
  */
@@ -78,7 +81,7 @@ async function startBerth(): Promise<Target> {
     REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: join(dir, 'data'),
     REGISTRY_LOG_LEVEL: 'info',
   });
-  return spawnServer('berth', dir, process.execPath, [BERTH_MAIN, 'serve'], env, port);
+  return spawnServer('berth', dir, process.execPath, [process.env.BENCH_BERTH_MAIN ?? BERTH_MAIN, 'serve'], env, port);
 }
 
 async function startRegistry2(): Promise<Target> {
@@ -117,6 +120,14 @@ async function memoryMiB(t: Target, field: 'VmHWM' | 'VmRSS'): Promise<number> {
   return m ? Number(m[1]) / 1024 : NaN;
 }
 
+/** CPU time (user + system) the process has used so far, ms (from /proc, 10 ms resolution). */
+async function cpuMs(t: Target): Promise<number> {
+  const stat = await readFile(`/proc/${t.proc.pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // utime and stime are fields 14 and 15 of /proc/PID/stat, in clock ticks (100 per second).
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   if (s.length === 0) return NaN;
@@ -124,12 +135,25 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
-/** Runs `fn` for each target, `rounds` times, alternating which server goes first; returns the samples per server. */
-async function alternate(targets: Target[], rounds: number, fn: (t: Target, round: number) => Promise<number>): Promise<Map<string, number[]>> {
-  const samples = new Map<string, number[]>(targets.map((t) => [t.name, []]));
+/** Samples per server, and the server CPU time (ms) each sample cost. */
+type Samples = Map<string, number[]> & { cpu?: Map<string, number[]> };
+
+/**
+ * Runs `fn` for each target, `rounds` times, alternating which server goes first; returns the samples per server
+ * and the server's CPU time per sample. CPU time is what each server spent, whatever else this shared machine ran
+ * meanwhile: steadier than wall time when other work competes for the cores.
+ */
+async function alternate(targets: Target[], rounds: number, fn: (t: Target, round: number) => Promise<number>): Promise<Samples> {
+  const samples: Samples = new Map<string, number[]>(targets.map((t) => [t.name, []]));
+  const cpu = new Map<string, number[]>(targets.map((t) => [t.name, []]));
+  samples.cpu = cpu;
   for (let round = 0; round < rounds; round++) {
     const order = round % 2 === 0 ? targets : [...targets].reverse();
-    for (const t of order) samples.get(t.name)!.push(await fn(t, round));
+    for (const t of order) {
+      const before = await cpuMs(t);
+      samples.get(t.name)!.push(await fn(t, round));
+      cpu.get(t.name)!.push((await cpuMs(t)) - before);
+    }
   }
   return samples;
 }
@@ -240,6 +264,9 @@ interface Row {
   what: string;
   berth: number;
   registry2: number;
+  /** Median server CPU time per sample, ms (where measured). */
+  berthCpuMs?: number;
+  registry2CpuMs?: number;
   /** Which way is better, for the ratio column. */
   better: 'higher' | 'lower';
   target?: string;
@@ -248,11 +275,16 @@ interface Row {
 async function compare(cases: Set<CaseName>, rounds: number): Promise<Row[]> {
   const targets: Target[] = [];
   const rows: Row[] = [];
-  const row = (what: string, samples: Map<string, number[]>, better: Row['better'], target?: string): void => {
+  const row = (what: string, samples: Samples, better: Row['better'], target?: string): void => {
     const r: Row = { what, berth: median(samples.get('berth') ?? []), registry2: median(samples.get('registry:2') ?? []), better };
     if (target) r.target = target;
+    if (samples.cpu) {
+      r.berthCpuMs = median(samples.cpu.get('berth') ?? []);
+      r.registry2CpuMs = median(samples.cpu.get('registry:2') ?? []);
+    }
     rows.push(r);
-    process.stderr.write(`  ${what}: ${JSON.stringify(Object.fromEntries(samples))}\n`);
+    const round = (xs: number[]) => xs.map((x) => Number(x.toFixed(1)));
+    process.stderr.write(`  ${what}: ${JSON.stringify(Object.fromEntries([...samples].map(([k, v]) => [k, round(v)])))}\n`);
   };
   try {
     targets.push(await startBerth());
@@ -276,13 +308,16 @@ async function compare(cases: Set<CaseName>, rounds: number): Promise<Row[]> {
       process.stderr.write(`manifest GET by tag x${CONNECTIONS} connections ...\n`);
       for (const t of targets) await putManifest(t, 'bench/manifest');
       const loads = new Map<string, Array<{ rps: number; p99: number }>>(targets.map((t) => [t.name, []]));
-      await alternate(targets, Math.ceil(rounds / 2), async (t) => {
+      const loadCpu = await alternate(targets, Math.ceil(rounds / 2), async (t) => {
         const r = await manifestLoad(t, 'bench/manifest');
         loads.get(t.name)!.push(r);
         return r.rps;
       });
-      const pick = (k: 'rps' | 'p99') => new Map([...loads].map(([n, xs]) => [n, xs.map((x) => x[k])]));
-      row(`manifest GET by tag, ${CONNECTIONS} connections (req/s)`, pick('rps'), 'higher', '≥ 10x');
+      const pick = (k: 'rps' | 'p99'): Samples => new Map([...loads].map(([n, xs]) => [n, xs.map((x) => x[k])]));
+      const rps: Samples = pick('rps');
+      // Server CPU per 1000 answers, from each run's CPU time and request count.
+      rps.cpu = new Map([...loads.keys()].map((n) => [n, (loadCpu.cpu?.get(n) ?? []).map((ms, i) => (ms / (loads.get(n)![i]!.rps * SECONDS)) * 1000)]));
+      row(`manifest GET by tag, ${CONNECTIONS} connections (req/s)`, rps, 'higher', '≥ 10x');
       row('  p99 latency (ms)', pick('p99'), 'lower', 'lower');
     }
     if (cases.has('push') || cases.has('get') || cases.has('manifest')) {
@@ -334,10 +369,11 @@ async function compare(cases: Set<CaseName>, rounds: number): Promise<Row[]> {
 function printTable(rows: Row[]): void {
   const fmt = (n: number) => (Number.isFinite(n) ? (n >= 100 ? n.toFixed(0) : n.toFixed(1)) : '-');
   const table = [
-    ['', 'berth', 'registry:2', 'berth÷r2', 'target'],
+    ['', 'berth', 'registry:2', 'berth÷r2', 'target', 'server CPU ms/op: berth', 'registry:2'],
     ...rows.map((r) => {
       const ratio = r.berth / r.registry2;
-      return [r.what, fmt(r.berth), fmt(r.registry2), Number.isFinite(ratio) ? `${ratio.toFixed(2)}x` : '-', r.target ?? ''];
+      const cpu = (n: number | undefined) => (n === undefined ? '' : fmt(n));
+      return [r.what, fmt(r.berth), fmt(r.registry2), Number.isFinite(ratio) ? `${ratio.toFixed(2)}x` : '-', r.target ?? '', cpu(r.berthCpuMs), cpu(r.registry2CpuMs)];
     }),
   ];
   const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
