@@ -100,7 +100,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   }
 
   const baseDriver = deps.driver ?? (await createDriver(config));
-  // Tags, repository links and blob sizes from memory, invalidated by every change (src/storage/link-cache.ts).
+  // Tags and repository links from memory, invalidated by every change (src/storage/link-cache.ts).
   const driver = await withLinkCache(baseDriver, config);
   const sessions = deps.sessions ?? (await createSessionStore(config));
   let authorizer: Authorizer = deps.authorizer ?? new AllowAllAuthorizer();

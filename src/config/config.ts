@@ -48,7 +48,7 @@ export interface Config {
     /** A connection on which nothing moves for this long is closed (0: never). */
     idleTimeoutMs: number;
     /**
-     * `berth.linkcache`: link files (tags, repository links) and blob sizes kept in memory, invalidated by every
+     * `berth.linkcache`: link files (tags, repository links) kept in memory, invalidated by every
      * change (across processes through Redis when `redis` is set); `ttlMs` 0 turns it off.
      */
     linkCache: { ttlMs: number; maxEntries: number };
@@ -212,7 +212,7 @@ export function normalizeConfig(raw: RawSection, warnings: string[] = []): Confi
       uploadSessionTtlMs: duration(berth, 'uploadsessionttl', 'berth.', 24 * 3_600_000),
       shutdownTimeoutMs: duration(berth, 'shutdowntimeout', 'berth.', 30_000),
       idleTimeoutMs: duration(berth, 'idletimeout', 'berth.', 5 * 60_000),
-      linkCache: { ttlMs: duration(linkCache, 'ttl', 'berth.linkcache.', 10_000), maxEntries: linkCacheEntries },
+      linkCache: { ttlMs: duration(linkCache, 'ttl', 'berth.linkcache.', 5_000), maxEntries: linkCacheEntries },
       raw: berth,
     },
     warnings,

@@ -5,8 +5,8 @@ import { paths } from './paths.js';
 
 /**
  * An in-memory cache of the small, hot metadata reads in front of a {@link StorageDriver}: the link files (what a
- * tag points at, which manifests and blobs a repository has) and the size of blob data. These are read on every
- * manifest and blob request and change rarely; content by digest never changes at all.
+ * tag points at, which manifests and blobs a repository has). They are read on every manifest and blob request and
+ * change rarely.
  *
  * Correctness rests on one rule: every change to storage made in this process goes through this driver, so it
  * drops what it changes before the change is reported done. The cache sits at the driver seam rather than in
@@ -48,20 +48,25 @@ export interface InvalidationChannel {
   close(): Promise<void>;
 }
 
-type Entry = { at: number; value: Buffer | FileInfo | null };
+type Entry = { at: number; value: Buffer | null };
 
 /** The repositories subtree: link files live under it. */
 const REPOSITORIES = `${paths.repositoriesRoot}/`;
 /** The global blob store: `.../blobs/<alg>/<xx>/<hex>/data`. */
 const BLOBS = `${paths.blobsRoot}/`;
 
-/** Link files (`.../link`) in repositories are cached by content; blob `data` files by stat. */
+/**
+ * Link files (`.../link`) in repositories are cached. Whether blob data exists is always asked of storage: a blob
+ * that `berth gc` or `berth fsck --repair` removed from another process must never be reported present, or a client
+ * would skip uploading it again.
+ */
 function cacheableContent(path: string): boolean {
   return path.startsWith(REPOSITORIES) && path.endsWith('/link');
 }
 
-function cacheableStat(path: string): boolean {
-  return path.startsWith(BLOBS) && path.endsWith('/data');
+/** Changes to these paths cannot hold a cached link below them: no scan for entries under them. */
+function holdsNoLinks(path: string): boolean {
+  return path.endsWith('/link') || path.includes('/_uploads/') || path.startsWith(BLOBS) || !path.startsWith(REPOSITORIES);
 }
 
 /** The cache itself: entries by path, dropped by path or by directory. */
@@ -120,7 +125,8 @@ export class LinkCache {
       }
     }
     for (const p of changed) this.entries.delete(p);
-    const dirs = changed.map((p) => `${p}/`);
+    const dirs = changed.filter((p) => !holdsNoLinks(p)).map((p) => `${p}/`);
+    if (dirs.length === 0) return;
     for (const key of this.entries.keys()) {
       if (dirs.some((d) => key.startsWith(d))) this.entries.delete(key);
     }
@@ -149,7 +155,7 @@ export class LinkCache {
 }
 
 /**
- * A {@link StorageDriver} that serves link reads and blob stats from a {@link LinkCache} and invalidates it on every
+ * A {@link StorageDriver} that serves link reads from a {@link LinkCache} and invalidates it on every
  * change it passes on. The change is made first, then dropped and announced, and only then reported done: a
  * reader that hears of it (or is told by the writer's client) reads the new state.
  */
@@ -165,7 +171,7 @@ export class CachingDriver implements StorageDriver {
   constructor(
     readonly inner: StorageDriver,
     readonly cache: LinkCache,
-    private readonly serveFromCache = true,
+    readonly serveFromCache = true,
   ) {
     this.name = inner.name;
     if (inner.redirectExpirySeconds !== undefined) this.redirectExpirySeconds = inner.redirectExpirySeconds;
@@ -190,22 +196,8 @@ export class CachingDriver implements StorageDriver {
     }
   }
 
-  async stat(path: string): Promise<FileInfo> {
-    if (!this.serveFromCache || !cacheableStat(path)) return this.inner.stat(path);
-    const hit = this.cache.get(path);
-    if (hit) {
-      if (hit.value === null) throw new PathNotFoundError(path);
-      return hit.value as FileInfo;
-    }
-    const token = this.cache.begin();
-    try {
-      const info = await this.inner.stat(path);
-      this.cache.set(path, info, token);
-      return info;
-    } catch (err) {
-      if (err instanceof PathNotFoundError) this.cache.set(path, null, token);
-      throw err;
-    }
+  stat(path: string): Promise<FileInfo> {
+    return this.inner.stat(path);
   }
 
   /**

@@ -101,6 +101,9 @@ async function startRegistry2(): Promise<Target> {
       `    rootdirectory: ${dir}/data`,
       '  delete:',
       '    enabled: true',
+      // Its own metadata cache (blob descriptors in memory): berth caches links and blob sizes, so this side may too.
+      '  cache:',
+      '    blobdescriptor: inmemory',
       'http:',
       `  addr: 127.0.0.1:${port}`,
       '',
