@@ -3,19 +3,21 @@ import { fastify, LogController, type FastifyInstance, type FastifyPluginAsync, 
 import type { Logger } from 'pino';
 import { AllowAllAuthorizer, type Authorizer } from './auth/authorizer.js';
 import type { Config } from './config/config.js';
-import { sendError } from './errors/handler.js';
+import { sendError } from './http/error-handler.js';
 import { BackendUnavailableError, registryError } from './errors/registry-error.js';
 import { createMetrics, metricsConfig, metricsPlugin, type Metrics } from './http/metrics.js';
 import { registryRoutes } from './http/registry-routes.js';
+import { tokenRoutes } from './http/token-routes.js';
 import { parseGcSchedule, startGcSchedule, type GcSchedule } from './gc/schedule.js';
+import { createDriver, createSessionStore } from './compose.js';
 import { createLogger } from './logging.js';
 import type { PullThrough } from './proxy/index.js';
+import { LocalNamespace } from './registry/local.js';
 import type { StorageDriver } from './storage/driver.js';
-import { FilesystemDriver } from './storage/drivers/filesystem.js';
 import { CachingDriver, withLinkCache } from './storage/link-cache.js';
 import { RegistryStore } from './storage/registry-store.js';
-import { purgeUploads } from './storage/upload-purger.js';
-import { MemorySessionStore } from './uploads/memory-session-store.js';
+import { staleUploadPolicy } from './uploads/stale-uploads.js';
+import { purgeUploads } from './uploads/upload-purger.js';
 import type { UploadSessionStore } from './uploads/session-store.js';
 import { UploadService } from './uploads/upload-service.js';
 
@@ -43,26 +45,6 @@ declare module 'fastify' {
   interface FastifyInstance {
     berth: AppParts;
   }
-}
-
-/** The storage driver the config selects. */
-export async function createDriver(config: Config): Promise<StorageDriver> {
-  if (config.storage.driver === 's3') {
-    const { createS3Driver } = await import('./storage/drivers/s3.js');
-    return createS3Driver(config.storage.s3 ?? {}, (m: string) => config.warnings.push(m));
-  }
-  return new FilesystemDriver({ rootDirectory: config.storage.filesystem.rootDirectory });
-}
-
-/** The upload session store the config selects: Redis when `redis.addr` is set, else in-process. */
-export async function createSessionStore(config: Config): Promise<UploadSessionStore> {
-  const ttlMs = config.berth.uploadSessionTtlMs;
-  if (config.redis) {
-    // Loaded only when configured: a single-node registry never pays for the Redis client.
-    const { RedisSessionStore } = await import('./uploads/redis-session-store.js');
-    return RedisSessionStore.connect({ ...config.redis, ttlMs });
-  }
-  return new MemorySessionStore({ ttlMs });
 }
 
 /**
@@ -110,7 +92,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     const { createAuth } = await import('./auth/index.js');
     const auth = await createAuth(config, { driver, logger, storageRoot: config.storage.filesystem.rootDirectory });
     authorizer = auth.authorizer;
-    authRoutes = auth.routes;
+    if (auth.tokenServer) authRoutes = tokenRoutes(auth.tokenServer.issuer, auth.tokenServer.signer);
     authClose = auth.close;
   }
   const store = new RegistryStore(driver);
@@ -175,7 +157,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   // With berth.metrics.addr the exposition is served on its own address by `serve`; the counting hooks stay here.
   if (mc.enabled) await app.register(metricsPlugin(metrics, { serve: !mc.addr, path: mc.path }));
   if (authRoutes) await app.register(authRoutes);
-  await app.register(registryRoutes, { config, store, uploads, authorizer, metrics, ...(pullThrough ? { pullThrough } : {}) });
+  const local = new LocalNamespace(store, uploads, { automaticCrossMount: config.berth.automaticCrossMount });
+  const namespace = pullThrough ? pullThrough.decorate(local) : local;
+  await app.register(registryRoutes, { config, namespace, authorizer, metrics });
   if (pullThrough) {
     const proxy = pullThrough;
     app.addHook('onReady', async () => proxy.start());
@@ -184,14 +168,17 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   // Online garbage collection on a schedule (`berth.gc`), when configured.
   const gcOptions = config.storage.readOnly ? null : parseGcSchedule(config.berth.raw, (m) => logger.warn(m));
   let gcSchedule: GcSchedule | undefined;
+  // One stale-upload policy for scheduled gc and the purger: never before the session TTL (stale-uploads.ts).
+  const uploadTtlMs = config.berth.uploadSessionTtlMs;
   if (gcOptions) {
+    gcOptions.uploadAgeMs = staleUploadPolicy(uploadTtlMs, gcOptions.uploadAgeMs).ageMs;
     gcOptions.onResult = (r) => {
       metrics.gcBytesReclaimed.inc(r.bytesReclaimed);
       metrics.gcLastRun.set(Date.now() / 1000);
     };
     app.addHook('onReady', async () => {
       // gc decides from what storage holds this instant, never from the link cache.
-      gcSchedule = startGcSchedule(driver instanceof CachingDriver ? driver.uncachedReads() : driver, gcOptions, logger);
+      gcSchedule = startGcSchedule(driver instanceof CachingDriver ? driver.uncachedReads() : driver, gcOptions, logger, sessions);
     });
   }
 
@@ -199,7 +186,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   const purging = config.storage.uploadPurging;
   if (purging.enabled && !config.storage.readOnly) {
     const run = () => {
-      purgeUploads(driver, sessions, { ageMs: purging.ageMs, dryRun: purging.dryRun, logger }).catch((err: unknown) =>
+      purgeUploads(driver, sessions, { ageMs: staleUploadPolicy(uploadTtlMs, purging.ageMs).ageMs, dryRun: purging.dryRun, logger }).catch((err: unknown) =>
         logger.warn({ err }, 'upload purging failed'),
       );
     };

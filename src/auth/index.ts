@@ -1,5 +1,4 @@
 import type { X509Certificate } from 'node:crypto';
-import type { FastifyPluginAsync } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
 import type { StorageDriver } from '../storage/driver.js';
@@ -9,17 +8,17 @@ import { HtpasswdStore } from './htpasswd.js';
 import { FailureLimiter } from './rate-limit.js';
 import { RulesSource } from './rules.js';
 import { parseAuthSettings, SAFE_ALGORITHMS } from './settings.js';
-import { loadSigner } from './signer.js';
+import { loadSigner, type TokenSigner } from './signer.js';
 import { realmFromRequest, TokenAuthorizer, type RealmResolver } from './token-authorizer.js';
-import { TokenIssuer, tokenRoutes } from './token-server.js';
+import { TokenIssuer } from './token-server.js';
 import { TrustStore } from './trust.js';
 import { TokenVerifier } from './verifier.js';
 
-/** What {@link createAuth} gives the app: the authorizer for `/v2/`, and berth's token server routes when enabled. */
+/** What {@link createAuth} gives the app: the authorizer for `/v2/`, and berth's token server when enabled. */
 export interface AuthModule {
   authorizer: Authorizer;
-  /** `/auth/token`, `/auth/jwks.json`, `/auth/cert.pem`: register at the root when present. */
-  routes?: FastifyPluginAsync;
+  /** The built-in token server: the app serves it on `/auth/token`, `/auth/jwks.json`, `/auth/cert.pem` (http/token-routes.ts). */
+  tokenServer?: { issuer: TokenIssuer; signer: TokenSigner };
   close(): Promise<void>;
 }
 
@@ -68,7 +67,7 @@ export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthMo
     realm = realmFromRequest('/auth/token', defaultProto);
   }
 
-  let routes: FastifyPluginAsync | undefined;
+  let tokenServer: AuthModule['tokenServer'];
   const certificates: X509Certificate[] = [];
   const issuers = new Set<string>();
   if (token) issuers.add(token.issuer);
@@ -101,7 +100,7 @@ export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthMo
       refreshExpirationMs: builtin.refreshExpirationMs,
       logger,
     });
-    routes = tokenRoutes(issuer, signer);
+    tokenServer = { issuer, signer };
     logger.info({ kid: signer.kid, alg: signer.alg }, 'token server enabled on /auth/token');
   }
 
@@ -119,6 +118,6 @@ export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthMo
   });
   const authorizer = new TokenAuthorizer(verifier, realm, service, logger);
   const result: AuthModule = { authorizer, close: () => authorizer.close() };
-  if (routes) result.routes = routes;
+  if (tokenServer) result.tokenServer = tokenServer;
   return result;
 }
