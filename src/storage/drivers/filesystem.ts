@@ -41,8 +41,8 @@ function isErrno(err: unknown, ...codes: string[]): boolean {
 /** Errors meaning "nothing (readable) is at this path". */
 const MISSING = ['ENOENT', 'ENOTDIR'];
 
-/** Bytes a writer gathers before one `writev`: fewer syscalls, bounded memory (two batches per writer at most). */
-const WRITE_BATCH = 4 * 1024 * 1024;
+/** Bytes buffered by a writer before one `writev`: fewer syscalls, bounded memory. */
+const WRITE_BATCH = 1024 * 1024;
 
 /** `O_NOFOLLOW` where the platform has it: a writer never writes through a symlink at its final path component. */
 const NOFOLLOW = constants.O_NOFOLLOW ?? 0;
@@ -316,19 +316,10 @@ export class FilesystemDriver implements StorageDriver {
   }
 }
 
-/**
- * A writer appending to the host file at positions it tracks itself. Chunks are gathered into batches of
- * {@link WRITE_BATCH} bytes, each written with one `writev`; one batch is written while the next fills, so the
- * caller keeps receiving during a write, and at most two batches are held (back-pressure: `write` waits when a
- * full batch is ready and the previous one is still being written). A failed write fails the next `write` or
- * `close`.
- */
+/** A writer appending to the host file at positions it tracks itself, batching small chunks into one `writev`. */
 class FilesystemWriter implements FileWriter {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
-  private inFlight: Promise<void> | undefined;
-  private inFlightBytes = 0;
-  private failure: unknown;
   private written: number;
   private closed = false;
 
@@ -341,49 +332,23 @@ class FilesystemWriter implements FileWriter {
   }
 
   get size(): number {
-    return this.written + this.inFlightBytes + this.pendingBytes;
+    return this.written + this.pendingBytes;
   }
 
   async write(chunk: Buffer): Promise<void> {
     if (this.closed) throw new Error('writer is closed');
-    if (this.failure !== undefined) throw this.failure;
     if (chunk.length === 0) return;
     this.pending.push(chunk);
     this.pendingBytes += chunk.length;
-    if (this.pendingBytes < WRITE_BATCH) return;
-    await this.settle();
-    this.startFlush();
+    if (this.pendingBytes >= WRITE_BATCH) await this.flush();
   }
 
-  /** Waits for the batch being written (if any); throws what it failed with. */
-  private async settle(): Promise<void> {
-    if (this.inFlight) await this.inFlight;
-    if (this.failure !== undefined) throw this.failure;
-  }
-
-  /** Starts writing the gathered chunks (never while another batch is being written). */
-  private startFlush(): void {
-    if (this.pendingBytes === 0) return;
-    const buffers = this.pending;
-    const total = this.pendingBytes;
-    this.pending = [];
-    this.pendingBytes = 0;
-    this.inFlightBytes = total;
-    this.inFlight = this.writeAll(buffers, total).then(
-      () => {
-        this.inFlight = undefined;
-        this.inFlightBytes = 0;
-      },
-      (err: unknown) => {
-        this.inFlight = undefined;
-        this.inFlightBytes = 0;
-        this.failure = err;
-      },
-    );
-  }
-
-  private async writeAll(buffers: Buffer[], total: number): Promise<void> {
+  private async flush(): Promise<void> {
+    let buffers = this.pending;
     let position = this.written;
+    this.pending = [];
+    const total = this.pendingBytes;
+    this.pendingBytes = 0;
     let remaining = total;
     while (remaining > 0) {
       const { bytesWritten } = await this.handle.writev(buffers, position);
@@ -397,12 +362,9 @@ class FilesystemWriter implements FileWriter {
   async close(): Promise<WriterState> {
     if (!this.closed) {
       try {
-        await this.settle();
-        this.startFlush();
-        await this.settle();
+        await this.flush();
       } finally {
         this.closed = true;
-        if (this.inFlight) await this.inFlight;
         await this.handle.close();
       }
     }
@@ -418,8 +380,6 @@ class FilesystemWriter implements FileWriter {
       this.closed = true;
       this.pending = [];
       this.pendingBytes = 0;
-      // Never close the file under a write still running.
-      if (this.inFlight) await this.inFlight;
       await this.handle.close();
     }
     await rm(this.fullPath, { force: true });
