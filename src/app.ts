@@ -15,6 +15,7 @@ import { createLogger } from './logging.js';
 import type { PullThrough } from './proxy/index.js';
 import { LocalNamespace } from './registry/local.js';
 import type { StorageDriver } from './storage/driver.js';
+import { CachingDriver, withLinkCache } from './storage/link-cache.js';
 import { RegistryStore } from './storage/registry-store.js';
 import { WriteProbe } from './storage/write-probe.js';
 import { staleUploadPolicy } from './uploads/stale-uploads.js';
@@ -103,7 +104,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     return reply;
   }
 
-  const driver = deps.driver ?? (await createDriver(config));
+  const baseDriver = deps.driver ?? (await createDriver(config));
+  // Tags and repository links from memory, invalidated by every change (src/storage/link-cache.ts).
+  const driver = await withLinkCache(baseDriver, config);
   const sessions = deps.sessions ?? (await createSessionStore(config));
   const metrics = deps.metrics ?? createMetrics();
   const audit = new AuditLog(logger, parseAuditConfig(config.raw, (m) => logger.warn(m)));
@@ -226,7 +229,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
       metrics.gcLastRun.set(Date.now() / 1000);
     };
     app.addHook('onReady', async () => {
-      const schedule = startGcSchedule(driver, gcOptions, logger, sessions);
+      // gc decides from what storage holds this instant, never from the link cache.
+      const schedule = startGcSchedule(driver instanceof CachingDriver ? driver.uncachedReads() : driver, gcOptions, logger, sessions);
       gcSchedule = schedule;
       lastGc = () => {
         const r = schedule.lastResult();
@@ -264,6 +268,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     audit.close();
     if (!deps.sessions) await sessions.close();
     if (!deps.driver) await driver.close();
+    else if (driver instanceof CachingDriver) await driver.cache.close();
   });
   return app;
 }
