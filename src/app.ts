@@ -126,12 +126,14 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   let authorizer: Authorizer = deps.authorizer ?? new AllowAllAuthorizer();
   let authRoutes: FastifyPluginAsync | undefined;
   let authClose: (() => Promise<void>) | undefined;
+  let uiLogin: ((ip: string, name: string, password: string) => Promise<string>) | undefined;
   if (!deps.authorizer && config.auth) {
     const { createAuth } = await import('./auth/index.js');
     const auth = await createAuth(config, { driver, logger, storageRoot: config.storage.filesystem.rootDirectory });
     authorizer = auth.authorizer;
     authRoutes = auth.routes;
     authClose = auth.close;
+    uiLogin = auth.login;
   }
   const store = new RegistryStore(driver);
   const uploads = new UploadService(driver, sessions, store);
@@ -212,6 +214,17 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   if (authRoutes) await app.register(authRoutes);
   await app.register(registryRoutes, { config, store, uploads, authorizer, metrics, catalog, locks, ...(pullThrough ? { pullThrough } : {}) });
   await app.register(apiRoutes, { browser, catalog, authorizer });
+  if (config.ui.enabled) {
+    const { uiRoutes } = await import('./http/ui/ui-routes.js');
+    await app.register(uiRoutes, {
+      browser,
+      authorizer,
+      authEnabled: authorizer.name !== 'none',
+      deleteEnabled: config.storage.deleteEnabled && !config.storage.readOnly,
+      tls: config.http.tls !== undefined,
+      ...(uiLogin ? { login: uiLogin } : {}),
+    });
+  }
   app.addHook('onReady', async () => catalog.start());
   if (pullThrough) {
     const proxy = pullThrough;

@@ -13,6 +13,7 @@ import { loadSigner } from './signer.js';
 import { realmFromRequest, TokenAuthorizer, type RealmResolver } from './token-authorizer.js';
 import { TokenIssuer, tokenRoutes } from './token-server.js';
 import { TrustStore } from './trust.js';
+import { RegistryError } from '../errors/registry-error.js';
 import { TokenVerifier } from './verifier.js';
 
 /** What {@link createAuth} gives the app: the authorizer for `/v2/`, and berth's token server routes when enabled. */
@@ -20,6 +21,12 @@ export interface AuthModule {
   authorizer: Authorizer;
   /** `/auth/token`, `/auth/jwks.json`, `/auth/cert.pem`: register at the root when present. */
   routes?: FastifyPluginAsync;
+  /**
+   * Checks a user's password for the web UI's login form (the htpasswd users of `auth.htpasswd` or
+   * `auth.builtin.users`), rate-limited per client address with the same limiter as the token server and Basic auth;
+   * resolves the account or throws UNAUTHORIZED / TOOMANYREQUESTS. Absent when berth has no users (external issuer).
+   */
+  login?: (ip: string, name: string, password: string) => Promise<string>;
   close(): Promise<void>;
 }
 
@@ -49,7 +56,16 @@ export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthMo
     const users = new HtpasswdStore(htpasswd.path, logger);
     await users.refresh();
     const authorizer = new BasicAuthorizer(users, htpasswd.realm, limiter);
-    return { authorizer, close: () => authorizer.close() };
+    const login = async (ip: string, name: string, password: string): Promise<string> => {
+      limiter.check(ip);
+      if (!(await users.verify(name, password))) {
+        limiter.fail(ip);
+        throw new RegistryError('UNAUTHORIZED', undefined, { message: 'invalid username or password' });
+      }
+      limiter.succeed(ip);
+      return name;
+    };
+    return { authorizer, login, close: () => authorizer.close() };
   }
 
   const token = settings.token;
@@ -69,6 +85,7 @@ export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthMo
   }
 
   let routes: FastifyPluginAsync | undefined;
+  let login: AuthModule['login'];
   let rules: RulesSource | undefined;
   const certificates: X509Certificate[] = [];
   const issuers = new Set<string>();
@@ -103,6 +120,7 @@ export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthMo
       logger,
     });
     routes = tokenRoutes(issuer, signer);
+    if (users) login = (ip, name, password) => issuer.login(ip, name, password);
     logger.info({ kid: signer.kid, alg: signer.alg }, 'token server enabled on /auth/token');
   }
 
@@ -121,5 +139,6 @@ export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthMo
   const authorizer = new TokenAuthorizer(verifier, realm, service, logger, rules);
   const result: AuthModule = { authorizer, close: () => authorizer.close() };
   if (routes) result.routes = routes;
+  if (login) result.login = login;
   return result;
 }

@@ -50,6 +50,8 @@ export interface Config {
     /** Raw berth sections owned by other modules (metrics, gc schedule, ...). */
     raw: RawSection;
   };
+  /** The web UI (`/ui/`; `/` redirects there while it is on). */
+  ui: { enabled: boolean };
   /** Warnings collected while loading (unknown keys, ignored options). */
   warnings: string[];
 }
@@ -105,7 +107,7 @@ export function parseListenAddress(addr: string): { host: string; port: number }
 /** Builds a Config from a raw YAML tree (already merged with environment overrides). */
 export function normalizeConfig(raw: RawSection, warnings: string[] = []): Config {
   const warn = (m: string) => warnings.push(m);
-  checkKeys(raw, '', ['version', 'log', 'storage', 'http', 'redis', 'auth', 'proxy', 'berth'], warn, [
+  checkKeys(raw, '', ['version', 'log', 'storage', 'http', 'redis', 'auth', 'proxy', 'berth', 'ui'], warn, [
     'loglevel', 'reporting', 'notifications', 'health', 'middleware', 'validation', 'compatibility', 'catalog',
   ]);
 
@@ -183,6 +185,9 @@ export function normalizeConfig(raw: RawSection, warnings: string[] = []): Confi
   const berth = section(raw, 'berth', '');
   checkKeys(berth, 'berth.', ['automaticcrossmount', 'uploadsessionttl', 'shutdowntimeout', 'idletimeout', 'metrics', 'gc', 'index'], warn);
 
+  const ui = section(raw, 'ui', '');
+  checkKeys(ui, 'ui.', ['enabled'], warn);
+
   const config: Config = {
     log: { level: level as Config['log']['level'], formatter, accessLog, fields },
     storage: {
@@ -206,6 +211,7 @@ export function normalizeConfig(raw: RawSection, warnings: string[] = []): Confi
       idleTimeoutMs: duration(berth, 'idletimeout', 'berth.', 5 * 60_000),
       raw: berth,
     },
+    ui: { enabled: bool(ui, 'enabled', 'ui.', true) },
     warnings,
   };
   if (s3) config.storage.s3 = s3;
