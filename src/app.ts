@@ -3,25 +3,27 @@ import { fastify, LogController, type FastifyInstance, type FastifyPluginAsync, 
 import type { Logger } from 'pino';
 import { AllowAllAuthorizer, type Authorizer } from './auth/authorizer.js';
 import type { Config } from './config/config.js';
-import { sendError } from './errors/handler.js';
+import { sendError } from './http/error-handler.js';
 import { BackendUnavailableError, registryError } from './errors/registry-error.js';
 import { createMetrics, metricsConfig, metricsPlugin, type Metrics } from './http/metrics.js';
 import { registryRoutes } from './http/registry-routes.js';
+import { tokenRoutes } from './http/token-routes.js';
 import { parseGcSchedule, startGcSchedule, type GcSchedule } from './gc/schedule.js';
+import { createDriver, createRepositoryIndex, createSessionStore } from './compose.js';
 import { createLogger } from './logging.js';
 import type { PullThrough } from './proxy/index.js';
+import { LocalNamespace } from './registry/local.js';
 import type { StorageDriver } from './storage/driver.js';
-import { FilesystemDriver } from './storage/drivers/filesystem.js';
 import { RegistryStore } from './storage/registry-store.js';
-import { purgeUploads } from './storage/upload-purger.js';
-import { MemorySessionStore } from './uploads/memory-session-store.js';
+import { staleUploadPolicy } from './uploads/stale-uploads.js';
+import { purgeUploads } from './uploads/upload-purger.js';
 import type { UploadSessionStore } from './uploads/session-store.js';
 import { UploadService } from './uploads/upload-service.js';
 import { apiRoutes } from './http/api-routes.js';
 import type { Browser } from './services/catalog/browse.js';
 import { CatalogIndex, parseIndexOptions } from './services/catalog/catalog-index.js';
 import { RegistryBrowser } from './services/catalog/registry-browser.js';
-import { MemoryRepositoryIndex, type RepositoryIndex } from './services/catalog/repository-index.js';
+import type { RepositoryIndex } from './services/catalog/repository-index.js';
 import { RepositoryLocks } from './services/catalog/repository-locks.js';
 
 /** Parts that can be passed in (tests, embedding); each defaults to what the config says. */
@@ -56,35 +58,6 @@ declare module 'fastify' {
   interface FastifyInstance {
     berth: AppParts;
   }
-}
-
-/** The storage driver the config selects. */
-export async function createDriver(config: Config): Promise<StorageDriver> {
-  if (config.storage.driver === 's3') {
-    const { createS3Driver } = await import('./storage/drivers/s3.js');
-    return createS3Driver(config.storage.s3 ?? {}, (m: string) => config.warnings.push(m));
-  }
-  return new FilesystemDriver({ rootDirectory: config.storage.filesystem.rootDirectory });
-}
-
-/** The upload session store the config selects: Redis when `redis.addr` is set, else in-process. */
-export async function createSessionStore(config: Config): Promise<UploadSessionStore> {
-  const ttlMs = config.berth.uploadSessionTtlMs;
-  if (config.redis) {
-    // Loaded only when configured: a single-node registry never pays for the Redis client.
-    const { RedisSessionStore } = await import('./uploads/redis-session-store.js');
-    return RedisSessionStore.connect({ ...config.redis, ttlMs });
-  }
-  return new MemorySessionStore({ ttlMs });
-}
-
-/** The catalog index store the config selects: Redis when `redis.addr` is set (shared by replicas), else in-process. */
-export async function createRepositoryIndex(config: Config): Promise<RepositoryIndex> {
-  if (config.redis) {
-    const { RedisRepositoryIndex } = await import('./services/catalog/redis-repository-index.js');
-    return RedisRepositoryIndex.connect(config.redis);
-  }
-  return new MemoryRepositoryIndex();
 }
 
 /**
@@ -131,7 +104,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     const { createAuth } = await import('./auth/index.js');
     const auth = await createAuth(config, { driver, logger, storageRoot: config.storage.filesystem.rootDirectory });
     authorizer = auth.authorizer;
-    authRoutes = auth.routes;
+    if (auth.tokenServer) authRoutes = tokenRoutes(auth.tokenServer.issuer, auth.tokenServer.signer);
     authClose = auth.close;
     uiLogin = auth.login;
   }
@@ -212,7 +185,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   // With berth.metrics.addr the exposition is served on its own address by `serve`; the counting hooks stay here.
   if (mc.enabled) await app.register(metricsPlugin(metrics, { serve: !mc.addr, path: mc.path }));
   if (authRoutes) await app.register(authRoutes);
-  await app.register(registryRoutes, { config, store, uploads, authorizer, metrics, catalog, locks, ...(pullThrough ? { pullThrough } : {}) });
+  const local = new LocalNamespace(store, uploads, { automaticCrossMount: config.berth.automaticCrossMount });
+  const namespace = pullThrough ? pullThrough.decorate(local) : local;
+  await app.register(registryRoutes, { config, namespace, authorizer, metrics, catalog, locks });
   await app.register(apiRoutes, { browser, catalog, authorizer });
   if (config.ui.enabled) {
     const { uiRoutes } = await import('./http/ui/ui-routes.js');
@@ -234,13 +209,16 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   // Online garbage collection on a schedule (`berth.gc`), when configured.
   const gcOptions = config.storage.readOnly ? null : parseGcSchedule(config.berth.raw, (m) => logger.warn(m));
   let gcSchedule: GcSchedule | undefined;
+  // One stale-upload policy for scheduled gc and the purger: never before the session TTL (stale-uploads.ts).
+  const uploadTtlMs = config.berth.uploadSessionTtlMs;
   if (gcOptions) {
+    gcOptions.uploadAgeMs = staleUploadPolicy(uploadTtlMs, gcOptions.uploadAgeMs).ageMs;
     gcOptions.onResult = (r) => {
       metrics.gcBytesReclaimed.inc(r.bytesReclaimed);
       metrics.gcLastRun.set(Date.now() / 1000);
     };
     app.addHook('onReady', async () => {
-      const schedule = startGcSchedule(driver, gcOptions, logger);
+      const schedule = startGcSchedule(driver, gcOptions, logger, sessions);
       gcSchedule = schedule;
       lastGc = () => {
         const r = schedule.lastResult();
@@ -253,7 +231,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   const purging = config.storage.uploadPurging;
   if (purging.enabled && !config.storage.readOnly) {
     const run = () => {
-      purgeUploads(driver, sessions, { ageMs: purging.ageMs, dryRun: purging.dryRun, logger }).catch((err: unknown) =>
+      purgeUploads(driver, sessions, { ageMs: staleUploadPolicy(uploadTtlMs, purging.ageMs).ageMs, dryRun: purging.dryRun, logger }).catch((err: unknown) =>
         logger.warn({ err }, 'upload purging failed'),
       );
     };

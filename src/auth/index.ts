@@ -1,5 +1,4 @@
 import type { X509Certificate } from 'node:crypto';
-import type { FastifyPluginAsync } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
 import type { StorageDriver } from '../storage/driver.js';
@@ -9,18 +8,18 @@ import { HtpasswdStore } from './htpasswd.js';
 import { FailureLimiter } from './rate-limit.js';
 import { RulesSource } from './rules.js';
 import { parseAuthSettings, SAFE_ALGORITHMS } from './settings.js';
-import { loadSigner } from './signer.js';
+import { loadSigner, type TokenSigner } from './signer.js';
 import { realmFromRequest, TokenAuthorizer, type RealmResolver } from './token-authorizer.js';
-import { TokenIssuer, tokenRoutes } from './token-server.js';
+import { TokenIssuer } from './token-server.js';
 import { TrustStore } from './trust.js';
 import { RegistryError } from '../errors/registry-error.js';
 import { TokenVerifier } from './verifier.js';
 
-/** What {@link createAuth} gives the app: the authorizer for `/v2/`, and berth's token server routes when enabled. */
+/** What {@link createAuth} gives the app: the authorizer for `/v2/`, and berth's token server when enabled. */
 export interface AuthModule {
   authorizer: Authorizer;
-  /** `/auth/token`, `/auth/jwks.json`, `/auth/cert.pem`: register at the root when present. */
-  routes?: FastifyPluginAsync;
+  /** The built-in token server: the app serves it on `/auth/token`, `/auth/jwks.json`, `/auth/cert.pem` (http/token-routes.ts). */
+  tokenServer?: { issuer: TokenIssuer; signer: TokenSigner };
   /**
    * Checks a user's password for the web UI's login form (the htpasswd users of `auth.htpasswd` or
    * `auth.builtin.users`), rate-limited per client address with the same limiter as the token server and Basic auth;
@@ -84,7 +83,7 @@ export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthMo
     realm = realmFromRequest('/auth/token', defaultProto);
   }
 
-  let routes: FastifyPluginAsync | undefined;
+  let tokenServer: AuthModule['tokenServer'];
   let login: AuthModule['login'];
   let rules: RulesSource | undefined;
   const certificates: X509Certificate[] = [];
@@ -119,7 +118,7 @@ export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthMo
       refreshExpirationMs: builtin.refreshExpirationMs,
       logger,
     });
-    routes = tokenRoutes(issuer, signer);
+    tokenServer = { issuer, signer };
     if (users) login = (ip, name, password) => issuer.login(ip, name, password);
     logger.info({ kid: signer.kid, alg: signer.alg }, 'token server enabled on /auth/token');
   }
@@ -138,7 +137,7 @@ export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthMo
   });
   const authorizer = new TokenAuthorizer(verifier, realm, service, logger, rules);
   const result: AuthModule = { authorizer, close: () => authorizer.close() };
-  if (routes) result.routes = routes;
+  if (tokenServer) result.tokenServer = tokenServer;
   if (login) result.login = login;
   return result;
 }

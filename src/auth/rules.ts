@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { parse as parseYaml } from 'yaml';
 import type { AccessRecord, Action } from './access.js';
 import { ConfigError } from '../config/fields.js';
+import { globToRegExp } from '../oci/name-glob.js';
 
 /**
  * Access rules of berth's token server. A rule names who it applies to, one resource and the actions it allows:
@@ -96,27 +97,6 @@ export function parseRulesDocument(raw: unknown, path: string): RuleSet {
   const doc = raw as Record<string, unknown>;
   for (const k of Object.keys(doc)) if (k !== 'groups' && k !== 'rules') fail(`${path}.${k}`, 'unknown key');
   return { groups: parseGroups(doc.groups, `${path}.groups`), rules: parseRuleList(doc.rules ?? [], `${path}.rules`) };
-}
-
-const globCache = new Map<string, RegExp>();
-
-/** `*` within a path component, `**` across components; everything else literal. */
-export function globToRegExp(glob: string): RegExp {
-  let re = globCache.get(glob);
-  if (re) return re;
-  let src = '';
-  for (let i = 0; i < glob.length; i++) {
-    const c = glob[i] ?? '';
-    if (c === '*' && glob[i + 1] === '*') {
-      src += '.*';
-      i++;
-    } else if (c === '*') src += '[^/]*';
-    else src += c.replace(/[.+?^${}()|[\]\\]/g, '\\$&');
-  }
-  re = new RegExp(`^${src}$`);
-  if (globCache.size > 1000) globCache.clear();
-  globCache.set(glob, re);
-  return re;
 }
 
 function appliesTo(rule: AccessRule, account: string | undefined, groups: Map<string, Set<string>>): boolean {

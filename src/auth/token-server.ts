@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { errors as joseErrors, jwtVerify } from 'jose';
 import type { Logger } from 'pino';
 import { TOKEN_ACTIONS, type AccessRecord, type Action } from './access.js';
@@ -163,88 +162,4 @@ export class TokenIssuer {
     this.options.logger?.debug({ account: account ?? '(anonymous)', access }, 'token issued');
     return response;
   }
-}
-
-function list(v: unknown): string[] {
-  if (typeof v === 'string') return [v];
-  if (Array.isArray(v)) return v.filter((x): x is string => typeof x === 'string');
-  return [];
-}
-
-function one(v: unknown): string | undefined {
-  return list(v)[0];
-}
-
-const FORM = 'application/x-www-form-urlencoded';
-
-/** Builds the Fastify plugin serving `/auth/token`, `/auth/jwks.json` and `/auth/cert.pem`. */
-export function tokenRoutes(issuer: TokenIssuer, signer: TokenSigner): FastifyPluginAsync {
-  return async (app) => {
-    if (app.hasContentTypeParser(FORM)) app.removeContentTypeParser(FORM);
-    app.addContentTypeParser(FORM, { parseAs: 'string', bodyLimit: 64 * 1024 }, (_req, body, done) => {
-      const params = new URLSearchParams(String(body));
-      const out: Record<string, string[]> = {};
-      for (const [k, v] of params) (out[k] ??= []).push(v);
-      done(null, out);
-    });
-
-    app.setErrorHandler((err: unknown, _req, reply) => {
-      if (err instanceof RegistryError) {
-        return reply.code(err.status).headers(err.headers).send({ errors: [err.toJSON()] });
-      }
-      const status = typeof (err as { statusCode?: unknown }).statusCode === 'number' ? (err as { statusCode: number }).statusCode : 500;
-      if (status >= 500) app.log.error({ err }, 'token server error');
-      return reply.code(status).send({ errors: [{ code: status >= 500 ? 'UNKNOWN' : 'UNSUPPORTED', message: status >= 500 ? 'unknown error' : (err as Error).message }] });
-    });
-
-    const checkService = (service: string | undefined, reply: FastifyReply): boolean => {
-      if (service === undefined || service === issuer.service) return true;
-      void reply.code(400).send({ errors: [{ code: 'UNSUPPORTED', message: `unknown service ${JSON.stringify(service)}` }] });
-      return false;
-    };
-
-    const send = (reply: FastifyReply, body: TokenResponse): FastifyReply =>
-      reply.headers({ 'cache-control': 'no-store', pragma: 'no-cache' }).send(body);
-
-    // Docker token spec: GET with optional Basic credentials; `offline_token=true` asks for a refresh token.
-    app.get('/auth/token', async (req: FastifyRequest, reply) => {
-      const q = req.query as Record<string, unknown>;
-      if (!checkService(one(q.service), reply)) return reply;
-      const creds = parseBasic(typeof req.headers.authorization === 'string' ? req.headers.authorization : undefined);
-      const account = creds ? await issuer.login(req.ip, creds.name, creds.password) : undefined;
-      return send(reply, await issuer.issue(account, parseScopes(list(q.scope)), one(q.offline_token) === 'true'));
-    });
-
-    // Docker OAuth2 token spec: POST form with grant_type=password or refresh_token; access_type=offline asks for
-    // a refresh token.
-    app.post('/auth/token', async (req, reply) => {
-      const body = req.body;
-      if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-        return reply.code(400).send({ errors: [{ code: 'UNSUPPORTED', message: `expected a ${FORM} body` }] });
-      }
-      const form = body as Record<string, unknown>;
-      if (!checkService(one(form.service), reply)) return reply;
-      const grantType = one(form.grant_type);
-      let account: string;
-      if (grantType === 'password') {
-        const username = one(form.username);
-        const password = one(form.password);
-        if (!username || password === undefined) {
-          return reply.code(400).send({ errors: [{ code: 'UNSUPPORTED', message: 'username and password are required' }] });
-        }
-        account = await issuer.login(req.ip, username, password);
-      } else if (grantType === 'refresh_token') {
-        const refresh = one(form.refresh_token);
-        if (!refresh) return reply.code(400).send({ errors: [{ code: 'UNSUPPORTED', message: 'refresh_token is required' }] });
-        account = await issuer.redeem(req.ip, refresh);
-      } else {
-        return reply.code(400).send({ errors: [{ code: 'UNSUPPORTED', message: `unsupported grant_type ${JSON.stringify(grantType ?? '')}` }] });
-      }
-      return send(reply, await issuer.issue(account, parseScopes(list(form.scope)), one(form.access_type) === 'offline'));
-    });
-
-    app.get('/auth/jwks.json', async (_req, reply) => reply.header('cache-control', 'max-age=300').send({ keys: [signer.jwk()] }));
-
-    app.get('/auth/cert.pem', async (_req, reply) => reply.type('application/x-pem-file').send(signer.certificatePem));
-  };
 }

@@ -73,14 +73,16 @@ import {
   type Inventory,
   type ManifestRefs,
 } from './inventory.js';
-import { moveBack, PENDING_ROOT, pendingPath, restorePending } from './pending.js';
+import { moveBack, PENDING_ROOT, pendingPath, restorePending } from '../storage/pending.js';
 import { noProgress, type ProgressSink } from './progress.js';
+import type { UploadSessionStore } from '../uploads/session-store.js';
+import { removeUpload, uploadActivity } from '../uploads/stale-uploads.js';
 
 /** Default grace period: 1 h. */
 export const DEFAULT_GRACE_MS = 3_600_000;
 /** Default minimum age of abandoned upload data: 24 h (berth's default upload session lifetime). */
 export const DEFAULT_UPLOAD_AGE_MS = 24 * 3_600_000;
-export { PENDING_ROOT, restorePending, restorePendingBlob } from './pending.js';
+export { PENDING_ROOT, restorePending, restorePendingBlob } from '../storage/pending.js';
 
 /** Options of {@link runGc}. */
 export interface GcOptions {
@@ -92,8 +94,13 @@ export interface GcOptions {
   graceMs?: number;
   /** How long pending blobs wait before the re-check (default min(grace, 5 s)). */
   settleMs?: number;
-  /** Minimum age of the last activity of upload data that is deleted (default max(grace, 24 h)). */
+  /**
+   * Minimum age of the last activity of upload data that is deleted (default max(grace, 24 h)); callers pass the
+   * stale-upload policy's age (src/uploads/stale-uploads.ts).
+   */
   uploadAgeMs?: number;
+  /** The upload sessions: an abandoned upload's session is removed with its data. */
+  sessions?: UploadSessionStore;
   /** Blobs moved to pending per re-check (default 1000). */
   batchSize?: number;
   /** Driver calls in flight (default 16). */
@@ -291,25 +298,6 @@ async function remark(
       if (which === 'all' || !seen?.has(d.value)) marker.keep(name, d);
     }
   }
-}
-
-/** When the upload in `dir` last did something (start, last write), or null when nothing is readable. */
-async function uploadActivity(driver: StorageDriver, dir: string): Promise<{ last: number; bytes: number } | null> {
-  let last = -Infinity;
-  let bytes = 0;
-  try {
-    const started = Date.parse((await driver.getContent(`${dir}/startedat`)).toString('utf8').trim());
-    if (Number.isFinite(started)) last = Math.max(last, started);
-  } catch (err) {
-    if (!isNotFound(err)) throw err;
-  }
-  for (const p of [`${dir}/startedat`, `${dir}/data`, dir]) {
-    const info = await statOrNull(driver, p);
-    if (!info) continue;
-    last = Math.max(last, info.modTime.getTime());
-    if (p.endsWith('/data')) bytes = info.size;
-  }
-  return Number.isFinite(last) ? { last, bytes } : null;
 }
 
 /** A blob the sweep may delete: unmarked, and neither it nor a link to it is younger than the grace period. */
@@ -587,7 +575,7 @@ export async function runGc(driver: StorageDriver, options: GcOptions = {}): Pro
       // Re-check: a write since the listing makes it active again.
       const activity = await uploadActivity(driver, `${paths.uploadsDir(u.repository)}/${u.upload}`);
       if (!activity || Date.now() - activity.last < uploadAgeMs) continue;
-      if (!(await deleteIfPresent(driver, `${paths.uploadsDir(u.repository)}/${u.upload}`))) continue;
+      if (!(await removeUpload(driver, options.sessions, `${paths.uploadsDir(u.repository)}/${u.upload}`))) continue;
     }
     result.uploadsDeleted++;
     result.uploadBytesReclaimed += u.bytes;

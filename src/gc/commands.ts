@@ -2,7 +2,8 @@
  * The `berth gc`, `berth du` and `berth fsck` commands (registered in the CLI's command table on import).
  */
 import type { Logger } from 'pino';
-import { createDriver } from '../app.js';
+import { createDriver } from '../compose.js';
+import { staleUploadPolicy } from '../uploads/stale-uploads.js';
 import { loadConfig, type Config } from '../config/config.js';
 import { parseDuration } from '../config/duration.js';
 import { commands } from '../cli/command-registry.js';
@@ -126,7 +127,7 @@ commands.set('gc', {
           dryRun,
           deleteUntagged: parsed.flags.has('--delete-untagged'),
           graceMs,
-          uploadAgeMs: durationArg(parsed, '--upload-age', Math.max(graceMs, config.berth.uploadSessionTtlMs)),
+          uploadAgeMs: staleUploadPolicy(Math.max(graceMs, config.berth.uploadSessionTtlMs), durationArg(parsed, '--upload-age', 0)).ageMs,
           signal: interrupt.signal,
           logger,
           progress: createProgress(process.stderr, logger),
@@ -159,7 +160,7 @@ commands.set('du', {
       try {
         const report = await diskUsage(driver, {
           graceMs,
-          uploadAgeMs: Math.max(graceMs, config.berth.uploadSessionTtlMs),
+          uploadAgeMs: staleUploadPolicy(Math.max(graceMs, config.berth.uploadSessionTtlMs)).ageMs,
           progress: createProgress(process.stderr, logger),
         });
         process.stdout.write(parsed.flags.has('--json') ? `${JSON.stringify(report, null, 2)}\n` : formatUsage(report));

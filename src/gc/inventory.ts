@@ -3,6 +3,7 @@ import { parseManifest } from '../oci/manifest.js';
 import { isNotFound, type StorageDriver } from '../storage/driver.js';
 import { listOrEmpty, readLink, statOrNull } from '../storage/driver-utils.js';
 import { basename, paths } from '../storage/paths.js';
+import { repositoryNames } from '../storage/repositories.js';
 import type { ProgressSink } from './progress.js';
 
 /**
@@ -97,24 +98,9 @@ async function listDigestDirs(driver: StorageDriver, dir: string): Promise<Diges
   return out;
 }
 
-/**
- * Every repository name: a directory under `repositories/` holding `_manifests`, `_layers` or `_uploads`.
- * `_`-prefixed directories are never descended into, as registry:2 walks the tree.
- */
+/** Every repository name gc, fsck and du look at: all of them, with content or only uploads (the rule: paths.ts). */
 export async function listRepositoryNames(driver: StorageDriver): Promise<string[]> {
-  const found: string[] = [];
-  const walk = async (dir: string, name: string): Promise<void> => {
-    const children = await listOrEmpty(driver, dir);
-    const names = children.map(basename);
-    if (name && names.some((n) => n === '_manifests' || n === '_layers' || n === '_uploads')) found.push(name);
-    for (const child of children) {
-      if (basename(child).startsWith('_')) continue;
-      const info = await statOrNull(driver, child);
-      if (info?.isDir) await walk(child, name ? `${name}/${basename(child)}` : basename(child));
-    }
-  };
-  await walk(paths.repositoriesRoot, '');
-  return found.sort();
+  return repositoryNames(driver, () => true);
 }
 
 /** tag → the digest its `current/link` names (null when missing or unreadable). */

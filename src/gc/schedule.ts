@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { bool, checkKeys, duration, section, type RawSection } from '../config/fields.js';
 import type { StorageDriver } from '../storage/driver.js';
+import type { UploadSessionStore } from '../uploads/session-store.js';
 import { DEFAULT_GRACE_MS, runGc, type GcResult } from './collector.js';
 
 /** Options of the scheduled gc (`berth.gc` in the config). */
@@ -47,7 +48,7 @@ export interface GcSchedule {
  * Runs gc every `intervalMs` inside the server (online: see collector.ts for why that is safe). Runs never
  * overlap; a failed run is logged and the schedule continues.
  */
-export function startGcSchedule(driver: StorageDriver, options: GcScheduleOptions, logger: Logger): GcSchedule {
+export function startGcSchedule(driver: StorageDriver, options: GcScheduleOptions, logger: Logger, sessions?: UploadSessionStore): GcSchedule {
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
   let last: GcResult | undefined;
@@ -64,6 +65,7 @@ export function startGcSchedule(driver: StorageDriver, options: GcScheduleOption
         deleteUntagged: options.deleteUntagged,
         signal: controller.signal,
         logger,
+        ...(sessions ? { sessions } : {}),
       };
       if (options.uploadAgeMs !== undefined) gcOptions.uploadAgeMs = options.uploadAgeMs;
       last = await runGc(driver, gcOptions);

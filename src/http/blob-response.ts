@@ -2,12 +2,9 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config/config.js';
 import { registryError } from '../errors/registry-error.js';
 import type { Digest } from '../oci/digest.js';
+import type { BlobContent } from '../registry/repository.js';
 import { isNotFound } from '../storage/driver.js';
-import type { RegistryStore } from '../storage/registry-store.js';
 import { parseRangeHeader } from './range.js';
-
-/** Expiry of presigned redirect URLs for blob GETs, unless the driver configures its own. */
-const REDIRECT_EXPIRY_SECONDS = 20 * 60;
 
 /** The headers of every blob answer: content is immutable, so it may be cached for a year. */
 export function blobHeaders(reply: FastifyReply, d: Digest): FastifyReply {
@@ -20,41 +17,43 @@ export function blobHeaders(reply: FastifyReply, d: Digest): FastifyReply {
 }
 
 /**
- * Answers GET/HEAD for a blob in storage (pushed or cached alike): a 307 to the driver's direct URL when it offers
+ * Answers GET/HEAD for a blob (stored, cached or still arriving from an upstream alike): a 307 to the driver's direct URL when it offers
  * one and redirects are on, else the bytes, honouring a single `Range` (206; 416 with the total size in
  * `Content-Range` when the range lies outside the blob).
  */
-export async function sendBlob(
-  store: RegistryStore,
-  config: Config,
-  d: Digest,
-  size: number,
-  request: FastifyRequest,
-  reply: FastifyReply,
-): Promise<void> {
+export async function sendBlob(blob: BlobContent, config: Config, request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  const d = blob.digest;
   if (request.method === 'GET' && !config.storage.redirectDisabled) {
-    const url = await store.blobRedirectURL(d, 'GET', store.driver.redirectExpirySeconds ?? REDIRECT_EXPIRY_SECONDS);
+    const url = await blob.redirectURL('GET');
     if (url) {
       await reply.code(307).header('Location', url).header('Docker-Content-Digest', d.value).send();
       return;
     }
   }
   blobHeaders(reply, d);
-  const range = parseRangeHeader(request.headers.range, size);
-  if (range === 'unsatisfiable') {
-    throw registryError('RANGE_INVALID', { size }, { headers: { 'Content-Range': `bytes */${size}` } });
+  const size = blob.size;
+  let start = 0;
+  let end: number | undefined;
+  // The size of a blob still arriving from an upstream may be unknown: then the whole body is sent, unranged.
+  if (size !== undefined) {
+    const range = parseRangeHeader(request.headers.range, size);
+    if (range === 'unsatisfiable') {
+      throw registryError('RANGE_INVALID', { size }, { headers: { 'Content-Range': `bytes */${size}` } });
+    }
+    if (range) {
+      reply.code(206).header('Content-Range', `bytes ${range.start}-${range.end}/${size}`);
+      start = range.start;
+      end = range.end + 1;
+    }
+    reply.header('Content-Length', String((end ?? size) - start));
   }
-  if (range) reply.code(206).header('Content-Range', `bytes ${range.start}-${range.end}/${size}`);
-  const start = range ? range.start : 0;
-  const length = range ? range.end - range.start + 1 : size;
-  reply.header('Content-Length', String(length));
-  if (request.method === 'HEAD' || length === 0) {
+  if (request.method === 'HEAD' || (size !== undefined && (end ?? size) - start === 0)) {
     await reply.send();
     return;
   }
   let body;
   try {
-    body = await store.openBlob(d, start, length);
+    body = await blob.open(start, end);
   } catch (err) {
     // Deleted since its size was read (garbage collection, a concurrent delete): the blob is unknown now, and the
     // answer must not carry the headers (a year of Cache-Control) of the blob it no longer has.

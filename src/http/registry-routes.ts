@@ -3,16 +3,15 @@ import type { Readable } from 'node:stream';
 import { requiredAccess, type RouteMatch } from '../auth/access.js';
 import type { Authorizer } from '../auth/authorizer.js';
 import type { Config } from '../config/config.js';
-import type { PullThrough } from '../proxy/index.js';
 import { DEFAULT_PAGE, MAX_PAGE, type CatalogIndex } from '../services/catalog/catalog-index.js';
 import type { RepositoryLocks } from '../services/catalog/repository-locks.js';
 import type { Principal } from '../auth/authorizer.js';
 import { registryError } from '../errors/registry-error.js';
 import { parseDigest, type Digest } from '../oci/digest.js';
 import { MAX_MANIFEST_BYTES, MediaTypes } from '../oci/manifest.js';
-import { assertName, isValidTag, parseReference, type Reference } from '../oci/reference.js';
-import { compareStrings, type RegistryStore } from '../storage/registry-store.js';
-import { uploadRangeHeader, type ChunkRange, type UploadService } from '../uploads/upload-service.js';
+import { isValidTag, parseReference, type Reference } from '../oci/reference.js';
+import type { Namespace, Repository, TagPage } from '../registry/repository.js';
+import { uploadRangeHeader, type ChunkRange } from '../uploads/upload-service.js';
 import { requestBody, type Metrics } from './metrics.js';
 import { matchRoute } from './route-match.js';
 import { sendBlob } from './blob-response.js';
@@ -26,13 +25,11 @@ declare module 'fastify' {
 
 export interface RegistryRoutesOptions {
   config: Config;
-  store: RegistryStore;
-  uploads: UploadService;
+  /** The repositories (local, or decorated by the pull-through cache: the routes cannot tell). */
+  namespace: Namespace;
   authorizer: Authorizer;
   /** Counters for uploads in progress (the request metrics are recorded by the metrics plugin). */
   metrics?: Metrics;
-  /** The pull-through cache: answers requests for mirrored repositories first (src/proxy). */
-  pullThrough?: PullThrough;
   /** The catalog index: answers `_catalog`, and is told about every push and delete. */
   catalog: CatalogIndex;
   /** Writes into a repository hold its lock shared, so a repository delete never interleaves with them. */
@@ -48,7 +45,7 @@ type Query = Record<string, string | undefined>;
  * route can skip authorization.
  */
 export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesOptions): Promise<void> {
-  const { config, store, uploads, authorizer } = opts;
+  const { config, namespace, authorizer } = opts;
 
   // Bodies are streamed by the handlers themselves; nothing is parsed or buffered by fastify.
   app.removeAllContentTypeParsers();
@@ -68,32 +65,39 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
     if (config.storage.readOnly && method !== 'GET' && method !== 'HEAD') {
       throw registryError('UNSUPPORTED', undefined, { message: 'registry is in read-only mode' });
     }
-    if (opts.pullThrough && (await opts.pullThrough.handle(route, request, reply, query))) return reply;
-    switch (route.kind) {
-      case 'base':
-        if (method !== 'GET' && method !== 'HEAD') throw methodNotAllowed();
-        await reply.type('application/json').send({});
-        return;
-      case 'catalog':
+    if (route.kind === 'base' || route.kind === 'catalog') {
+      if (route.kind === 'catalog') {
         if (method !== 'GET') throw methodNotAllowed();
         return catalog(principal, reply, query);
+      }
+      if (method !== 'GET' && method !== 'HEAD') throw methodNotAllowed();
+      await reply.type('application/json').send({});
+      return;
+    }
+    const repo = namespace.repository(route.name as string, query.ns);
+    // Registry proxying proposal (distribution-spec#66, what containerd implements): "A `ns` query parameter on pull
+    // operations is OPTIONAL, but when used specifies the host in a repository name used by a client" and "A proxy
+    // registry MAY use the `ns` query parameter to resolve an upstream registry host". The response names the
+    // namespace that was served (containerd ignores the header; it tells a human or a script what happened).
+    if (repo.namespace !== undefined) reply.header('OCI-Namespace', repo.namespace);
+    switch (route.kind) {
       case 'tags':
         if (method !== 'GET') throw methodNotAllowed();
-        return tagsList(route, reply, query);
+        return tagsList(repo, reply, query);
       case 'manifest':
-        return method === 'GET' || method === 'HEAD' ? manifest(route, request, reply) : opts.locks.shared(route.name as string, () => manifest(route, request, reply));
+        return method === 'GET' || method === 'HEAD' ? manifest(repo, route, request, reply) : opts.locks.shared(repo.name, () => manifest(repo, route, request, reply));
       case 'blob':
-        return blob(route, request, reply);
+        return blob(repo, route, request, reply);
       case 'upload-start':
         if (method !== 'POST') throw methodNotAllowed();
-        return opts.locks.shared(route.name as string, () => writing(() => uploadStart(route, request, reply, query)));
+        return opts.locks.shared(repo.name, () => writing(() => uploadStart(repo, request, reply, query)));
       case 'upload':
         return method === 'PATCH' || method === 'PUT'
-          ? opts.locks.shared(route.name as string, () => writing(() => upload(route, request, reply, query)))
-          : upload(route, request, reply, query);
+          ? opts.locks.shared(repo.name, () => writing(() => upload(repo, route, request, reply, query)))
+          : upload(repo, route, request, reply, query);
       case 'referrers':
         if (method !== 'GET') throw methodNotAllowed();
-        return referrers(route, reply, query);
+        return referrers(repo, route, reply, query);
     }
   };
 
@@ -109,26 +113,16 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
 
   // ---- catalog and tags --------------------------------------------------------------------------------------
 
-  /**
-   * Spec: "the response ... MUST be in lexical order"; with `n`, at most n entries; with `last`, only entries
-   * after it; when more remain, a `Link: <url>; rel="next"` header gives the next page.
-   */
-  function paginate(all: string[], query: Query, basePath: string, reply: FastifyReply): string[] {
-    let n: number | undefined;
+  /** The page a request asks for: `n` (a non-negative integer) and `last`. */
+  function pageQuery(query: Query): TagPage {
+    const page: TagPage = {};
     if (query.n !== undefined && query.n !== '') {
       if (typeof query.n !== 'string' || !/^\d{1,9}$/.test(query.n)) {
         throw registryError('PAGINATION_NUMBER_INVALID', { n: query.n }, { message: 'n must be a non-negative integer' });
       }
-      n = Number(query.n);
+      page.n = Number(query.n);
     }
-    const last = query.last;
-    const after = last === undefined || last === '' ? all : all.filter((x) => compareStrings(x, last) > 0);
-    if (n === undefined) return after;
-    const page = after.slice(0, n);
-    if (after.length > n && page.length > 0) {
-      const lastOfPage = page[page.length - 1] as string;
-      reply.header('Link', `<${basePath}?n=${n}&last=${encodeURIComponent(lastOfPage)}>; rel="next"`);
-    }
+    if (query.last !== undefined && query.last !== '') page.last = query.last;
     return page;
   }
 
@@ -159,23 +153,36 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
     }
   }
 
-  async function tagsList(route: RouteMatch, reply: FastifyReply, query: Query): Promise<void> {
-    const name = route.name as string;
-    const tags = await store.listTags(name);
-    if (tags === null) throw registryError('NAME_UNKNOWN', { name });
-    await reply.type('application/json').send({ name, tags: paginate(tags, query, `/v2/${name}/tags/list`, reply) });
+  /**
+   * Spec: when more entries remain, "a `Link: <url>; rel="next"` header" gives the next page. The `ns` of a
+   * mirrored repository is kept, so the next page is served from the same upstream.
+   */
+  function nextLink(reply: FastifyReply, basePath: string, page: TagPage, next: string | undefined, ns?: string): void {
+    if (next === undefined) return;
+    const params = new URLSearchParams();
+    if (page.n !== undefined) params.set('n', String(page.n));
+    params.set('last', next);
+    if (ns !== undefined) params.set('ns', ns);
+    reply.header('Link', `<${basePath}?${params.toString()}>; rel="next"`);
+  }
+
+  async function tagsList(repo: Repository, reply: FastifyReply, query: Query): Promise<void> {
+    const page = pageQuery(query);
+    const result = await repo.tags.list(page);
+    if (result === null) throw registryError('NAME_UNKNOWN', { name: repo.name });
+    nextLink(reply, `/v2/${repo.name}/tags/list`, page, result.next, repo.namespace);
+    await reply.type('application/json').send({ name: repo.name, tags: result.tags });
   }
 
   // ---- manifests ---------------------------------------------------------------------------------------------
 
-  async function manifest(route: RouteMatch, request: FastifyRequest, reply: FastifyReply): Promise<void> {
-    const name = route.name as string;
+  async function manifest(repo: Repository, route: RouteMatch, request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const name = repo.name;
     const ref = manifestReference(route.param as string, request.method);
     switch (request.method) {
       case 'GET':
       case 'HEAD': {
-        const digest = ref.kind === 'digest' ? ref.digest : await store.resolveTag(name, ref.tag);
-        const m = digest ? await store.getManifest(name, digest) : null;
+        const m = await repo.manifests.get(ref);
         if (!m) throw registryError('MANIFEST_UNKNOWN', { name, reference: route.param });
         reply
           .header('Content-Type', m.mediaType)
@@ -186,8 +193,9 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
         return reply.send(m.bytes);
       }
       case 'PUT': {
+        const manifests = repo.manifests;
         const bytes = await readLimited(requestBody(request), MAX_MANIFEST_BYTES);
-        const { digest, parsed } = await store.putManifest(name, bytes, {
+        const { digest, parsed } = await manifests.put(bytes, {
           contentType: request.headers['content-type'],
           ...(ref.kind === 'tag' ? { tag: ref.tag } : { digest: ref.digest }),
         });
@@ -203,7 +211,7 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
       }
       case 'DELETE': {
         if (!config.storage.deleteEnabled) throw registryError('UNSUPPORTED', undefined, { message: 'deletes are disabled (storage.delete.enabled)' });
-        const deleted = ref.kind === 'digest' ? await store.deleteManifest(name, ref.digest) : await store.deleteTag(name, ref.tag);
+        const deleted = ref.kind === 'digest' ? await repo.manifests.delete(ref.digest) : await repo.tags.delete(ref.tag);
         if (!deleted) throw registryError('MANIFEST_UNKNOWN', { name, reference: route.param });
         await indexChanged(request, name);
         return reply.code(202).header('Content-Length', '0').send();
@@ -215,19 +223,18 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
 
   // ---- blobs -------------------------------------------------------------------------------------------------
 
-  async function blob(route: RouteMatch, request: FastifyRequest, reply: FastifyReply): Promise<void> {
-    const name = route.name as string;
+  async function blob(repo: Repository, route: RouteMatch, request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const digest = parseDigest(route.param as string);
     switch (request.method) {
       case 'GET':
       case 'HEAD': {
-        const size = await store.repositoryBlobSize(name, digest);
-        if (size === null) throw registryError('BLOB_UNKNOWN', { digest: digest.value });
-        return sendBlob(store, config, digest, size, request, reply);
+        const content = await repo.blobs.get(digest, { headOnly: request.method === 'HEAD' });
+        if (content === null) throw registryError('BLOB_UNKNOWN', { digest: digest.value });
+        return sendBlob(content, config, request, reply);
       }
       case 'DELETE': {
         if (!config.storage.deleteEnabled) throw registryError('UNSUPPORTED', undefined, { message: 'deletes are disabled (storage.delete.enabled)' });
-        if (!(await store.unlinkBlob(name, digest))) throw registryError('BLOB_UNKNOWN', { digest: digest.value });
+        if (!(await repo.blobs.delete(digest))) throw registryError('BLOB_UNKNOWN', { digest: digest.value });
         return reply.code(202).header('Content-Length', '0').send();
       }
       default:
@@ -253,22 +260,15 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
       .header('Content-Length', '0');
   }
 
-  async function uploadStart(route: RouteMatch, request: FastifyRequest, reply: FastifyReply, query: Query): Promise<void> {
-    const name = route.name as string;
+  async function uploadStart(repo: Repository, request: FastifyRequest, reply: FastifyReply, query: Query): Promise<void> {
+    const name = repo.name;
+    const uploads = repo.uploads;
     if (query.mount) {
       // Spec: "If the registry has the blob in the `from` repository it MAY mount it and respond 201; otherwise it
       // MUST fall back to starting an upload session (202)". Without `from`, berth mounts from anywhere when
       // automatic cross-mounting is on.
       const digest = parseDigest(query.mount);
-      let mountable = false;
-      if (query.from) {
-        const from = assertName(query.from);
-        mountable = (await store.repositoryBlobSize(from, digest)) !== null;
-      } else if (config.berth.automaticCrossMount) {
-        mountable = (await store.blobSize(digest)) !== null;
-      }
-      if (mountable) {
-        await store.linkBlob(name, digest);
+      if (await repo.blobs.mount(digest, query.from ? query.from : undefined)) {
         await indexChanged(request, name, true);
         return blobCreated(reply, name, digest).send();
       }
@@ -282,8 +282,9 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
     return sessionHeaders(reply.code(202), name, session.id, 0).send();
   }
 
-  async function upload(route: RouteMatch, request: FastifyRequest, reply: FastifyReply, query: Query): Promise<void> {
-    const name = route.name as string;
+  async function upload(repo: Repository, route: RouteMatch, request: FastifyRequest, reply: FastifyReply, query: Query): Promise<void> {
+    const name = repo.name;
+    const uploads = repo.uploads;
     const id = route.param as string;
     // An upload begun before its repository was deleted went with it (the delete removed its data).
     const deletedAt = await opts.catalog.index.deletedAt(name);
@@ -322,11 +323,10 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
 
   // ---- referrers ---------------------------------------------------------------------------------------------
 
-  async function referrers(route: RouteMatch, reply: FastifyReply, query: Query): Promise<void> {
-    const name = route.name as string;
+  async function referrers(repo: Repository, route: RouteMatch, reply: FastifyReply, query: Query): Promise<void> {
     const subject = parseDigest(route.param as string);
     const artifactType = query.artifactType !== undefined && query.artifactType !== '' ? query.artifactType : undefined;
-    const manifests = await store.referrers(name, subject, artifactType);
+    const manifests = await repo.referrers(subject, artifactType);
     // Spec: "If the registry supports filtering, it MUST include the OCI-Filters-Applied header".
     if (artifactType !== undefined) reply.header('OCI-Filters-Applied', 'artifactType');
     // Spec: "The Content-Type header MUST be set to application/vnd.oci.image.index.v1+json" -- sent as bytes so

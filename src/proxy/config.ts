@@ -1,6 +1,6 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { globToRegExp } from '../auth/rules.js';
+import { globToRegExp } from '../oci/name-glob.js';
 import { bool, checkKeys, ConfigError, duration, isSection, optString, stringList, type RawSection } from '../config/fields.js';
 
 /**

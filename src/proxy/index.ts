@@ -20,5 +20,5 @@ export function createPullThrough(config: Config, deps: { store: RegistryStore; 
     deps.logger.warn(m);
   });
   if (!settings) return null;
-  return new PullThroughCache(settings, config, deps);
+  return new PullThroughCache(settings, deps);
 }

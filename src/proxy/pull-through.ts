@@ -1,13 +1,10 @@
-import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
-import type { RouteMatch } from '../auth/access.js';
-import type { Config } from '../config/config.js';
 import { RegistryError, registryError } from '../errors/registry-error.js';
-import { blobHeaders, sendBlob } from '../http/blob-response.js';
-import { parseRangeHeader } from '../http/range.js';
-import { digestOf, parseDigest, tryParseDigest, type Digest } from '../oci/digest.js';
+import { digestOf, tryParseDigest, type Digest } from '../oci/digest.js';
 import { MAX_MANIFEST_BYTES, MediaTypes, parseManifest } from '../oci/manifest.js';
-import { parseReference } from '../oci/reference.js';
+import type { Reference } from '../oci/reference.js';
+import { storedBlob } from '../registry/local.js';
+import type { BlobContent, Namespace, Repository, TagList, TagPage } from '../registry/repository.js';
 import { isNotFound, type StorageDriver } from '../storage/driver.js';
 import { paths } from '../storage/paths.js';
 import type { RegistryStore } from '../storage/registry-store.js';
@@ -17,16 +14,14 @@ import { cacheMarkerPath, expireCachedContent, type ExpiryResult } from './expir
 import { Router, type MirrorTarget } from './routing.js';
 import { UpstreamClient, UpstreamError } from './upstream.js';
 
-type Query = Record<string, string | undefined>;
-
-/** The pull-through cache as the `/v2/` routes see it. */
+/** The pull-through cache as the app sees it. */
 export interface PullThrough {
   /**
-   * Answers the request when its repository is mirrored (manifest and blob GET/HEAD, tags list; writes are refused
-   * with UNSUPPORTED) and returns true; returns false for local repositories, which the routes serve as usual.
-   * Throws {@link RegistryError}s for the error handler.
+   * The namespace of `local` with mirrored repositories served through the cache: manifests, blobs, tags and
+   * referrers are read locally first, then from the upstream; writes are refused with UNSUPPORTED. Repositories no
+   * upstream mirrors are `local`'s.
    */
-  handle(route: RouteMatch, request: FastifyRequest, reply: FastifyReply, query: Query): Promise<boolean>;
+  decorate(local: Namespace): Namespace;
   /** Removes cached content not pulled within its TTL now (the background task calls this every `expiryinterval`). */
   expire(now?: number): Promise<ExpiryResult>;
   /** Starts the background expiry. */
@@ -69,7 +64,6 @@ export class PullThroughCache implements PullThrough {
 
   constructor(
     private readonly settings: ProxySettings,
-    private readonly config: Config,
     private readonly deps: { store: RegistryStore; driver: StorageDriver; logger: Logger },
   ) {
     this.logger = deps.logger.child({ component: 'proxy' });
@@ -83,50 +77,40 @@ export class PullThroughCache implements PullThrough {
 
   // ---- entry point -------------------------------------------------------------------------------------------
 
-  async handle(route: RouteMatch, request: FastifyRequest, reply: FastifyReply, query: Query): Promise<boolean> {
-    const name = route.name;
-    if (name === undefined) return false;
-    const r = this.router.route(name, query.ns);
-    if (r.kind === 'local') return false;
-    if (r.kind === 'unknown') {
-      throw registryError('NAME_UNKNOWN', { name, ns: r.namespace }, { message: `no upstream mirrors ${name} for namespace ${r.namespace}` });
-    }
-    const target = r.target;
-    const method = request.method;
-    if ((method !== 'GET' && method !== 'HEAD') || route.kind === 'upload-start' || route.kind === 'upload') {
+  decorate(local: Namespace): Namespace {
+    return {
+      repository: (name, ns) => {
+        const r = this.router.route(name, ns);
+        if (r.kind === 'local') return local.repository(name);
+        if (r.kind === 'unknown') {
+          throw registryError('NAME_UNKNOWN', { name, ns: r.namespace }, { message: `no upstream mirrors ${name} for namespace ${r.namespace}` });
+        }
+        return this.mirrored(name, r.target);
+      },
+      catalog: (page) => local.catalog(page),
+    };
+  }
+
+  /** The repository `name` as served from `target` (see {@link Repository}). */
+  private mirrored(name: string, target: MirrorTarget): Repository {
+    const unsupported = (): never => {
       throw registryError('UNSUPPORTED', { name, upstream: target.upstream.name }, {
         message: `${name} is a mirror of ${target.upstream.name}: push to the upstream, or to a repository no upstream mirrors`,
       });
-    }
-    // Registry proxying proposal (distribution-spec#66, what containerd implements): "A `ns` query parameter on pull
-    // operations is OPTIONAL, but when used specifies the host in a repository name used by a client" and "A proxy
-    // registry MAY use the `ns` query parameter to resolve an upstream registry host". The response names the
-    // namespace that was served (containerd ignores the header; it tells a human or a script what happened).
-    if (target.namespace !== undefined) reply.header('OCI-Namespace', target.namespace);
-    switch (route.kind) {
-      case 'manifest':
-        await this.serveManifest(target, route.param as string, request, reply);
-        return true;
-      case 'blob':
-        await this.serveBlob(target, parseDigest(route.param as string), request, reply);
-        return true;
-      case 'tags':
-        if (method !== 'GET') return false;
-        await this.serveTags(target, name, query, reply);
-        return true;
-      case 'referrers': {
-        // Referrers of cached manifests (those that arrived with their subject); the upstream is not asked.
-        if (method !== 'GET') return false;
-        const artifactType = query.artifactType !== undefined && query.artifactType !== '' ? query.artifactType : undefined;
-        const manifests = await this.deps.store.referrers(target.localName, parseDigest(route.param as string), artifactType);
-        // Spec: "If the registry supports filtering, it MUST include the OCI-Filters-Applied header".
-        if (artifactType !== undefined) reply.header('OCI-Filters-Applied', 'artifactType');
-        reply.type(MediaTypes.ociIndex).send({ schemaVersion: 2, mediaType: MediaTypes.ociIndex, manifests });
-        return true;
-      }
-      default:
-        return false;
-    }
+    };
+    const cache = this;
+    return {
+      name,
+      ...(target.namespace !== undefined ? { namespace: target.namespace } : {}),
+      blobs: { get: (d, options) => this.blob(target, d, options.headOnly), delete: unsupported, mount: unsupported },
+      manifests: { get: (ref) => this.manifest(target, ref), put: unsupported, delete: unsupported },
+      tags: { list: (page) => this.tags(name, target, page), delete: unsupported },
+      get uploads(): never {
+        return unsupported();
+      },
+      // Referrers of cached manifests (those that arrived with their subject); the upstream is not asked.
+      referrers: (subject, artifactType) => cache.deps.store.referrers(target.localName, subject, artifactType),
+    };
   }
 
   /** Runs `fn` once for concurrent callers with the same key. */
@@ -173,16 +157,10 @@ export class PullThroughCache implements PullThrough {
 
   // ---- manifests ---------------------------------------------------------------------------------------------
 
-  private async serveManifest(target: MirrorTarget, param: string, request: FastifyRequest, reply: FastifyReply): Promise<void> {
-    const ref = parseReference(param);
+  private async manifest(target: MirrorTarget, ref: Reference): Promise<CachedManifest> {
     const m = ref.kind === 'digest' ? await this.manifestByDigest(target, ref.digest) : await this.manifestByTag(target, ref.tag);
     this.touch(target, paths.revisionLink(target.localName, m.digest), m.digest);
-    reply
-      .header('Content-Type', m.mediaType)
-      .header('Docker-Content-Digest', m.digest.value)
-      .header('ETag', `"${m.digest.value}"`)
-      .header('Content-Length', String(m.bytes.length));
-    reply.send(request.method === 'HEAD' ? undefined : m.bytes);
+    return m;
   }
 
   private async cached(target: MirrorTarget, d: Digest): Promise<CachedManifest | null> {
@@ -281,7 +259,7 @@ export class PullThroughCache implements PullThrough {
 
   // ---- blobs -------------------------------------------------------------------------------------------------
 
-  private async serveBlob(target: MirrorTarget, d: Digest, request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  private async blob(target: MirrorTarget, d: Digest, headOnly: boolean): Promise<BlobContent | null> {
     const { store } = this.deps;
     const key = `${target.upstream.name}|${target.remoteName}|${d.value}`;
     let size = await store.repositoryBlobSize(target.localName, d);
@@ -292,10 +270,10 @@ export class PullThroughCache implements PullThrough {
     }
     if (size !== null) {
       this.touch(target, paths.layerLink(target.localName, d), d);
-      return sendBlob(this.deps.store, this.config, d, size, request, reply);
+      return storedBlob(store, d, size);
     }
     let fill = this.fills.get(key);
-    if (!fill && request.method === 'HEAD') return this.headUpstreamBlob(target, d, reply);
+    if (!fill && headOnly) return this.headUpstreamBlob(target, d);
     if (!fill) {
       const created: BlobFill = new BlobFill(
         { client: this.client(target.upstream), driver: this.deps.driver, store, logger: this.logger, spoolDirectory: this.settings.spoolDirectory },
@@ -316,27 +294,10 @@ export class PullThroughCache implements PullThrough {
     const info = await fill.ready;
     if (!fill.usable) {
       const stored = await store.repositoryBlobSize(target.localName, d);
-      if (stored === null) throw registryError('BLOB_UNKNOWN', { digest: d.value });
-      return sendBlob(this.deps.store, this.config, d, stored, request, reply);
+      return stored === null ? null : storedBlob(store, d, stored);
     }
-    blobHeaders(reply, d);
-    let start = 0;
-    let end: number | undefined;
-    if (info.size !== undefined) {
-      const range = parseRangeHeader(request.headers.range, info.size);
-      if (range === 'unsatisfiable') throw registryError('RANGE_INVALID', { size: info.size }, { headers: { 'Content-Range': `bytes */${info.size}` } });
-      if (range) {
-        reply.code(206).header('Content-Range', `bytes ${range.start}-${range.end}/${info.size}`);
-        start = range.start;
-        end = range.end + 1;
-      }
-      reply.header('Content-Length', String((end ?? info.size) - start));
-    }
-    if (request.method === 'HEAD') {
-      reply.send();
-      return;
-    }
-    reply.send(fill.reader(start, end));
+    const streaming = fill;
+    return { digest: d, size: info.size, redirectURL: async () => null, open: async (start, end) => streaming.reader(start, end) };
   }
 
   /** The upstream's answer to HEAD for a blob of `target` (its body, if any, discarded). */
@@ -352,13 +313,19 @@ export class PullThroughCache implements PullThrough {
   }
 
   /** HEAD for a blob not cached: answered from the upstream's HEAD, without downloading it. */
-  private async headUpstreamBlob(target: MirrorTarget, d: Digest, reply: FastifyReply): Promise<void> {
+  private async headUpstreamBlob(target: MirrorTarget, d: Digest): Promise<BlobContent | null> {
     const res = await this.headUpstream(target, d);
-    if (res.status !== 200) throw registryError('BLOB_UNKNOWN', { digest: d.value });
-    blobHeaders(reply, d);
+    if (res.status !== 200) return null;
     const len = res.headers.get('content-length');
-    if (len !== null && /^\d+$/.test(len)) reply.header('Content-Length', len);
-    reply.send();
+    const size = len !== null && /^\d+$/.test(len) ? Number(len) : undefined;
+    return {
+      digest: d,
+      size,
+      redirectURL: async () => null,
+      open: async () => {
+        throw registryError('BLOB_UNKNOWN', { digest: d.value }, { message: 'blob not cached yet' });
+      },
+    };
   }
 
   /** Links a blob present in storage into the cache repository after the upstream confirmed it (null: it did not). */
@@ -374,11 +341,11 @@ export class PullThroughCache implements PullThrough {
 
   // ---- tags --------------------------------------------------------------------------------------------------
 
-  private async serveTags(target: MirrorTarget, name: string, query: Query, reply: FastifyReply): Promise<void> {
+  private async tags(name: string, target: MirrorTarget, page: TagPage): Promise<TagList | null> {
     const client = this.client(target.upstream);
     const qs = new URLSearchParams();
-    if (query.n !== undefined && query.n !== '') qs.set('n', query.n);
-    if (query.last !== undefined && query.last !== '') qs.set('last', query.last);
+    if (page.n !== undefined) qs.set('n', String(page.n));
+    if (page.last !== undefined && page.last !== '') qs.set('last', page.last);
     const suffix = qs.size > 0 ? `?${qs.toString()}` : '';
     let res: Response | undefined;
     try {
@@ -388,8 +355,7 @@ export class PullThroughCache implements PullThrough {
       // Stale-if-error: the tags this cache knows.
       const tags = await this.deps.store.listTags(target.localName);
       if (tags === null) throw toClientError(err);
-      reply.type('application/json').send({ name, tags });
-      return;
+      return { tags };
     }
     if (res.status !== 200) {
       await res.body?.cancel().catch(() => undefined);
@@ -403,14 +369,7 @@ export class PullThroughCache implements PullThrough {
     }
     const tags = Array.isArray(body.tags) ? body.tags.filter((t): t is string => typeof t === 'string') : [];
     const next = /[?&]last=([^&>]+)/.exec(res.headers.get('link') ?? '');
-    if (next && tags.length > 0) {
-      const link = new URLSearchParams();
-      if (query.n) link.set('n', query.n);
-      link.set('last', decodeURIComponent(next[1] as string));
-      if (target.namespace !== undefined) link.set('ns', target.namespace);
-      reply.header('Link', `</v2/${name}/tags/list?${link.toString()}>; rel="next"`);
-    }
-    reply.type('application/json').send({ name, tags });
+    return next && tags.length > 0 ? { tags, next: decodeURIComponent(next[1] as string) } : { tags };
   }
 
   // ---- lifecycle ---------------------------------------------------------------------------------------------

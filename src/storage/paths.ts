@@ -19,6 +19,13 @@ import type { Digest } from '../oci/digest.js';
  *         └── startedat                                       RFC 3339 start time (read by purging)
  * ```
  * registry:2 ignores `_referrers` (its catalog walk skips `_`-prefixed directories).
+ *
+ * What a repository is (the one rule, applied by `repositories.ts` for the catalog, gc, fsck, du and upload
+ * purging): a folder under `repositories/`, reached without passing through a `_`-prefixed folder, that holds
+ * `_manifests/`, `_layers/` or `_uploads/`. Its name is its path below `repositories/`. The catalog lists those
+ * with content (`_manifests/` or `_layers/`), as registry:2 does; one that holds only `_uploads/` (a first push
+ * in progress) is seen by gc and purging but not listed. A folder that only holds other repositories (`library`
+ * of `library/app`) is not a repository.
  */
 export const ROOT = '/docker/registry/v2';
 

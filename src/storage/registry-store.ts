@@ -2,10 +2,11 @@ import type { Readable } from 'node:stream';
 import { registryError } from '../errors/registry-error.js';
 import { digestOf, tryParseDigest, type Digest } from '../oci/digest.js';
 import { parseManifest, referrerArtifactType, type ParsedManifest } from '../oci/manifest.js';
-import { presentOrRestored } from '../gc/pending.js';
+import { presentOrRestored } from './pending.js';
 import { isNotFound, type StorageDriver } from './driver.js';
 import { deleteIfPresent, listOrEmpty, readLink, statOrNull } from './driver-utils.js';
 import { basename, paths } from './paths.js';
+import { enumerateRepositories, repositoryNames } from './repositories.js';
 
 /** A manifest as served: its bytes, its digest and the media type its body declares. */
 export interface StoredManifest {
@@ -243,27 +244,23 @@ export class RegistryStore {
     return names.includes('_manifests') || names.includes('_layers');
   }
 
-  /**
-   * Every repository name, in lexical order: a directory under `repositories/` that holds `_manifests` or
-   * `_layers` is a repository; `_`-prefixed directories are never descended into (as registry:2 walks it).
-   */
+  /** Every repository name the catalog lists, in lexical order (the rule and the walk: paths.ts, repositories.ts). */
   async listRepositories(): Promise<string[]> {
-    const found: string[] = [];
-    const walk = async (dir: string, name: string): Promise<void> => {
-      const children = await listOrEmpty(this.driver, dir);
-      const names = children.map(basename);
-      if (name && (names.includes('_manifests') || names.includes('_layers'))) found.push(name);
-      await Promise.all(
-        children
-          .filter((c) => !basename(c).startsWith('_'))
-          .map(async (c) => {
-            const info = await this.driver.stat(c).catch(() => null);
-            if (info?.isDir) await walk(c, name ? `${name}/${basename(c)}` : basename(c));
-          }),
-      );
-    };
-    await walk(paths.repositoriesRoot, '');
-    return found.sort(compareStrings);
+    return repositoryNames(this.driver, (e) => e.content);
+  }
+
+  /**
+   * One catalog page: at most `n` (undefined: all) names after `last`, and whether more follow. The walk starts
+   * after `last` and stops once the page is full, so a page does not read the whole tree.
+   */
+  async catalogPage(page: { n?: number; last?: string }): Promise<{ names: string[]; more: boolean }> {
+    const names: string[] = [];
+    for await (const e of enumerateRepositories(this.driver, page.last !== undefined ? { startAfter: page.last } : {})) {
+      if (!e.content) continue;
+      if (page.n !== undefined && names.length >= page.n) return { names, more: true };
+      names.push(e.name);
+    }
+    return { names, more: false };
   }
 
   /** Manifests of `repo` whose subject is `subject`, optionally only those of one artifact type. */

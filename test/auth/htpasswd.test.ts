@@ -71,15 +71,15 @@ t.test('Basic authorizer', async (t) => {
 
   const none = (await authz.authorize({ method: 'GET', ip: '10.0.0.1', headers: {} }, access).catch((e: unknown) => e)) as RegistryError;
   t.type(none, RegistryError);
-  t.equal(none.status, 401);
+  t.equal(none.kind, 'UNAUTHORIZED');
   t.equal(none.headers['WWW-Authenticate'], 'Basic realm="my realm"');
 
   for (let i = 0; i < 3; i++) {
     const e = (await authz.authorize(basic('alice', 'nope'), access).catch((err: unknown) => err)) as RegistryError;
-    t.equal(e.status, 401, `failure ${i + 1} is 401`);
+    t.equal(e.kind, 'UNAUTHORIZED', `failure ${i + 1} is 401`);
   }
   const limited = (await authz.authorize(basic('alice', 'pw'), access).catch((err: unknown) => err)) as RegistryError;
-  t.equal(limited.status, 429, 'blocked even with the right password');
+  t.equal(limited.kind, 'TOOMANYREQUESTS', 'blocked even with the right password');
   t.equal(limited.descriptor.code, 'TOOMANYREQUESTS');
   t.match(limited.headers['Retry-After'], /^\d+$/);
   t.same(await authz.authorize(basic('alice', 'pw', '10.0.0.2'), access), { account: 'alice' }, 'other addresses unaffected');

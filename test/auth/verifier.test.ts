@@ -126,7 +126,7 @@ t.test('token verifier', async (t) => {
 
     const err = await authz.authorize(req(), push).catch((e: unknown) => e);
     t.type(err, RegistryError);
-    t.equal((err as RegistryError).status, 401);
+    t.equal((err as RegistryError).kind, 'UNAUTHORIZED');
     t.equal(
       (err as RegistryError).headers['WWW-Authenticate'],
       'Bearer realm="https://auth.test/token",service="registry.test",scope="repository:team/app:pull,push"',
@@ -135,7 +135,7 @@ t.test('token verifier', async (t) => {
     const pullOnly = await sign(issuer, claims({ access: [{ type: 'repository', name: 'team/app', actions: ['pull'] }] }));
     t.same(await authz.authorize(req(pullOnly), pull), { account: 'alice', granted: [{ type: 'repository', name: 'team/app', actions: ['pull'] }] });
     const insufficient = (await authz.authorize(req(pullOnly), push).catch((e: unknown) => e)) as RegistryError;
-    t.equal(insufficient.status, 401);
+    t.equal(insufficient.kind, 'UNAUTHORIZED');
     t.equal(
       insufficient.headers['WWW-Authenticate'],
       'Bearer realm="https://auth.test/token",service="registry.test",scope="repository:team/app:pull,push",error="insufficient_scope"',

@@ -246,7 +246,7 @@ t.test('a page costs work in proportion to the page, not to the registry (10 000
   const repos = join(berth.root, V2, 'repositories');
   for (let i = 0; i < 10_000; i++) await mkdir(join(repos, `r${String(i).padStart(5, '0')}`, '_layers'), { recursive: true });
   await writeFile(join(repos, 'r00000', '_layers', '.keep'), '');
-  const { walkRepositories } = await import('../../src/storage/repository-walk.js');
+  const { enumerateRepositories } = await import('../../src/storage/repositories.js');
   // Count driver calls while pages are answered.
   const driver = berth.app.berth.driver;
   const calls = { n: 0 };
@@ -261,8 +261,8 @@ t.test('a page costs work in proportion to the page, not to the registry (10 000
     },
   });
   let first = '';
-  for await (const name of walkRepositories(counted, { after: 'r04999' })) {
-    first = name;
+  for await (const e of enumerateRepositories(counted, { startAfter: 'r04999' })) {
+    first = e.name;
     break;
   }
   t.equal(first, 'r05000');

@@ -143,6 +143,14 @@ t.test('pull-through cache against a token-protected upstream', async (t) => {
     t.equal(sameNameHub.headers.get('docker-content-digest'), app.digest, 'org/* from docker.io is a different image than from ghcr.io');
     await sameNameHub.arrayBuffer();
 
+    // Referrers of a mirrored repository are the same answer as a local one's (written once, in http/): the spec's
+    // Content-Type exactly, without fastify's "; charset=utf-8".
+    const referrers = await fetch(v2(`library/alpine/referrers/${alpine.digest}?ns=docker.io`));
+    t.equal(referrers.status, 200);
+    t.equal(referrers.headers.get('content-type'), 'application/vnd.oci.image.index.v1+json', 'the index media type, no charset');
+    t.equal(referrers.headers.get('oci-namespace'), 'docker.io');
+    t.same(await referrers.json(), { schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [] });
+
     const unknownNs = await getManifest('library/alpine/manifests/3?ns=quay.io');
     t.equal(unknownNs.status, 404, 'an ns no upstream serves is not fetched from the default upstream');
     await unknownNs.arrayBuffer();

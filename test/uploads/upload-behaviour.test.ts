@@ -4,7 +4,7 @@ import { readdir, stat, utimes, writeFile, mkdir } from 'node:fs/promises';
 import http from 'node:http';
 import { join } from 'node:path';
 import { FilesystemDriver } from '../../src/storage/drivers/filesystem.js';
-import { purgeUploads } from '../../src/storage/upload-purger.js';
+import { purgeUploads } from '../../src/uploads/upload-purger.js';
 import { MemorySessionStore } from '../../src/uploads/memory-session-store.js';
 import { startBerth } from '../helpers/berth.js';
 import { tempDir } from '../helpers/ports.js';
@@ -147,6 +147,8 @@ t.test('stale uploads are purged by age, fresh ones stay', async (t) => {
     await mkdir(dir, { recursive: true });
     await writeFile(join(dir, 'data'), 'x');
     await writeFile(join(dir, 'startedat'), startedAt.toISOString());
+    // The last activity of an upload is its start or its last write, whichever is later.
+    for (const p of [join(dir, 'data'), join(dir, 'startedat'), dir]) await utimes(p, startedAt, startedAt);
     await mkdir(join(base, repo, '_layers'), { recursive: true });
   };
   const old = new Date(Date.now() - 10 * 24 * 3600_000);

@@ -3,7 +3,8 @@ import { readFile } from 'node:fs/promises';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AccessRecord } from '../../auth/access.js';
 import type { Authorizer, Principal } from '../../auth/authorizer.js';
-import { toRegistryError } from '../../errors/handler.js';
+import { toRegistryError } from '../error-handler.js';
+import { statusOf } from '../error-status.js';
 import { RegistryError, registryError } from '../../errors/registry-error.js';
 import { assertName } from '../../oci/reference.js';
 import type { Browser } from '../../services/catalog/browse.js';
@@ -191,7 +192,7 @@ export async function uiRoutes(app: FastifyInstance, opts: UiRoutesOptions): Pro
 
   app.setErrorHandler(async (err, request, reply) => {
     const e: RegistryError = toRegistryError(err, request);
-    const status = e.status;
+    const status = statusOf(e);
     for (const [k, v] of Object.entries(e.headers)) if (k.toLowerCase() !== 'www-authenticate' && v !== '') reply.header(k, v);
     let ctx: Context;
     try {
@@ -238,7 +239,7 @@ export async function uiRoutes(app: FastifyInstance, opts: UiRoutesOptions): Pro
       return redirect(reply, safeNext(form.next));
     } catch (err) {
       if (!(err instanceof RegistryError)) throw err;
-      const status = err.status;
+      const status = statusOf(err);
       if (status >= 500) throw err;
       for (const [k, v] of Object.entries(err.headers)) if (k.toLowerCase() === 'retry-after') reply.header(k, v);
       const text = status === 429 ? 'Too many failed logins from your address; wait a while and try again.' : 'Invalid user name or password.';
@@ -342,7 +343,7 @@ export async function uiRoutes(app: FastifyInstance, opts: UiRoutesOptions): Pro
     if (source.tag) what.tag = source.tag.slice(0, 128);
     else if (source.digest) what.digest = source.digest.slice(0, 200);
     else if (source.repository === name) what.repository = name;
-    else throw registryError('UNSUPPORTED', undefined, { message: 'say what to delete: tag, digest or repository' });
+    else throw registryError('BAD_REQUEST', undefined, { message: 'say what to delete: tag, digest or repository' });
     if (request.method === 'GET') return page(reply, ctx, 'Delete?', confirmPage({ name, what, csrf: ctx.viewer.csrf }));
     if (!sessions.checkCsrf(cookieOf(request), source.csrf)) return csrfRefused(reply, ctx);
     request.log.info({ account: ctx.viewer.account, repository: name, ...what }, 'web UI delete');

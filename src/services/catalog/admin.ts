@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { createDriver, createRepositoryIndex } from '../../app.js';
+import { createDriver, createRepositoryIndex } from '../../compose.js';
 import type { Config } from '../../config/config.js';
 import { RegistryStore } from '../../storage/registry-store.js';
 import { CatalogIndex, parseIndexOptions } from './catalog-index.js';

@@ -5,7 +5,7 @@ import type { StorageDriver } from '../../storage/driver.js';
 import { listOrEmpty } from '../../storage/driver-utils.js';
 import { basename, paths } from '../../storage/paths.js';
 import { compareStrings, type RegistryStore } from '../../storage/registry-store.js';
-import { repositoryPage, walkRepositories } from '../../storage/repository-walk.js';
+import { enumerateRepositories } from '../../storage/repositories.js';
 import { manifestFacts, tagPushedAt, type ManifestFacts } from './image-facts.js';
 import type { IndexEntry, RepositoryIndex } from './repository-index.js';
 
@@ -173,8 +173,9 @@ export class CatalogIndex {
     const seen = new Set<string>();
     let count = 0;
     const inFlight = new Set<Promise<void>>();
-    for await (const name of walkRepositories(this.driver)) {
+    for await (const { name, content } of enumerateRepositories(this.driver)) {
       if (options.signal?.aborted || this.stopped) return count;
+      if (!content) continue;
       seen.add(name);
       const p: Promise<void> = this.summarize(name)
         .then(async (e) => {
@@ -279,7 +280,12 @@ export class CatalogIndex {
   private async walkPage(after: string | undefined, n: number): Promise<IndexEntry[]> {
     await this.acquireWalk();
     try {
-      const names = await repositoryPage(this.driver, after, n);
+      const names: string[] = [];
+      for await (const e of enumerateRepositories(this.driver, after === undefined ? {} : { startAfter: after })) {
+        if (!e.content) continue;
+        names.push(e.name);
+        if (names.length >= n) break;
+      }
       return Promise.all(
         names.map(async (name) => (await this.index.get(name)) ?? { name, tagCount: 0, size: 0, lastPush: null, description: '', stamp: 0 }),
       );

@@ -1,8 +1,8 @@
 import type { Logger } from 'pino';
 import { tryParseDigest, type Digest } from '../oci/digest.js';
-import { isNotFound, type StorageDriver } from '../storage/driver.js';
-import { listOrEmpty, statOrNull } from '../storage/driver-utils.js';
-import { basename, paths, ROOT } from '../storage/paths.js';
+import { isNotFound, type StorageDriver } from './driver.js';
+import { listOrEmpty, statOrNull } from './driver-utils.js';
+import { basename, paths, ROOT } from './paths.js';
 
 /**
  * Blobs pending deletion: gc moves a candidate to `gc-pending/<run>/<alg>/<hex>` (outside `/blobs` and

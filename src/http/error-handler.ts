@@ -1,10 +1,11 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { BackendUnavailableError, RegistryError, registryError } from './registry-error.js';
+import { BackendUnavailableError, RegistryError, registryError } from '../errors/registry-error.js';
 import { InvalidPathError } from '../storage/driver.js';
+import { statusOf } from './error-status.js';
 
 /**
- * The one place that turns errors into responses: `{"errors":[{code,message,detail}]}` with the descriptor's
- * status (no body on HEAD). Expected client errors are logged at debug; anything unexpected is logged with its
+ * The one place that turns errors into responses: `{"errors":[{code,message,detail}]}` with the status of
+ * `error-status.ts` (no body on HEAD). Expected client errors are logged at debug; anything unexpected is logged with its
  * stack and answered with a generic 500 that reveals nothing of the server.
  */
 export function toRegistryError(err: unknown, request: FastifyRequest): RegistryError {
@@ -17,10 +18,12 @@ export function toRegistryError(err: unknown, request: FastifyRequest): Registry
   const fe = err as Partial<FastifyError>;
   // The same answer route matching gives a malformed percent-encoding in a path parameter (route-match.ts).
   if (fe.code === 'FST_ERR_BAD_URL') return registryError('NAME_INVALID', undefined, { message: 'malformed percent-encoding in path' });
+  // fastify's own refusals (a body that does not parse, too large, of a type nothing reads) keep their meaning: a
+  // 400 is a malformed request, not an unsupported operation.
   if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
-    if (fe.statusCode === 413) return registryError('MANIFEST_TOO_BIG');
-    if (fe.statusCode === 415 || fe.statusCode === 400) return registryError('UNSUPPORTED', undefined, { message: 'malformed request' });
-    return registryError('UNSUPPORTED', undefined, { message: fe.code ?? 'request refused' });
+    if (fe.statusCode === 413) return registryError('REQUEST_TOO_BIG');
+    if (fe.statusCode === 415) return registryError('MEDIA_TYPE_UNSUPPORTED');
+    return registryError('BAD_REQUEST', fe.code !== undefined ? { reason: fe.code } : undefined);
   }
   request.log.error({ err }, 'unexpected error');
   return registryError('UNKNOWN', undefined, { message: 'internal server error' });
@@ -28,12 +31,13 @@ export function toRegistryError(err: unknown, request: FastifyRequest): Registry
 
 export async function sendError(err: unknown, request: FastifyRequest, reply: FastifyReply): Promise<void> {
   const e = toRegistryError(err, request);
-  if (e.status < 500) request.log.debug({ code: e.descriptor.code, status: e.status }, e.message);
+  const status = statusOf(e);
+  if (status < 500) request.log.debug({ code: e.descriptor.code, status }, e.message);
   if (reply.sent || reply.raw.headersSent) {
     reply.raw.destroy();
     return;
   }
-  reply.code(e.status);
+  reply.code(status);
   for (const [k, v] of Object.entries(e.headers)) if (v !== '') reply.header(k, v);
   if (request.method === 'HEAD') {
     reply.removeHeader('content-length');

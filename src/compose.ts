@@ -1,0 +1,41 @@
+import type { Config } from './config/config.js';
+import type { StorageDriver } from './storage/driver.js';
+import { FilesystemDriver } from './storage/drivers/filesystem.js';
+import { MemorySessionStore } from './uploads/memory-session-store.js';
+import type { UploadSessionStore } from './uploads/session-store.js';
+import { MemoryRepositoryIndex, type RepositoryIndex } from './services/catalog/repository-index.js';
+
+/**
+ * The parts that the server and the offline commands (gc, du, fsck) build alike from the typed config. Kept apart
+ * from app.ts so no command or service has to import the HTTP application to get a storage driver.
+ */
+
+/** The storage driver the config selects. */
+export async function createDriver(config: Config): Promise<StorageDriver> {
+  if (config.storage.driver === 's3') {
+    const { createS3Driver } = await import('./storage/drivers/s3.js');
+    return createS3Driver(config.storage.s3 ?? {}, (m: string) => config.warnings.push(m));
+  }
+  return new FilesystemDriver({ rootDirectory: config.storage.filesystem.rootDirectory });
+}
+
+/** The upload session store the config selects: Redis when `redis.addr` is set, else in-process. */
+export async function createSessionStore(config: Config): Promise<UploadSessionStore> {
+  const ttlMs = config.berth.uploadSessionTtlMs;
+  if (config.redis) {
+    // Loaded only when configured: a single-node registry never pays for the Redis client.
+    const { RedisSessionStore } = await import('./uploads/redis-session-store.js');
+    return RedisSessionStore.connect({ ...config.redis, ttlMs });
+  }
+  return new MemorySessionStore({ ttlMs });
+}
+
+/** The catalog index store the config selects: Redis when `redis.addr` is set (shared by replicas), else in-process. */
+export async function createRepositoryIndex(config: Config): Promise<RepositoryIndex> {
+  if (config.redis) {
+    // Loaded only when configured, as the session store.
+    const { RedisRepositoryIndex } = await import('./services/catalog/redis-repository-index.js');
+    return RedisRepositoryIndex.connect(config.redis);
+  }
+  return new MemoryRepositoryIndex();
+}

@@ -1,0 +1,106 @@
+import type { Digest } from '../oci/digest.js';
+import { assertName, type Reference } from '../oci/reference.js';
+import { compareStrings, type RegistryStore } from '../storage/registry-store.js';
+import type { UploadService } from '../uploads/upload-service.js';
+import type { BlobContent, BlobStore, ManifestStore, Namespace, Repository, TagList, TagPage, TagStore } from './repository.js';
+
+/** Options of {@link LocalNamespace}. */
+export interface LocalNamespaceOptions {
+  /** A mount without `from` links the blob from any repository that has it (`berth.automaticcrossmount`). */
+  automaticCrossMount: boolean;
+}
+
+/** The repositories in storage, pushed by clients (and the mirror's copies, which the proxy decorator reads). */
+export class LocalNamespace implements Namespace {
+  constructor(
+    readonly store: RegistryStore,
+    private readonly uploadService: UploadService,
+    private readonly options: LocalNamespaceOptions,
+  ) {}
+
+  repository(name: string): Repository {
+    return new LocalRepository(name, this.store, this.uploadService, this.options);
+  }
+
+  async catalog(page: TagPage): Promise<TagList> {
+    const { names, more } = await this.store.catalogPage(page);
+    const out: TagList = { tags: names };
+    if (more && names.length > 0) out.next = names[names.length - 1] as string;
+    return out;
+  }
+}
+
+/** Expiry of presigned redirect URLs for blob GETs, unless the driver configures its own. */
+const REDIRECT_EXPIRY_SECONDS = 20 * 60;
+
+/** A stored blob as {@link BlobContent}. */
+export function storedBlob(store: RegistryStore, d: Digest, size: number): BlobContent {
+  return {
+    digest: d,
+    size,
+    redirectURL: (method) => store.blobRedirectURL(d, method, store.driver.redirectExpirySeconds ?? REDIRECT_EXPIRY_SECONDS),
+    open: (start, end) => store.openBlob(d, start, (end ?? size) - start),
+  };
+}
+
+/**
+ * Spec: "the response ... MUST be in lexical order"; with `n`, at most n entries; with `last`, only entries after
+ * it. `next` is set when more remain after a page of `n`.
+ */
+export function pageOf(all: string[], page: TagPage): TagList {
+  const last = page.last;
+  const after = last === undefined || last === '' ? all : all.filter((x) => compareStrings(x, last) > 0);
+  if (page.n === undefined) return { tags: after };
+  const tags = after.slice(0, page.n);
+  const out: TagList = { tags };
+  if (after.length > page.n && tags.length > 0) out.next = tags[tags.length - 1] as string;
+  return out;
+}
+
+/** One repository in storage. */
+export class LocalRepository implements Repository {
+  readonly blobs: BlobStore;
+  readonly manifests: ManifestStore;
+  readonly tags: TagStore;
+
+  constructor(
+    readonly name: string,
+    private readonly store: RegistryStore,
+    readonly uploads: UploadService,
+    options: LocalNamespaceOptions,
+  ) {
+    this.blobs = {
+      get: async (d) => {
+        const size = await store.repositoryBlobSize(name, d);
+        return size === null ? null : storedBlob(store, d, size);
+      },
+      delete: (d) => store.unlinkBlob(name, d),
+      mount: async (d, from) => {
+        let mountable = false;
+        if (from !== undefined) mountable = (await store.repositoryBlobSize(assertName(from), d)) !== null;
+        else if (options.automaticCrossMount) mountable = (await store.blobSize(d)) !== null;
+        if (mountable) await store.linkBlob(name, d);
+        return mountable;
+      },
+    };
+    this.manifests = {
+      get: async (ref: Reference) => {
+        const digest = ref.kind === 'digest' ? ref.digest : await store.resolveTag(name, ref.tag);
+        return digest ? store.getManifest(name, digest) : null;
+      },
+      put: (bytes, opts) => store.putManifest(name, bytes, opts),
+      delete: (d) => store.deleteManifest(name, d),
+    };
+    this.tags = {
+      list: async (page) => {
+        const all = await store.listTags(name);
+        return all === null ? null : pageOf(all, page);
+      },
+      delete: (tag) => store.deleteTag(name, tag),
+    };
+  }
+
+  referrers(subject: Digest, artifactType?: string) {
+    return this.store.referrers(this.name, subject, artifactType);
+  }
+}

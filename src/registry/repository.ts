@@ -1,0 +1,104 @@
+import type { Readable } from 'node:stream';
+import type { Digest } from '../oci/digest.js';
+import type { ParsedManifest } from '../oci/manifest.js';
+import type { Reference } from '../oci/reference.js';
+import type { ReferrerDescriptor, StoredManifest } from '../storage/registry-store.js';
+import type { UploadService } from '../uploads/upload-service.js';
+
+export type { ReferrerDescriptor, StoredManifest } from '../storage/registry-store.js';
+
+/**
+ * The registry domain as the `/v2/` routes see it: a {@link Namespace} of {@link Repository}s, each with its blobs,
+ * manifests, tags, referrers and uploads. The local implementation (`local.ts`) reads and writes storage; the
+ * pull-through cache (`src/proxy/`) implements the same interfaces as a decorator (local first, then the
+ * upstream; writes UNSUPPORTED), so the routes never know whether a repository is mirrored and every answer is
+ * written once, in `src/http/`.
+ *
+ * Methods throw `RegistryError`s (src/errors) for what the client did wrong or asked for in vain, and driver
+ * errors (`isNotFound`, `BackendUnavailableError`) for storage trouble.
+ */
+
+/** The bytes of one blob, found but not yet opened. */
+export interface BlobContent {
+  readonly digest: Digest;
+  /** Its size in bytes; undefined while not known (a mirror download whose upstream sent no length). */
+  readonly size: number | undefined;
+  /** A URL the client may fetch the bytes from directly (a presigned S3 URL); null when storage offers none. */
+  redirectURL(method: 'GET' | 'HEAD'): Promise<string | null>;
+  /**
+   * The bytes from `start` up to `end` (exclusive; undefined: to the end). Rejects with a driver not-found error
+   * when the blob was deleted since it was found (gc, a concurrent delete).
+   */
+  open(start: number, end: number | undefined): Promise<Readable>;
+}
+
+/** Blobs as linked into one repository. */
+export interface BlobStore {
+  /**
+   * The blob, or null when this repository has no such blob. With `headOnly` nothing is downloaded or opened: a
+   * mirror asks its upstream for the size only.
+   */
+  get(d: Digest, options: { headOnly: boolean }): Promise<BlobContent | null>;
+  /** Unlinks the blob from this repository (the bytes stay until gc); false when it was not linked. */
+  delete(d: Digest): Promise<boolean>;
+  /**
+   * Links a blob stored for another repository (`from`), or for any repository when `from` is undefined; false
+   * when it is not there (the client then uploads it).
+   */
+  mount(d: Digest, from: string | undefined): Promise<boolean>;
+}
+
+/** Manifests of one repository. */
+export interface ManifestStore {
+  /** The manifest a tag or digest names in this repository, or null. */
+  get(ref: Reference): Promise<StoredManifest | null>;
+  /** Stores a manifest pushed by a client, tagging it when `tag` is given. */
+  put(bytes: Buffer, options: { contentType?: string; tag?: string; digest?: Digest }): Promise<{ digest: Digest; parsed: ParsedManifest }>;
+  /** Deletes a manifest revision and the tags pointing at it; false when there is none. */
+  delete(d: Digest): Promise<boolean>;
+}
+
+/** Which page of a tag list: at most `n` (undefined: all) tags after `last`. */
+export interface TagPage {
+  n?: number;
+  last?: string;
+}
+
+/** A page of tags, lexically ordered; `next` is the `last` of the following page when there is one. */
+export interface TagList {
+  tags: string[];
+  next?: string;
+}
+
+/** Tags of one repository. */
+export interface TagStore {
+  /** A page of the tags, or null when the repository is not known. */
+  list(page: TagPage): Promise<TagList | null>;
+  /** Removes a tag (the manifest stays); false when there is none. */
+  delete(tag: string): Promise<boolean>;
+}
+
+/** One repository (local or mirrored). */
+export interface Repository {
+  readonly name: string;
+  /** For a mirrored repository requested with `?ns=`: the upstream namespace it is served from. */
+  readonly namespace?: string;
+  readonly blobs: BlobStore;
+  readonly manifests: ManifestStore;
+  readonly tags: TagStore;
+  /** Upload sessions for pushing blobs into this repository (a mirror throws UNSUPPORTED). */
+  readonly uploads: UploadService;
+  /** Manifests whose subject is `subject`, optionally only of one artifact type, ordered by digest. */
+  referrers(subject: Digest, artifactType?: string): Promise<ReferrerDescriptor[]>;
+}
+
+/** All repositories. */
+export interface Namespace {
+  /** The repository `name` (as requested with `?ns=` when given). Throws NAME_UNKNOWN for a name nothing serves. */
+  repository(name: string, ns?: string): Repository;
+  /**
+   * One page of repository names, lexically ordered (`n` and `last` as for tags); `next` is set when more follow.
+   * A page reads only as much of storage as it needs.
+   */
+  catalog(page: TagPage): Promise<TagList>;
+}

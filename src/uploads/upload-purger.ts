@@ -1,0 +1,38 @@
+import type { Logger } from 'pino';
+import type { StorageDriver } from '../storage/driver.js';
+import { listOrEmpty } from '../storage/driver-utils.js';
+import { paths } from '../storage/paths.js';
+import { enumerateRepositories } from '../storage/repositories.js';
+import type { UploadSessionStore } from './session-store.js';
+import { removeUpload, staleUpload } from './stale-uploads.js';
+
+/**
+ * Removes abandoned uploads (registry:2's `storage.maintenance.uploadpurging`): every
+ * `repositories/<name>/_uploads/<id>` whose last activity (start, last write) is at least `ageMs` old -- the
+ * stale-upload policy's age (stale-uploads.ts) -- session and data together. Returns the number of uploads
+ * removed (or that would be, with `dryRun`).
+ */
+export async function purgeUploads(
+  driver: StorageDriver,
+  sessions: UploadSessionStore | undefined,
+  options: { ageMs: number; dryRun: boolean; now?: number; logger?: Logger },
+): Promise<number> {
+  const now = options.now ?? Date.now();
+  const cutoff = now - options.ageMs;
+  const policy = { ageMs: options.ageMs };
+  let removed = 0;
+  for await (const repo of enumerateRepositories(driver)) {
+    if (!repo.uploads) continue;
+    for (const upload of await listOrEmpty(driver, paths.uploadsDir(repo.name))) {
+      if (!(await staleUpload(policy, driver, upload, now))) continue;
+      removed++;
+      options.logger?.info({ upload: upload.slice(paths.repositoriesRoot.length + 1), dryRun: options.dryRun }, 'purging stale upload');
+      if (!options.dryRun) await removeUpload(driver, sessions, upload);
+    }
+  }
+  if (!options.dryRun && driver.abortStaleUploads) {
+    const aborted = await driver.abortStaleUploads(new Date(cutoff));
+    if (aborted > 0) options.logger?.info({ aborted }, 'aborted stale multipart uploads');
+  }
+  return removed;
+}
