@@ -113,7 +113,15 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   let pullThrough: PullThrough | null = null;
   if (config.proxy) {
     const { createPullThrough } = await import('./proxy/index.js');
-    pullThrough = createPullThrough(config, { store, driver, logger });
+    // Cached repositories enter the catalog index as they are fetched (declared below; called only once serving).
+    pullThrough = createPullThrough(config, {
+      store,
+      driver,
+      logger,
+      onCached: (name) => {
+        catalog.refresh(name).catch((err: unknown) => logger.warn({ err, repository: name }, 'catalog index: cannot record a cached repository'));
+      },
+    });
   }
   const metrics = deps.metrics ?? createMetrics();
   const repositoryIndex = deps.repositoryIndex ?? (await createRepositoryIndex(config));
@@ -198,6 +206,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
       deleteEnabled: config.storage.deleteEnabled && !config.storage.readOnly,
       tls: config.http.tls !== undefined,
       ...(uiLogin ? { login: uiLogin } : {}),
+      ...(pullThrough ? { proxy: pullThrough } : {}),
     });
   }
   app.addHook('onReady', async () => catalog.start());

@@ -311,3 +311,33 @@ t.test('with htpasswd (Basic) auth: everything behind the login form', async (t)
   t.equal(list.status, 200);
   t.match(list.body, /Signed in as <strong>bob<\/strong>/);
 });
+
+t.test('mirror page: upstreams, health, hits and misses, cached repositories', async (t) => {
+  const upstream = await startBerth(t);
+  await new RegistryClient(upstream.url).pushImage('team/app', '1', [randomLayer(4096)]);
+  const mirror = await startBerth(t, { proxy: { upstreams: [{ name: 'upstream.example', url: upstream.url, tagttl: '1h', timeout: '5s' }] } });
+  const v = new Visitor(mirror.url);
+  const empty = await v.get('/ui/mirror');
+  t.equal(empty.status, 200);
+  t.match(empty.body, /href="\/ui\/mirror"/, 'the navigation offers the mirror page');
+  t.match(empty.body, /<strong>upstream\.example<\/strong>/);
+  t.match(empty.body, /online/);
+  t.match(empty.body, /Nothing cached yet/);
+  const client = new RegistryClient(mirror.url);
+  await client.pull('team/app', '1');
+  await client.pull('team/app', '1');
+  // The cached repository enters the catalog index when its manifest is cached (in the background).
+  let page = await v.get('/ui/mirror');
+  for (let i = 0; i < 50 && !page.body.includes('href="/ui/r/team/app"'); i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    page = await v.get('/ui/mirror');
+  }
+  const cells = /<strong>upstream\.example<\/strong>[\s\S]*?<td class="num">(\d+)<\/td><td class="num">(\d+)<\/td>/.exec(page.body);
+  t.ok(cells, 'hits and misses are shown');
+  t.ok(Number(cells?.[1]) > 0, 'the second pull hit the cache');
+  t.ok(Number(cells?.[2]) > 0, 'the first pull missed it');
+  t.match(page.body, /href="\/ui\/r\/team\/app">team\/app</, 'the cached repository is listed');
+  t.match(page.body, /Served from the cache since start: <span title="[\d,]+ bytes">/);
+  const plain = await new Visitor(upstream.url).get('/ui/');
+  t.notMatch(plain.body, /href="\/ui\/mirror"/, 'no mirror page without a proxy');
+});

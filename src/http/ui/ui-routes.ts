@@ -9,7 +9,8 @@ import { RegistryError, registryError } from '../../errors/registry-error.js';
 import { assertName } from '../../oci/reference.js';
 import type { Browser } from '../../services/catalog/browse.js';
 import type { Html } from './html.js';
-import { mirrorPage, type MirrorStatus } from './mirror-page.js';
+import type { PullThrough } from '../../proxy/index.js';
+import { mirrorPage, mirrorStatus } from './mirror-page.js';
 import {
   confirmPage,
   DEFAULT_PAGE,
@@ -40,8 +41,8 @@ export interface UiRoutesOptions {
   deleteEnabled: boolean;
   /** The server listens with TLS: cookies are `Secure`. */
   tls: boolean;
-  /** The mirror's status, when `proxy` is configured. */
-  mirror?: () => Promise<MirrorStatus>;
+  /** The pull-through cache, when `proxy` is configured: the mirror page. */
+  proxy?: PullThrough;
   sessions?: UiSessions;
 }
 
@@ -156,7 +157,7 @@ export async function uiRoutes(app: FastifyInstance, opts: UiRoutesOptions): Pro
       loginAvailable: opts.login !== undefined,
       csrf: sessions.csrfToken(id),
       canUsage,
-      mirror: opts.mirror !== undefined,
+      mirror: opts.proxy !== undefined,
     };
     if (session) viewer.account = session.account;
     const deleteRecord = (repo: string): AccessRecord[] => [{ type: 'repository', name: repo, actions: ['delete'] }];
@@ -288,9 +289,9 @@ export async function uiRoutes(app: FastifyInstance, opts: UiRoutesOptions): Pro
         if (!ctx.viewer.canUsage) throw registryError('DENIED', undefined, { message: 'the storage page needs the registry:catalog:* right' });
         return page(reply, ctx, 'Storage', usagePage(await browser.usage()));
       }
-      if (rawPath === '/ui/mirror' && request.method === 'GET' && opts.mirror) {
+      if (rawPath === '/ui/mirror' && request.method === 'GET' && opts.proxy) {
         if (!ctx.viewer.canUsage) throw registryError('DENIED', undefined, { message: 'the mirror page needs the registry:catalog:* right' });
-        return page(reply, ctx, 'Mirror', mirrorPage(await opts.mirror()));
+        return page(reply, ctx, 'Mirror', mirrorPage(await mirrorStatus(opts.proxy, browser, ctx.canPull)));
       }
       const job = /^\/ui\/jobs\/([A-Za-z0-9_-]{1,64})$/.exec(rawPath);
       if (job && request.method === 'GET') {
