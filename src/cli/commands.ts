@@ -3,5 +3,6 @@
  */
 import '../gc/commands.js';
 import './user-commands.js';
+import './catalog-commands.js';
 
 export {};

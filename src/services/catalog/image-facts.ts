@@ -1,5 +1,4 @@
 import type { Digest } from '../../oci/digest.js';
-import { tryParseDigest } from '../../oci/digest.js';
 import { parseManifest, type ParsedManifest } from '../../oci/manifest.js';
 import type { StorageDriver } from '../../storage/driver.js';
 import { statOrNull } from '../../storage/driver-utils.js';
@@ -21,6 +20,7 @@ export const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
 
 export const DESCRIPTION_ANNOTATION = 'org.opencontainers.image.description';
 
+/** A JSON object (not an array, not null). */
 export function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
@@ -30,20 +30,20 @@ export function boundedString(v: unknown, max = MAX_FIELD_CHARS): string | null 
   return typeof v === 'string' ? v.slice(0, max) : null;
 }
 
-/** The string entries of a map, bounded in count and length. */
+/**
+ * The string entries of a map, bounded in count and length. Keys are defined as own data properties, so a label
+ * named `__proto__` stays a label.
+ */
 export function boundedStringMap(v: unknown): Record<string, string> {
-  const out: Record<string, string> = Object.create(null) as Record<string, string>;
-  if (!isRecord(v)) return { ...out };
+  const out: Record<string, string> = {};
+  if (!isRecord(v)) return out;
   let n = 0;
   for (const [k, val] of Object.entries(v)) {
     if (typeof val !== 'string') continue;
     if (++n > MAX_FIELD_ENTRIES) break;
-    out[k.slice(0, MAX_FIELD_CHARS)] = val.slice(0, MAX_FIELD_CHARS);
+    Object.defineProperty(out, k.slice(0, MAX_FIELD_CHARS), { value: val.slice(0, MAX_FIELD_CHARS), enumerable: true, writable: true, configurable: true });
   }
-  // A plain object again, so JSON serialisation is the usual one; `__proto__` keys stay data (defineProperty).
-  const plain: Record<string, string> = {};
-  for (const [k, val] of Object.entries(out)) Object.defineProperty(plain, k, { value: val, enumerable: true, writable: true, configurable: true });
-  return plain;
+  return out;
 }
 
 /** The string entries of a list, bounded; null when `v` is not a list. */
@@ -73,6 +73,7 @@ export interface LoadedManifest {
   body: Record<string, unknown>;
 }
 
+/** Reads a manifest of `repo` and parses it (null when the repository does not have it or it does not parse). */
 export async function loadManifest(store: RegistryStore, repo: string, d: Digest): Promise<LoadedManifest | null> {
   const m = await store.getManifest(repo, d);
   if (!m) return null;
@@ -161,5 +162,3 @@ export async function tagPushedAt(driver: StorageDriver, repo: string, tag: stri
   const info = await statOrNull(driver, paths.tagCurrentLink(repo, tag));
   return info ? info.modTime : null;
 }
-
-export { tryParseDigest };
