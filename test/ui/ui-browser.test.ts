@@ -199,8 +199,15 @@ t.test('the web UI in chromium', async (t) => {
       t.equal(await page.evaluate('navigator.clipboard.readText()'), `docker pull ${host}/shop/docker-app:2.0`, 'the pull command is on the clipboard');
     });
 
-    await t.test('deleting a tag through the confirmation page (no script needed)', async (t) => {
-      await page.goto(`${berth.url}/ui/r/shop/oci-app/-/delete?tag=1.0`, { waitUntil: 'networkidle0' });
+    await t.test('deleting a tag through the confirmation page, with script turned off', async (t) => {
+      await page.setJavaScriptEnabled(false);
+      t.teardown(() => page.setJavaScriptEnabled(true));
+      dialogs.length = 0;
+      await page.goto(`${berth.url}/ui/r/shop/oci-app`, { waitUntil: 'networkidle0' });
+      t.equal(await page.evaluate(`getComputedStyle(document.querySelector('button.copy')).display`), 'none', 'no copy button without script; the command is there to select');
+      await Promise.all([page.waitForNavigation({ waitUntil: 'networkidle0' }), page.click('a[data-field-tag="1.0"]')]);
+      t.match(page.url(), /\/ui\/r\/shop\/oci-app\/-\/delete\?tag=1\.0$/, 'the delete link leads to the confirmation page');
+      t.strictSame(dialogs, []);
       t.match(await page.$eval('main', (m) => m.textContent ?? ''), /This deletes the tag 1\.0 of shop\/oci-app/);
       await Promise.all([page.waitForNavigation({ waitUntil: 'networkidle0' }), page.click('form button[type=submit]')]);
       t.match(page.url(), /\/ui\/r\/shop\/oci-app\?deleted=/);

@@ -307,6 +307,10 @@ t.test('with htpasswd (Basic) auth: everything behind the login form', async (t)
   const res = await v.post('/ui/login', { username: 'bob', password: TEAM_USERS.bob as string, csrf: Visitor.csrf(form), next: 'https://evil.example/' });
   t.equal(res.status, 303);
   t.equal(res.headers.get('location'), '/ui/', 'next is only ever a path under /ui/');
+  const again = new Visitor(berth.url);
+  const form2 = await again.get('/ui/login');
+  const res2 = await again.post('/ui/login', { username: 'bob', password: TEAM_USERS.bob as string, csrf: Visitor.csrf(form2), next: '/ui/..//evil.example/' });
+  t.equal(res2.headers.get('location'), '/ui/', 'no dot segments or double slashes either');
   const list = await v.get('/ui/');
   t.equal(list.status, 200);
   t.match(list.body, /Signed in as <strong>bob<\/strong>/);

@@ -188,7 +188,7 @@ export async function uiRoutes(app: FastifyInstance, opts: UiRoutesOptions): Pro
 
   /** A same-site path under /ui/ to return to after login, or /ui/. */
   function safeNext(next: unknown): string {
-    return typeof next === 'string' && /^\/ui\/[^\\]*$/.test(next) && !next.startsWith('//') ? next : '/ui/';
+    return typeof next === 'string' && /^\/ui\/[^\\]*$/.test(next) && !next.includes('//') && !next.includes('/..') ? next : '/ui/';
   }
 
   app.setErrorHandler(async (err, request, reply) => {
