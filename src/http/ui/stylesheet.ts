@@ -16,6 +16,7 @@ export const STYLESHEET = `
 }
 * { box-sizing: border-box; }
 [hidden] { display: none !important; }
+time { white-space: nowrap; }
 html { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; font-size: 16px; }
 body { margin: 0; background: var(--bg); color: var(--fg); line-height: 1.5; }
 code, pre, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono", monospace; font-size: 0.9em; }
