@@ -114,19 +114,29 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   let authorizer: Authorizer = deps.authorizer ?? new AllowAllAuthorizer();
   let authRoutes: FastifyPluginAsync | undefined;
   let authClose: (() => Promise<void>) | undefined;
+  let uiLogin: ((ip: string, name: string, password: string) => Promise<string>) | undefined;
   if (!deps.authorizer && config.auth) {
     const { createAuth } = await import('./auth/index.js');
     const auth = await createAuth(config, { driver, logger, audit, storageRoot: config.storage.filesystem.rootDirectory });
     authorizer = auth.authorizer;
     if (auth.tokenServer) authRoutes = tokenRoutes(auth.tokenServer.issuer, auth.tokenServer.signer);
     authClose = () => auth.close();
+    uiLogin = auth.login;
   }
   const store = new RegistryStore(driver);
   const uploads = new UploadService(driver, sessions, store);
   let pullThrough: PullThrough | null = null;
   if (config.proxy) {
     const { createPullThrough } = await import('./proxy/index.js');
-    pullThrough = createPullThrough(config, { store, driver, logger });
+    // Cached repositories enter the catalog index as they are fetched (declared below; called only once serving).
+    pullThrough = createPullThrough(config, {
+      store,
+      driver,
+      logger,
+      onCached: (name) => {
+        catalog.refresh(name).catch((err: unknown) => logger.warn({ err, repository: name }, 'catalog index: cannot record a cached repository'));
+      },
+    });
   }
   const repositoryIndex = deps.repositoryIndex ?? (await createRepositoryIndex(config));
   const catalog = new CatalogIndex(repositoryIndex, store, driver, logger.child({ component: 'catalog' }), parseIndexOptions(config.berth.raw, (m) => logger.warn(m)));
@@ -210,6 +220,18 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   const namespace = new EventingNamespace(pullThrough ? pullThrough.decorate(local) : local, events);
   await app.register(registryRoutes, { config, namespace, authorizer, metrics, catalog, locks });
   await app.register(apiRoutes, { browser, catalog, authorizer });
+  if (config.ui.enabled) {
+    const { uiRoutes } = await import('./http/ui/ui-routes.js');
+    await app.register(uiRoutes, {
+      browser,
+      authorizer,
+      authEnabled: authorizer.name !== 'none',
+      deleteEnabled: config.storage.deleteEnabled && !config.storage.readOnly,
+      tls: config.http.tls !== undefined,
+      ...(uiLogin ? { login: uiLogin } : {}),
+      ...(pullThrough ? { proxy: pullThrough } : {}),
+    });
+  }
   app.addHook('onReady', async () => catalog.start());
   if (pullThrough) {
     const proxy = pullThrough;

@@ -73,6 +73,8 @@ export interface Config {
    * modules read themselves (`notifications`, `ui`, `audit`, `index`, ...).
    */
   raw: RawSection;
+  /** The web UI (`/ui/`; `/` redirects there while it is on). */
+  ui: { enabled: boolean };
   /** Warnings collected while loading (unknown keys, ignored options). */
   warnings: string[];
 }
@@ -264,6 +266,8 @@ export function normalizeConfig(raw: RawSection, warnings: string[] = []): Confi
   const linkCache = section(berth, 'linkcache', 'berth.');
   const linkCacheEntries = int(linkCache, 'entries', 'berth.linkcache.', 20_000, 1);
 
+  const ui = section(raw, 'ui', '');
+
   const config: Config = {
     log: { level: level as Config['log']['level'], formatter, accessLog, fields },
     storage: {
@@ -289,6 +293,7 @@ export function normalizeConfig(raw: RawSection, warnings: string[] = []): Confi
       raw: berth,
     },
     raw,
+    ui: { enabled: bool(ui, 'enabled', 'ui.', true) },
     warnings,
   };
   if (s3) config.storage.s3 = s3;
