@@ -48,5 +48,10 @@ export default defineConfig(
     },
     rules: { 'import-x/no-cycle': 'error', 'berth/no-folder-cycle': ['error', { root: 'src' }] },
   },
+  {
+    // The UI's browser script has its own tsconfig (DOM types, no Node).
+    files: ['src/http/ui/browser/**/*.ts'],
+    languageOptions: { parserOptions: { projectService: false, project: './tsconfig.browser.json', tsconfigRootDir: import.meta.dirname } },
+  },
   { files: ['**/*.js'], extends: [tseslint.configs.disableTypeChecked] },
 );

@@ -281,11 +281,11 @@ const countedResponses = new WeakSet<ServerResponse>();
 function countWrites(res: ServerResponse, count: (bytes: number) => void): void {
   if (countedResponses.has(res)) return;
   countedResponses.add(res);
-  const write = res.write;
-  res.write = function countedWrite(this: ServerResponse, chunk: unknown, ...rest: unknown[]): boolean {
+  const write = res.write.bind(res) as (...args: unknown[]) => boolean;
+  res.write = function countedWrite(chunk: unknown, ...rest: unknown[]): boolean {
     if (typeof chunk === 'string') count(Buffer.byteLength(chunk));
     else if (chunk instanceof Uint8Array) count(chunk.byteLength);
-    return (write as (this: ServerResponse, ...args: unknown[]) => boolean).call(this, chunk, ...rest);
+    return write(chunk, ...rest);
   } as ServerResponse['write'];
 }
 

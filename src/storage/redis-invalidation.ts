@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { BackendUnavailableError } from '../errors/registry-error.js';
-import { parseRedisAddr } from '../uploads/redis-session-store.js';
+import { parseRedisAddr } from '../config/redis-addr.js';
 import type { InvalidationChannel } from './link-cache.js';
 
 /** Where to connect: the `redis` section of the config. */
