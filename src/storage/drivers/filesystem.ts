@@ -44,6 +44,9 @@ const MISSING = ['ENOENT', 'ENOTDIR'];
 /** Bytes buffered by a writer before one `writev`: fewer syscalls, bounded memory. */
 const WRITE_BATCH = 1024 * 1024;
 
+/** How often an operation that lost a race against a concurrent delete or write of the same directory is retried. */
+const RACE_RETRIES = 10;
+
 /** `O_NOFOLLOW` where the platform has it: a writer never writes through a symlink at its final path component. */
 const NOFOLLOW = constants.O_NOFOLLOW ?? 0;
 
@@ -102,14 +105,20 @@ export class FilesystemDriver implements StorageDriver {
   }
 
   async putContent(path: string, content: Buffer): Promise<void> {
-    const full = await this.prepareTarget(path);
-    const tmp = `${full}${TMP_MARK}${randomBytes(6).toString('hex')}${TMP_END}`;
-    try {
-      await writeFile(tmp, content, { flag: constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | NOFOLLOW });
-      await rename(tmp, full);
-    } catch (err) {
-      await rm(tmp, { force: true });
-      throw err;
+    // A concurrent delete of the parent (DELETE of a tag while it is being PUT) removes the directory between its
+    // creation and the write or the rename (ENOENT): the directory is made again and the write retried, so the
+    // writer wins or loses the race cleanly instead of failing.
+    for (let attempt = 1; ; attempt++) {
+      const full = await this.prepareTarget(path);
+      const tmp = `${full}${TMP_MARK}${randomBytes(6).toString('hex')}${TMP_END}`;
+      try {
+        await writeFile(tmp, content, { flag: constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | NOFOLLOW });
+        await rename(tmp, full);
+        return;
+      } catch (err) {
+        await rm(tmp, { force: true });
+        if (!isErrno(err, 'ENOENT') || attempt >= RACE_RETRIES) throw err;
+      }
     }
   }
 
@@ -206,12 +215,21 @@ export class FilesystemDriver implements StorageDriver {
       if (isErrno(err, ...MISSING)) throw new PathNotFoundError(source);
       throw err;
     }
-    const to = await this.prepareTarget(dest);
-    try {
-      await rename(from, to);
-    } catch (err) {
-      if (isErrno(err, 'ENOENT')) throw new PathNotFoundError(source);
-      throw err;
+    for (let attempt = 1; ; attempt++) {
+      const to = await this.prepareTarget(dest);
+      try {
+        await rename(from, to);
+        return;
+      } catch (err) {
+        if (!isErrno(err, 'ENOENT')) throw err;
+        // ENOENT is the source gone, or the destination's directory removed by a concurrent delete: retry the latter.
+        const sourceGone = await lstat(from).then(
+          () => false,
+          () => true,
+        );
+        if (sourceGone) throw new PathNotFoundError(source);
+        if (attempt >= RACE_RETRIES) throw err;
+      }
     }
   }
 
@@ -223,8 +241,9 @@ export class FilesystemDriver implements StorageDriver {
       if (isErrno(err, ...MISSING)) throw new PathNotFoundError(path);
       throw err;
     }
-    // rm removes a symlink itself, never what it points at.
-    await rm(target, { recursive: true, force: true });
+    // rm removes a symlink itself, never what it points at. A concurrent writer may add a file to a directory
+    // while it is being removed (ENOTEMPTY): rm retries, so the delete still removes the whole tree.
+    await rm(target, { recursive: true, force: true, maxRetries: RACE_RETRIES, retryDelay: 5 });
   }
 
   async redirectURL(path: string): Promise<string | null> {
