@@ -22,9 +22,7 @@ t.test('racing PUT and DELETE of one tag and one manifest never answer 5xx', asy
   });
   const client = new RegistryClient(berth.url);
   const image = await client.pushImage('race/app', 'v1', [Buffer.from('a layer')]);
-  const body = Buffer.from(
-    JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: image.config, layers: image.layers }),
-  );
+  const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: image.config, layers: image.layers }));
   const put = (ref: string) => client.request('PUT', `/v2/race/app/manifests/${ref}`, { body, headers: { 'Content-Type': OCI_MANIFEST } });
   const statuses = new Map<string, number>();
   const count = (what: string, status: number) => statuses.set(`${what} ${status}`, (statuses.get(`${what} ${status}`) ?? 0) + 1);

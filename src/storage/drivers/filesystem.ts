@@ -1,17 +1,5 @@
 import { constants, createReadStream } from 'node:fs';
-import {
-  lstat,
-  mkdir,
-  open,
-  readdir,
-  readFile,
-  realpath,
-  rename,
-  rm,
-  stat,
-  writeFile,
-  type FileHandle,
-} from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, readFile, realpath, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
@@ -56,6 +44,8 @@ const NOFOLLOW = constants.O_NOFOLLOW ?? 0;
  */
 const TMP_MARK = '.tmp-';
 const TMP_END = '~';
+/** The name of a temporary file: `<target>.tmp-<12 hex>~`. */
+const TMP_NAME = /\.tmp-[0-9a-f]{12}~$/;
 
 /** True when `name` can be a driver path component (temporary files and foreign names cannot). */
 function isDriverName(name: string): boolean {
@@ -249,6 +239,36 @@ export class FilesystemDriver implements StorageDriver {
   async redirectURL(path: string): Promise<string | null> {
     assertDriverPath(path);
     return null;
+  }
+
+  async removeStaleTemporaryFiles(before: Date, options: { dryRun?: boolean } = {}): Promise<string[]> {
+    const root = await this.realRoot();
+    const found: string[] = [];
+    // Depth first over host directories, never following symlinks (a symlinked directory is not descended).
+    const stack = [root];
+    while (stack.length > 0) {
+      const dir = stack.pop() as string;
+      let entries;
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch (err) {
+        if (isErrno(err, ...MISSING)) continue; // removed meanwhile
+        throw err;
+      }
+      for (const e of entries) {
+        const host = join(dir, e.name);
+        if (e.isDirectory()) {
+          stack.push(host);
+          continue;
+        }
+        if (!e.isFile() || !TMP_NAME.test(e.name)) continue;
+        const info = await lstat(host).catch(() => null);
+        if (!info || info.mtime >= before) continue;
+        found.push(host.slice(root.length).split(sep).join('/'));
+        if (!options.dryRun) await rm(host, { force: true });
+      }
+    }
+    return found.sort();
   }
 
   async health(): Promise<void> {
