@@ -59,9 +59,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
         cert: await readFile(tls.certificate),
         ...(tls.minVersion ? { minVersion: tls.minVersion } : {}),
         // http.tls.clientcas (mutual TLS): the handshake fails for a client without a certificate one of these signed.
-        ...(tls.clientCAs
-          ? { ca: await Promise.all(tls.clientCAs.map((f) => readFile(f))), requestCert: true, rejectUnauthorized: true }
-          : {}),
+        ...(tls.clientCAs ? { ca: await Promise.all(tls.clientCAs.map((f) => readFile(f))), requestCert: true, rejectUnauthorized: true } : {}),
       }
     : null;
   const app = fastify({
@@ -113,7 +111,11 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
 
   let closing = false;
   app.setErrorHandler((err, request, reply) => {
-    if (err instanceof BackendUnavailableError) metrics.storageErrors.inc({ driver: driver.name, operation: request.routeKind ?? 'other' });
+    if (err instanceof BackendUnavailableError) {
+      const operation = request.routeKind ?? 'other';
+      if (err.backend === 'redis') metrics.redisErrors.inc({ operation });
+      else metrics.storageErrors.inc({ driver: driver.name, operation });
+    }
     return sendError(err, request, reply);
   });
   app.setNotFoundHandler((request, reply) => sendError(registryError('NOT_FOUND'), request, reply));
@@ -140,23 +142,35 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   }
 
   app.get('/healthz', async () => ({ status: 'ok' }));
+  // Readiness is what a load balancer needs: storage serves pulls, so without it the replica is not ready. The
+  // upload session store (Redis) only serves pushes: without it the replica stays ready for pulls, names the part
+  // as degraded (body and `berth_degraded{part}`), and uploads answer 503 UNAVAILABLE until it is back.
   app.get('/readyz', async (_request, reply) => {
     if (closing) return reply.code(503).send({ status: 'shutting down' });
     const checks: Record<string, string> = {};
+    const degraded: string[] = [];
     let ok = true;
-    for (const [name, check] of [
-      ['storage', () => driver.health()],
-      ['sessions', () => sessions.health()],
+    const sessionsPart = sessions.name === 'redis' ? 'redis' : 'sessions';
+    for (const [name, part, check] of [
+      ['storage', 'storage', () => driver.health()],
+      ['sessions', sessionsPart, () => sessions.health()],
     ] as const) {
       try {
         await withTimeout(check(), 3000);
         checks[name] = 'ok';
+        metrics.degraded.set({ part }, 0);
       } catch (err) {
-        ok = false;
         checks[name] = (err as Error).message || 'unavailable';
+        metrics.degraded.set({ part }, 1);
+        if (name === 'storage') ok = false;
+        else {
+          degraded.push(part);
+          if (part === 'redis') metrics.redisErrors.inc({ operation: 'health' });
+        }
       }
     }
-    return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'unavailable', checks });
+    const status = !ok ? 'unavailable' : degraded.length > 0 ? 'degraded' : 'ok';
+    return reply.code(ok ? 200 : 503).send({ status, degraded, checks });
   });
 
   const mc = metricsConfig(config);
@@ -191,8 +205,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   const purging = config.storage.uploadPurging;
   if (purging.enabled && !config.storage.readOnly) {
     const run = () => {
-      purgeUploads(driver, sessions, { ageMs: staleUploadPolicy(uploadTtlMs, purging.ageMs).ageMs, dryRun: purging.dryRun, logger }).catch((err: unknown) =>
-        logger.warn({ err }, 'upload purging failed'),
+      purgeUploads(driver, sessions, { ageMs: staleUploadPolicy(uploadTtlMs, purging.ageMs).ageMs, dryRun: purging.dryRun, logger }).catch(
+        (err: unknown) => logger.warn({ err }, 'upload purging failed'),
       );
     };
     app.addHook('onReady', async () => {

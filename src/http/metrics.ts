@@ -46,6 +46,8 @@ export interface Metrics {
   readonly storageErrors: Counter<'driver' | 'operation'>;
   /** `berth_redis_errors_total{operation}`: Redis commands or connections that failed. */
   readonly redisErrors: Counter<'operation'>;
+  /** `berth_degraded{part}`: 1 while a part (`storage`, `redis`) failed the last readiness check, else 0. */
+  readonly degraded: Gauge<'part'>;
   /** `berth_gc_reclaimed_bytes_total`: bytes freed by garbage collection runs in this process. */
   readonly gcBytesReclaimed: Counter;
   /** `berth_gc_last_run_timestamp_seconds`: when the last garbage collection run finished (Unix time). */
@@ -123,6 +125,12 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
       name: 'berth_redis_errors_total',
       help: 'Redis commands or connections that failed, by operation.',
       labelNames: ['operation'] as const,
+      registers,
+    }),
+    degraded: new Gauge({
+      name: 'berth_degraded',
+      help: 'Whether a part (storage, redis) failed the last readiness check: 1 failed, 0 healthy.',
+      labelNames: ['part'] as const,
       registers,
     }),
     gcBytesReclaimed: new Counter({
