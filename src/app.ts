@@ -135,6 +135,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
           route: request.routeKind,
           remote: request.ip,
           ua: request.headers['user-agent'],
+          // registry:2's name for the authenticated user in its request log lines.
+          'auth.user.name': request.authUser,
         },
         'request',
       );

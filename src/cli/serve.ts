@@ -1,16 +1,16 @@
+import { resolve } from 'node:path';
 import { buildApp } from '../app.js';
 import { loadConfig, parseListenAddress, type Config } from '../config/config.js';
 import { metricsConfig, startMetricsServer, type MetricsServer } from '../http/metrics.js';
 import { createLogger } from '../logging.js';
 import { CONFIG_OPTION, configFile, type Command } from './command.js';
 
-
 /** A short description of the storage, for the startup line. */
 export function describeStorage(config: Config): string {
   if (config.storage.driver === 's3') {
     return `s3 bucket ${config.storage.s3?.bucket ?? '?'}`;
   }
-  return `filesystem ${config.storage.filesystem.rootDirectory}`;
+  return `filesystem ${resolve(config.storage.filesystem.rootDirectory)}`;
 }
 
 /** `berth serve`: runs the registry. */
@@ -43,7 +43,10 @@ export async function serve(file: string | undefined): Promise<number> {
     logger.level = level;
   }
   const shown = host === '0.0.0.0' || host === '::' ? `http://${host === '::' ? '[::]' : host}:${new URL(address).port}` : address;
-  logger.info({ address: shown, storage: describeStorage(config), sessions: parts.sessions.name, auth: parts.authorizer.name }, `berth listening on ${shown} (${summary})`);
+  logger.info(
+    { address: shown, storage: describeStorage(config), sessions: parts.sessions.name, auth: parts.authorizer.name },
+    `berth listening on ${shown} (${summary})`,
+  );
   const mc = metricsConfig(config);
   let metricsServer: MetricsServer | undefined;
   if (mc.enabled && mc.addr) {

@@ -15,6 +15,8 @@ declare module 'fastify' {
      * The metrics use it as the `route` label; without it they fall back to the route pattern.
      */
     routeKind?: string;
+    /** The authenticated account, once the authorizer let the request through (the access log's `auth.user.name`). */
+    authUser?: string;
   }
 }
 

@@ -31,7 +31,6 @@ export interface RegistryRoutesOptions {
 
 type Query = Record<string, string | undefined>;
 
-
 /**
  * The distribution API under `/v2/`. One catch-all route per method hands the raw path to `matchRoute`; the
  * required access is computed by `requiredAccess` and checked by the authorizer before any handler runs, so no
@@ -53,7 +52,8 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
     request.routeKind = route.kind;
     const query = request.query as Query;
     const access = requiredAccess(route, request.method, query);
-    await authorizer.authorize({ method: request.method, headers: request.headers, ip: request.ip }, access);
+    const principal = await authorizer.authorize({ method: request.method, headers: request.headers, ip: request.ip }, access);
+    if (principal.account !== undefined) request.authUser = principal.account;
     const method = request.method;
     if (config.storage.readOnly && method !== 'GET' && method !== 'HEAD') {
       throw registryError('UNSUPPORTED', undefined, { message: 'registry is in read-only mode' });
@@ -85,7 +85,9 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
         if (method !== 'POST') throw methodNotAllowed();
         return writing(() => uploadStart(repo, request, reply, query));
       case 'upload':
-        return method === 'PATCH' || method === 'PUT' ? writing(() => upload(repo, route, request, reply, query)) : upload(repo, route, request, reply, query);
+        return method === 'PATCH' || method === 'PUT'
+          ? writing(() => upload(repo, route, request, reply, query))
+          : upload(repo, route, request, reply, query);
       case 'referrers':
         if (method !== 'GET') throw methodNotAllowed();
         return referrers(repo, route, reply, query);
@@ -180,7 +182,8 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
         return reply.send();
       }
       case 'DELETE': {
-        if (!config.storage.deleteEnabled) throw registryError('UNSUPPORTED', undefined, { message: 'deletes are disabled (storage.delete.enabled)' });
+        if (!config.storage.deleteEnabled)
+          throw registryError('UNSUPPORTED', undefined, { message: 'deletes are disabled (storage.delete.enabled)' });
         const deleted = ref.kind === 'digest' ? await repo.manifests.delete(ref.digest) : await repo.tags.delete(ref.tag);
         if (!deleted) throw registryError('MANIFEST_UNKNOWN', { name, reference: route.param });
         return reply.code(202).header('Content-Length', '0').send();
@@ -202,7 +205,8 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
         return sendBlob(content, config, request, reply);
       }
       case 'DELETE': {
-        if (!config.storage.deleteEnabled) throw registryError('UNSUPPORTED', undefined, { message: 'deletes are disabled (storage.delete.enabled)' });
+        if (!config.storage.deleteEnabled)
+          throw registryError('UNSUPPORTED', undefined, { message: 'deletes are disabled (storage.delete.enabled)' });
         if (!(await repo.blobs.delete(digest))) throw registryError('BLOB_UNKNOWN', { digest: digest.value });
         return reply.code(202).header('Content-Length', '0').send();
       }
