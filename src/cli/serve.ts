@@ -13,6 +13,37 @@ export function describeStorage(config: Config): string {
   return `filesystem ${resolve(config.storage.filesystem.rootDirectory)}`;
 }
 
+/** A failure to start that one line explains (no stack trace); `berth` prints it and exits 1. */
+export class StartupError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StartupError';
+  }
+}
+
+/** ` at <endpoint>` for S3 storage with an explicit endpoint, else empty. */
+function storageEndpoint(config: Config): string {
+  const endpoint = config.storage.driver === 's3' ? config.storage.s3?.endpoint : undefined;
+  return endpoint ? ` at ${endpoint}` : '';
+}
+
+/** The innermost cause of an error, in words: `EACCES: permission denied, mkdir '/srv/x'`, `connect ECONNREFUSED ...`. */
+export function describeCause(err: unknown): string {
+  let e: unknown = err;
+  const seen: string[] = [];
+  while (e instanceof Error) {
+    const errno = e as NodeJS.ErrnoException;
+    // AggregateError (happy-eyeballs connects): its first error says it.
+    const inner = e instanceof AggregateError && e.errors.length > 0 ? (e.errors[0] as unknown) : e.cause;
+    seen.push(errno.code && !e.message.includes(errno.code) ? `${errno.code}: ${e.message}` : e.message || e.name);
+    if (inner === undefined || inner === e) break;
+    e = inner;
+  }
+  if (seen.length === 0) return String(err);
+  const last = seen[seen.length - 1] as string;
+  return last.length > 0 ? last : seen.join(': ');
+}
+
 /** `berth serve`: runs the registry. */
 export const serveCommand: Command = {
   summary: 'run the registry (default: :5000, filesystem storage under ./data)',
@@ -32,6 +63,13 @@ export async function serve(file: string | undefined): Promise<number> {
   const app = await buildApp(config, { logger });
   const { host, port } = parseListenAddress(config.http.addr);
   const parts = app.berth;
+  // Storage that cannot be reached or written at startup is a setup mistake: one line naming it, exit 1.
+  try {
+    await parts.driver.health();
+  } catch (err) {
+    await app.close();
+    throw new StartupError(`storage ${describeStorage(config)}${storageEndpoint(config)}: ${describeCause(err)}`);
+  }
   const summary = `storage: ${describeStorage(config)}, upload sessions: ${parts.sessions.name}, auth: ${parts.authorizer.name}`;
   // fastify logs one line per bound address (several for 0.0.0.0); berth logs exactly one: address, storage, auth.
   const level = logger.level;
@@ -39,6 +77,13 @@ export async function serve(file: string | undefined): Promise<number> {
   let address: string;
   try {
     address = await app.listen({ host, port });
+  } catch (err) {
+    await app.close();
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE') throw new StartupError(`cannot listen on ${config.http.addr}: the address is already in use`);
+    if (code === 'EACCES') throw new StartupError(`cannot listen on ${config.http.addr}: permission denied`);
+    if (code === 'EADDRNOTAVAIL') throw new StartupError(`cannot listen on ${config.http.addr}: no such local address`);
+    throw err;
   } finally {
     logger.level = level;
   }

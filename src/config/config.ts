@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { bool, ConfigError, duration, int, isSection, optString, section, str, stringList, type RawSection } from './fields.js';
 import { parseS3Config, type S3DriverOptions } from './s3.js';
@@ -324,7 +325,16 @@ export async function loadConfig(file: string | undefined, env: NodeJS.ProcessEn
     try {
       text = await readFile(file, 'utf8');
     } catch (err) {
-      throw new ConfigError(`cannot read config file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      const code = (err as NodeJS.ErrnoException).code;
+      const why =
+        code === 'EISDIR'
+          ? 'it is a directory, not a file'
+          : code === 'ENOENT'
+            ? 'no such file'
+            : code === 'EACCES' || code === 'EPERM'
+              ? 'permission denied'
+              : (code ?? (err as Error).message);
+      throw new ConfigError(`cannot read config file ${resolve(file)}: ${why}`);
     }
     raw = parseConfigText(text, file);
   }
