@@ -1,24 +1,33 @@
-import { readFile } from 'node:fs/promises';
 import { fastify, LogController, type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { AllowAllAuthorizer, type Authorizer } from './auth/authorizer.js';
 import type { Config } from './config/config.js';
+import { AuditLog, createEvents, EventingNamespace, parseAuditConfig, type RegistryEvents } from './events/index.js';
 import { sendError } from './http/error-handler.js';
 import { BackendUnavailableError, registryError } from './errors/registry-error.js';
+import { clientErrorHandler, originForm } from './http/client-errors.js';
 import { createMetrics, metricsConfig, metricsPlugin, type Metrics } from './http/metrics.js';
 import { registryRoutes } from './http/registry-routes.js';
 import { tokenRoutes } from './http/token-routes.js';
 import { parseGcSchedule, startGcSchedule, type GcSchedule } from './gc/schedule.js';
-import { createDriver, createSessionStore } from './compose.js';
+import { createDriver, createRepositoryIndex, createSessionStore } from './compose.js';
 import { createLogger } from './logging.js';
 import type { PullThrough } from './proxy/index.js';
 import { LocalNamespace } from './registry/local.js';
 import type { StorageDriver } from './storage/driver.js';
 import { RegistryStore } from './storage/registry-store.js';
+import { WriteProbe } from './storage/write-probe.js';
 import { staleUploadPolicy } from './uploads/stale-uploads.js';
 import { purgeUploads } from './uploads/upload-purger.js';
 import type { UploadSessionStore } from './uploads/session-store.js';
 import { UploadService } from './uploads/upload-service.js';
+import { createHttps } from './tls/https-listener.js';
+import { apiRoutes } from './http/api-routes.js';
+import type { Browser } from './services/catalog/browse.js';
+import { CatalogIndex, parseIndexOptions } from './services/catalog/catalog-index.js';
+import { RegistryBrowser } from './services/catalog/registry-browser.js';
+import type { RepositoryIndex } from './services/catalog/repository-index.js';
+import { RepositoryLocks } from './services/catalog/repository-locks.js';
 
 /** Parts that can be passed in (tests, embedding); each defaults to what the config says. */
 export interface AppDeps {
@@ -27,6 +36,10 @@ export interface AppDeps {
   sessions?: UploadSessionStore;
   authorizer?: Authorizer;
   metrics?: Metrics;
+  /** The events service (webhooks and the audit trail); default: what `notifications` and `berth.audit` say. */
+  events?: RegistryEvents;
+  /** The catalog index store (default: Redis when `redis` is configured, else in process). */
+  repositoryIndex?: RepositoryIndex;
 }
 
 /** What the app was built from, for the startup line and commands. */
@@ -38,6 +51,13 @@ export interface AppParts {
   store: RegistryStore;
   uploads: UploadService;
   metrics: Metrics;
+  events: RegistryEvents;
+  /** The catalog index: `_catalog`, search and the JSON API's lists. */
+  catalog: CatalogIndex;
+  /** What the JSON API and the web UI show (src/services/catalog/browse.ts). */
+  browser: Browser;
+  /** Per-repository locks: pushes shared, a repository delete exclusive. */
+  locks: RepositoryLocks;
 }
 
 declare module 'fastify' {
@@ -52,16 +72,8 @@ declare module 'fastify' {
  */
 export async function buildApp(config: Config, deps: AppDeps = {}): Promise<FastifyInstance> {
   const logger = deps.logger ?? createLogger(config);
-  const tls = config.http.tls;
-  const https = tls
-    ? {
-        key: await readFile(tls.key),
-        cert: await readFile(tls.certificate),
-        ...(tls.minVersion ? { minVersion: tls.minVersion } : {}),
-        // http.tls.clientcas (mutual TLS): the handshake fails for a client without a certificate one of these signed.
-        ...(tls.clientCAs ? { ca: await Promise.all(tls.clientCAs.map((f) => readFile(f))), requestCert: true, rejectUnauthorized: true } : {}),
-      }
-    : null;
+  // TLS: certificate files reloaded when they change, or ACME (`http.tls.letsencrypt`).
+  const https = await createHttps(config, logger);
   const app = fastify({
     loggerInstance: logger,
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'reqId' }),
@@ -75,8 +87,12 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     // handler, so they too are the distribution error JSON rather than fastify's own body. No hook runs for them,
     // so the headers of every answer are set here.
     frameworkErrors: (err, request, reply) => void sendError(err, request, commonHeaders(request, reply)),
-    ...(https ? { https } : {}),
+    // Requests the HTTP parser refuses (malformed chunked body, raw UTF-8 in the path) get the error JSON too.
+    clientErrorHandler,
+    rewriteUrl: (req) => originForm(req.url ?? '/'),
+    ...(https ? { https: https.options } : {}),
   }) as unknown as FastifyInstance;
+  https?.attach(app);
 
   const extraHeaders = Object.entries(config.http.headers);
   /** The headers of every answer: the API version under `/v2`, the request id and `http.headers`. */
@@ -89,12 +105,15 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
 
   const driver = deps.driver ?? (await createDriver(config));
   const sessions = deps.sessions ?? (await createSessionStore(config));
+  const metrics = deps.metrics ?? createMetrics();
+  const audit = new AuditLog(logger, parseAuditConfig(config.raw, (m) => logger.warn(m)));
+  const events = deps.events ?? (await createEvents(config, { driver, logger, metrics: metrics.events, audit }));
   let authorizer: Authorizer = deps.authorizer ?? new AllowAllAuthorizer();
   let authRoutes: FastifyPluginAsync | undefined;
   let authClose: (() => Promise<void>) | undefined;
   if (!deps.authorizer && config.auth) {
     const { createAuth } = await import('./auth/index.js');
-    const auth = await createAuth(config, { driver, logger, storageRoot: config.storage.filesystem.rootDirectory });
+    const auth = await createAuth(config, { driver, logger, audit, storageRoot: config.storage.filesystem.rootDirectory });
     authorizer = auth.authorizer;
     if (auth.tokenServer) authRoutes = tokenRoutes(auth.tokenServer.issuer, auth.tokenServer.signer);
     authClose = () => auth.close();
@@ -106,8 +125,23 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     const { createPullThrough } = await import('./proxy/index.js');
     pullThrough = createPullThrough(config, { store, driver, logger });
   }
-  const metrics = deps.metrics ?? createMetrics();
-  app.decorate('berth', { config, driver, sessions, authorizer, store, uploads, metrics });
+  const repositoryIndex = deps.repositoryIndex ?? (await createRepositoryIndex(config));
+  const catalog = new CatalogIndex(repositoryIndex, store, driver, logger.child({ component: 'catalog' }), parseIndexOptions(config.berth.raw, (m) => logger.warn(m)));
+  const locks = new RepositoryLocks();
+  let lastGc: (() => { at: Date; bytesFreed: number } | undefined) | undefined;
+  const browser = new RegistryBrowser({
+    store,
+    driver,
+    catalog,
+    locks,
+    deleteEnabled: config.storage.deleteEnabled,
+    readOnly: config.storage.readOnly,
+    uploadSessionTtlMs: config.berth.uploadSessionTtlMs,
+    lastGc: () => lastGc?.(),
+    logger,
+  });
+  app.decorate('berth', { config, driver, sessions, authorizer, store, uploads, metrics, events, catalog, browser, locks });
+  app.addHook('onReady', async () => events.start());
 
   let closing = false;
   app.setErrorHandler((err, request, reply) => {
@@ -135,8 +169,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
           route: request.routeKind,
           remote: request.ip,
           ua: request.headers['user-agent'],
-          // registry:2's name for the authenticated user in its request log lines.
-          'auth.user.name': request.authUser,
+          user: request.principal?.account,
+          // registry:2's name for the same field, so log queries written for it carry over.
+          'auth.user.name': request.principal?.account,
         },
         'request',
       );
@@ -147,6 +182,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   // Readiness is what a load balancer needs: storage serves pulls, so without it the replica is not ready. The
   // upload session store (Redis) only serves pushes: without it the replica stays ready for pulls, names the part
   // as degraded (body and `berth_degraded{part}`), and uploads answer 503 UNAVAILABLE until it is back.
+  const writeProbe = new WriteProbe(driver);
   app.get('/readyz', async (_request, reply) => {
     if (closing) return reply.code(503).send({ status: 'shutting down' });
     const checks: Record<string, string> = {};
@@ -154,7 +190,16 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     let ok = true;
     const sessionsPart = sessions.name === 'redis' ? 'redis' : 'sessions';
     for (const [name, part, check] of [
-      ['storage', 'storage', () => driver.health()],
+      [
+        'storage',
+        'storage',
+        async () => {
+          await driver.health();
+          // Disk full or a read-only mount (local filesystems). With storage.maintenance.readonly berth writes nothing,
+          // so a read-only mount is fine.
+          if (!config.storage.readOnly && driver.name === 'filesystem') await writeProbe.check();
+        },
+      ],
       ['sessions', sessionsPart, () => sessions.health()],
     ] as const) {
       try {
@@ -180,8 +225,11 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   if (mc.enabled) await app.register(metricsPlugin(metrics, { serve: !mc.addr, path: mc.path }));
   if (authRoutes) await app.register(authRoutes);
   const local = new LocalNamespace(store, uploads, { automaticCrossMount: config.berth.automaticCrossMount });
-  const namespace = pullThrough ? pullThrough.decorate(local) : local;
-  await app.register(registryRoutes, { config, namespace, authorizer, metrics });
+  // Events wrap the outermost namespace, so pulls the mirror serves give their events too.
+  const namespace = new EventingNamespace(pullThrough ? pullThrough.decorate(local) : local, events);
+  await app.register(registryRoutes, { config, namespace, authorizer, metrics, catalog, locks });
+  await app.register(apiRoutes, { browser, catalog, authorizer });
+  app.addHook('onReady', async () => catalog.start());
   if (pullThrough) {
     const proxy = pullThrough;
     app.addHook('onReady', async () => proxy.start());
@@ -194,12 +242,18 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   const uploadTtlMs = config.berth.uploadSessionTtlMs;
   if (gcOptions) {
     gcOptions.uploadAgeMs = staleUploadPolicy(uploadTtlMs, gcOptions.uploadAgeMs).ageMs;
+    gcOptions.events = events;
     gcOptions.onResult = (r) => {
       metrics.gcBytesReclaimed.inc(r.bytesReclaimed);
       metrics.gcLastRun.set(Date.now() / 1000);
     };
     app.addHook('onReady', async () => {
-      gcSchedule = startGcSchedule(driver, gcOptions, logger, sessions);
+      const schedule = startGcSchedule(driver, gcOptions, logger, sessions);
+      gcSchedule = schedule;
+      lastGc = () => {
+        const r = schedule.lastResult();
+        return r ? { at: new Date(r.startedAt.getTime() + r.durationMs), bytesFreed: r.bytesReclaimed } : undefined;
+      };
     });
   }
 
@@ -223,9 +277,13 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   app.addHook('onClose', async () => {
     if (purgeTimer) clearInterval(purgeTimer);
     gcSchedule?.stop();
+    await catalog.stop();
+    if (!deps.repositoryIndex) await repositoryIndex.close();
     await pullThrough?.close();
     await authClose?.();
     await authorizer.close();
+    if (!deps.events) await events.close();
+    audit.close();
     if (!deps.sessions) await sessions.close();
     if (!deps.driver) await driver.close();
   });

@@ -1,3 +1,4 @@
+import type { AuditLog } from '../events/audit.js';
 import type { AccessRecord } from './access.js';
 import type { AuthRequest, Authorizer, Principal } from './authorizer.js';
 import type { HtpasswdStore } from './htpasswd.js';
@@ -23,12 +24,19 @@ export function quote(value: string): string {
 /**
  * `auth.htpasswd`: HTTP Basic against an htpasswd file. As in Distribution, any valid user may do everything;
  * missing or wrong credentials get 401 with `WWW-Authenticate: Basic realm="..."`. Wrong passwords count towards the
- * per-address failed-login limit.
+ * failed-login limit of the address and of the account; right ones (every authenticated API call) clear nothing.
  */
 export class BasicAuthorizer implements Authorizer {
   readonly name = 'htpasswd';
+  readonly anonymousListing = false;
 
-  constructor(private readonly users: HtpasswdStore, private readonly realm: string, private readonly limiter: FailureLimiter) {}
+  constructor(
+    private readonly users: HtpasswdStore,
+    private readonly realm: string,
+    private readonly limiter: FailureLimiter,
+    /** The audit trail: failed logins. */
+    private readonly audit?: AuditLog,
+  ) {}
 
   async authorize(request: AuthRequest, access: AccessRecord[]): Promise<Principal> {
     const header = request.headers.authorization;
@@ -36,13 +44,24 @@ export class BasicAuthorizer implements Authorizer {
     const challenge = { headers: { 'WWW-Authenticate': `Basic realm=${quote(this.realm)}` } };
     const detail = access.length > 0 ? access : undefined;
     if (!creds) throw new RegistryError('UNAUTHORIZED', detail, challenge);
-    this.limiter.check(request.ip);
-    if (!(await this.users.verify(creds.name, creds.password))) {
-      this.limiter.fail(request.ip);
+    const attempt = await this.limiter.begin(request.ip, creds.name);
+    let ok = false;
+    try {
+      ok = await this.users.verify(creds.name, creds.password);
+    } finally {
+      if (ok) attempt.succeeded();
+      else attempt.failed();
+    }
+    if (!ok) {
+      this.audit?.record('login failure', { user: creds.name, addr: request.ip, requestId: request.id }, { via: 'basic' });
       throw new RegistryError('UNAUTHORIZED', detail, { ...challenge, message: 'invalid username or password' });
     }
-    this.limiter.succeed(request.ip);
     return { account: creds.name };
+  }
+
+  /** As in Distribution, a valid user may pull everything; anonymous clients nothing. */
+  async canPull(principal: Principal): Promise<boolean> {
+    return principal.account !== undefined;
   }
 
   async close(): Promise<void> {}

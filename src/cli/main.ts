@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { ConfigError } from '../config/fields.js';
 import { parseCommandArgs, UsageError, type Command } from './command.js';
+import { indexCommand, repoCommand } from './catalog-commands.js';
 import { configCommand } from './config-command.js';
 import { serveCommand, StartupError } from './serve.js';
 import { duCommand, fsckCommand, gcCommand } from './storage-commands.js';
@@ -16,6 +17,8 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   du: duCommand,
   fsck: fsckCommand,
   user: userCommand,
+  repo: repoCommand,
+  index: indexCommand,
   config: configCommand,
 };
 

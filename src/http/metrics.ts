@@ -7,6 +7,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { Config } from '../config/config.js';
 import { parseListenAddress } from '../config/config.js';
 import { bool, ConfigError, isSection, optString, str } from '../config/fields.js';
+import { createEventMetrics, type EventMetrics } from '../events/metrics.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -15,8 +16,6 @@ declare module 'fastify' {
      * The metrics use it as the `route` label; without it they fall back to the route pattern.
      */
     routeKind?: string;
-    /** The authenticated account, once the authorizer let the request through (the access log's `auth.user.name`). */
-    authUser?: string;
   }
 }
 
@@ -54,6 +53,8 @@ export interface Metrics {
   readonly gcBytesReclaimed: Counter;
   /** `berth_gc_last_run_timestamp_seconds`: when the last garbage collection run finished (Unix time). */
   readonly gcLastRun: Gauge;
+  /** `berth_events_*{endpoint}`: webhook delivery (src/events/metrics.ts). */
+  readonly events: EventMetrics;
 }
 
 /** Options for {@link createMetrics}. */
@@ -145,6 +146,7 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
       help: 'Unix time at which the last garbage collection run finished.',
       registers,
     }),
+    events: createEventMetrics(registry),
   };
 }
 
@@ -233,6 +235,13 @@ class CountingBody extends Readable {
   override _read(): void {
     if (!this.attached) {
       this.attached = true;
+      // The request may have ended before the handler first read it: a malformed chunked body or a reset while the
+      // handler was still looking up the upload. Its 'close' has then already fired, so end this stream now or the
+      // reader waits forever (holding its file and the upload's lease).
+      if (this.source.destroyed && !this.source.readableEnded) {
+        this.destroy(new Error('request body aborted'));
+        return;
+      }
       this.source.on('data', this.onData);
       this.source.on('end', this.onEnd);
       this.source.on('error', this.onError);

@@ -82,6 +82,10 @@ export class UploadService {
     let releaseUpdate: { offset: number; writerState?: WriterState } = withState(session.offset, session.writerState);
     try {
       releaseUpdate = await this.receive(session, body, range);
+    } catch (err) {
+      // The data file vanished under a live session (purged by age): the upload is gone, say so.
+      if (isNotFound(err)) throw await this.vanished(session);
+      throw err;
     } finally {
       const released = await this.sessions.release(id, token, releaseUpdate);
       if (!released) {
@@ -253,6 +257,7 @@ export class UploadService {
     } catch (err) {
       // A backend failure must not leave the upload leased (the client retries the PUT once storage is back), and
       // the session records whether the data was already committed at the upload path.
+      if (!discarded && isNotFound(err)) throw await this.vanished(session);
       if (!discarded) await this.sessions.release(id, token, withState(session.offset, state)).catch(() => false);
       throw err;
     }
@@ -273,6 +278,14 @@ export class UploadService {
   async cancel(repo: string, id: string): Promise<void> {
     const session = await this.get(repo, id);
     await this.discard(session);
+  }
+
+  /** Forgets an upload whose data is gone; returns the error to answer (BLOB_UPLOAD_UNKNOWN). */
+  private async vanished(session: UploadSession): Promise<RegistryError> {
+    this.hashers.delete(session.id);
+    await this.driver.delete(paths.uploadDir(session.repository, session.id)).catch(() => undefined);
+    await this.sessions.delete(session.id).catch(() => undefined);
+    return registryError('BLOB_UPLOAD_UNKNOWN', { uuid: session.id, reason: 'upload data not found' });
   }
 
   private async discard(session: UploadSession): Promise<void> {

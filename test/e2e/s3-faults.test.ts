@@ -14,7 +14,7 @@ import { sha256 } from '../helpers/digest.js';
  * client and nothing committed." A fault-injecting proxy sits between berth (in-process) and the strict S3 server.
  */
 
-for (const k of Object.keys(process.env)) if (k.startsWith('AWS_')) delete process.env[k];
+for (const k of Object.keys(process.env)) if (k.startsWith('AWS_') && k !== 'AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED') delete process.env[k];
 
 const MiB = 1024 * 1024;
 const REPO = 'faults/app';

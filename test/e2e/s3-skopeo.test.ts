@@ -21,7 +21,7 @@ import { dockerRef, skopeo } from '../helpers/skopeo.js';
  */
 
 // This machine sets AWS_CA_BUNDLE: the in-process SDK must see only what the config passes.
-for (const k of Object.keys(process.env)) if (k.startsWith('AWS_')) delete process.env[k];
+for (const k of Object.keys(process.env)) if (k.startsWith('AWS_') && k !== 'AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED') delete process.env[k];
 
 const MiB = 1024 * 1024;
 const BIG = 64 * MiB + 4321;

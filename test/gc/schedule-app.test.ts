@@ -15,7 +15,12 @@ t.test('berth.gc runs garbage collection inside the server and reports it in the
     status = (await fetch(`${b.url}/v2/gc/orphan/blobs/${digest}`, { method: 'HEAD' })).status;
   }
   t.equal(status, 404, 'the unreferenced blob was collected');
-  const metrics = await (await fetch(`${b.url}/metrics`)).text();
+  // The blob goes mid-run; the metrics are set when the run ends (it goes on to old uploads): wait for that.
+  let metrics = '';
+  for (let i = 0; i < 100 && !metrics.includes(`berth_gc_reclaimed_bytes_total ${orphan.length}`); i++) {
+    if (i > 0) await new Promise((r) => setTimeout(r, 200));
+    metrics = await (await fetch(`${b.url}/metrics`)).text();
+  }
   t.match(metrics, new RegExp(`berth_gc_reclaimed_bytes_total ${orphan.length}`));
   t.notMatch(metrics, /berth_gc_last_run_timestamp_seconds 0\n/);
 });

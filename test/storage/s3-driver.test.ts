@@ -12,7 +12,7 @@ import { s3StorageSection, startS3Server, type S3Server } from '../helpers/s3-se
 import { sha256Hex } from '../helpers/digest.js';
 
 // This machine sets AWS_CA_BUNDLE (and a developer's shell may set more): the SDK must see only what tests pass.
-for (const k of Object.keys(process.env)) if (k.startsWith('AWS_')) delete process.env[k];
+for (const k of Object.keys(process.env)) if (k.startsWith('AWS_') && k !== 'AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED') delete process.env[k];
 
 const MiB = 1024 * 1024;
 

@@ -25,7 +25,7 @@ import {
 import { startS3Server, type S3Server } from '../helpers/s3-server.js';
 import { sha256Hex } from '../helpers/digest.js';
 
-for (const k of Object.keys(process.env)) if (k.startsWith('AWS_')) delete process.env[k];
+for (const k of Object.keys(process.env)) if (k.startsWith('AWS_') && k !== 'AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED') delete process.env[k];
 
 const MiB = 1024 * 1024;
 
