@@ -19,6 +19,7 @@ import { RegistryStore } from './storage/registry-store.js';
 import { WriteProbe } from './storage/write-probe.js';
 import { staleUploadPolicy } from './uploads/stale-uploads.js';
 import { purgeUploads } from './uploads/upload-purger.js';
+import { readGcLastRun } from './gc/last-run.js';
 import type { UploadSessionStore } from './uploads/session-store.js';
 import { UploadService } from './uploads/upload-service.js';
 import { createHttps } from './tls/https-listener.js';
@@ -106,7 +107,12 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   const driver = deps.driver ?? (await createDriver(config));
   const sessions = deps.sessions ?? (await createSessionStore(config));
   const metrics = deps.metrics ?? createMetrics();
-  const audit = new AuditLog(logger, parseAuditConfig(config.raw, (m) => logger.warn(m)));
+  // The last gc run as recorded in storage, by this process, another replica or `berth gc` from the command line.
+  metrics.gcLastRunSource = () => readGcLastRun(driver);
+  const audit = new AuditLog(
+    logger,
+    parseAuditConfig(config.raw, (m) => logger.warn(m)),
+  );
   const events = deps.events ?? (await createEvents(config, { driver, logger, metrics: metrics.events, audit }));
   let authorizer: Authorizer = deps.authorizer ?? new AllowAllAuthorizer();
   let authRoutes: FastifyPluginAsync | undefined;
@@ -126,7 +132,13 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     pullThrough = createPullThrough(config, { store, driver, logger });
   }
   const repositoryIndex = deps.repositoryIndex ?? (await createRepositoryIndex(config));
-  const catalog = new CatalogIndex(repositoryIndex, store, driver, logger.child({ component: 'catalog' }), parseIndexOptions(config.berth.raw, (m) => logger.warn(m)));
+  const catalog = new CatalogIndex(
+    repositoryIndex,
+    store,
+    driver,
+    logger.child({ component: 'catalog' }),
+    parseIndexOptions(config.berth.raw, (m) => logger.warn(m)),
+  );
   const locks = new RepositoryLocks();
   let lastGc: (() => { at: Date; bytesFreed: number } | undefined) | undefined;
   const browser = new RegistryBrowser({
@@ -222,7 +234,15 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
 
   const mc = metricsConfig(config);
   // With berth.metrics.addr the exposition is served on its own address by `serve`; the counting hooks stay here.
-  if (mc.enabled) await app.register(metricsPlugin(metrics, { serve: !mc.addr, path: mc.path }));
+  // /metrics on the registry's address is behind the same authentication as /v2/ (any authenticated account; no
+  // repository access needed). Scrapers without credentials use berth.metrics.addr, an internal address, instead.
+  const metricsGuard =
+    authorizer.name === 'none'
+      ? undefined
+      : async (request: FastifyRequest) => {
+          await authorizer.authorize({ method: request.method, headers: request.headers, ip: request.ip, id: request.id }, []);
+        };
+  if (mc.enabled) await app.register(metricsPlugin(metrics, { serve: !mc.addr, path: mc.path, ...(metricsGuard ? { guard: metricsGuard } : {}) }));
   if (authRoutes) await app.register(authRoutes);
   const local = new LocalNamespace(store, uploads, { automaticCrossMount: config.berth.automaticCrossMount });
   // Events wrap the outermost namespace, so pulls the mirror serves give their events too.

@@ -110,6 +110,7 @@ export const gcCommand: Command = {
       try {
         const options: GcOptions = {
           dryRun,
+          source: 'cli',
           deleteUntagged: args.values['delete-untagged'] === true,
           graceMs,
           uploadAgeMs: staleUploadPolicy(Math.max(graceMs, config.berth.uploadSessionTtlMs), durationArg(args, 'upload-age', 0)).ageMs,

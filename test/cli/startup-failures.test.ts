@@ -3,7 +3,7 @@ import { createServer } from 'node:net';
 import { chmod, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
-import { BERTH_MAIN, cleanEnv, runBerth } from '../helpers/berth-process.js';
+import { BERTH_MAIN, runBerth } from '../helpers/berth-process.js';
 import { freePort, tempDir } from '../helpers/ports.js';
 
 /**
@@ -62,10 +62,19 @@ t.test('permission denied on the storage root', async (t) => {
   await mkdir(parent);
   await chmod(parent, 0o555);
   await chmod(dir, 0o755);
-  const env = cleanEnv({ REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: join(parent, 'data'), REGISTRY_HTTP_ADDR: '127.0.0.1:0' });
+  // A minimal environment: the test runner's hooks (NODE_OPTIONS and its own variables) would write into the
+  // worktree, which the unprivileged user may not.
+  const env = {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    HOME: '/tmp',
+    REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: join(parent, 'data'),
+    REGISTRY_HTTP_ADDR: '127.0.0.1:0',
+  };
   // As root, permissions do not apply: run berth as nobody (util-linux setpriv) instead.
-  const command = process.getuid?.() === 0 ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath] : [process.execPath];
-  const r = spawnSync(command[0] as string, [...command.slice(1), BERTH_MAIN, 'serve'], { env, encoding: 'utf8', timeout: 20_000 });
+  // `env -i` starts berth with exactly `env`: tap's process hooks add themselves to a spawned child's environment.
+  const user = process.getuid?.() === 0 ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'] : [];
+  const command = [...user, 'env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), process.execPath, BERTH_MAIN, 'serve'];
+  const r = spawnSync(command[0] as string, command.slice(1), { encoding: 'utf8', timeout: 20_000 });
   oneLine(
     t,
     { code: r.status, stderr: r.stderr },
