@@ -233,11 +233,17 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
         metrics.degraded.set({ part }, 0);
       } catch (err) {
         checks[name] = (err as Error).message || 'unavailable';
-        metrics.degraded.set({ part }, 1);
-        if (name === 'storage') ok = false;
+        // A storage write that failed only because Redis (the cache invalidation channel) is down is Redis's part.
+        const redisDown = err instanceof BackendUnavailableError && err.backend === 'redis';
+        metrics.degraded.set({ part }, redisDown && name === 'storage' ? 0 : 1);
+        if (name === 'storage' && !redisDown) ok = false;
         else {
-          degraded.push(part);
-          if (part === 'redis') metrics.redisErrors.inc({ operation: 'health' });
+          const named = redisDown ? 'redis' : part;
+          if (!degraded.includes(named)) degraded.push(named);
+          if (named === 'redis') {
+            metrics.degraded.set({ part: 'redis' }, 1);
+            metrics.redisErrors.inc({ operation: 'health' });
+          }
         }
       }
     }
