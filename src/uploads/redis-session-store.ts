@@ -175,7 +175,7 @@ export class RedisSessionStore implements UploadSessionStore {
     try {
       return await operation();
     } catch (err) {
-      if (isBackendDown(err)) throw new BackendUnavailableError('redis upload session store', { cause: err });
+      if (isBackendDown(err)) throw new BackendUnavailableError('redis upload session store', { cause: err, backend: 'redis' });
       throw err;
     }
   }
@@ -188,7 +188,7 @@ export class RedisSessionStore implements UploadSessionStore {
     };
     if (session.writerState !== undefined) fields.writerState = JSON.stringify(session.writerState);
     const results = await this.call(() => this.redis.multi().del(key).hset(key, fields).pexpire(key, this.ttlMs).exec());
-    if (results === null) throw new BackendUnavailableError('redis upload session store');
+    if (results === null) throw new BackendUnavailableError('redis upload session store', { backend: 'redis' });
     for (const [err] of results) {
       if (err !== null) throw err;
     }
@@ -226,7 +226,7 @@ export class RedisSessionStore implements UploadSessionStore {
 
   async health(): Promise<void> {
     const pong = await this.call(() => this.redis.ping());
-    if (pong !== 'PONG') throw new BackendUnavailableError('redis upload session store', { cause: this.lastConnectionError });
+    if (pong !== 'PONG') throw new BackendUnavailableError('redis upload session store', { cause: this.lastConnectionError, backend: 'redis' });
   }
 
   async close(): Promise<void> {
