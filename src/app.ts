@@ -207,7 +207,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   // Readiness is what a load balancer needs: storage serves pulls, so without it the replica is not ready. The
   // upload session store (Redis) only serves pushes: without it the replica stays ready for pulls, names the part
   // as degraded (body and `berth_degraded{part}`), and uploads answer 503 UNAVAILABLE until it is back.
-  const writeProbe = new WriteProbe(driver);
+  // The probe writes outside every repository: straight to storage, so a frozen Redis (the link cache's invalidation
+  // channel) cannot make storage look unwritable.
+  const writeProbe = new WriteProbe(baseDriver);
   app.get('/readyz', async (_request, reply) => {
     if (closing) return reply.code(503).send({ status: 'shutting down' });
     const checks: Record<string, string> = {};
