@@ -5,7 +5,7 @@ import { AllowAllAuthorizer, type Authorizer } from './auth/authorizer.js';
 import type { Config } from './config/config.js';
 import { sendError } from './http/error-handler.js';
 import { BackendUnavailableError, registryError } from './errors/registry-error.js';
-import { createMetrics, metricsConfig, metricsPlugin, type Metrics } from './http/metrics.js';
+import { createMetrics, metricsConfig, metricsPlugin, mirrorObserver, type Metrics } from './http/metrics.js';
 import { registryRoutes } from './http/registry-routes.js';
 import { tokenRoutes } from './http/token-routes.js';
 import { parseGcSchedule, startGcSchedule, type GcSchedule } from './gc/schedule.js';
@@ -103,12 +103,12 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   }
   const store = new RegistryStore(driver);
   const uploads = new UploadService(driver, sessions, store);
+  const metrics = deps.metrics ?? createMetrics();
   let pullThrough: PullThrough | null = null;
   if (config.proxy) {
     const { createPullThrough } = await import('./proxy/index.js');
-    pullThrough = createPullThrough(config, { store, driver, logger });
+    pullThrough = createPullThrough(config, { store, driver, logger, observer: mirrorObserver(metrics) });
   }
-  const metrics = deps.metrics ?? createMetrics();
   app.decorate('berth', { config, driver, sessions, authorizer, store, uploads, metrics });
 
   let closing = false;
@@ -156,7 +156,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
         checks[name] = (err as Error).message || 'unavailable';
       }
     }
-    return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'unavailable', checks });
+    // Upstreams are listed but never make the replica unready: cached content still serves while one is down.
+    const body = pullThrough ? { status: ok ? 'ok' : 'unavailable', checks, upstreams: pullThrough.upstreams() } : { status: ok ? 'ok' : 'unavailable', checks };
+    return reply.code(ok ? 200 : 503).send(body);
   });
 
   const mc = metricsConfig(config);
