@@ -53,12 +53,17 @@ const OFFLINE_RETRY_MS = 10_000;
 /** Redirects followed (Docker Hub sends blobs to a CDN). */
 const MAX_REDIRECTS = 5;
 
+/** At most a tenth of the window's pulls (and at least when one or none) left: warned about, shown as degraded. */
+function fewPullsLeft(limit: number, remaining: number): boolean {
+  return remaining <= Math.max(1, Math.floor(limit / 10));
+}
+
 /** How long after its last failure an upstream that answers again still counts as degraded. */
 const DEGRADED_MS = 5 * 60_000;
 
 /**
  * An upstream's state as `/readyz` and the UI show it: `unknown` (not asked yet), `reachable`, `degraded` (answering,
- * but it failed within the last 5 minutes or is rate limiting), `down` (its last request failed) since `downSince`.
+ * but it failed within the last 5 minutes or has few pulls left in its rate limit), `down` (its last request failed) since `downSince`.
  */
 export interface UpstreamState {
   name: string;
@@ -110,7 +115,7 @@ export class UpstreamHealth {
       out.state = 'down';
       out.downSince = new Date(this.downSince).toISOString();
     } else if (this.contacted) {
-      const limited = this.rateLimit !== undefined && this.rateLimit.remaining <= 0;
+      const limited = this.rateLimit !== undefined && fewPullsLeft(this.rateLimit.limit, this.rateLimit.remaining);
       out.state = limited || (this.lastFailureAt > 0 && now - this.lastFailureAt < DEGRADED_MS) ? 'degraded' : 'reachable';
     }
     if (this.lastFailureAt > 0) {
@@ -228,7 +233,7 @@ export class UpstreamClient {
     const before = this.health.rateLimit;
     this.health.rateLimit = { limit, remaining };
     this.observer.rateLimit(this.name, limit, remaining);
-    const low = (n: number) => n <= Math.max(1, Math.floor(limit / 10));
+    const low = (n: number) => fewPullsLeft(limit, n);
     if (low(remaining) && (before === undefined || !low(before.remaining) || (remaining === 0 && before.remaining > 0))) {
       this.logger.warn({ upstream: this.name, limit, remaining }, 'upstream rate limit: few pulls left');
     }
