@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import { ConfigError } from '../config/fields.js';
 import { parseCommandArgs, UsageError, type Command } from './command.js';
 import { configCommand } from './config-command.js';
+import { mirrorCommand } from './mirror-command.js';
 import { serveCommand } from './serve.js';
 import { duCommand, fsckCommand, gcCommand } from './storage-commands.js';
 import { userCommand } from './user-commands.js';
@@ -17,6 +18,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   fsck: fsckCommand,
   user: userCommand,
   config: configCommand,
+  mirror: mirrorCommand,
 };
 
 function help(): string {
