@@ -4,9 +4,11 @@
 #   docker run -d -p 5000:5000 -v berth-data:/var/lib/registry berth
 #
 # Plain Dockerfile syntax (no parser directive, no COPY --link, no heredocs): Docker 20.10's legacy builder and
-# BuildKit both build it. Based on the official Debian images (glibc, like Node's own builds).
+# BuildKit both build it. Built with the official Node image; the runtime is Debian slim with the node binary only
+# (no npm, corepack, yarn or headers: the image carries what runs, nothing that installs).
 
 ARG NODE_IMAGE=node:22-bookworm-slim
+ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 # ---- build: dev dependencies + TypeScript compile -----------------------------------------------------------
 FROM ${NODE_IMAGE} AS build
@@ -18,19 +20,29 @@ COPY tsconfig.json ./
 COPY src ./src
 RUN npx tsc -p tsconfig.json
 
-# ---- runtime: production dependencies and the compiled code only ---------------------------------------------
-FROM ${NODE_IMAGE}
+# ---- deps: production dependencies only ------------------------------------------------------------------------
+FROM ${NODE_IMAGE} AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
- && npm cache clean --force \
- && rm -rf /root/.npm /tmp/*
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
+
+# ---- runtime: node, production dependencies and the compiled code ----------------------------------------------
+FROM ${RUNTIME_IMAGE}
+COPY --from=deps /usr/local/bin/node /usr/local/bin/node
+WORKDIR /app
+COPY --from=deps /app/node_modules ./node_modules
+# package.json says "type": "module" for dist/; the CLI reads its version from it.
+COPY package.json config.example.yaml ./
 COPY --from=build /src/dist/src ./dist/src
-COPY config.example.yaml ./
 COPY deploy/docker/config.yml /etc/berth/config.yml
-# registry:2 reads /etc/docker/registry/config.yml; the link makes a file mounted at either path the one in use,
-# without a shell in the start command. The data directory belongs to the runtime user (uid 1000, "node").
-RUN mkdir -p /etc/docker/registry /var/lib/registry \
+# `berth` on PATH (kubectl exec ... berth gc). registry:2 reads /etc/docker/registry/config.yml; the link makes a
+# file mounted at either path the one in use, without a shell in the start command. The runtime user is uid 1000
+# ("node", as in the official image) and owns the data directory.
+RUN groupadd --gid 1000 node \
+ && useradd --uid 1000 --gid 1000 --home-dir /app --no-create-home --shell /usr/sbin/nologin node \
+ && chmod 0755 /app/dist/src/cli/main.js \
+ && ln -s /app/dist/src/cli/main.js /usr/local/bin/berth \
+ && mkdir -p /etc/docker/registry /var/lib/registry \
  && ln -s /etc/berth/config.yml /etc/docker/registry/config.yml \
  && chown 1000:1000 /var/lib/registry
 

@@ -1,10 +1,10 @@
-import { readFile } from 'node:fs/promises';
 import { fastify, LogController, type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { AllowAllAuthorizer, type Authorizer } from './auth/authorizer.js';
 import type { Config } from './config/config.js';
 import { sendError } from './http/error-handler.js';
 import { BackendUnavailableError, registryError } from './errors/registry-error.js';
+import { clientErrorHandler, originForm } from './http/client-errors.js';
 import { createMetrics, metricsConfig, metricsPlugin, mirrorObserver, type Metrics } from './http/metrics.js';
 import { registryRoutes } from './http/registry-routes.js';
 import { tokenRoutes } from './http/token-routes.js';
@@ -15,10 +15,12 @@ import type { PullThrough } from './proxy/index.js';
 import { LocalNamespace } from './registry/local.js';
 import type { StorageDriver } from './storage/driver.js';
 import { RegistryStore } from './storage/registry-store.js';
+import { WriteProbe } from './storage/write-probe.js';
 import { staleUploadPolicy } from './uploads/stale-uploads.js';
 import { purgeUploads } from './uploads/upload-purger.js';
 import type { UploadSessionStore } from './uploads/session-store.js';
 import { UploadService } from './uploads/upload-service.js';
+import { createHttps } from './tls/https-listener.js';
 
 /** Parts that can be passed in (tests, embedding); each defaults to what the config says. */
 export interface AppDeps {
@@ -52,18 +54,8 @@ declare module 'fastify' {
  */
 export async function buildApp(config: Config, deps: AppDeps = {}): Promise<FastifyInstance> {
   const logger = deps.logger ?? createLogger(config);
-  const tls = config.http.tls;
-  const https = tls
-    ? {
-        key: await readFile(tls.key),
-        cert: await readFile(tls.certificate),
-        ...(tls.minVersion ? { minVersion: tls.minVersion } : {}),
-        // http.tls.clientcas (mutual TLS): the handshake fails for a client without a certificate one of these signed.
-        ...(tls.clientCAs
-          ? { ca: await Promise.all(tls.clientCAs.map((f) => readFile(f))), requestCert: true, rejectUnauthorized: true }
-          : {}),
-      }
-    : null;
+  // TLS: certificate files reloaded when they change, or ACME (`http.tls.letsencrypt`).
+  const https = await createHttps(config, logger);
   const app = fastify({
     loggerInstance: logger,
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'reqId' }),
@@ -76,9 +68,13 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     // Errors fastify raises before routing (a path with malformed percent-encoding) go through the same error
     // handler, so they too are the distribution error JSON rather than fastify's own body. No hook runs for them,
     // so the headers of every answer are set here.
-    frameworkErrors: (err, request, reply) => sendError(err, request, commonHeaders(request, reply)),
-    ...(https ? { https } : {}),
+    frameworkErrors: (err, request, reply) => void sendError(err, request, commonHeaders(request, reply)),
+    // Requests the HTTP parser refuses (malformed chunked body, raw UTF-8 in the path) get the error JSON too.
+    clientErrorHandler,
+    rewriteUrl: (req) => originForm(req.url ?? '/'),
+    ...(https ? { https: https.options } : {}),
   }) as unknown as FastifyInstance;
+  https?.attach(app);
 
   const extraHeaders = Object.entries(config.http.headers);
   /** The headers of every answer: the API version under `/v2`, the request id and `http.headers`. */
@@ -99,7 +95,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     const auth = await createAuth(config, { driver, logger, storageRoot: config.storage.filesystem.rootDirectory });
     authorizer = auth.authorizer;
     if (auth.tokenServer) authRoutes = tokenRoutes(auth.tokenServer.issuer, auth.tokenServer.signer);
-    authClose = auth.close;
+    authClose = () => auth.close();
   }
   const store = new RegistryStore(driver);
   const uploads = new UploadService(driver, sessions, store);
@@ -140,12 +136,18 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   }
 
   app.get('/healthz', async () => ({ status: 'ok' }));
+  const writeProbe = new WriteProbe(driver);
   app.get('/readyz', async (_request, reply) => {
     if (closing) return reply.code(503).send({ status: 'shutting down' });
     const checks: Record<string, string> = {};
     let ok = true;
     for (const [name, check] of [
-      ['storage', () => driver.health()],
+      ['storage', async () => {
+        await driver.health();
+        // Disk full or a read-only mount (local filesystems). With storage.maintenance.readonly berth writes nothing,
+        // so a read-only mount is fine.
+        if (!config.storage.readOnly && driver.name === 'filesystem') await writeProbe.check();
+      }],
       ['sessions', () => sessions.health()],
     ] as const) {
       try {

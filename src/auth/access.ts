@@ -56,3 +56,20 @@ export function requiredAccess(route: RouteMatch, method: string, query: Record<
 export function scopeString(records: AccessRecord[]): string {
   return records.map((r) => `${r.type}:${r.name}:${r.actions.join(',')}`).join(' ');
 }
+
+/** At most this many repositories are looked at for one automatic cross-mount. */
+const MAX_MOUNT_SOURCES = 16;
+
+/**
+ * Where an automatic cross-mount (`POST ...?mount=<digest>` without `from`) may take the blob from: `anywhere` when
+ * the authorizer lets whoever it admits do everything (no auth, htpasswd: the principal lists no grants), else only
+ * the repositories the caller's credentials grant pull on (a token lists them; at most 16 are tried). A caller must
+ * never gain a blob of a repository it may not read.
+ */
+export function mountSources(principal: { granted?: AccessRecord[] }): 'anywhere' | string[] {
+  if (principal.granted === undefined) return 'anywhere';
+  const names = principal.granted
+    .filter((r) => r.type === 'repository' && (r.actions.includes('pull') || r.actions.includes('*')))
+    .map((r) => r.name);
+  return [...new Set(names)].slice(0, MAX_MOUNT_SOURCES);
+}

@@ -23,7 +23,7 @@ export function quote(value: string): string {
 /**
  * `auth.htpasswd`: HTTP Basic against an htpasswd file. As in Distribution, any valid user may do everything;
  * missing or wrong credentials get 401 with `WWW-Authenticate: Basic realm="..."`. Wrong passwords count towards the
- * per-address failed-login limit.
+ * failed-login limit of the address and of the account; right ones (every authenticated API call) clear nothing.
  */
 export class BasicAuthorizer implements Authorizer {
   readonly name = 'htpasswd';
@@ -36,12 +36,15 @@ export class BasicAuthorizer implements Authorizer {
     const challenge = { headers: { 'WWW-Authenticate': `Basic realm=${quote(this.realm)}` } };
     const detail = access.length > 0 ? access : undefined;
     if (!creds) throw new RegistryError('UNAUTHORIZED', detail, challenge);
-    this.limiter.check(request.ip);
-    if (!(await this.users.verify(creds.name, creds.password))) {
-      this.limiter.fail(request.ip);
-      throw new RegistryError('UNAUTHORIZED', detail, { ...challenge, message: 'invalid username or password' });
+    const attempt = await this.limiter.begin(request.ip, creds.name);
+    let ok = false;
+    try {
+      ok = await this.users.verify(creds.name, creds.password);
+    } finally {
+      if (ok) attempt.succeeded();
+      else attempt.failed();
     }
-    this.limiter.succeed(request.ip);
+    if (!ok) throw new RegistryError('UNAUTHORIZED', detail, { ...challenge, message: 'invalid username or password' });
     return { account: creds.name };
   }
 

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { errors as joseErrors, jwtVerify } from 'jose';
 import type { Logger } from 'pino';
 import type { AccessRecord, Action } from './access.js';
-import { parseBasic, quote } from './basic.js';
+import { quote } from './basic.js';
 import { entryFingerprint, type HtpasswdStore } from './htpasswd.js';
 import type { FailureLimiter } from './rate-limit.js';
 import { grant, type RulesSource } from './rules.js';
@@ -78,29 +78,42 @@ export class TokenIssuer {
     return `berth-refresh:${this.options.service}`;
   }
 
-  /** Checks a password (rate-limited per `ip`); resolves the account or throws UNAUTHORIZED / TOOMANYREQUESTS. */
+  /** Checks a password (rate-limited per `ip` and per account); resolves the account or throws UNAUTHORIZED / TOOMANYREQUESTS. */
   async login(ip: string, name: string, password: string): Promise<string> {
-    this.options.limiter.check(ip);
-    const ok = this.options.users ? await this.options.users.verify(name, password) : false;
+    const attempt = await this.options.limiter.begin(ip, name);
+    let ok = false;
+    try {
+      ok = this.options.users ? await this.options.users.verify(name, password) : false;
+    } finally {
+      if (ok) attempt.succeeded();
+      else attempt.failed();
+    }
     if (!ok) {
-      this.options.limiter.fail(ip);
       this.options.logger?.info({ account: name, ip }, 'token server: login failed');
       throw new RegistryError('UNAUTHORIZED', undefined, {
         message: 'invalid username or password',
         headers: { 'WWW-Authenticate': `Basic realm=${quote(this.options.service)}` },
       });
     }
-    this.options.limiter.succeed(ip);
     return name;
   }
 
   /** Resolves the account of a valid refresh token (rate-limited like a password); the user must still exist unchanged. */
   async redeem(ip: string, refreshToken: string): Promise<string> {
-    this.options.limiter.check(ip);
-    const reject = (): RegistryError => {
-      this.options.limiter.fail(ip);
-      return new RegistryError('UNAUTHORIZED', undefined, { message: 'invalid refresh token' });
-    };
+    const attempt = await this.options.limiter.begin(ip);
+    let sub: unknown;
+    try {
+      sub = await this.verifyRefresh(refreshToken);
+    } finally {
+      if (typeof sub === 'string') attempt.succeeded();
+      else attempt.failed();
+    }
+    if (typeof sub !== 'string') throw new RegistryError('UNAUTHORIZED', undefined, { message: 'invalid refresh token' });
+    return sub;
+  }
+
+  /** The account of a valid refresh token whose user still exists unchanged, else undefined. */
+  private async verifyRefresh(refreshToken: string): Promise<string | undefined> {
     let sub: unknown;
     let fingerprint: unknown;
     try {
@@ -113,12 +126,11 @@ export class TokenIssuer {
       sub = payload.sub;
       fingerprint = payload.pwd;
     } catch (err) {
-      if (err instanceof joseErrors.JOSEError || err instanceof TypeError) throw reject();
+      if (err instanceof joseErrors.JOSEError || err instanceof TypeError) return undefined;
       throw err;
     }
     const hash = typeof sub === 'string' ? await this.options.users?.hashOf(sub) : undefined;
-    if (typeof sub !== 'string' || hash === undefined || entryFingerprint(hash) !== fingerprint) throw reject();
-    this.options.limiter.succeed(ip);
+    if (typeof sub !== 'string' || hash === undefined || entryFingerprint(hash) !== fingerprint) return undefined;
     return sub;
   }
 

@@ -3,6 +3,7 @@ import { parse as parseYaml } from 'yaml';
 import { bool, ConfigError, duration, int, isSection, optString, section, str, stringList, type RawSection } from './fields.js';
 import { parseS3Config, type S3DriverOptions } from './s3.js';
 import { CONFIG_SCHEMA, checkSchema } from './schema.js';
+import { parseLetsEncrypt, type LetsEncryptSettings } from './letsencrypt.js';
 
 /**
  * berth's configuration: Distribution's `config.yml` shape for everything both support (a registry:2 config file
@@ -32,9 +33,11 @@ export interface Config {
     /** External base URL used for absolute `Location` headers, e.g. `https://registry.example.com`. */
     host?: string;
     headers: Record<string, string[]>;
+    /** `certificate` + `key` (files, reloaded when they change), or `letsencrypt` (ACME): one or the other. */
     tls?: {
-      certificate: string;
-      key: string;
+      certificate?: string;
+      key?: string;
+      letsencrypt?: LetsEncryptSettings;
       /** `clientcas`: CA certificate files; when set, a client must present a certificate one of them signed. */
       clientCAs?: string[];
       /** `minimumtls`, in Node's spelling. */
@@ -218,13 +221,17 @@ export function normalizeConfig(raw: RawSection, warnings: string[] = []): Confi
   const key = optString(tlsRaw, 'key', 'http.tls.');
   if ((certificate === undefined) !== (key === undefined)) throw new ConfigError('http.tls: certificate and key go together');
   const clientCAs = stringList(tlsRaw, 'clientcas', 'http.tls.');
-  if (clientCAs.length > 0 && certificate === undefined) {
-    throw new ConfigError('http.tls.clientcas: needs http.tls.certificate and http.tls.key (client certificates are checked in the TLS handshake)');
-  }
   const minimumTlsRaw = optString(tlsRaw, 'minimumtls', 'http.tls.');
   const minVersion = minimumTlsRaw === undefined ? undefined : TLS_VERSIONS[minimumTlsRaw.toLowerCase()];
   if (minimumTlsRaw !== undefined && minVersion === undefined) {
     throw new ConfigError(`http.tls.minimumtls: expected one of ${Object.keys(TLS_VERSIONS).join(', ')}, got ${JSON.stringify(minimumTlsRaw)}`);
+  }
+  const letsencrypt = parseLetsEncrypt(tlsRaw, warn);
+  if (letsencrypt && certificate !== undefined) {
+    throw new ConfigError('http.tls: configure either certificate/key or letsencrypt, not both');
+  }
+  if (clientCAs.length > 0 && certificate === undefined && !letsencrypt) {
+    throw new ConfigError('http.tls.clientcas: needs http.tls.certificate and http.tls.key (client certificates are checked in the TLS handshake)');
   }
 
   let redis: Config['redis'];
@@ -276,13 +283,15 @@ export function normalizeConfig(raw: RawSection, warnings: string[] = []): Confi
   };
   if (s3) config.storage.s3 = s3;
   if (host !== undefined) config.http.host = host.replace(/\/$/, '');
-  if (certificate !== undefined && key !== undefined) {
-    const tls: NonNullable<Config['http']['tls']> = { certificate, key };
+  if ((certificate !== undefined && key !== undefined) || letsencrypt) {
+    const tls: NonNullable<Config['http']['tls']> = letsencrypt ? { letsencrypt } : {};
+    if (certificate !== undefined) tls.certificate = certificate;
+    if (key !== undefined) tls.key = key;
     if (clientCAs.length > 0) tls.clientCAs = clientCAs;
     if (minVersion !== undefined) tls.minVersion = minVersion;
     config.http.tls = tls;
   } else if (minVersion !== undefined) {
-    throw new ConfigError('http.tls.minimumtls: needs http.tls.certificate and http.tls.key');
+    throw new ConfigError('http.tls.minimumtls: needs http.tls.certificate and http.tls.key, or http.tls.letsencrypt');
   }
   if (redis) config.redis = redis;
   if (Object.keys(auth).length > 0) config.auth = auth;

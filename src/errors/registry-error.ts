@@ -46,6 +46,16 @@ export const ErrorCodes = Object.freeze({
   REQUEST_TOO_BIG: descriptor('SIZE_INVALID', 'request body too large'),
   /** A request body of a media type the endpoint does not read. */
   MEDIA_TYPE_UNSUPPORTED: descriptor('UNSUPPORTED', 'unsupported media type'),
+  /** A request not complete within the server's request timeout (refused by the HTTP parser). */
+  REQUEST_TIMEOUT: descriptor('UNAVAILABLE', 'request timed out'),
+  /** Request headers larger than the HTTP parser accepts. */
+  HEADERS_TOO_LARGE: descriptor('UNSUPPORTED', 'request headers too large'),
+  /**
+   * The storage cannot take more data: the disk is full (ENOSPC, EDQUOT) or mounted read-only (EROFS). Distribution
+   * has no code for it; berth answers 507 Insufficient Storage with code UNAVAILABLE and a message naming the cause,
+   * so clients that retry on 5xx retry, and an operator reading the error knows what to fix.
+   */
+  STORAGE_FULL: descriptor('UNAVAILABLE', 'insufficient storage'),
 } satisfies Record<string, ErrorDescriptor>);
 
 export type ErrorCodeName = keyof typeof ErrorCodes;

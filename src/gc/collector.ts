@@ -175,7 +175,7 @@ export class Marker {
   /** Records that manifest `referrer` of `repo` has subject `subject`. */
   addReferrer(repo: string, subject: Digest, referrer: Digest): void {
     let bySubject = this.subjects.get(repo);
-    if (!bySubject) this.subjects.set(repo, (bySubject = new Map()));
+    if (!bySubject) this.subjects.set(repo, (bySubject = new Map<string, Digest[]>()));
     const list = bySubject.get(subject.value) ?? [];
     if (!list.some((d) => d.value === referrer.value)) list.push(referrer);
     bySubject.set(subject.value, list);

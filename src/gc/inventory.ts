@@ -1,5 +1,5 @@
 import { tryParseDigest, type Digest } from '../oci/digest.js';
-import { parseManifest } from '../oci/manifest.js';
+import { MAX_MANIFEST_BYTES, parseManifest } from '../oci/manifest.js';
 import { isNotFound, type StorageDriver } from '../storage/driver.js';
 import { listOrEmpty, readLink, statOrNull } from '../storage/driver-utils.js';
 import { basename, paths } from '../storage/paths.js';
@@ -191,9 +191,6 @@ export function manifestRefs(bytes: Buffer): ManifestRefs {
   return { status: 'scanned', size: bytes.length, blobs: all, foreign: [], children: all };
 }
 
-/** Manifests larger than this are not read (registry:2 and berth refuse manifests over 4 MiB). */
-const MAX_MANIFEST_READ = 4 * 1024 * 1024;
-
 /**
  * Reads and analyses the manifest blob `d`; when it is not in the blob store, from `fallback` (where gc keeps a
  * blob pending deletion) if given.
@@ -203,7 +200,8 @@ export async function loadManifestRefs(driver: StorageDriver, d: Digest, fallbac
   for (const path of fallback ? [paths.blobData(d), fallback] : [paths.blobData(d)]) {
     const info = await statOrNull(driver, path);
     if (!info || info.isDir) continue;
-    if (info.size > MAX_MANIFEST_READ) return { status: 'unreadable', size: info.size, blobs: [], foreign: [], children: [] };
+    // Larger manifests are not read: registry:2 and berth refuse to store them.
+    if (info.size > MAX_MANIFEST_BYTES) return { status: 'unreadable', size: info.size, blobs: [], foreign: [], children: [] };
     try {
       return manifestRefs(await driver.getContent(path));
     } catch (err) {

@@ -15,6 +15,11 @@ export function toRegistryError(err: unknown, request: FastifyRequest): Registry
     return registryError('UNAVAILABLE', undefined, { message: 'storage backend unavailable, retry later', headers: { 'Retry-After': '5' } });
   }
   if (err instanceof InvalidPathError) return registryError('NAME_INVALID');
+  const full = storageFullMessage(err);
+  if (full !== undefined) {
+    request.log.error({ err }, full);
+    return registryError('STORAGE_FULL', undefined, { message: full });
+  }
   const fe = err as Partial<FastifyError>;
   // The same answer route matching gives a malformed percent-encoding in a path parameter (route-match.ts).
   if (fe.code === 'FST_ERR_BAD_URL') return registryError('NAME_INVALID', undefined, { message: 'malformed percent-encoding in path' });
@@ -45,4 +50,16 @@ export async function sendError(err: unknown, request: FastifyRequest, reply: Fa
     return;
   }
   await reply.type('application/json; charset=utf-8').send({ errors: [e.toJSON()] });
+}
+
+/**
+ * The answer's message when `err` says the storage cannot take more data: the disk or quota is full (ENOSPC, EDQUOT)
+ * or the filesystem is read-only (EROFS); else undefined. Answered 507 with code UNAVAILABLE (see STORAGE_FULL).
+ */
+export function storageFullMessage(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (code === 'ENOSPC') return 'insufficient storage: no space left on the storage device';
+  if (code === 'EDQUOT') return 'insufficient storage: storage quota exceeded';
+  if (code === 'EROFS') return 'insufficient storage: the storage is read-only';
+  return undefined;
 }

@@ -30,6 +30,9 @@ export const ERROR_STATUS: Readonly<Record<ErrorCodeName, number>> = Object.free
   BAD_REQUEST: 400,
   REQUEST_TOO_BIG: 413,
   MEDIA_TYPE_UNSUPPORTED: 415,
+  REQUEST_TIMEOUT: 408,
+  HEADERS_TOO_LARGE: 431,
+  STORAGE_FULL: 507,
 });
 
 /** The HTTP status a registry error is answered with. */

@@ -288,6 +288,13 @@ class CountingBody extends Readable {
   override _read(): void {
     if (!this.attached) {
       this.attached = true;
+      // The request may have ended before the handler first read it: a malformed chunked body or a reset while the
+      // handler was still looking up the upload. Its 'close' has then already fired, so end this stream now or the
+      // reader waits forever (holding its file and the upload's lease).
+      if (this.source.destroyed && !this.source.readableEnded) {
+        this.destroy(new Error('request body aborted'));
+        return;
+      }
       this.source.on('data', this.onData);
       this.source.on('end', this.onEnd);
       this.source.on('error', this.onError);

@@ -1,13 +1,13 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Readable } from 'node:stream';
-import { requiredAccess, type RouteMatch } from '../auth/access.js';
-import type { Authorizer } from '../auth/authorizer.js';
+import { mountSources, requiredAccess, type RouteMatch } from '../auth/access.js';
+import type { Authorizer, Principal } from '../auth/authorizer.js';
 import type { Config } from '../config/config.js';
 import { registryError } from '../errors/registry-error.js';
 import { parseDigest, type Digest } from '../oci/digest.js';
 import { MAX_MANIFEST_BYTES, MediaTypes } from '../oci/manifest.js';
 import { isValidTag, parseReference, type Reference } from '../oci/reference.js';
-import type { Namespace, Repository, TagPage } from '../registry/repository.js';
+import type { MountSource, Namespace, Repository, TagPage } from '../registry/repository.js';
 import { uploadRangeHeader, type ChunkRange } from '../uploads/upload-service.js';
 import { requestBody, type Metrics } from './metrics.js';
 import { matchRoute } from './route-match.js';
@@ -53,7 +53,7 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
     request.routeKind = route.kind;
     const query = request.query as Query;
     const access = requiredAccess(route, request.method, query);
-    await authorizer.authorize({ method: request.method, headers: request.headers, ip: request.ip }, access);
+    const principal = await authorizer.authorize({ method: request.method, headers: request.headers, ip: request.ip }, access);
     const method = request.method;
     if (config.storage.readOnly && method !== 'GET' && method !== 'HEAD') {
       throw registryError('UNSUPPORTED', undefined, { message: 'registry is in read-only mode' });
@@ -83,7 +83,7 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
         return blob(repo, route, request, reply);
       case 'upload-start':
         if (method !== 'POST') throw methodNotAllowed();
-        return writing(() => uploadStart(repo, request, reply, query));
+        return writing(() => uploadStart(repo, request, reply, query, principal));
       case 'upload':
         return method === 'PATCH' || method === 'PUT' ? writing(() => upload(repo, route, request, reply, query)) : upload(repo, route, request, reply, query);
       case 'referrers':
@@ -229,15 +229,16 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
       .header('Content-Length', '0');
   }
 
-  async function uploadStart(repo: Repository, request: FastifyRequest, reply: FastifyReply, query: Query): Promise<void> {
+  async function uploadStart(repo: Repository, request: FastifyRequest, reply: FastifyReply, query: Query, principal: Principal): Promise<void> {
     const name = repo.name;
     const uploads = repo.uploads;
     if (query.mount) {
       // Spec: "If the registry has the blob in the `from` repository it MAY mount it and respond 201; otherwise it
-      // MUST fall back to starting an upload session (202)". Without `from`, berth mounts from anywhere when
-      // automatic cross-mounting is on.
+      // MUST fall back to starting an upload session (202)". Without `from`, when automatic cross-mounting is on,
+      // berth mounts from a repository the caller may pull (`mountSources`), else starts an upload.
       const digest = parseDigest(query.mount);
-      if (await repo.blobs.mount(digest, query.from ? query.from : undefined)) {
+      const source: MountSource = query.from ? { from: query.from } : { candidates: mountSources(principal) };
+      if (await repo.blobs.mount(digest, source)) {
         return blobCreated(reply, name, digest).send();
       }
     } else if (query.digest !== undefined) {

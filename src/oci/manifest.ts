@@ -43,6 +43,7 @@ export interface ParsedManifest {
   annotations?: Record<string, string>;
 }
 
+/** The largest manifest berth accepts, serves from an upstream or reads in gc (registry:2's limit: 4 MiB). */
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 
 function isRecord(v: unknown): v is Record<string, unknown> {

@@ -133,7 +133,6 @@ export class PullThroughCache implements PullThrough {
         message: `${name} is a mirror of ${target.upstream.name}: push to the upstream, or to a repository no upstream mirrors`,
       });
     };
-    const cache = this;
     return {
       name,
       ...(target.namespace !== undefined ? { namespace: target.namespace } : {}),
@@ -144,7 +143,7 @@ export class PullThroughCache implements PullThrough {
         return unsupported();
       },
       // Referrers of cached manifests (those that arrived with their subject); the upstream is not asked.
-      referrers: (subject, artifactType) => cache.deps.store.referrers(target.localName, subject, artifactType),
+      referrers: (subject, artifactType) => this.deps.store.referrers(target.localName, subject, artifactType),
     };
   }
 

@@ -6,7 +6,7 @@ import type { BlobContent, BlobStore, ManifestStore, Namespace, Repository, TagL
 
 /** Options of {@link LocalNamespace}. */
 export interface LocalNamespaceOptions {
-  /** A mount without `from` links the blob from any repository that has it (`berth.automaticcrossmount`). */
+  /** A mount without `from` links the blob from a repository the caller may pull that has it (`berth.automaticcrossmount`). */
   automaticCrossMount: boolean;
 }
 
@@ -75,10 +75,18 @@ export class LocalRepository implements Repository {
         return size === null ? null : storedBlob(store, d, size);
       },
       delete: (d) => store.unlinkBlob(name, d),
-      mount: async (d, from) => {
+      mount: async (d, source) => {
         let mountable = false;
-        if (from !== undefined) mountable = (await store.repositoryBlobSize(assertName(from), d)) !== null;
-        else if (options.automaticCrossMount) mountable = (await store.blobSize(d)) !== null;
+        if ('from' in source) mountable = (await store.repositoryBlobSize(assertName(source.from), d)) !== null;
+        else if (options.automaticCrossMount && source.candidates === 'anywhere') mountable = (await store.blobSize(d)) !== null;
+        else if (options.automaticCrossMount) {
+          for (const candidate of source.candidates) {
+            if (await store.repositoryBlobSize(candidate, d).then((size) => size !== null, () => false)) {
+              mountable = true;
+              break;
+            }
+          }
+        }
         if (mountable) await store.linkBlob(name, d);
         return mountable;
       },

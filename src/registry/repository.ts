@@ -42,10 +42,11 @@ export interface BlobStore {
   /** Unlinks the blob from this repository (the bytes stay until gc); false when it was not linked. */
   delete(d: Digest): Promise<boolean>;
   /**
-   * Links a blob stored for another repository (`from`), or for any repository when `from` is undefined; false
-   * when it is not there (the client then uploads it).
+   * Links a blob stored for another repository: `from`, else (`berth.automaticcrossmount`) one of `candidates`, the
+   * repositories the caller may pull (`anywhere`: any repository that has it); false when it is not there (the client
+   * then uploads it). A caller never gains a blob it could not read.
    */
-  mount(d: Digest, from: string | undefined): Promise<boolean>;
+  mount(d: Digest, source: MountSource): Promise<boolean>;
 }
 
 /** Manifests of one repository. */
@@ -102,3 +103,6 @@ export interface Namespace {
    */
   catalog(page: TagPage): Promise<TagList>;
 }
+
+/** Where a mount may take its blob from: the `from` the client named, or the repositories the caller may pull. */
+export type MountSource = { from: string } | { candidates: 'anywhere' | readonly string[] };

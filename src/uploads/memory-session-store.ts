@@ -11,6 +11,12 @@ interface Entry {
   expiresAt: number;
 }
 
+/**
+ * At most this many sessions are kept by default. Each costs a few hundred bytes here (plus a running hash in the
+ * upload service, itself capped), so 10 000 abandoned sessions stay within a few MB, however long their TTL.
+ */
+export const DEFAULT_MAX_SESSIONS = 10_000;
+
 /** The sweep never runs more often than this, however small the TTL. */
 const MIN_SWEEP_MS = 1000;
 /** Nor less often than this, however large the TTL. */
@@ -34,16 +40,23 @@ function encode(session: UploadSession): string {
 /**
  * Upload sessions in this process (a single berth instance). Expired sessions are invisible from the moment
  * they expire (checked on every access) and removed by a periodic, unref'd sweep that `close()` stops.
+ *
+ * Bounded: with `maxSessions` sessions kept, creating one more first drops the expired ones, then the one idle
+ * longest (not being written to); its client gets BLOB_UPLOAD_UNKNOWN and starts over, as after a restart. Its data
+ * is left to the upload purger.
  */
 export class MemorySessionStore implements UploadSessionStore {
   readonly name = 'memory';
   private readonly ttlMs: number;
   private readonly sessions = new Map<string, Entry>();
+  private readonly maxSessions: number;
   private sweeper: NodeJS.Timeout | undefined;
 
-  constructor(options: SessionStoreOptions) {
+  constructor(options: SessionStoreOptions & { maxSessions?: number }) {
     if (!(options.ttlMs > 0)) throw new RangeError('ttlMs must be a positive number of milliseconds');
     this.ttlMs = options.ttlMs;
+    this.maxSessions = options.maxSessions ?? DEFAULT_MAX_SESSIONS;
+    if (!(this.maxSessions >= 1)) throw new RangeError('maxSessions must be at least 1');
     const every = Math.min(Math.max(options.ttlMs, MIN_SWEEP_MS), MAX_SWEEP_MS);
     this.sweeper = setInterval(() => this.sweep(), every);
     this.sweeper.unref();
@@ -68,7 +81,26 @@ export class MemorySessionStore implements UploadSessionStore {
     }
   }
 
+  /** Number of sessions held (expired ones included until swept). */
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  /** Makes room for one more session: drops expired ones, then the least recently used idle ones. */
+  private makeRoom(): void {
+    if (this.sessions.size < this.maxSessions) return;
+    this.sweep();
+    const t = now();
+    // The map is in order of last use (create and release re-insert), so the first idle entries are the oldest.
+    for (const [id, entry] of this.sessions) {
+      if (this.sessions.size < this.maxSessions) return;
+      if (entry.lease === undefined || entry.lease.until <= t) this.sessions.delete(id);
+    }
+  }
+
   async create(session: UploadSession): Promise<void> {
+    this.sessions.delete(session.id);
+    this.makeRoom();
     this.sessions.set(session.id, { json: encode(session), expiresAt: now() + this.ttlMs });
   }
 
@@ -97,6 +129,7 @@ export class MemorySessionStore implements UploadSessionStore {
     // so nobody else can have written: storing the update is safe.
     if (entry === undefined || entry.lease?.token !== token) return false;
     const session = decode(entry.json);
+    this.sessions.delete(id);
     this.sessions.set(id, {
       json: encode({ ...session, offset: update.offset, writerState: update.writerState }),
       expiresAt: now() + this.ttlMs,

@@ -82,12 +82,19 @@ export class UploadService {
     let releaseUpdate: { offset: number; writerState?: WriterState } = withState(session.offset, session.writerState);
     try {
       releaseUpdate = await this.receive(session, body, range);
+    } catch (err) {
+      // The data file vanished under a live session (purged by age): the upload is gone, say so.
+      if (isNotFound(err)) throw await this.vanished(session);
+      throw err;
     } finally {
       const released = await this.sessions.release(id, token, releaseUpdate);
       if (!released) {
         this.hashers.delete(id);
         // Cancelled (DELETE) while this request wrote: the upload is gone, not busy.
+        // A lost lease outranks whatever the write itself threw: the client must learn the upload is gone or busy.
+        // eslint-disable-next-line no-unsafe-finally
         if ((await this.sessions.get(id)) === null) throw registryError('BLOB_UPLOAD_UNKNOWN', { uuid: id });
+        // eslint-disable-next-line no-unsafe-finally
         throw registryError('BLOB_UPLOAD_BUSY', { uuid: id, reason: 'write lease expired' });
       }
     }
@@ -140,6 +147,7 @@ export class UploadService {
       // left beyond it); closing only releases the writer's resources.
       this.hashers.delete(session.id);
       await writer.close().catch(() => undefined);
+      // eslint-disable-next-line @typescript-eslint/only-throw-error -- rethrown as the driver threw it
       throw storageFailed;
     }
     let state: WriterState;
@@ -152,6 +160,7 @@ export class UploadService {
     if (failed !== undefined) {
       this.hashers.delete(session.id);
       // A declared length that was not met: keep nothing of this request.
+      // eslint-disable-next-line @typescript-eslint/only-throw-error -- rethrown as the body stream threw it
       if (isSizeError(failed)) throw failed;
       // The client went away: keep what arrived, so it can resume from the new offset.
       if (state.size === session.offset + hashed && hasher) this.putHasher(session.id, state.size, hasher);
@@ -248,6 +257,7 @@ export class UploadService {
     } catch (err) {
       // A backend failure must not leave the upload leased (the client retries the PUT once storage is back), and
       // the session records whether the data was already committed at the upload path.
+      if (!discarded && isNotFound(err)) throw await this.vanished(session);
       if (!discarded) await this.sessions.release(id, token, withState(session.offset, state)).catch(() => false);
       throw err;
     }
@@ -268,6 +278,14 @@ export class UploadService {
   async cancel(repo: string, id: string): Promise<void> {
     const session = await this.get(repo, id);
     await this.discard(session);
+  }
+
+  /** Forgets an upload whose data is gone; returns the error to answer (BLOB_UPLOAD_UNKNOWN). */
+  private async vanished(session: UploadSession): Promise<RegistryError> {
+    this.hashers.delete(session.id);
+    await this.driver.delete(paths.uploadDir(session.repository, session.id)).catch(() => undefined);
+    await this.sessions.delete(session.id).catch(() => undefined);
+    return registryError('BLOB_UPLOAD_UNKNOWN', { uuid: session.id, reason: 'upload data not found' });
   }
 
   private async discard(session: UploadSession): Promise<void> {

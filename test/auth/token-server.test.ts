@@ -50,7 +50,7 @@ const basic = (u: string, p: string) => ({ authorization: `Basic ${Buffer.from(`
 async function getToken(s: Server, scopes: string[], headers: Record<string, string> = {}, extra = ''): Promise<Response> {
   const q = new URLSearchParams({ service: 'registry.test' });
   for (const sc of scopes) q.append('scope', sc);
-  return fetch(`${s.url}/auth/token?${q}${extra}`, { headers });
+  return fetch(`${s.url}/auth/token?${q.toString()}${extra}`, { headers });
 }
 
 async function tokenAccess(res: Response): Promise<{ token: string; access: AccessRecord[]; body: Record<string, unknown> }> {
@@ -239,6 +239,29 @@ t.test('failed logins are rate-limited per client address', async (t) => {
   t.equal(((await blocked.json()) as { errors: Array<{ code: string }> }).errors[0]?.code, 'TOOMANYREQUESTS');
   t.match(blocked.headers.get('retry-after') ?? '', /^\d+$/);
   t.equal((await getToken(s, ['repository:x/y:pull'])).status, 200, 'anonymous requests are not logins');
+});
+
+t.test('no good login clears the failures; parallel wrong logins never pass the limit', async (t) => {
+  const dir = await tempDir(t, 'berth-token-');
+  await userAdd(join(dir, 'htpasswd'), 'alice', 'alice-pw');
+  await userAdd(join(dir, 'htpasswd'), 'mallory', 'mallory-pw');
+  const s = await start(t, { service: 'registry.test' }, { ratelimit: { failures: 10, window: '1m' } }, dir);
+  const statuses: number[] = [];
+  for (let i = 0; i < 45; i++) {
+    statuses.push((await getToken(s, [], basic('alice', `guess-${i}`))).status);
+    // The guesser's own account, logged in between guesses, used to clear the counter of the address.
+    const own = (await getToken(s, [], basic('mallory', 'mallory-pw'))).status;
+    if (i < 9 && own !== 200) t.fail(`mallory's login ${i}: ${own}`);
+  }
+  t.equal(statuses.filter((x) => x === 401).length, 10, '10 guesses were checked');
+  t.equal(statuses.filter((x) => x === 429).length, 35, 'the rest were refused');
+
+  const dir2 = await tempDir(t, 'berth-token-');
+  await userAdd(join(dir2, 'htpasswd'), 'alice', 'alice-pw');
+  const s2 = await start(t, { service: 'registry.test' }, { ratelimit: { failures: 10, window: '1m' } }, dir2);
+  const parallel = await Promise.all(Array.from({ length: 100 }, (_, i) => getToken(s2, [], basic('alice', `p-${i}`)).then((r) => r.status)));
+  t.equal(parallel.filter((x) => x === 401).length, 10, '100 parallel wrong logins: exactly 10 checked');
+  t.equal(parallel.filter((x) => x === 429).length, 90);
 });
 
 t.test('default rules: authenticated users may do everything, anonymous nothing', async (t) => {

@@ -22,6 +22,7 @@ import { stopProcess } from '../helpers/process.js';
 import { extraCases } from './cases.js';
 import './mirror-bench.js';
 import './s3-bench.js';
+import { sha256 } from '../helpers/digest.js';
 
 const MiB = 1024 * 1024;
 const BLOB_MIB = Number(process.env.BENCH_BLOB_MIB ?? 256);
@@ -129,7 +130,7 @@ async function pullBlob(t: Target, repo: string, digest: string): Promise<{ seco
 }
 
 async function putSmallBlob(t: Target, repo: string, data: Buffer): Promise<string> {
-  const digest = `sha256:${createHash('sha256').update(data).digest('hex')}`;
+  const digest = sha256(data);
   const post = await request(`${t.url}/v2/${repo}/blobs/uploads/`, { method: 'POST' });
   const put = new URL(String(post.headers.location), t.url);
   put.searchParams.set('digest', digest);
@@ -219,7 +220,6 @@ async function benchTarget(t: Target): Promise<Result> {
     peakRssAfterBigPushMiB: peakAfterBig,
   };
 }
-
 
 async function main(): Promise<void> {
   const results: Result[] = [];

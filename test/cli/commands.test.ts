@@ -6,7 +6,7 @@ import t from 'tap';
 import { startBerth } from '../helpers/berth.js';
 import { BERTH_MAIN, cleanEnv, runBerth } from '../helpers/berth-process.js';
 import { tempDir } from '../helpers/ports.js';
-import { randomLayer, RegistryClient } from '../gc/registry-client.js';
+import { randomLayer, RegistryClient } from '../helpers/registry-client.js';
 import { blobFile } from '../gc/tree.js';
 
 /**

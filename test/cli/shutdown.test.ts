@@ -1,10 +1,11 @@
 import t from 'tap';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import http from 'node:http';
 import { join } from 'node:path';
 import { spawnBerth } from '../helpers/berth-process.js';
 import { tempDir } from '../helpers/ports.js';
+import { sha256 } from '../helpers/digest.js';
 
 t.test('SIGTERM lets an in-flight upload finish, refuses new connections, then exits 0', async (t) => {
   const dir = await tempDir(t, 'berth-shutdown-');
@@ -15,7 +16,7 @@ t.test('SIGTERM lets an in-flight upload finish, refuses new connections, then e
   );
   const { port, url: base, proc } = berth;
   const blob = randomBytes(2 * 1024 * 1024);
-  const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}`;
+  const digest = sha256(blob);
   const post = await fetch(`${base}/v2/drain/me/blobs/uploads/`, { method: 'POST' });
   const location = post.headers.get('location') as string;
   const path = `${location}?digest=${digest}`;

@@ -65,7 +65,7 @@ t.test('sections other parts of berth own are accepted', async (t) => {
     index: { anything: 1 },
     http: {
       debug: { addr: '127.0.0.1:5001', prometheus: { enabled: true, path: '/metrics' } },
-      tls: { certificate: 'c', key: 'k', letsencrypt: { cachefile: '/x', email: 'a@b', hosts: ['h'], directoryurl: 'https://acme' } },
+      tls: { letsencrypt: { cachefile: '/x', email: 'a@b', hosts: ['h'], directoryurl: 'https://acme' } },
     },
   });
   t.same(c.warnings, []);

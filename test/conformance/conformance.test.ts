@@ -19,7 +19,7 @@
 import { randomUUID } from 'node:crypto';
 import t, { type Test } from 'tap';
 import { startBerth } from '../helpers/berth.js';
-import { errorBody, jsonBody, RegistryClient, relativeLocation, type Reply } from './client.js';
+import { errorBody, jsonBody, RegistryClient, relativeLocation, type Reply } from '../helpers/registry-client.js';
 import { chunkedBlob, indexOf, makeFixtures, MediaType, type Fixtures, type TestBlob } from './fixtures.js';
 
 /** What the suite's environment variables decide. */

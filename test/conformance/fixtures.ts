@@ -1,5 +1,6 @@
-import { createHash, randomBytes, randomInt } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
+import { sha256 } from '../helpers/digest.js';
 
 /**
  * The content the conformance suite pushes, generated fresh for every run the way the suite's setup does it:
@@ -31,11 +32,6 @@ export interface ChunkedBlob extends TestBlob {
   chunk2: Buffer;
   chunk1Range: string;
   chunk2Range: string;
-}
-
-/** `sha256:<hex>` of some bytes. */
-export function sha256(data: Buffer | string): string {
-  return `sha256:${createHash('sha256').update(data).digest('hex')}`;
 }
 
 /** Bytes with their length and digest. */

@@ -1,5 +1,8 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { Ajv, type ErrorObject } from 'ajv';
@@ -13,6 +16,7 @@ import { isMap, repoRoot } from './kustomize.js';
 const root = repoRoot(fileURLToPath(new URL('.', import.meta.url)));
 const composeDir = join(root, 'deploy', 'compose');
 const composeFiles = readdirSync(composeDir).filter((f) => /docker-compose\.ya?ml$/.test(f)).sort();
+const run = promisify(execFile);
 
 /** The Compose specification's schema (test/fixtures/compose-spec.json, see the README there). */
 function composeValidator() {
@@ -102,4 +106,40 @@ t.test('mirror.docker-compose.yml: a pull-through cache of Docker Hub on the dat
   t.equal(config.storage.filesystem.rootDirectory, '/var/lib/registry');
   t.equal(proxy?.defaultUpstream?.url, 'https://registry-1.docker.io');
   t.ok(isMap(config.proxy) && config.proxy.remoteurl === 'https://registry-1.docker.io', "registry:2's proxy.remoteurl form");
+});
+
+t.test('every image is pinned to a version', async (t) => {
+  for (const file of composeFiles) {
+    for (const [name, service] of Object.entries(services(file))) {
+      const image = String(service.image ?? '');
+      t.match(image, /^[^:@\s]+(:[^:\s]+|@sha256:[0-9a-f]{64})$/, `${file} ${name}: ${image} names a tag or digest`);
+      t.notMatch(image, /:(latest|stable|main|\d+(-[a-z]+)?)$/, `${file} ${name}: ${image} is a version, not a moving tag`);
+    }
+  }
+});
+
+t.test('docker-compose.yml: blobs are streamed, not redirected to an endpoint only the compose network resolves', async (t) => {
+  const { config } = mountedBerthConfig('docker-compose.yml', services('docker-compose.yml').berth as Service);
+  const endpoint = new URL(config.storage.s3?.endpoint ?? 'https://s3.amazonaws.com');
+  t.notOk(endpoint.hostname.includes('.'), `${endpoint.hostname} is a compose service name`);
+  t.equal(config.storage.redirectDisabled, true);
+});
+
+const compose129 = await run('docker-compose', ['version', '--short'], { timeout: 20_000 }).then(
+  (r) => r.stdout.trim(),
+  () => null,
+);
+
+t.test("Debian's docker-compose 1.29 accepts both files", { skip: compose129 ? false : 'docker-compose is not installed (apt-get install docker-compose)' }, async (t) => {
+  for (const file of composeFiles) {
+    const { stdout } = await run('docker-compose', ['-f', file, 'config'], { cwd: composeDir, timeout: 60_000 });
+    const resolved = parseYaml(stdout) as { services: Record<string, { image?: string }> };
+    t.same(Object.keys(resolved.services).sort(), Object.keys(services(file)).sort(), `${file}: docker-compose ${compose129} resolves every service`);
+  }
+  // What 1.29 rejects and the Compose specification allows: a top-level name.
+  const dir = mkdtempSync(join(tmpdir(), 'berth-compose-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'docker-compose.yml'), 'name: berth\nservices:\n  a:\n    image: redis:7.4.2-bookworm\n');
+  const broken = await run('docker-compose', ['config'], { cwd: dir, timeout: 60_000 }).catch((err: unknown) => err);
+  t.match(String(broken), /'name' does not match/, 'the check can fail: 1.29 rejects a top-level name');
 });

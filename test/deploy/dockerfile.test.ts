@@ -93,23 +93,36 @@ t.test('the parser sees flags, continuations and exec form', async (t) => {
   t.equal(execForm('node x'), null);
 });
 
-t.test('multi-stage build on node:<LTS>-bookworm-slim', async (t) => {
-  t.ok(stages.length >= 2, 'a build stage and a runtime stage');
-  for (const stage of stages) {
-    const from = stage[0] as Instruction;
-    const ref = image(from);
-    const local = stages.some((s) => new RegExp(`\\bAS\\s+${ref}$`, 'i').test((s[0] as Instruction).args));
-    if (local) continue;
+t.test('multi-stage build: node:<LTS>-bookworm-slim to build, Debian slim with the node binary to run', async (t) => {
+  t.ok(stages.length >= 3, 'build, production dependencies and runtime stages');
+  const stageNamed = (name: string) => stages.find((s) => new RegExp(`\\bAS\\s+${name}$`, 'i').test((s[0] as Instruction).args));
+  for (const stage of stages.slice(0, -1)) {
+    const ref = image(stage[0] as Instruction);
     const m = /^node:(\d+)-bookworm-slim$/.exec(ref);
-    t.ok(m, `line ${from.line}: ${ref} is an official node:<major>-bookworm-slim image`);
-    // Node's LTS lines are the even majors.
-    t.ok(m && Number(m[1]) >= 20 && Number(m[1]) % 2 === 0, `${ref}: an LTS major`);
+    t.ok(m, `line ${(stage[0] as Instruction).line}: ${ref} is an official node:<major>-bookworm-slim image`);
+    // Node's LTS lines are the even majors; 20 is past its end of life, so 22 or newer.
+    t.ok(m && Number(m[1]) >= 22 && Number(m[1]) % 2 === 0, `${ref}: a supported LTS major`);
   }
+  t.equal(image(finalStage[0] as Instruction), 'debian:bookworm-slim', 'the runtime is Debian slim (same glibc as the build)');
+
   const build = stages[0] ?? [];
   t.ok(build.some((i) => i.keyword === 'RUN' && /\bnpm ci\b/.test(i.args) && !/--omit=dev/.test(i.args)), 'build stage installs dev dependencies');
   t.ok(build.some((i) => i.keyword === 'RUN' && /\btsc\b|npm run build/.test(i.args)), 'build stage compiles');
-  t.ok(finalStage.some((i) => i.keyword === 'RUN' && /\bnpm ci\b.*--omit=dev/.test(i.args)), 'runtime has production dependencies only');
-  t.ok(finalStage.some((i) => i.keyword === 'COPY' && i.flags.some((f) => /^--from=/.test(f)) && /dist\/src/.test(i.args)), 'runtime copies the compiled code');
+  const deps = stageNamed('deps');
+  t.ok(deps?.some((i) => i.keyword === 'RUN' && /\bnpm ci\b.*--omit=dev/.test(i.args)), 'a stage installs production dependencies only');
+  const copies = finalStage.filter((i) => i.keyword === 'COPY' && i.flags.some((f) => /^--from=/.test(f)));
+  t.ok(copies.some((i) => i.flags.includes('--from=deps') && /node_modules/.test(i.args)), 'runtime copies the production node_modules');
+  t.ok(copies.some((i) => i.flags.includes('--from=build') && /dist\/src/.test(i.args)), 'runtime copies the compiled code');
+  t.ok(copies.some((i) => /^\/usr\/local\/bin\/node\s/.test(i.args)), 'runtime copies the node binary alone');
+  t.notOk(finalStage.some((i) => i.keyword === 'RUN' && /\b(npm|npx|corepack|yarn|apt-get|gcc|make)\b/.test(i.args)), 'no npm or build tools run (or land) in the runtime stage');
+  t.notOk(copies.some((i) => /node_modules\/npm|\/usr\/local\/lib\/node_modules/.test(i.args)), 'npm itself is not copied');
+});
+
+t.test('berth is on PATH', async (t) => {
+  t.match(text, /ln -s \/app\/dist\/src\/cli\/main\.js \/usr\/local\/bin\/berth/, '/usr/local/bin/berth runs the CLI');
+  t.match(text, /chmod 0?755 \/app\/dist\/src\/cli\/main\.js/, 'executable');
+  t.match(readFileSync(join(root, 'src', 'cli', 'main.ts'), 'utf8'), /^#!\/usr\/bin\/env node\n/, 'with a node shebang');
+  t.ok(finalStage.some((i) => i.keyword === 'COPY' && /\bpackage\.json\b/.test(i.args)), 'package.json ("type": "module") sits next to dist/');
 });
 
 t.test("plain syntax Docker 20.10's builder accepts", async (t) => {
@@ -173,4 +186,17 @@ t.test('.dockerignore keeps local state out and every COPY source in', async (t)
       t.notOk(ignored(src.replace(/\/$/, '')), `line ${ins.line}: ${src} is not excluded by .dockerignore`);
     }
   }
+});
+
+t.test('README, package.json and the image agree on the Node version', async (t) => {
+  const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { engines?: { node?: string } };
+  const min = /^>=(\d+)$/.exec(pkg.engines?.node ?? '')?.[1];
+  t.ok(min, `engines.node is a minimum major (${pkg.engines?.node})`);
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  const said = /Node\.js (\d+) or newer \((\d+) recommended\)/.exec(readme);
+  t.ok(said, 'README states the minimum and the recommended major');
+  t.equal(said?.[1], min, 'README minimum = engines.node');
+  const built = /^node:(\d+)-/.exec(image((stages[0] ?? [])[0] as Instruction))?.[1];
+  t.equal(built, said?.[2], 'the image runs the recommended major');
+  t.ok(Number(process.versions.node.split('.')[0]) >= Number(min), `this Node (${process.version}) meets engines.node`);
 });

@@ -1,11 +1,13 @@
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 
 /**
  * The small part of kustomize that berth's manifests use, so the tests can build each overlay without the
- * kustomize binary: `resources` (local files and directories only) and `patches` with a `path` to a strategic
- * merge patch. Anything else in a kustomization.yaml is refused, so a manifest change that needs more of
+ * kustomize binary: `resources` (local files and directories only), `patches` with a `path` to a strategic
+ * merge patch, and `configMapGenerator` with `files` (and `behavior: replace` in an overlay), whose ConfigMap gets
+ * kustomize's content-hash name suffix, referenced by the pod templates. Anything else in a kustomization.yaml is refused, so a manifest change that needs more of
  * kustomize fails here instead of being validated wrongly.
  */
 
@@ -19,9 +21,31 @@ export interface Build {
   files: Set<string>;
   /** The patch files among them. */
   patches: Set<string>;
+  /** The files configMapGenerator read (berth config files, not Kubernetes objects). */
+  generatorFiles: Set<string>;
 }
 
-const SUPPORTED_KEYS = new Set(['apiVersion', 'kind', 'resources', 'patches']);
+const SUPPORTED_KEYS = new Set(['apiVersion', 'kind', 'resources', 'patches', 'configMapGenerator']);
+
+/** The ConfigMaps a build generated, by their name before the hash suffix. */
+const GENERATED = new WeakSet<object>();
+
+/**
+ * kustomize's name suffix for a generated ConfigMap: the first 10 hex digits of the SHA-256 of
+ * `{"data":…,"kind":"ConfigMap","name":""}` as Go's encoding/json writes it (HTML characters escaped), with
+ * 0/1/3/a/e replaced by g/h/k/m/t.
+ */
+export function configMapHash(data: Record<string, string>): string {
+  const sorted = Object.fromEntries(Object.keys(data).sort().map((k) => [k, data[k]]));
+  const json = JSON.stringify({ data: sorted, kind: 'ConfigMap', name: '' })
+    .replace(/</g, '\\u003c')
+    .replace(/>/g, '\\u003e')
+    .replace(/&/g, '\\u0026')
+    .replace(/\u2028/g, '\\u2028')
+    .replace(/\u2029/g, '\\u2029');
+  const hex = createHash('sha256').update(json).digest('hex').slice(0, 10);
+  return hex.replace(/[013ae]/g, (c) => ({ '0': 'g', '1': 'h', '3': 'k', a: 'm', e: 't' })[c] ?? c);
+}
 
 /** The repository root: the nearest directory above `from` with berth's package.json. */
 export function repoRoot(from: string): string {
@@ -118,9 +142,9 @@ export function strategicMerge(base: unknown, patch: unknown, field = ''): unkno
     return out;
   }
   if (Array.isArray(base) && Array.isArray(patch)) {
-    const key = mergeKeyFor(field, [...base, ...patch]);
+    const key = mergeKeyFor(field, [...(base as unknown[]), ...(patch as unknown[])]);
     if (key === undefined) return stripDirectives(patch);
-    const out = [...base];
+    const out: unknown[] = [...(base as unknown[])];
     for (const item of patch) {
       if (!isMap(item) || !(key in item)) throw new Error(`patch of ${field}: each item needs its merge key ${key}`);
       const at = out.findIndex((b) => isMap(b) && b[key] === item[key]);
@@ -148,8 +172,67 @@ function stripDirectives(v: unknown): unknown {
   return v;
 }
 
-/** Builds the kustomization in `dir` (recursively through directory resources), confined to `confine`. */
-export function build(dir: string, confine: string, seen: string[] = []): Build {
+/**
+ * Builds the kustomization in `dir` (recursively through directory resources), confined to `confine`, then names
+ * generated ConfigMaps by their content and points the pod templates at those names, as kustomize does.
+ */
+export function build(dir: string, confine: string): Build {
+  const out = buildTree(dir, confine, []);
+  const renamed = new Map<string, string>();
+  out.objects = out.objects.map((o) => {
+    if (!GENERATED.has(o)) return o;
+    const name = `${o.metadata.name}-${configMapHash(o.data as Record<string, string>)}`;
+    renamed.set(o.metadata.name, name);
+    return { ...o, metadata: { ...o.metadata, name } };
+  });
+  if (renamed.size > 0) out.objects = out.objects.map((o) => renameConfigMapReferences(o, renamed));
+  return out;
+}
+
+/** Rewrites ConfigMap names in pod templates (volumes, env, envFrom) of Deployments, StatefulSets and CronJobs. */
+function renameConfigMapReferences(o: K8sObject, renamed: Map<string, string>): K8sObject {
+  const rename = (v: unknown, key: string): void => {
+    if (isMap(v) && typeof v[key] === 'string' && renamed.has(v[key])) v[key] = renamed.get(v[key]);
+  };
+  const copy = JSON.parse(JSON.stringify(o)) as K8sObject;
+  const spec = isMap(copy.spec) ? copy.spec : {};
+  const jobTemplate = isMap(spec.jobTemplate) && isMap(spec.jobTemplate.spec) ? spec.jobTemplate.spec : {};
+  for (const template of [spec.template, jobTemplate.template]) {
+    if (!isMap(template) || !isMap(template.spec)) continue;
+    const pod = template.spec;
+    for (const v of Array.isArray(pod.volumes) ? pod.volumes : []) if (isMap(v)) rename(v.configMap, 'name');
+    for (const c of [...(Array.isArray(pod.containers) ? pod.containers : []), ...(Array.isArray(pod.initContainers) ? pod.initContainers : [])]) {
+      if (!isMap(c)) continue;
+      for (const e of Array.isArray(c.env) ? c.env : []) if (isMap(e) && isMap(e.valueFrom)) rename(e.valueFrom.configMapKeyRef, 'name');
+      for (const e of Array.isArray(c.envFrom) ? c.envFrom : []) if (isMap(e)) rename(e.configMapRef, 'name');
+    }
+  }
+  return copy;
+}
+
+/** A `configMapGenerator` entry: a ConfigMap whose keys are file names and values the files' text. */
+function generate(dir: string, confine: string, entry: unknown, kfile: string): { object: K8sObject; behavior: string; file: string[] } {
+  if (!isMap(entry) || typeof entry.name !== 'string') throw new Error(`${kfile}: configMapGenerator entries need a name`);
+  for (const key of Object.keys(entry)) {
+    if (!['name', 'files', 'behavior'].includes(key)) throw new Error(`${kfile}: configMapGenerator ${key} is not modelled by this test's kustomize subset`);
+  }
+  const behavior = entry.behavior === undefined ? 'create' : String(entry.behavior);
+  if (!['create', 'replace'].includes(behavior)) throw new Error(`${kfile}: configMapGenerator behavior ${behavior} is not modelled`);
+  if (!Array.isArray(entry.files) || entry.files.length === 0) throw new Error(`${kfile}: configMapGenerator ${entry.name} needs files`);
+  const data: Record<string, string> = {};
+  const read: string[] = [];
+  for (const f of entry.files) {
+    if (typeof f !== 'string' || f.includes('=')) throw new Error(`${kfile}: configMapGenerator files are plain relative paths here`);
+    const full = localPath(dir, f, confine, `${kfile} configMapGenerator`);
+    read.push(full);
+    data[f.split('/').pop() ?? f] = readFileSync(full, 'utf8');
+  }
+  const object = { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: entry.name }, data } as K8sObject;
+  GENERATED.add(object);
+  return { object, behavior, file: read };
+}
+
+function buildTree(dir: string, confine: string, seen: string[]): Build {
   const kfile = join(dir, 'kustomization.yaml');
   if (!existsSync(kfile)) throw new Error(`${dir}: no kustomization.yaml`);
   if (seen.includes(dir)) throw new Error(`${dir}: kustomization cycle`);
@@ -163,19 +246,34 @@ export function build(dir: string, confine: string, seen: string[] = []): Build 
   }
   const files = new Set<string>([kfile]);
   const patchFiles = new Set<string>();
+  const generatorFiles = new Set<string>();
   const objects: K8sObject[] = [];
   const resources = k.resources ?? [];
   if (!Array.isArray(resources)) throw new Error(`${kfile}: resources must be a list`);
   for (const entry of resources) {
     const full = localPath(dir, entry, confine, `${kfile} resources`);
     if (statSync(full).isDirectory()) {
-      const sub = build(full, confine, [...seen, dir]);
+      const sub = buildTree(full, confine, [...seen, dir]);
       sub.files.forEach((f) => files.add(f));
       sub.patches.forEach((f) => patchFiles.add(f));
+      sub.generatorFiles.forEach((f) => generatorFiles.add(f));
       objects.push(...sub.objects);
     } else {
       files.add(full);
       readYamlDocs(full).forEach((doc, i) => objects.push(asObject(doc, `${full} document ${i + 1}`)));
+    }
+  }
+  const generators = k.configMapGenerator ?? [];
+  if (!Array.isArray(generators)) throw new Error(`${kfile}: configMapGenerator must be a list`);
+  for (const entry of generators) {
+    const { object, behavior, file } = generate(dir, confine, entry, kfile);
+    file.forEach((f) => (files.add(f), generatorFiles.add(f)));
+    const at = objects.findIndex((o) => idOf(o) === idOf(object));
+    if (behavior === 'replace') {
+      if (at < 0 || !GENERATED.has(objects[at]!)) throw new Error(`${kfile}: configMapGenerator ${object.metadata.name} replaces nothing generated below`);
+      objects[at] = object;
+    } else {
+      objects.push(object);
     }
   }
   const ids = new Set<string>();
@@ -196,8 +294,10 @@ export function build(dir: string, confine: string, seen: string[] = []): Build 
       const patch = asObject(doc, full);
       const at = objects.findIndex((o) => idOf(o) === idOf(patch));
       if (at < 0) throw new Error(`${full}: patches ${idOf(patch)}, which the build does not contain`);
-      objects[at] = strategicMerge(objects[at], patch) as K8sObject;
+      const merged = strategicMerge(objects[at], patch) as K8sObject;
+      if (GENERATED.has(objects[at]!)) GENERATED.add(merged);
+      objects[at] = merged;
     }
   }
-  return { objects, files, patches: patchFiles };
+  return { objects, files, patches: patchFiles, generatorFiles };
 }

@@ -39,7 +39,7 @@ function berthConfig(text: string, source: string): { config: Config; warnings: 
 }
 
 function configMapConfig(objects: K8sObject[]): string {
-  const cm = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'berth-config');
+  const cm = objects.find((o) => o.kind === 'ConfigMap' && /^berth-config-[a-z0-9]{10}$/.test(o.metadata.name));
   const text = isMap(cm?.data) ? cm.data['config.yml'] : undefined;
   if (typeof text !== 'string') throw new Error('berth-config has no config.yml');
   return text;
@@ -59,10 +59,12 @@ t.test('there is a base and the two overlays the issue asks for', async (t) => {
 t.test('every YAML file is part of a kustomization or a complete, valid object', async (t) => {
   const used = new Set<string>();
   const patches = new Set<string>();
+  const generated = new Set<string>();
   for (const dir of kustomizations()) {
     const b = build(dir, k8sDir);
     b.files.forEach((f) => used.add(f));
     b.patches.forEach((f) => patches.add(f));
+    b.generatorFiles.forEach((f) => generated.add(f));
   }
   const files = [...yamlFiles(k8sDir), ...yamlFiles(clientsDir)];
   t.ok(files.length >= 10, `found ${files.length} YAML files`);
@@ -70,6 +72,10 @@ t.test('every YAML file is part of a kustomization or a complete, valid object',
     const name = relative(root, file);
     if (file.endsWith('kustomization.yaml')) {
       t.ok(used.has(file), `${name} is reached from a kustomization`);
+      continue;
+    }
+    if (generated.has(file)) {
+      t.ok(berthConfig(readFileSync(file, 'utf8'), name).warnings.length === 0, `${name}: a berth config.yml (ConfigMap generator input) that loads without warnings`);
       continue;
     }
     if (used.has(file) && !readYamlDocs(file).every((d) => isMap(d) && isMap(d.metadata) && 'apiVersion' in d && 'kind' in d)) {
@@ -122,31 +128,64 @@ for (const overlay of overlays) {
     t.ok(isSection(config.auth) && isSection(config.auth.htpasswd), 'auth.htpasswd configured');
     t.equal((config.auth?.htpasswd as { path?: string } | undefined)?.path, '/etc/berth-auth/htpasswd', 'htpasswd read from the Secret mount');
 
+    const configVolume = spec.template.spec.volumes.find((v) => v.name === 'config');
+    t.match(configVolume, { configMap: { name: /^berth-config-[a-z0-9]{10}$/ } }, 'the pods mount the generated, content-named ConfigMap');
+    t.equal((spec.template.spec as { securityContext?: { fsGroupChangePolicy?: string } }).securityContext?.fsGroupChangePolicy, 'OnRootMismatch');
+
     if (overlay === 'single-node') {
-      t.equal(spec.replicas, 1);
+      t.equal(spec.replicas, 1, 'one replica, set by the overlay');
+      t.notOk(objects.some((o) => o.kind === 'HorizontalPodAutoscaler'), 'no autoscaler for a ReadWriteOnce volume');
+      t.match(config.berth.raw, { gc: { interval: '24h' } }, 'gc runs inside the server (a CronJob could not mount the volume)');
       t.equal(spec.strategy?.type, 'Recreate', 'a ReadWriteOnce volume: the old pod stops first');
       t.equal(config.storage.driver, 'filesystem');
       t.equal(config.storage.filesystem.rootDirectory, '/var/lib/registry');
       const data = spec.template.spec.volumes.find((v) => v.name === 'data');
       t.same(data, { name: 'data', persistentVolumeClaim: { claimName: 'berth-data' } }, 'data on the PVC, emptyDir removed');
-      const hpa = objects.find((o) => o.kind === 'HorizontalPodAutoscaler');
-      if (hpa) t.match(hpa.spec, { minReplicas: 1, maxReplicas: 1 }, 'the HPA cannot scale filesystem storage out');
     } else {
-      t.equal(spec.replicas, 3);
+      t.equal(spec.replicas, undefined, 'the HPA owns the replica count');
+      t.match(objects.find((o) => o.kind === 'HorizontalPodAutoscaler')?.spec, { minReplicas: 3 });
       t.equal(config.storage.driver, 's3');
       t.ok(config.redis, 'upload sessions in Redis');
       t.ok(objects.some((o) => o.kind === 'Service' && o.metadata.name === config.redis?.addr.split(':')[0]), 'redis.addr names a Service of the build');
+      const redis = objects.find((o) => o.metadata.name === 'berth-redis' && o.kind === 'StatefulSet');
+      t.ok(redis, 'Redis is a StatefulSet');
+      t.match(redis?.spec, { volumeClaimTemplates: [{ metadata: { name: 'data' } }] }, 'Redis keeps its data on a PersistentVolumeClaim');
+      const args = JSON.stringify((redis?.spec as { template: { spec: { containers: Array<{ args: string[] }> } } }).template.spec.containers[0]?.args);
+      t.match(args, /"--appendonly","yes"/, 'with the append-only file on');
+      const gc = objects.find((o) => o.kind === 'CronJob' && o.metadata.name === 'berth-gc');
+      const job = gc?.spec as { concurrencyPolicy: string; jobTemplate: { spec: { template: { spec: { containers: Array<{ command: string[] }>; volumes: Array<Record<string, unknown>> } } } } } | undefined;
+      t.same(job?.jobTemplate.spec.template.spec.containers[0]?.command.slice(0, 3), ['berth', 'gc', '/etc/berth/config.yml'], 'a gc CronJob runs berth gc (on PATH in the image)');
+      t.same(job?.jobTemplate.spec.template.spec.volumes.find((v) => v.name === 'config'), configVolume, 'with the same configuration as the registry');
+
+      // The MinIO example, uncommented, disables redirects: nodes cannot resolve the in-cluster endpoint name.
+      const minio = configMapConfig(objects).replace(/^(\s*)# (regionendpoint|forcepathstyle|redirect|  disable):/gm, '$1$2:');
+      const minioConfig = berthConfig(minio, 's3-redis with MinIO');
+      t.same(minioConfig.warnings, [], 'the uncommented MinIO example loads');
+      t.match(minioConfig.config.storage.s3, { endpoint: /\.svc[:/]/ });
+      t.equal(minioConfig.config.storage.redirectDisabled, true, 'redirects are disabled with the in-cluster endpoint');
     }
   });
 }
 
-t.test('the base itself passes the policy (3 replicas, HPA from 3)', async (t) => {
+t.test('the base itself passes the policy (no replica count: the overlays own it)', async (t) => {
   const { objects } = build(join(k8sDir, 'base'), k8sDir);
   t.same(policyViolations(objects), []);
-  t.equal((berthDeployment(objects).spec as { replicas: number }).replicas, 3);
-  const hpa = objects.find((o) => o.kind === 'HorizontalPodAutoscaler');
-  t.match(hpa?.spec, { minReplicas: 3 });
+  t.equal((berthDeployment(objects).spec as { replicas?: number }).replicas, undefined);
   t.same(berthConfig(configMapConfig(objects), 'base').warnings, []);
+});
+
+t.test('examples: NodePort and Ingress in front of the berth Service', async (t) => {
+  const { objects } = build(join(k8sDir, 'overlays', 's3-redis'), k8sDir);
+  const examples = ['nodeport.yaml', 'ingress.yaml'].flatMap((f) =>
+    readYamlDocs(join(k8sDir, 'examples', f)).map((d, i) => asObject(d, `${f} document ${i + 1}`)),
+  );
+  t.same(policyViolations([...objects, ...examples]), [], 'with an overlay, the examples pass the policy (Service targets, selectors)');
+  const nodePort = examples.find((o) => o.kind === 'Service');
+  t.match(nodePort?.spec, { type: 'NodePort', ports: [{ nodePort: 30500, targetPort: 'http' }] });
+  const ingress = examples.find((o) => o.kind === 'Ingress');
+  t.match(ingress?.spec, { rules: [{ http: { paths: [{ backend: { service: { name: 'berth', port: { name: 'http' } } } }] } }] });
+  t.ok(objects.some((o) => o.kind === 'Service' && o.metadata.name === 'berth'), 'the Ingress backend is the overlay\'s Service');
+  t.equal((ingress?.metadata.annotations as Record<string, string>)['nginx.ingress.kubernetes.io/proxy-body-size'], '0', 'no body size limit for layers');
 });
 
 t.test('the policy catches broken manifests', async (t) => {
@@ -163,6 +202,21 @@ t.test('the policy catches broken manifests', async (t) => {
     [/runAsUser must be a numeric non-root uid/],
   );
   t.match(breakIt(container({ resources: { requests: { cpu: null } } })), [/requests\.cpu is required/, /scales on cpu/]);
+  t.match(breakIt({ spec: { replicas: 3 } }), [/sets replicas while .*HorizontalPodAutoscaler\/berth scales it/]);
+  t.match(
+    breakIt({ spec: { metrics: [{ type: 'Resource', resource: { name: 'memory', target: { type: 'Utilization', averageUtilization: 80 } } }] } }, 'HorizontalPodAutoscaler'),
+    [/scales on memory/],
+  );
+  t.match(breakIt({ spec: { template: { spec: { securityContext: { fsGroupChangePolicy: null } } } } }), [/fsGroup without fsGroupChangePolicy: OnRootMismatch/]);
+  const plainConfigMap = objects.map((o) => (o.kind === 'ConfigMap' && o.metadata.name.startsWith('berth-config-') ? { ...o, metadata: { ...o.metadata, name: 'berth-config' } } : o));
+  const pointed = plainConfigMap.map((o) => (o.kind === 'Deployment' && o.metadata.name === 'berth'
+    ? (strategicMerge(o, { spec: { template: { spec: { volumes: [{ name: 'config', configMap: { name: 'berth-config' } }] } } } }) as K8sObject)
+    : o));
+  t.match(policyViolations(pointed), [/mounts ConfigMap berth-config without a content hash/], 'a hand-written ConfigMap would not roll the pods');
+  t.match(
+    policyViolations(objects.map((o) => (o.kind === 'CronJob' ? (strategicMerge(o, { spec: { concurrencyPolicy: 'Allow' } }) as K8sObject) : o))),
+    [/CronJob\/berth-gc: concurrencyPolicy must be Forbid/],
+  );
   t.same(breakIt({ spec: { minReplicas: 1 } }, 'HorizontalPodAutoscaler'), [], 'maxUnavailable: 1 still allows a drain at 1 replica');
   t.same(breakIt({}), [], 'the unbroken build has no violations');
   t.match(breakIt({ spec: { maxUnavailable: null, minAvailable: 3 } }, 'PodDisruptionBudget'), [/allows no disruption at .*minimum of 3/]);
@@ -204,7 +258,7 @@ t.test('kustomizations may only reference existing local files', async (t) => {
   t.throws(() => build(join(dir, 'missing'), dir), /does not exist/);
   write('outside/kustomization.yaml', `${head}resources:\n  - ../../etc/passwd\n`);
   t.throws(() => build(join(dir, 'outside'), dir), /leaves/);
-  write('generator/kustomization.yaml', `${head}configMapGenerator:\n  - name: x\n`);
+  write('generator/kustomization.yaml', `${head}configMapGenerator:\n  - name: x\n    literals: [a=b]\n`);
   t.throws(() => build(join(dir, 'generator'), dir), /not modelled/);
 });
 
@@ -249,7 +303,7 @@ t.test('client snippets', async (t) => {
   t.ok(Array.isArray(daemon['insecure-registries']) && (daemon['insecure-registries'] as unknown[]).every((m) => typeof m === 'string' && !m.includes('://')),
     'insecure-registries: a list of host[:port]');
 
-  for (const host of ['docker.io', 'registry.example.com']) {
+  for (const host of ['docker.io', 'registry.example.com', 'localhost:30500']) {
     const text = readFileSync(join(clientsDir, 'containerd', host, 'hosts.toml'), 'utf8');
     t.match(text, /^server = "https?:\/\/[^"]+"$/m, `${host}: server`);
     t.match(text, /^\[host\."https?:\/\/[^"]+"\]$/m, `${host}: a host table`);
@@ -257,6 +311,11 @@ t.test('client snippets', async (t) => {
   }
   t.notMatch(readFileSync(join(clientsDir, 'containerd', 'docker.io', 'hosts.toml'), 'utf8'), /^\s+capabilities = .*push/m,
     'a mirror is for pulls only');
+  t.match(readFileSync(join(clientsDir, 'containerd', 'registry.example.com', 'hosts.toml'), 'utf8'),
+    /^\s+ca = "\/etc\/containerd\/certs\.d\/registry\.example\.com\/ca\.crt"$/m, 'a private CA is trusted per host');
+  const nodePort = readFileSync(join(clientsDir, 'containerd', 'localhost:30500', 'hosts.toml'), 'utf8');
+  t.match(nodePort, /^server = "http:\/\/localhost:30500"$/m, 'nodes pull over plain HTTP from the NodePort on loopback');
+  t.match(readFileSync(join(k8sDir, 'examples', 'nodeport.yaml'), 'utf8'), /nodePort: 30500/, 'the port the hosts.toml names');
 
   const docs = readYamlDocs(join(clientsDir, 'image-pull-secret.yaml')).map((d, i) => asObject(d, `image-pull-secret.yaml ${i + 1}`));
   const secret = docs.find((o) => o.kind === 'Secret');

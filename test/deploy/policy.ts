@@ -2,7 +2,9 @@ import { ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service, Serv
 import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import { HorizontalPodAutoscaler } from 'kubernetes-models/autoscaling/v2';
-import { idOf, isMap, type K8sObject } from './kustomize.js';
+import { CronJob } from 'kubernetes-models/batch/v1';
+import { Ingress } from 'kubernetes-models/networking.k8s.io/v1';
+import { configMapHash, idOf, isMap, type K8sObject } from './kustomize.js';
 
 /**
  * Schema validation (the `kubernetes-models` package: the Kubernetes OpenAPI schemas compiled to validators) and
@@ -22,6 +24,8 @@ const MODELS: Record<string, (data: K8sObject) => { validate(): void }> = {
   'apps/v1/Deployment': (d) => new Deployment(d as ConstructorParameters<typeof Deployment>[0]),
   'apps/v1/StatefulSet': (d) => new StatefulSet(d as ConstructorParameters<typeof StatefulSet>[0]),
   'policy/v1/PodDisruptionBudget': (d) => new PodDisruptionBudget(d as ConstructorParameters<typeof PodDisruptionBudget>[0]),
+  'batch/v1/CronJob': (d) => new CronJob(d as ConstructorParameters<typeof CronJob>[0]),
+  'networking.k8s.io/v1/Ingress': (d) => new Ingress(d as ConstructorParameters<typeof Ingress>[0]),
   'autoscaling/v2/HorizontalPodAutoscaler': (d) =>
     new HorizontalPodAutoscaler(d as ConstructorParameters<typeof HorizontalPodAutoscaler>[0]),
 };
@@ -55,12 +59,19 @@ function list(v: unknown): Map[] {
   return Array.isArray(v) ? v.filter(isMap) : [];
 }
 
-/** Pod templates of the workloads in a build, with the workload they belong to. */
+/** Pod templates of the workloads in a build (CronJobs included), with the workload they belong to. */
 export function podTemplates(objects: K8sObject[]): Array<{ owner: K8sObject; template: Map }> {
+  const templateOf = (o: K8sObject): unknown =>
+    o.kind === 'Pod' ? o : o.kind === 'CronJob' ? get(o, 'spec', 'jobTemplate', 'spec', 'template') : get(o, 'spec', 'template');
   return objects
-    .filter((o) => o.kind === 'Deployment' || o.kind === 'StatefulSet' || o.kind === 'Pod')
-    .map((o) => ({ owner: o, template: o.kind === 'Pod' ? o : (get(o, 'spec', 'template') as Map) }))
+    .filter((o) => ['Deployment', 'StatefulSet', 'Pod', 'CronJob'].includes(o.kind))
+    .map((o) => ({ owner: o, template: templateOf(o) as Map }))
     .filter((x) => isMap(x.template));
+}
+
+/** Pod templates of long-running workloads (not CronJobs): the ones with probes, Services and disruption budgets. */
+function servingTemplates(objects: K8sObject[]): Array<{ owner: K8sObject; template: Map }> {
+  return podTemplates(objects).filter((x) => x.owner.kind !== 'CronJob');
 }
 
 /** Resource quantities as numbers (cpu in cores, memory in bytes); enough for comparing requests. */
@@ -111,7 +122,12 @@ function selects(selector: unknown, labels: unknown): boolean {
  * - runAsNonRoot with a numeric runAsUser, readOnlyRootFilesystem, and /tmp on an emptyDir for berth;
  * - cpu and memory requests on every container, and requests for every resource an HPA scales on;
  * - each PodDisruptionBudget allows a disruption at its workload's minimum replica count;
- * - Services target named ports of the pods they select; volumes, env and pull secrets name objects in the build.
+ * - Services target named ports of the pods they select; volumes, env and pull secrets name objects in the build;
+ * and from issue 17:
+ * - a pod with `fsGroup` sets `fsGroupChangePolicy: OnRootMismatch` (no recursive chown of a big volume per start);
+ * - a ConfigMap a pod mounts is generated with a content-hash name, so a config edit rolls the pods;
+ * - a workload an HPA scales sets no `replicas`, and no HPA scales on memory (Node does not give memory back);
+ * - CronJobs never run concurrently.
  */
 export function policyViolations(objects: K8sObject[]): string[] {
   const problems: string[] = [];
@@ -124,6 +140,12 @@ export function policyViolations(objects: K8sObject[]): string[] {
     const containers = [...list(pod.initContainers), ...list(pod.containers)];
     if (containers.length === 0) problems.push(`${where}: no containers`);
     const volumes = list(pod.volumes);
+    const claimTemplates = owner.kind === 'StatefulSet' ? list(get(owner, 'spec', 'volumeClaimTemplates')).map((v) => get(v, 'metadata', 'name')) : [];
+    const serving = owner.kind !== 'CronJob';
+    if (podSec.fsGroup !== undefined && podSec.fsGroupChangePolicy !== 'OnRootMismatch') {
+      problems.push(`${where}: fsGroup without fsGroupChangePolicy: OnRootMismatch changes every file's group at each start`);
+    }
+    if (owner.kind === 'CronJob' && get(owner, 'spec', 'concurrencyPolicy') !== 'Forbid') problems.push(`${where}: concurrencyPolicy must be Forbid`);
     for (const c of containers) {
       const cw = `${where} container ${String(c.name)}`;
       const sec = (c.securityContext ?? {}) as Map;
@@ -147,10 +169,10 @@ export function policyViolations(objects: K8sObject[]): string[] {
         if (typeof port !== 'string') problems.push(`${cw}: ${probe} must use a named port, got ${JSON.stringify(port)}`);
         else if (!portNames.has(port)) problems.push(`${cw}: ${probe} port ${port} is not a port of the container`);
       }
-      if (get(c, 'readinessProbe') === undefined) problems.push(`${cw}: readinessProbe is required`);
-      if (get(c, 'livenessProbe') === undefined) problems.push(`${cw}: livenessProbe is required`);
+      if (serving && get(c, 'readinessProbe') === undefined) problems.push(`${cw}: readinessProbe is required`);
+      if (serving && get(c, 'livenessProbe') === undefined) problems.push(`${cw}: livenessProbe is required`);
       for (const m of list(c.volumeMounts)) {
-        if (!volumes.some((v) => v.name === m.name)) problems.push(`${cw}: mounts volume ${String(m.name)} the pod does not have`);
+        if (!volumes.some((v) => v.name === m.name) && !claimTemplates.includes(m.name)) problems.push(`${cw}: mounts volume ${String(m.name)} the pod does not have`);
       }
       for (const e of list(c.env)) {
         const ref = get(e, 'valueFrom', 'secretKeyRef');
@@ -174,6 +196,10 @@ export function policyViolations(objects: K8sObject[]): string[] {
       const secret = get(v, 'secret', 'secretName');
       const claim = get(v, 'persistentVolumeClaim', 'claimName');
       if (cm !== undefined && !has('ConfigMap', cm)) problems.push(`${where}: volume ${String(v.name)} names ConfigMap ${String(cm)}, not in the build`);
+      const configMap = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === cm);
+      if (configMap && !String(cm).endsWith(`-${configMapHash((configMap.data ?? {}) as Record<string, string>)}`)) {
+        problems.push(`${where}: volume ${String(v.name)} mounts ConfigMap ${String(cm)} without a content hash in its name (use configMapGenerator, so config edits roll the pods)`);
+      }
       if (secret !== undefined && !has('Secret', secret)) problems.push(`${where}: volume ${String(v.name)} names Secret ${String(secret)}, not in the build`);
       if (claim !== undefined && !has('PersistentVolumeClaim', claim)) problems.push(`${where}: volume ${String(v.name)} names PVC ${String(claim)}, not in the build`);
     }
@@ -186,6 +212,9 @@ export function policyViolations(objects: K8sObject[]): string[] {
       problems.push(`${idOf(hpa)}: scale target ${String(get(ref, 'kind'))}/${String(get(ref, 'name'))} is not in the build`);
       continue;
     }
+    if (get(target, 'spec', 'replicas') !== undefined) {
+      problems.push(`${idOf(target)}: sets replicas while ${idOf(hpa)} scales it (every apply would reset the count)`);
+    }
     const min = get(hpa, 'spec', 'minReplicas');
     const max = get(hpa, 'spec', 'maxReplicas');
     if (typeof min === 'number' && typeof max === 'number' && min > max) problems.push(`${idOf(hpa)}: minReplicas > maxReplicas`);
@@ -193,6 +222,7 @@ export function policyViolations(objects: K8sObject[]): string[] {
     for (const metric of list(get(hpa, 'spec', 'metrics'))) {
       const resource = metric.type === 'Resource' ? get(metric, 'resource', 'name') : get(metric, 'containerResource', 'name');
       if (typeof resource !== 'string') continue;
+      if (resource === 'memory') problems.push(`${idOf(hpa)}: scales on memory, which a Node process does not give back: it would never scale in`);
       for (const c of containers) {
         if (!(quantity(get(c, 'resources', 'requests', resource)) > 0)) {
           problems.push(`${idOf(hpa)}: scales on ${resource}, but container ${String(c.name)} of ${idOf(target)} requests no ${resource}`);
@@ -202,7 +232,7 @@ export function policyViolations(objects: K8sObject[]): string[] {
   }
 
   for (const pdb of objects.filter((o) => o.kind === 'PodDisruptionBudget')) {
-    const owners = podTemplates(objects).filter((x) => x.owner.kind !== 'Pod' && selects(get(pdb, 'spec', 'selector'), get(x.template, 'metadata', 'labels')));
+    const owners = servingTemplates(objects).filter((x) => x.owner.kind !== 'Pod' && selects(get(pdb, 'spec', 'selector'), get(x.template, 'metadata', 'labels')));
     if (owners.length === 0) {
       problems.push(`${idOf(pdb)}: selects no workload in the build`);
       continue;
@@ -216,7 +246,7 @@ export function policyViolations(objects: K8sObject[]): string[] {
   }
 
   for (const svc of objects.filter((o) => o.kind === 'Service')) {
-    const pods = podTemplates(objects).filter((x) => selects({ matchLabels: get(svc, 'spec', 'selector') }, get(x.template, 'metadata', 'labels')));
+    const pods = servingTemplates(objects).filter((x) => selects({ matchLabels: get(svc, 'spec', 'selector') }, get(x.template, 'metadata', 'labels')));
     if (pods.length === 0) problems.push(`${idOf(svc)}: selects no pods in the build`);
     for (const port of list(get(svc, 'spec', 'ports'))) {
       const target = port.targetPort;

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
@@ -16,6 +16,7 @@ import {
   type ContainersEnv,
 } from '../helpers/containers.js';
 import { tempDir } from '../helpers/ports.js';
+import { sha256 } from '../helpers/digest.js';
 
 /**
  * Issue 2 with containerd 1.6 (what Kubernetes nodes pull with): `ctr image pull --plain-http` of images buildah
@@ -33,10 +34,6 @@ interface Index {
 interface Manifest {
   config: { digest: string };
   layers: Array<{ digest: string }>;
-}
-
-function sha256(bytes: Buffer): string {
-  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 }
 
 /** GETs a manifest from berth: its bytes' digest, the digest header and the parsed body. */

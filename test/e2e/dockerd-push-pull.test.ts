@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -11,6 +10,7 @@ import { skipUnlessDockerd, startDockerd, type Dockerd } from '../helpers/docker
 import { blobPath } from '../helpers/oci-layout.js';
 import { tempDir } from '../helpers/ports.js';
 import { dockerRef, skopeo } from '../helpers/skopeo.js';
+import { sha256 } from '../helpers/digest.js';
 
 /**
  * Issue 2's promise with the Docker daemon (Debian's docker.io 20.10): `docker push localhost:5000/app:1` to berth
@@ -22,8 +22,6 @@ import { dockerRef, skopeo } from '../helpers/skopeo.js';
  * the daemon pulls it, tags it into another repository and pushes it: dockerd remembers where the layer came from
  * and mounts it across repositories instead of uploading it again.
  */
-
-const sha256 = (bytes: Buffer) => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 
 /** What `docker image inspect` says about one image. */
 interface Inspected {

@@ -1,11 +1,11 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import { startBerth } from '../helpers/berth.js';
 import { containersEnv, headDigest, MANIFEST_ACCEPT, registryHost, skipUnlessInstalled, type ContainersEnv } from '../helpers/containers.js';
 import { tempDir } from '../helpers/ports.js';
+import { fileDigest, sha256 } from '../helpers/digest.js';
 
 /**
  * Issue 2 with the real podman (4.3) and buildah (1.28): "`podman push` ... and pulls it back, byte for byte".
@@ -23,12 +23,6 @@ interface Manifest {
   annotations?: Record<string, string>;
 }
 
-async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path) as AsyncIterable<Buffer>) hash.update(chunk);
-  return `sha256:${hash.digest('hex')}`;
-}
-
 async function getJson<T>(url: string, accept = MANIFEST_ACCEPT): Promise<{ status: number; contentType: string | null; body: T; digest: string }> {
   const res = await fetch(url, { headers: { Accept: accept } });
   const bytes = Buffer.from(await res.arrayBuffer());
@@ -36,7 +30,7 @@ async function getJson<T>(url: string, accept = MANIFEST_ACCEPT): Promise<{ stat
     status: res.status,
     contentType: res.headers.get('content-type'),
     body: JSON.parse(bytes.toString('utf8')) as T,
-    digest: `sha256:${createHash('sha256').update(bytes).digest('hex')}`,
+    digest: sha256(bytes),
   };
 }
 
@@ -45,7 +39,7 @@ async function fileInImage(env: ContainersEnv, ref: string, path: string): Promi
   const container = (await env.buildah(['from', '--pull=never', '--signature-policy', env.policy, ref])).stdout.trim();
   try {
     const root = (await env.buildah(['mount', container])).stdout.trim();
-    return await sha256File(join(root, path));
+    return await fileDigest(join(root, path));
   } finally {
     await env.buildah(['rm', container]);
   }
@@ -57,7 +51,7 @@ t.test('buildah and podman push to and pull from berth', { skip: skipUnlessInsta
   const ctx = await tempDir(t, 'berth-e2e-podman-ctx-');
   const randomFile = join(ctx, 'random.bin');
   await writeFile(randomFile, randomBytes(3 * MiB));
-  const randomDigest = await sha256File(randomFile);
+  const randomDigest = await fileDigest(randomFile);
   const base = `${host}/e2e/base:1`;
 
   const builder = await containersEnv(t);
@@ -168,7 +162,7 @@ t.test('buildah and podman push to and pull from berth', { skip: skipUnlessInsta
     }
     const check = await containersEnv(t);
     await check.podman(['pull', ...check.remoteFlags, derived]);
-    t.equal(await fileInImage(check, derived, 'data/extra.bin'), `sha256:${createHash('sha256').update(extra).digest('hex')}`, 'the COPY came back');
+    t.equal(await fileInImage(check, derived, 'data/extra.bin'), sha256(extra), 'the COPY came back');
     t.equal(await fileInImage(check, derived, 'data/random.bin'), randomDigest, 'and so did the base file');
     const catalog = (await (await fetch(`${berth.url}/v2/_catalog`)).json()) as { repositories: string[] };
     t.same(catalog.repositories, ['e2e/base', 'e2e/copy', 'e2e/derived', 'e2e/docker'], 'the catalog lists every pushed repository');

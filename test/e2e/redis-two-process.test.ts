@@ -1,10 +1,11 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t, { type Test } from 'tap';
 import { spawnBerth, type BerthProcess } from '../helpers/berth-process.js';
 import { tempDir } from '../helpers/ports.js';
 import { startRedis } from '../helpers/redis.js';
+import { sha256 } from '../helpers/digest.js';
 
 /**
  * Issue 2: "Two berth processes sharing one storage directory and one Redis complete a chunked upload whose POST,
@@ -22,10 +23,6 @@ function startBerthProcess(t: Test, root: string, redisAddr: string): Promise<Be
     REGISTRY_REDIS_ADDR: redisAddr,
     REGISTRY_LOG_LEVEL: 'warn',
   });
-}
-
-function sha256(bytes: Buffer): string {
-  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 }
 
 /** A chunk request via node:http so the body can be sent in parts; resolves with status and headers. */

@@ -1,7 +1,8 @@
 import t, { type Test } from 'tap';
 import { startBerth } from '../helpers/berth.js';
 import { startDockerRegistry } from '../helpers/docker-registry.js';
-import { blobPath, fileDigest, layoutTagDigest, makeImageLayout, walkBlobs, type GeneratedLayout } from '../helpers/oci-layout.js';
+import { blobPath, layoutTagDigest, makeImageLayout, walkBlobs, type GeneratedLayout } from '../helpers/oci-layout.js';
+import { fileDigest } from '../helpers/digest.js';
 import { tempDir } from '../helpers/ports.js';
 import { dockerRef, skopeo } from '../helpers/skopeo.js';
 

@@ -5,6 +5,7 @@ import type { RawSection } from '../../src/config/fields.js';
 import { startBerth, type RunningBerth } from '../helpers/berth.js';
 import { s3Op, startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
 import { s3StorageSection, startS3Server, type S3Server } from '../helpers/s3-server.js';
+import { sha256 } from '../helpers/digest.js';
 
 /**
  * Issue 3: "S3 errors (5xx, SlowDown, reset connections) are retried with back-off where safe; when S3 stays down,
@@ -13,7 +14,7 @@ import { s3StorageSection, startS3Server, type S3Server } from '../helpers/s3-se
  * client and nothing committed." A fault-injecting proxy sits between berth (in-process) and the strict S3 server.
  */
 
-for (const k of Object.keys(process.env)) if (k.startsWith('AWS_')) delete process.env[k];
+for (const k of Object.keys(process.env)) if (k.startsWith('AWS_') && k !== 'AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED') delete process.env[k];
 
 const MiB = 1024 * 1024;
 const REPO = 'faults/app';
@@ -57,10 +58,6 @@ function send(url: string, method: string, headers: Record<string, string> = {},
     req.on('error', reject);
     req.end(body);
   });
-}
-
-function sha256(data: Buffer): string {
-  return `sha256:${createHash('sha256').update(data).digest('hex')}`;
 }
 
 interface Rig {

@@ -7,7 +7,8 @@ import t from 'tap';
 import type { RawSection } from '../../src/config/fields.js';
 import { startBerth } from '../helpers/berth.js';
 import { startFaultProxy } from '../helpers/fault-proxy.js';
-import { blobPath, fileDigest, layoutTagDigest, makeImageLayout, walkBlobs } from '../helpers/oci-layout.js';
+import { blobPath, layoutTagDigest, makeImageLayout, walkBlobs } from '../helpers/oci-layout.js';
+import { fileDigest } from '../helpers/digest.js';
 import { tempDir } from '../helpers/ports.js';
 import { s3StorageSection, startS3Server, type S3Server } from '../helpers/s3-server.js';
 import { dockerRef, skopeo } from '../helpers/skopeo.js';
@@ -20,7 +21,7 @@ import { dockerRef, skopeo } from '../helpers/skopeo.js';
  */
 
 // This machine sets AWS_CA_BUNDLE: the in-process SDK must see only what the config passes.
-for (const k of Object.keys(process.env)) if (k.startsWith('AWS_')) delete process.env[k];
+for (const k of Object.keys(process.env)) if (k.startsWith('AWS_') && k !== 'AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED') delete process.env[k];
 
 const MiB = 1024 * 1024;
 const BIG = 64 * MiB + 4321;

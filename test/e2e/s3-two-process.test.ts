@@ -1,8 +1,9 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import t, { type Test } from 'tap';
 import { spawnBerth, type BerthProcess } from '../helpers/berth-process.js';
 import { startRedis } from '../helpers/redis.js';
 import { s3RegistryEnv, startS3Server } from '../helpers/s3-server.js';
+import { sha256 } from '../helpers/digest.js';
 
 /**
  * Issue 3: "Two berth processes on the same bucket and one Redis complete an upload whose requests alternate between
@@ -16,10 +17,6 @@ const REPO = 'shared/s3-blob';
 /** Starts `berth serve` named `name` with `env`, configured by environment only; resolves once `/readyz` answers 200. */
 function startBerthProcess(t: Test, name: string, env: Record<string, string>): Promise<BerthProcess> {
   return spawnBerth(t, { ...env, REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED: 'false', REGISTRY_LOG_LEVEL: 'warn' }, { name });
-}
-
-function sha256(bytes: Buffer): string {
-  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 }
 
 /** GETs a blob (following a 307 to S3) and returns the status and the sha256 of the bytes received. */

@@ -3,7 +3,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { startBerth } from '../helpers/berth.js';
-import { blobPath, fileDigest, layoutTagDigest, makeImageLayout, OciMediaTypes, walkBlobs, type GeneratedLayout } from '../helpers/oci-layout.js';
+import { blobPath, layoutTagDigest, makeImageLayout, OciMediaTypes, walkBlobs, type GeneratedLayout } from '../helpers/oci-layout.js';
+import { fileDigest } from '../helpers/digest.js';
 import { tempDir } from '../helpers/ports.js';
 import { dockerRef, skopeo } from '../helpers/skopeo.js';
 

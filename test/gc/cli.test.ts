@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { startBerth } from '../helpers/berth.js';
 import { tempDir } from '../helpers/ports.js';
-import { randomLayer, RegistryClient } from './registry-client.js';
+import { randomLayer, RegistryClient } from '../helpers/registry-client.js';
 import { blobFile } from './tree.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));

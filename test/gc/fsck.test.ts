@@ -4,7 +4,8 @@ import t from 'tap';
 import { fsck } from '../../src/gc/fsck.js';
 import { FilesystemDriver } from '../../src/storage/drivers/filesystem.js';
 import { startBerth } from '../helpers/berth.js';
-import { randomLayer, RegistryClient, sha256 } from './registry-client.js';
+import { sha256 } from '../helpers/digest.js';
+import { randomLayer, RegistryClient } from '../helpers/registry-client.js';
 import { blobFile } from './tree.js';
 
 t.test('fsck finds a blob whose bytes were altered on disk; --repair quarantines it', async (t) => {

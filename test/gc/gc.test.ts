@@ -5,7 +5,8 @@ import t from 'tap';
 import { runGc, type GcDeletion } from '../../src/gc/collector.js';
 import { FilesystemDriver } from '../../src/storage/drivers/filesystem.js';
 import { startBerth } from '../helpers/berth.js';
-import { randomLayer, RegistryClient, sha256 as sha256Of, type PushedImage } from './registry-client.js';
+import { sha256 as sha256Of } from '../helpers/digest.js';
+import { randomLayer, RegistryClient, type PushedImage } from '../helpers/registry-client.js';
 import { blobFile, layerLinkFile, snapshot, storedBlobs } from './tree.js';
 
 const HOURS = 3_600_000;

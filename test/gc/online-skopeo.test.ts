@@ -9,7 +9,7 @@ import { startBerth } from '../helpers/berth.js';
 import { makeImageLayout, type GeneratedLayout } from '../helpers/oci-layout.js';
 import { tempDir } from '../helpers/ports.js';
 import { dockerRef, skopeo } from '../helpers/skopeo.js';
-import { RegistryClient } from './registry-client.js';
+import { RegistryClient } from '../helpers/registry-client.js';
 
 const GRACE_MS = 2000;
 const PUSH_FOR_MS = 12_000;

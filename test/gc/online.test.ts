@@ -5,7 +5,7 @@ import { runGc, type GcResult } from '../../src/gc/collector.js';
 import { fsck } from '../../src/gc/fsck.js';
 import { FilesystemDriver } from '../../src/storage/drivers/filesystem.js';
 import { startBerth } from '../helpers/berth.js';
-import { HttpError, randomLayer, RegistryClient, type PushedImage } from './registry-client.js';
+import { HttpError, randomLayer, RegistryClient, type PushedImage } from '../helpers/registry-client.js';
 
 const GRACE_MS = 2000;
 const PUSH_FOR_MS = 12_000;

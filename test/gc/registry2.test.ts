@@ -8,7 +8,7 @@ import { FilesystemDriver } from '../../src/storage/drivers/filesystem.js';
 import { startBerth } from '../helpers/berth.js';
 import { startDockerRegistry } from '../helpers/docker-registry.js';
 import { tempDir } from '../helpers/ports.js';
-import { randomLayer, RegistryClient } from './registry-client.js';
+import { randomLayer, RegistryClient } from '../helpers/registry-client.js';
 
 /** `docker-registry garbage-collect --dry-run`: the blobs Distribution's own (offline) gc would delete. */
 function distributionGcDryRun(config: string): Promise<string[]> {
@@ -27,7 +27,7 @@ t.test('gc cleans a directory registry:2 wrote, agreeing with registry:2 on what
   const client = new RegistryClient(registry.url);
   const shared = randomLayer(3000);
   const a = await client.pushImage('library/app', 'a', [shared, randomLayer(3100)]);
-  const b = await client.pushImage('library/app', 'b', [shared, randomLayer(3200)]);
+  await client.pushImage('library/app', 'b', [shared, randomLayer(3200)]);
   const c = await client.pushImage('tools/x', 'c', [randomLayer(3300)]);
   await client.deleteManifest('library/app', a.manifest.digest); // registry:2 removes the revision and its tags
   await client.deleteManifest('tools/x', c.manifest.digest);

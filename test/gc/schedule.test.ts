@@ -5,7 +5,7 @@ import type { GcResult } from '../../src/gc/collector.js';
 import { parseGcSchedule, startGcSchedule } from '../../src/gc/schedule.js';
 import { FilesystemDriver } from '../../src/storage/drivers/filesystem.js';
 import { startBerth } from '../helpers/berth.js';
-import { randomLayer, RegistryClient } from './registry-client.js';
+import { randomLayer, RegistryClient } from '../helpers/registry-client.js';
 
 t.test('berth.gc config', async (t) => {
   t.equal(parseGcSchedule({}), null, 'no section: no schedule');

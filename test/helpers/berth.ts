@@ -1,6 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { buildApp, type AppDeps } from '../../src/app.js';
@@ -19,6 +20,8 @@ export interface RunningBerth {
   root: string;
   app: FastifyInstance;
   config: Config;
+  /** What the server logged (JSON lines), when the test did not pass its own logger. */
+  logs: string[];
   close(): Promise<void>;
 }
 
@@ -36,7 +39,8 @@ function merge(base: RawSection, over: RawSection): RawSection {
 
 /**
  * Starts berth in-process on 127.0.0.1:<free port> with filesystem storage in a temp dir, deletes enabled and
- * logging at `warn` (set BERTH_TEST_LOG=debug to see more). Closed and cleaned up at teardown.
+ * logging at `warn` into `logs` (the expected errors of fault tests do not end up in the test output; set
+ * BERTH_TEST_LOG=debug to see the log on stdout instead). Closed and cleaned up at teardown.
  */
 export async function startBerth(t: Teardownable, raw: RawSection = {}, deps: AppDeps = {}): Promise<RunningBerth> {
   const tmp = await mkdtemp(join(tmpdir(), 'berth-test-'));
@@ -48,7 +52,14 @@ export async function startBerth(t: Teardownable, raw: RawSection = {}, deps: Ap
   const storage = merged.storage as RawSection;
   if (storage.s3 !== undefined) delete storage.filesystem;
   const config = configFrom(merged);
-  const logger = deps.logger ?? pino({ level: config.log.level });
+  const logs: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      logs.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+      done();
+    },
+  });
+  const logger = deps.logger ?? pino({ level: config.log.level }, process.env.BERTH_TEST_LOG ? process.stdout : sink);
   const app = await buildApp(config, { ...deps, logger });
   await app.listen({ host: '127.0.0.1', port: 0 });
   const address = app.server.address();
@@ -61,5 +72,5 @@ export async function startBerth(t: Teardownable, raw: RawSection = {}, deps: Ap
     await rm(tmp, { recursive: true, force: true });
   };
   t.teardown(close);
-  return { url: `http://127.0.0.1:${port}`, root: config.storage.filesystem.rootDirectory, app, config, close };
+  return { url: `http://127.0.0.1:${port}`, root: config.storage.filesystem.rootDirectory, app, config, logs, close };
 }

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -7,6 +7,7 @@ import { gzipSync } from 'node:zlib';
 import { Client, credentials, Metadata, type ServiceError } from '@grpc/grpc-js';
 import { loadSync, type MethodDefinition, type PackageDefinition } from '@grpc/proto-loader';
 import { readLayoutIndex, REF_NAME } from './oci-layout.js';
+import { sha256 } from './digest.js';
 
 /**
  * A minimal kubelet: the CRI image service (`runtime.v1.ImageService`) over gRPC on containerd's socket, as the
@@ -178,8 +179,6 @@ export interface RunnableImage {
   /** The layer's diff ID (digest of the uncompressed tar). */
   diffId: string;
 }
-
-const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 /** The OCI architecture name of this machine. */
 export function ociArch(): string {

@@ -1,10 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
+import { fileDigest, sha256 } from './digest.js';
 
 /**
  * OCI image layouts (image-spec `image-layout.md`) for end-to-end tests with skopeo's `oci:` transport:
@@ -80,10 +81,6 @@ interface LayoutIndex {
   schemaVersion: number;
   mediaType?: string;
   manifests: Descriptor[];
-}
-
-function sha256(bytes: Buffer): string {
-  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 }
 
 /** Path of a blob in a layout. */
@@ -231,13 +228,6 @@ export async function makeImageLayout(dir: string, options: ImageLayoutOptions):
     images,
     blobs,
   };
-}
-
-/** sha256 of a file, streamed. */
-export async function fileDigest(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path) as AsyncIterable<Buffer>) hash.update(chunk);
-  return `sha256:${hash.digest('hex')}`;
 }
 
 /** One blob reached from a root digest, with the digest its bytes actually have. */

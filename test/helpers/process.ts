@@ -9,10 +9,13 @@ import { freePort } from './ports.js';
  * the bench scripts can use it too.
  */
 
+/** Kept although it starts with AWS_: `npm test` sets it so the AWS SDK's Node-version warning stays out of test output. */
+const KEEP = 'AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED';
+
 /** The environment without AWS_* (this machine sets AWS_CA_BUNDLE), REGISTRY_* and BERTH_CONFIG, plus `extra`. */
 export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const base = Object.fromEntries(
-    Object.entries(process.env).filter(([k]) => !k.startsWith('AWS_') && !k.startsWith('REGISTRY_') && k !== 'BERTH_CONFIG'),
+    Object.entries(process.env).filter(([k]) => k === KEEP || (!k.startsWith('AWS_') && !k.startsWith('REGISTRY_') && k !== 'BERTH_CONFIG')),
   );
   return { ...base, ...extra };
 }

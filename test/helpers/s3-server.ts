@@ -29,6 +29,7 @@ import { join } from 'node:path';
 import { Transform, Writable, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { crc32 } from 'node:zlib';
+import { sha256Hex } from './digest.js';
 
 /** The minimal part of a tap test the helper needs. */
 export interface TeardownHost {
@@ -111,7 +112,7 @@ export function s3RegistryEnv(server: S3Server): Record<string, string> {
 
 const MiB = 1024 * 1024;
 const NS = 'http://s3.amazonaws.com/doc/2006-03-01/';
-const EMPTY_SHA256 = createHash('sha256').update('').digest('hex');
+const EMPTY_SHA256 = sha256Hex('');
 
 interface StoredObject {
   file: string;
@@ -209,10 +210,6 @@ function safeDecode(s: string): string {
   } catch {
     throw new S3Error(400, 'InvalidURI', "Couldn't parse the specified URI.");
   }
-}
-
-function sha256Hex(data: string | Buffer): string {
-  return createHash('sha256').update(data).digest('hex');
 }
 
 function hmac(key: Buffer | string, data: string): Buffer {

@@ -1,11 +1,12 @@
 import t from 'tap';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { startBerth } from '../helpers/berth.js';
+import { sha256 } from '../helpers/digest.js';
 
 t.test('the registry exposes request, byte and upload metrics on /metrics', async (t) => {
   const b = await startBerth(t);
   const blob = randomBytes(123_457);
-  const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}`;
+  const digest = sha256(blob);
   t.equal((await fetch(`${b.url}/v2/m/x/blobs/uploads/?digest=${digest}`, { method: 'POST', body: blob })).status, 201);
   const got = await fetch(`${b.url}/v2/m/x/blobs/${digest}`);
   t.equal((await got.arrayBuffer()).byteLength, blob.length);

@@ -1,12 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { get as httpGet, request as httpRequest } from 'node:http';
 import t, { type Test } from 'tap';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { register as globalRegistry } from 'prom-client';
 import { configFrom } from '../../src/config/config.js';
 import { createMetrics, metricsConfig, metricsPlugin, requestBody, startMetricsServer, type Metrics } from '../../src/http/metrics.js';
+import { digestStream, sha256Hex } from '../helpers/digest.js';
 
 /** The value of one series in a Prometheus text exposition, or undefined when the series is absent. */
 function sample(text: string, series: string): number | undefined {
@@ -14,18 +14,6 @@ function sample(text: string, series: string): number | undefined {
     if (line.startsWith(series + ' ')) return Number(line.slice(series.length + 1));
   }
   return undefined;
-}
-
-/** Drains a stream and returns the sha256 and length of what it carried (nothing held in memory). */
-async function digestOf(body: AsyncIterable<Buffer | string>): Promise<{ sha256: string; size: number }> {
-  const hash = createHash('sha256');
-  let size = 0;
-  for await (const chunk of body) {
-    const b = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-    hash.update(b);
-    size += b.length;
-  }
-  return { sha256: hash.digest('hex'), size };
 }
 
 /** A deterministic pseudo-random byte stream of `size` bytes, produced in 64 KiB chunks on demand. */
@@ -65,13 +53,13 @@ async function startApp(t: Test, metrics: Metrics, serve = true): Promise<{ app:
   });
   app.patch('/v2/:name/blobs/uploads/:id', async (request, reply) => {
     request.routeKind = 'upload';
-    const got = await digestOf(requestBody(request));
-    return reply.code(202).send(got);
+    const { hex, size } = await digestStream(requestBody(request));
+    return reply.code(202).send({ sha256: hex, size });
   });
   app.put('/raw', async (request, reply) => {
     // A handler that bypasses the parsed body and reads the socket stream itself must not be disturbed.
-    const got = await digestOf(request.raw);
-    return reply.code(201).send(got);
+    const { hex, size } = await digestStream(request.raw);
+    return reply.code(201).send({ sha256: hex, size });
   });
   await app.listen({ host: '127.0.0.1', port: 0 });
   t.teardown(() => app.close());
@@ -86,7 +74,7 @@ t.test('GET /metrics reports requests by method, route kind and status, with lat
 
   const blob = await fetch(`${url}/v2/busybox/blobs/sha256:abc`);
   t.equal(blob.status, 200);
-  const { size: blobSize } = await digestOf(Readable.fromWeb(blob.body as import('node:stream/web').ReadableStream<Uint8Array>));
+  const { size: blobSize } = await digestStream(Readable.fromWeb(blob.body as import('node:stream/web').ReadableStream<Uint8Array>));
   t.equal(blobSize, 4 * 1024 * 1024 + 17, 'the whole streamed body reaches the client');
   t.equal((await fetch(`${url}/v2/busybox/manifests/latest`)).status, 200);
   t.equal((await fetch(`${url}/v2/busybox/manifests/1.36`)).status, 200);
@@ -104,7 +92,7 @@ t.test('GET /metrics reports requests by method, route kind and status, with lat
   } as RequestInit);
   t.equal(patch.status, 202);
   const echoed = (await patch.json()) as { sha256: string; size: number };
-  t.same(echoed, { sha256: createHash('sha256').update(upload).digest('hex'), size: upload.length }, 'the handler got every byte');
+  t.same(echoed, { sha256: sha256Hex(upload), size: upload.length }, 'the handler got every byte');
 
   const res = await fetch(`${url}/metrics`);
   t.equal(res.status, 200);
@@ -142,7 +130,7 @@ t.test('a handler reading request.raw itself is not disturbed by the byte counti
   const body = randomBytes(2 * 1024 * 1024);
   const res = await fetch(`${url}/raw`, { method: 'PUT', headers: { 'content-type': 'application/octet-stream' }, body });
   t.equal(res.status, 201);
-  t.same(await res.json(), { sha256: createHash('sha256').update(body).digest('hex'), size: body.length });
+  t.same(await res.json(), { sha256: sha256Hex(body), size: body.length });
 });
 
 t.test('requestBody: the counted stream with the plugin, request.raw without it', async (t) => {
@@ -152,13 +140,13 @@ t.test('requestBody: the counted stream with the plugin, request.raw without it'
   const plain = Fastify();
   for (const app of [withPlugin, plain]) {
     app.addContentTypeParser('*', (_request, _payload, done) => done(null));
-    app.put('/x', async (request) => ({ raw: requestBody(request) === request.raw, ...(await digestOf(requestBody(request))) }));
+    app.put('/x', async (request) => ({ raw: requestBody(request) === request.raw, ...(await digestStream(requestBody(request)).then(({ hex, size }) => ({ sha256: hex, size }))) }));
   }
   t.teardown(() => Promise.all([withPlugin.close(), plain.close()]));
   const body = randomBytes(1000);
   const a = await withPlugin.inject({ method: 'PUT', url: '/x', payload: body, headers: { 'content-type': 'application/octet-stream' } });
   const b = await plain.inject({ method: 'PUT', url: '/x', payload: body, headers: { 'content-type': 'application/octet-stream' } });
-  const sha256 = createHash('sha256').update(body).digest('hex');
+  const sha256 = sha256Hex(body);
   t.same(a.json(), { raw: false, sha256, size: 1000 });
   t.same(b.json(), { raw: true, sha256, size: 1000 });
   t.equal(sample(await metrics.registry.metrics(), 'berth_http_received_bytes_total{method="PUT",route="/x"}'), 1000);

@@ -3,7 +3,7 @@
  * and the headers a client sees.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
@@ -16,10 +16,7 @@ import { FilesystemDriver } from '../../src/storage/drivers/filesystem.js';
 import { paths } from '../../src/storage/paths.js';
 import { startBerth } from '../helpers/berth.js';
 import { spawnBerth } from '../helpers/berth-process.js';
-
-function digest(data: Buffer | string): string {
-  return `sha256:${createHash('sha256').update(data).digest('hex')}`;
-}
+import { sha256 } from '../helpers/digest.js';
 
 interface Reply {
   status: number;
@@ -45,7 +42,7 @@ function firstCode(r: Reply): string | undefined {
 }
 
 async function pushBlob(base: string, repo: string, data: Buffer): Promise<string> {
-  const d = digest(data);
+  const d = sha256(data);
   const r = await call(base, 'POST', `/v2/${repo}/blobs/uploads/?digest=${d}`, { body: data });
   if (r.status !== 201) throw new Error(`blob push failed: ${r.status} ${r.body}`);
   return d;
@@ -125,7 +122,7 @@ t.test('a chunked PATCH body longer than its Content-Range is SIZE_INVALID, not 
   // the upload still completes with the right bytes
   const data = randomBytes(100);
   t.equal((await call(base, 'PATCH', location, { body: data, headers: { 'Content-Range': '0-99' } })).status, 202, 'the right chunk is accepted');
-  t.equal((await call(base, 'PUT', `${location}?digest=${digest(data)}`)).status, 201, 'the upload completes');
+  t.equal((await call(base, 'PUT', `${location}?digest=${sha256(data)}`)).status, 201, 'the upload completes');
 });
 
 /**
@@ -241,7 +238,7 @@ t.test('tags/list and manifest PUT with more tags or layers than file descriptor
   const limit = 256;
   execFileSync('prlimit', ['--pid', String(proc.proc.pid), `--nofile=${limit}:${limit}`]);
   const count = limit * 8;
-  const d = digest('any manifest');
+  const d = sha256('any manifest');
   const tagsDir = join(dir, 'docker/registry/v2/repositories/many/tags/_manifests/tags');
   // Written directly in registry:2's layout.
   for (let i = 0; i < count; i++) {
@@ -274,8 +271,8 @@ t.test('tags/list and manifest PUT with more tags or layers than file descriptor
   const got = await call(proc.url, 'GET', '/v2/many/layers/manifests/v1');
   t.equal(got.body, manifest, 'and served byte for byte');
   // the missing ones are still all reported, each once
-  const missingA = digest('missing a');
-  const missingB = digest('missing b');
+  const missingA = sha256('missing a');
+  const missingB = sha256('missing b');
   const bad = JSON.stringify({
     schemaVersion: 2,
     mediaType: 'application/vnd.oci.image.manifest.v1+json',

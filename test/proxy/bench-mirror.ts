@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { digestStream } from '../helpers/digest.js';
 import { cleanEnv, spawnBerth, waitReady } from '../helpers/berth-process.js';
 import { freePort } from '../helpers/ports.js';
 import { stopProcess } from '../helpers/process.js';
@@ -101,9 +102,7 @@ async function pull(url: string, repo: string, digest: string): Promise<number> 
   const t0 = performance.now();
   const res = await fetch(`${url}/v2/${repo}/blobs/${digest}`);
   if (res.status !== 200) throw new Error(`pull answered ${res.status}`);
-  const hash = createHash('sha256');
-  for await (const chunk of res.body as AsyncIterable<Uint8Array>) hash.update(chunk);
-  if (`sha256:${hash.digest('hex')}` !== digest) throw new Error('pulled bytes do not match the digest');
+  if ((await digestStream(res.body as AsyncIterable<Uint8Array>)).digest !== digest) throw new Error('pulled bytes do not match the digest');
   return performance.now() - t0;
 }
 

@@ -12,6 +12,7 @@ import { layoutTagDigest, makeImageLayout, walkBlobs } from '../helpers/oci-layo
 import { tempDir } from '../helpers/ports.js';
 import { dockerRef, skopeo } from '../helpers/skopeo.js';
 import { accessLog, accessSince, eventually, MIRROR, startGateProxy, startTokenHub } from './helpers.js';
+import { sha256 } from '../helpers/digest.js';
 
 /**
  * Issue 5 end to end: berth as a pull-through cache in front of a "Docker Hub" (Debian's docker-registry, Distribution
@@ -25,7 +26,6 @@ const ACCEPT = [
   'application/vnd.docker.distribution.manifest.v2+json',
 ].join(', ');
 
-const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const MiB = 1024 * 1024;
 
 t.test('pull-through cache against a token-protected upstream', async (t) => {

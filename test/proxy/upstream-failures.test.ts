@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { utimes } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -12,6 +11,7 @@ import { makeImageLayout } from '../helpers/oci-layout.js';
 import { tempDir } from '../helpers/ports.js';
 import { dockerRef, skopeo } from '../helpers/skopeo.js';
 import { accessLog, accessSince, startGateProxy } from './helpers.js';
+import { sha256 } from '../helpers/digest.js';
 
 /**
  * Upstream behaviour of the pull-through cache against docker-registry with HTTP Basic auth (htpasswd): the Basic
@@ -19,7 +19,6 @@ import { accessLog, accessSince, startGateProxy } from './helpers.js';
  * the recovery each logged once. Distribution's single-upstream `proxy.remoteurl` form configures it.
  */
 const ACCEPT = 'application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json';
-const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 t.test('stale-if-error and Basic auth upstream', async (t) => {
   const dir = await tempDir(t, 'berth-proxy-basic-');

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import t, { type Test } from 'tap';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
@@ -9,15 +9,12 @@ import type { RawSection } from '../../src/config/fields.js';
 import { driverSuite } from '../suites/driver-suite.js';
 import { s3Op, startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
 import { s3StorageSection, startS3Server, type S3Server } from '../helpers/s3-server.js';
+import { sha256Hex } from '../helpers/digest.js';
 
 // This machine sets AWS_CA_BUNDLE (and a developer's shell may set more): the SDK must see only what tests pass.
-for (const k of Object.keys(process.env)) if (k.startsWith('AWS_')) delete process.env[k];
+for (const k of Object.keys(process.env)) if (k.startsWith('AWS_') && k !== 'AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED') delete process.env[k];
 
 const MiB = 1024 * 1024;
-
-function sha256(data: Buffer): string {
-  return createHash('sha256').update(data).digest('hex');
-}
 
 async function readAll(stream: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -84,7 +81,7 @@ t.test('keys use Distribution\'s layout: rootdirectory + path', async (t) => {
   t.teardown(() => client.destroy());
   const blob = randomBytes(1000);
   await client.send(new PutObjectCommand({ Bucket: server.bucket, Key: 'registry/docker/registry/v2/blobs/sha256/ab/abcd/data', Body: blob }));
-  t.equal(sha256(await rooted.getContent('/docker/registry/v2/blobs/sha256/ab/abcd/data')), sha256(blob), 'reads what another registry wrote');
+  t.equal(sha256Hex(await rooted.getContent('/docker/registry/v2/blobs/sha256/ab/abcd/data')), sha256Hex(blob), 'reads what another registry wrote');
   t.same(await rooted.list('/docker/registry/v2/blobs/sha256'), ['/docker/registry/v2/blobs/sha256/ab'], 'lists it as a directory');
 });
 
@@ -111,7 +108,7 @@ t.test('an upload resumed by other processes, with tails under 5 MiB between req
   const last = await finisher.writer(path, state);
   await last.commit();
   const whole = Buffer.concat(pieces);
-  t.equal(sha256(await readAll(await finisher.reader(path))), sha256(whole), 'the committed object is exactly the concatenation');
+  t.equal(sha256Hex(await readAll(await finisher.reader(path))), sha256Hex(whole), 'the committed object is exactly the concatenation');
   // "EntityTooSmall … Each part must be at least 5 MB in size, except the last part." The server enforces it at
   // Complete; the driver must never have sent a small part that another part followed.
   const completes = server.requests.filter((r) => r.method === 'POST' && 'uploadId' in r.query);
@@ -165,7 +162,7 @@ t.test('move: server-side copy, multipart above the threshold', async (t) => {
   await w.write(content);
   await w.commit();
   await driver.move('/uploads/x/data', '/blobs/sha256/ab/abc/data');
-  t.equal(sha256(await readAll(await driver.reader('/blobs/sha256/ab/abc/data'))), sha256(content), 'destination has the bytes');
+  t.equal(sha256Hex(await readAll(await driver.reader('/blobs/sha256/ab/abc/data'))), sha256Hex(content), 'destination has the bytes');
   await t.rejects(driver.stat('/uploads/x/data'), PathNotFoundError, 'source is gone');
   const copies = server.requests.filter((r) => r.method === 'PUT' && 'partNumber' in r.query && r.path.includes('/blobs/'));
   t.equal(copies.length, 3, 'three UploadPartCopy requests (5 + 5 + 2 MiB)');
@@ -174,7 +171,7 @@ t.test('move: server-side copy, multipart above the threshold', async (t) => {
   const small = randomBytes(100);
   await driver.putContent('/a', small);
   await driver.move('/a', '/b');
-  t.equal(sha256(await driver.getContent('/b')), sha256(small), 'a small object moves with CopyObject');
+  t.equal(sha256Hex(await driver.getContent('/b')), sha256Hex(small), 'a small object moves with CopyObject');
   t.same(server.uploads(), [], 'no multipart upload left');
 });
 
@@ -213,7 +210,7 @@ t.test('faults: a 503 on a part upload is retried and the upload succeeds', asyn
   await w.write(content);
   await w.commit();
   t.same(proxy.requests.filter((r) => r.fault).map((r) => r.fault), ['503', '500'], 'both faults were injected');
-  t.equal(sha256(await driver.getContent('/up/data')), sha256(content), 'the object is exact');
+  t.equal(sha256Hex(await driver.getContent('/up/data')), sha256Hex(content), 'the object is exact');
   t.same(server.uploads(), []);
 });
 
@@ -225,7 +222,7 @@ t.test('faults: a connection dropped mid part body is retried with the same byte
   await w.write(content);
   await w.commit();
   t.ok(proxy.requests.some((r) => r.fault === 'drop-request'), 'the drop was injected');
-  t.equal(sha256(await driver.getContent('/up/data')), sha256(content), 'the object is exact');
+  t.equal(sha256Hex(await driver.getContent('/up/data')), sha256Hex(content), 'the object is exact');
 });
 
 t.test('faults: a lost CompleteMultipartUpload answer is recognised as success', async (t) => {
@@ -236,7 +233,7 @@ t.test('faults: a lost CompleteMultipartUpload answer is recognised as success',
   await w.write(content);
   await w.commit();
   t.ok(proxy.requests.some((r) => r.fault === 'drop-response'), 'the drop was injected');
-  t.equal(sha256(await driver.getContent('/up/data')), sha256(content), 'the object is exact');
+  t.equal(sha256Hex(await driver.getContent('/up/data')), sha256Hex(content), 'the object is exact');
 });
 
 t.test('faults: S3 down → BackendUnavailableError and nothing committed', async (t) => {
@@ -265,7 +262,7 @@ t.test('faults: S3 down → BackendUnavailableError and nothing committed', asyn
   await w3.write(content.subarray(6 * MiB));
   await w3.commit();
   await driver.move('/up/data', '/blob/data');
-  t.equal(sha256(await driver.getContent('/blob/data')), sha256(content), 'resumed after the outage, exact bytes');
+  t.equal(sha256Hex(await driver.getContent('/blob/data')), sha256Hex(content), 'resumed after the outage, exact bytes');
   t.same(server.uploads(), []);
 });
 
@@ -289,11 +286,11 @@ t.test('faults: a download broken mid-body resumes from where it stopped', async
   const content = randomBytes(9 * MiB);
   await driver.putContent('/blob', content);
   proxy.dropMidResponse(2, 3 * MiB, s3Op.getObject);
-  t.equal(sha256(await readAll(await driver.reader('/blob'))), sha256(content), 'whole read: exact bytes');
+  t.equal(sha256Hex(await readAll(await driver.reader('/blob'))), sha256Hex(content), 'whole read: exact bytes');
   t.equal(proxy.requests.filter((r) => r.fault === 'drop-response').length, 2, 'two drops were injected');
 
   proxy.dropMidResponse(1, MiB, s3Op.getObject);
-  t.equal(sha256(await readAll(await driver.reader('/blob', 2 * MiB, 4 * MiB))), sha256(content.subarray(2 * MiB, 6 * MiB)), 'ranged read: exact bytes');
+  t.equal(sha256Hex(await readAll(await driver.reader('/blob', 2 * MiB, 4 * MiB))), sha256Hex(content.subarray(2 * MiB, 6 * MiB)), 'ranged read: exact bytes');
 
   proxy.dropMidResponse(100, MiB, s3Op.getObject);
   await t.rejects(readAll(await driver.reader('/blob')), BackendUnavailableError, 'a download that keeps breaking fails as unavailable');
@@ -316,7 +313,7 @@ t.test('presigned redirect URLs', async (t) => {
   t.ok(url, 'a URL');
   const ok = await fetch(url as string);
   t.equal(ok.status, 200, 'plain fetch of the presigned URL works');
-  t.equal(sha256(Buffer.from(await ok.arrayBuffer())), sha256(content), 'with the object bytes');
+  t.equal(sha256Hex(Buffer.from(await ok.arrayBuffer())), sha256Hex(content), 'with the object bytes');
   const ranged = await fetch(url as string, { headers: { Range: 'bytes=10-19' } });
   t.equal(ranged.status, 206, 'Range works on the presigned URL');
   t.same(Buffer.from(await ranged.arrayBuffer()), content.subarray(10, 20));

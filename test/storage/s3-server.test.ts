@@ -3,7 +3,7 @@
  * driver's tests prove nothing. Driven by the real AWS SDK (an independent SigV4 and aws-chunked implementation)
  * and by plain fetch for requests the SDK would never send.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import t from 'tap';
 import {
@@ -23,14 +23,11 @@ import {
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { startS3Server, type S3Server } from '../helpers/s3-server.js';
+import { sha256Hex } from '../helpers/digest.js';
 
-for (const k of Object.keys(process.env)) if (k.startsWith('AWS_')) delete process.env[k];
+for (const k of Object.keys(process.env)) if (k.startsWith('AWS_') && k !== 'AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED') delete process.env[k];
 
 const MiB = 1024 * 1024;
-
-function sha256(data: Buffer): string {
-  return createHash('sha256').update(data).digest('hex');
-}
 
 function client(server: S3Server, extra: Partial<S3ClientConfig> = {}): S3Client {
   const c = new S3Client({
@@ -100,7 +97,7 @@ t.test('aws-chunked streaming uploads are decoded, not stored', async (t) => {
   const framed = server.requests.find((r) => r.method === 'PUT' && r.path.endsWith('/streamed'));
   t.match(framed?.payload, /^STREAMING-/, 'the SDK sent an aws-chunked body');
   t.equal(framed?.bytes, data.length, 'the server stored the decoded length');
-  t.equal(sha256(await body(c, server.bucket, 'streamed')), sha256(data), 'GET returns the payload without framing');
+  t.equal(sha256Hex(await body(c, server.bucket, 'streamed')), sha256Hex(data), 'GET returns the payload without framing');
 });
 
 t.test('multipart uploads', async (t) => {
@@ -149,7 +146,7 @@ t.test('multipart uploads', async (t) => {
   const eb = await part('other', other, 1, big);
   const copied = await c.send(new UploadPartCopyCommand({ Bucket: b, Key: 'other', UploadId: other, PartNumber: 2, CopySource: `${b}/source`, CopySourceRange: 'bytes=100-2099' }));
   await c.send(new CompleteMultipartUploadCommand({ Bucket: b, Key: 'other', UploadId: other, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: eb }, { PartNumber: 2, ETag: copied.CopyPartResult?.ETag }] } }));
-  t.equal(sha256(await body(c, b, 'other')), sha256(Buffer.concat([big, source.subarray(100, 2100)])), 'UploadPartCopy copied exactly the range');
+  t.equal(sha256Hex(await body(c, b, 'other')), sha256Hex(Buffer.concat([big, source.subarray(100, 2100)])), 'UploadPartCopy copied exactly the range');
   t.same(await s3ErrorOf(c.send(new UploadPartCopyCommand({ Bucket: b, Key: 'zzz', UploadId: third, PartNumber: 1, CopySource: `${b}/source`, CopySourceRange: `bytes=0-${7 * MiB}` }))), { name: 'InvalidRange', status: 400 }, 'a copy range past the end is refused');
 });
 

@@ -9,6 +9,7 @@ import {
   type StorageDriver,
   type WriterState,
 } from '../../src/storage/driver.js';
+import { digestStream, sha256Hex } from '../helpers/digest.js';
 
 /** What a driver factory hands the suite: the driver, and how to release whatever backs it. */
 export interface DriverUnderTest {
@@ -28,10 +29,6 @@ type ErrorClass = new (...args: never[]) => Error;
 /** A subtest body: `p(...parts)` is a path under this subtest's own fresh prefix. */
 type Body = (t: Test, driver: StorageDriver, p: (...parts: string[]) => string) => Promise<void>;
 
-function sha256(data: Buffer): string {
-  return createHash('sha256').update(data).digest('hex');
-}
-
 /** Reads a (small) stream whole. */
 async function readAll(stream: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -39,22 +36,10 @@ async function readAll(stream: Readable): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-/** Hashes a stream as it flows, never holding more than one chunk. */
-async function hashStream(stream: Readable): Promise<{ sha256: string; size: number }> {
-  const hash = createHash('sha256');
-  let size = 0;
-  for await (const chunk of stream) {
-    const b = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array);
-    hash.update(b);
-    size += b.length;
-  }
-  return { sha256: hash.digest('hex'), size };
-}
-
 /** Releases whatever a call that should have failed returned anyway. */
 async function discard(value: unknown): Promise<void> {
   if (value === null || typeof value !== 'object') return;
-  if ('destroy' in value && typeof value.destroy === 'function') value.destroy();
+  if ('destroy' in value && typeof value.destroy === 'function') (value as { destroy(): void }).destroy();
   if ('cancel' in value && typeof value.cancel === 'function') await (value as FileWriter).cancel().catch(() => {});
 }
 
@@ -184,7 +169,7 @@ export function driverSuite(t: Test, name: string, makeDriver: MakeDriver): Prom
         const got = await driver.getContent(p('deep', 'er', label));
         t.ok(Buffer.isBuffer(got), `${label}: getContent returns a Buffer`);
         t.equal(got.length, content.length, `${label}: same length`);
-        t.equal(sha256(got), sha256(content), `${label}: same bytes`);
+        t.equal(sha256Hex(got), sha256Hex(content), `${label}: same bytes`);
         t.equal((await driver.stat(p('deep', 'er', label))).size, content.length, `${label}: stat size`);
       }
       for (const [label] of cases) await driver.delete(p('deep', 'er', label));
@@ -271,7 +256,7 @@ export function driverSuite(t: Test, name: string, makeDriver: MakeDriver): Prom
       for (const [label, offset, length, want] of cases) {
         const got = await readAll(await driver.reader(path, offset, length));
         t.equal(got.length, want.length, `${label}: length`);
-        t.equal(sha256(got), sha256(want), `${label}: bytes`);
+        t.equal(sha256Hex(got), sha256Hex(want), `${label}: bytes`);
       }
       // "a read offset past the end throws InvalidOffsetError"
       await expectReject(t, 'reader(offset = size + 1)', () => driver.reader(path, size + 1), InvalidOffsetError);
@@ -291,10 +276,10 @@ export function driverSuite(t: Test, name: string, makeDriver: MakeDriver): Prom
       await writer.commit();
       // "After commit the content is readable at the path."
       t.equal((await driver.stat(path)).size, content.length, 'stat size after commit');
-      const got = await hashStream(await driver.reader(path));
+      const got = await digestStream(await driver.reader(path));
       t.equal(got.size, content.length, 'reader returns every byte');
-      t.equal(got.sha256, sha256(content), 'reader returns exactly the bytes written');
-      t.equal(sha256(await driver.getContent(path)), sha256(content), 'getContent agrees');
+      t.equal(got.hex, sha256Hex(content), 'reader returns exactly the bytes written');
+      t.equal(sha256Hex(await driver.getContent(path)), sha256Hex(content), 'getContent agrees');
       await driver.delete(path);
     });
 
@@ -328,9 +313,9 @@ export function driverSuite(t: Test, name: string, makeDriver: MakeDriver): Prom
         }
       }
       const whole = Buffer.concat(segments);
-      const got = await hashStream(await driver.reader(path));
+      const got = await digestStream(await driver.reader(path));
       t.equal(got.size, whole.length, 'size of the concatenation');
-      t.equal(got.sha256, sha256(whole), 'exactly the concatenation of all segments');
+      t.equal(got.hex, sha256Hex(whole), 'exactly the concatenation of all segments');
       await driver.delete(path);
     });
 
@@ -353,9 +338,9 @@ export function driverSuite(t: Test, name: string, makeDriver: MakeDriver): Prom
       await w3.write(replacement);
       await w3.commit();
       const want = Buffer.concat([first, replacement]);
-      const got = await hashStream(await driver.reader(path));
+      const got = await digestStream(await driver.reader(path));
       t.equal(got.size, want.length, 'size is recorded bytes + new bytes');
-      t.equal(got.sha256, sha256(want), 'content is recorded bytes + new bytes');
+      t.equal(got.hex, sha256Hex(want), 'content is recorded bytes + new bytes');
       await driver.delete(path);
     });
 
@@ -383,7 +368,7 @@ export function driverSuite(t: Test, name: string, makeDriver: MakeDriver): Prom
       const path = p('link');
       const a = randomBytes(256 * KiB);
       const b = randomBytes(256 * KiB);
-      const valid = new Set([sha256(a), sha256(b)]);
+      const valid = new Set([sha256Hex(a), sha256Hex(b)]);
       await driver.putContent(path, a);
       let done = false;
       let reads = 0;
@@ -400,7 +385,7 @@ export function driverSuite(t: Test, name: string, makeDriver: MakeDriver): Prom
           // "a reader never sees a half-written file at its final path"
           const got = n % 2 === 0 ? await driver.getContent(path) : await readAll(await driver.reader(path));
           reads++;
-          if (!valid.has(sha256(got))) bad.push(`${got.length} bytes, neither version`);
+          if (!valid.has(sha256Hex(got))) bad.push(`${got.length} bytes, neither version`);
         } while (!done);
       });
       await Promise.all([writer, ...readers]);
@@ -510,7 +495,7 @@ export function driverSuite(t: Test, name: string, makeDriver: MakeDriver): Prom
       );
       for (const [i, content] of contents.entries()) {
         const path = p('uploads', `w${i}`, 'data');
-        t.equal(sha256(await driver.getContent(path)), sha256(content), `writer ${i}: exact bytes`);
+        t.equal(sha256Hex(await driver.getContent(path)), sha256Hex(content), `writer ${i}: exact bytes`);
         await driver.delete(path);
       }
     });
@@ -534,12 +519,12 @@ export function driverSuite(t: Test, name: string, makeDriver: MakeDriver): Prom
       t.equal(writer.size, size, 'writer.size after the last write');
       await writer.commit();
       t.equal((await driver.stat(path)).size, size, 'stat size');
-      const got = await hashStream(await driver.reader(path));
+      const got = await digestStream(await driver.reader(path));
       t.equal(got.size, size, 'streamed size');
-      t.equal(got.sha256, written.digest('hex'), 'streamed sha256');
-      const range = await hashStream(await driver.reader(path, sample.offset, sample.length));
+      t.equal(got.hex, written.digest('hex'), 'streamed sha256');
+      const range = await digestStream(await driver.reader(path, sample.offset, sample.length));
       t.equal(range.size, sample.length, 'ranged read size');
-      t.equal(range.sha256, sample.hash.digest('hex'), 'ranged read sha256');
+      t.equal(range.hex, sample.hash.digest('hex'), 'ranged read sha256');
       await driver.delete(path);
     });
   });

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { readdir, stat, utimes, writeFile, mkdir } from 'node:fs/promises';
 import http from 'node:http';
 import { join } from 'node:path';
@@ -8,8 +8,7 @@ import { purgeUploads } from '../../src/uploads/upload-purger.js';
 import { MemorySessionStore } from '../../src/uploads/memory-session-store.js';
 import { startBerth } from '../helpers/berth.js';
 import { tempDir } from '../helpers/ports.js';
-
-const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+import { sha256 } from '../helpers/digest.js';
 
 async function countFiles(dir: string): Promise<string[]> {
   const out: string[] = [];

@@ -310,7 +310,17 @@ export class FilesystemDriver implements StorageDriver {
       }
       if (!(await this.isInside(real))) throw new InvalidPathError(path);
       const parent = join(real, ...missing);
-      if (missing.length > 0) await mkdir(parent, { recursive: true });
+      if (missing.length > 0) {
+        await mkdir(parent, { recursive: true }).catch(async (err: unknown) => {
+          // Node's recursive mkdir reports ENOENT when the filesystem is read-only or full; one level without
+          // `recursive` throws the real cause (EROFS, ENOSPC), which the error handler answers with 507.
+          if (!isErrno(err, 'ENOENT')) throw err;
+          await mkdir(join(real, missing[0] ?? '')).catch((e: unknown) => {
+            if (!isErrno(e, 'EEXIST')) throw e;
+          });
+          await mkdir(parent, { recursive: true });
+        });
+      }
       return join(parent, basename(full));
     }
   }

@@ -1,9 +1,14 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { sha256 } from './digest.js';
 
 /**
- * A tiny Registry v2 client for the housekeeping tests: pushes blobs, images, indexes and referrers through the
- * HTTP API the way real clients do (HEAD first, cross-repository mount, upload), and pulls images back verifying
- * every byte against its digest.
+ * The tests' one Registry v2 client. Two levels:
+ * - `request()` sends exactly what it is told (no redirects followed, whole small bodies read) and records what
+ *   comes back, as the conformance suite's Go client does; `errorBody`, `jsonBody` and `relativeLocation` read
+ *   its replies.
+ * - the image methods push blobs, images, indexes and referrers the way real clients do (HEAD first,
+ *   cross-repository mount, upload) and pull images back verifying every byte against its digest; they throw
+ *   `HttpError` on an unexpected status.
  */
 
 export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
@@ -11,10 +16,26 @@ export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
 export const OCI_CONFIG = 'application/vnd.oci.image.config.v1+json';
 export const OCI_LAYER = 'application/vnd.oci.image.layer.v1.tar';
 
-export function sha256(bytes: Buffer): string {
-  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+/** One response as `request()` records it. */
+export interface Reply {
+  status: number;
+  headers: Headers;
+  body: Buffer;
 }
 
+/** Options of one `request()`. */
+export interface RequestOptions {
+  headers?: Record<string, string>;
+  body?: Buffer | string;
+  query?: Record<string, string>;
+}
+
+/** The error body the spec defines: `{"errors":[{"code":...,"message":...,"detail":...}]}`. */
+export interface ErrorBody {
+  errors: Array<{ code: string; message?: string; detail?: unknown }>;
+}
+
+/** An OCI descriptor as the image methods build and return them. */
 export interface Descriptor {
   mediaType: string;
   digest: string;
@@ -23,6 +44,7 @@ export interface Descriptor {
   artifactType?: string;
 }
 
+/** An unexpected HTTP status met by one of the image methods. */
 export class HttpError extends Error {
   constructor(
     readonly status: number,
@@ -40,11 +62,35 @@ export interface PushedImage {
   layers: Descriptor[];
 }
 
+/** A client of one registry root URL, optionally with basic-auth credentials sent on every request. */
 export class RegistryClient {
-  constructor(readonly url: string) {}
+  constructor(
+    readonly url: string,
+    private readonly auth?: { username: string; password: string },
+  ) {}
+
+  /** Sends `method path` (path may carry a query; `options.query` is added to it); redirects are not followed. */
+  async request(method: string, path: string, options: RequestOptions = {}): Promise<Reply> {
+    const url = new URL(path, this.url);
+    for (const [k, v] of Object.entries(options.query ?? {})) url.searchParams.set(k, v);
+    const headers: Record<string, string> = { 'User-Agent': 'berth-tests', ...(options.headers ?? {}) };
+    const init: RequestInit = { method, headers, redirect: 'manual' };
+    if (options.body !== undefined) init.body = typeof options.body === 'string' ? options.body : new Uint8Array(options.body);
+    const res = await this.fetch(url, init);
+    const body = Buffer.from(await res.arrayBuffer());
+    return { status: res.status, headers: res.headers, body };
+  }
+
+  /** `fetch` with this client's credentials. */
+  private fetch(url: string | URL, init: RequestInit = {}): Promise<Response> {
+    if (!this.auth) return fetch(url, init);
+    const headers = new Headers(init.headers);
+    headers.set('Authorization', `Basic ${Buffer.from(`${this.auth.username}:${this.auth.password}`).toString('base64')}`);
+    return fetch(url, { ...init, headers });
+  }
 
   async hasBlob(repo: string, digest: string): Promise<boolean> {
-    const res = await fetch(`${this.url}/v2/${repo}/blobs/${digest}`, { method: 'HEAD' });
+    const res = await this.fetch(`${this.url}/v2/${repo}/blobs/${digest}`, { method: 'HEAD' });
     return res.status === 200;
   }
 
@@ -54,12 +100,12 @@ export class RegistryClient {
     const desc = { mediaType: OCI_LAYER, digest, size: bytes.length };
     if (await this.hasBlob(repo, digest)) return { ...desc, uploaded: false };
     const query = from ? `?mount=${digest}&from=${from}` : '';
-    const start = await fetch(`${this.url}/v2/${repo}/blobs/uploads/${query}`, { method: 'POST' });
+    const start = await this.fetch(`${this.url}/v2/${repo}/blobs/uploads/${query}`, { method: 'POST' });
     if (start.status === 201) return { ...desc, uploaded: false };
     if (start.status !== 202) throw new HttpError(start.status, await start.text(), `start upload ${repo}`);
     const location = new URL(start.headers.get('location') ?? '', this.url);
     location.searchParams.set('digest', digest);
-    const put = await fetch(location, {
+    const put = await this.fetch(location, {
       method: 'PUT',
       body: bytes,
       headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(bytes.length) },
@@ -70,7 +116,7 @@ export class RegistryClient {
 
   async putManifest(repo: string, reference: string, body: unknown, mediaType: string): Promise<Descriptor> {
     const bytes = Buffer.from(JSON.stringify(body));
-    const res = await fetch(`${this.url}/v2/${repo}/manifests/${reference}`, {
+    const res = await this.fetch(`${this.url}/v2/${repo}/manifests/${reference}`, {
       method: 'PUT',
       body: bytes,
       headers: { 'Content-Type': mediaType },
@@ -92,7 +138,11 @@ export class RegistryClient {
       layerDescs.push({ mediaType: OCI_LAYER, digest: d.digest, size: d.size });
     }
     const configBytes = Buffer.from(
-      JSON.stringify({ architecture: options.platform?.architecture ?? 'amd64', os: options.platform?.os ?? 'linux', nonce: randomBytes(8).toString('hex') }),
+      JSON.stringify({
+        architecture: options.platform?.architecture ?? 'amd64',
+        os: options.platform?.os ?? 'linux',
+        nonce: randomBytes(8).toString('hex'),
+      }),
     );
     const c = await this.pushBlob(repo, configBytes);
     const config = { mediaType: OCI_CONFIG, digest: c.digest, size: c.size };
@@ -121,13 +171,13 @@ export class RegistryClient {
   }
 
   async deleteManifest(repo: string, reference: string): Promise<void> {
-    const res = await fetch(`${this.url}/v2/${repo}/manifests/${reference}`, { method: 'DELETE' });
+    const res = await this.fetch(`${this.url}/v2/${repo}/manifests/${reference}`, { method: 'DELETE' });
     if (res.status !== 202) throw new HttpError(res.status, await res.text(), `delete ${repo}:${reference}`);
   }
 
   /** GET of a manifest: status and, on 200, the body. */
   async getManifest(repo: string, reference: string): Promise<{ status: number; body?: Record<string, unknown>; digest?: string }> {
-    const res = await fetch(`${this.url}/v2/${repo}/manifests/${reference}`, {
+    const res = await this.fetch(`${this.url}/v2/${repo}/manifests/${reference}`, {
       headers: { Accept: [OCI_MANIFEST, OCI_INDEX].join(', ') },
     });
     if (res.status !== 200) {
@@ -140,7 +190,7 @@ export class RegistryClient {
 
   /** GET of a blob: the digest of the bytes received, or the status when not 200. */
   async getBlobDigest(repo: string, digest: string): Promise<string | number> {
-    const res = await fetch(`${this.url}/v2/${repo}/blobs/${digest}`);
+    const res = await this.fetch(`${this.url}/v2/${repo}/blobs/${digest}`);
     if (res.status !== 200) {
       await res.arrayBuffer();
       return res.status;
@@ -174,4 +224,42 @@ export class RegistryClient {
 /** `n` random bytes. */
 export function randomLayer(n = 1024): Buffer {
   return randomBytes(n);
+}
+
+/**
+ * The Location header as a path plus query relative to the registry root, whether the server sent an absolute URL
+ * or a path (what the conformance suite's client calls the "relative location").
+ */
+export function relativeLocation(reply: Reply, rootURL: string): string {
+  const loc = reply.headers.get('location');
+  if (!loc) return '';
+  const u = new URL(loc, rootURL);
+  return `${u.pathname}${u.search}`;
+}
+
+/** Parses a distribution error body, or returns null when the body is not one. */
+export function errorBody(reply: Reply): ErrorBody | null {
+  try {
+    const parsed: unknown = JSON.parse(reply.body.toString('utf8'));
+    if (typeof parsed !== 'object' || parsed === null || !('errors' in parsed)) return null;
+    const errors = (parsed as { errors: unknown }).errors;
+    if (!Array.isArray(errors)) return null;
+    const out: ErrorBody = { errors: [] };
+    for (const e of errors) {
+      if (typeof e !== 'object' || e === null || typeof (e as { code?: unknown }).code !== 'string') return null;
+      out.errors.push(e as ErrorBody['errors'][number]);
+    }
+    return out;
+  } catch {
+    return null;
+  }
+}
+
+/** The body parsed as JSON, or undefined when it is not JSON. */
+export function jsonBody(reply: Reply): unknown {
+  try {
+    return JSON.parse(reply.body.toString('utf8'));
+  } catch {
+    return undefined;
+  }
 }
