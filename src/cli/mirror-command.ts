@@ -72,7 +72,9 @@ an image could not be fetched.`,
         ...(platform ? { platform } : {}),
         onEvent: (e) => process.stdout.write(`${describe(e)}\n`),
       });
-      process.stdout.write(`mirror pull: ${r.images} of ${images.length} images, ${r.manifests} manifests, ${r.blobs} blobs (${formatBytes(r.bytes)})${r.failed ? `; ${r.failed} failed` : ''}\n`);
+      process.stdout.write(
+        `mirror pull: ${r.images} of ${images.length} images, ${r.manifests} manifests, ${r.blobs} blobs (${formatBytes(r.bytes)})${r.failed ? `; ${r.failed} failed` : ''}\n`,
+      );
       return r.failed > 0 ? 1 : 0;
     } finally {
       await pullThrough.close();

@@ -88,11 +88,16 @@ export function parseWarmPlatform(raw: string): WarmPlatform {
 /** The `platform` of each entry of an index's `manifests`, by digest (the parsed descriptors do not keep it). */
 function indexPlatforms(bytes: Buffer): Map<string, WarmPlatform> {
   const out = new Map<string, WarmPlatform>();
-  const body = JSON.parse(bytes.toString('utf8')) as { manifests?: Array<{ digest?: unknown; platform?: { os?: unknown; architecture?: unknown; variant?: unknown } }> };
+  const body = JSON.parse(bytes.toString('utf8')) as {
+    manifests?: Array<{ digest?: unknown; platform?: { os?: unknown; architecture?: unknown; variant?: unknown } }>;
+  };
   for (const m of body.manifests ?? []) {
     const p = m.platform;
     if (typeof m.digest !== 'string' || !p || typeof p.os !== 'string' || typeof p.architecture !== 'string') continue;
-    out.set(m.digest, typeof p.variant === 'string' ? { os: p.os, architecture: p.architecture, variant: p.variant } : { os: p.os, architecture: p.architecture });
+    out.set(
+      m.digest,
+      typeof p.variant === 'string' ? { os: p.os, architecture: p.architecture, variant: p.variant } : { os: p.os, architecture: p.architecture },
+    );
   }
   return out;
 }
@@ -142,7 +147,7 @@ export async function warmUp(
             continue;
           }
           const m = await repo.manifests.get({ kind: 'digest', digest: d });
-          if (!m) throw new Error(`manifest ${child.digest} unknown`);
+          if (!m) throw new Error(`manifest ${d.value} unknown`);
           result.manifests++;
           emit({ kind: 'manifest', image: image.input, digest: d.value, ...(platform ? { platform } : {}) });
           const p = parseManifest(m.bytes, m.mediaType);

@@ -86,12 +86,15 @@ t.test('berth in front of a chained Distribution mirror', async (t) => {
   if (!img) throw new Error('no image generated');
 
   const lines: string[] = [];
-  const logger = pino({ level: 'info' }, new Writable({
-    write(chunk: Buffer, _enc, done) {
-      lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
-      done();
-    },
-  }));
+  const logger = pino(
+    { level: 'info' },
+    new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+        done();
+      },
+    }),
+  );
   const berth = await startBerth(t, { proxy: { remoteurl: front.url, tagttl: '1h' } }, { logger });
   const metrics = async () => (await fetch(`${berth.url}/metrics`)).text();
   const name = new URL(front.url).host;
@@ -99,41 +102,57 @@ t.test('berth in front of a chained Distribution mirror', async (t) => {
   await t.test("containerd's ?ns=docker.io is answered like a Docker daemon's plain request", async (t) => {
     const viaNs = await fetch(`${berth.url}/v2/library/busy/manifests/1?ns=docker.io`, { headers: { accept: ACCEPT } });
     t.equal(viaNs.status, 200, 'ns=docker.io: 200, not a 404 that sends containerd to the next host');
-    t.equal(viaNs.headers.get('docker-content-digest'), img.manifest, 'the origin\'s manifest digest');
+    t.equal(viaNs.headers.get('docker-content-digest'), img.manifest, "the origin's manifest digest");
     t.equal(viaNs.headers.get('oci-namespace'), 'docker.io', 'the namespace is echoed');
     const plain = await fetch(`${berth.url}/v2/library/busy/manifests/1`, { headers: { accept: ACCEPT } });
     t.equal(plain.status, 200);
     t.equal(plain.headers.get('docker-content-digest'), img.manifest, 'the plain request names the same manifest');
     const layer = await fetch(`${berth.url}/v2/library/busy/blobs/${img.layers[0]}?ns=docker.io`);
     t.equal(layer.status, 200);
-    t.equal((await layer.arrayBuffer()).byteLength, 200_000, 'the layer\'s bytes through the chain');
+    t.equal((await layer.arrayBuffer()).byteLength, 200_000, "the layer's bytes through the chain");
     const anyNs = await fetch(`${berth.url}/v2/library/busy/manifests/1?ns=registry.example.com`, { headers: { accept: ACCEPT } });
     t.equal(anyNs.status, 200, 'with the single-upstream form every ns maps to the one upstream (as registry:2 does)');
     await anyNs.arrayBuffer();
-    t.ok(accessLog(chained).some((e) => e.method === 'GET' && e.path === `/v2/library/busy/blobs/${img.layers[0]}`), 'the chained mirror served the layer');
-    t.ok(accessLog(origin).some((e) => e.method === 'GET' && e.path === `/v2/library/busy/blobs/${img.layers[0]}`), 'and got it from the origin');
+    t.ok(
+      accessLog(chained).some((e) => e.method === 'GET' && e.path === `/v2/library/busy/blobs/${img.layers[0]}`),
+      'the chained mirror served the layer',
+    );
+    t.ok(
+      accessLog(origin).some((e) => e.method === 'GET' && e.path === `/v2/library/busy/blobs/${img.layers[0]}`),
+      'and got it from the origin',
+    );
   });
 
-  await t.test('containerd with hosts.toml pulls docker.io images through the chain', { skip: skipUnlessInstalled('containerd', 'ctr') }, async (t) => {
-    const dir = await tempDir(t, 'berth-chain-ctd-');
-    const hostsDir = join(dir, 'hosts');
-    await writeHostsToml(hostsDir, 'docker.io', { server: 'http://127.0.0.1:1', mirror: berth.url });
-    const ctd = await startContainerd(t);
-    await ctd.ctr(['image', 'pull', '--hosts-dir', hostsDir, 'docker.io/library/other:1']);
-    const listed = (await ctd.ctr(['image', 'ls'])).stdout;
-    t.match(listed, other.manifest, 'containerd has the origin\'s manifest digest');
-  });
+  await t.test(
+    'containerd with hosts.toml pulls docker.io images through the chain',
+    { skip: skipUnlessInstalled('containerd', 'ctr') },
+    async (t) => {
+      const dir = await tempDir(t, 'berth-chain-ctd-');
+      const hostsDir = join(dir, 'hosts');
+      await writeHostsToml(hostsDir, 'docker.io', { server: 'http://127.0.0.1:1', mirror: berth.url });
+      const ctd = await startContainerd(t);
+      await ctd.ctr(['image', 'pull', '--hosts-dir', hostsDir, 'docker.io/library/other:1']);
+      const listed = (await ctd.ctr(['image', 'ls'])).stdout;
+      t.match(listed, other.manifest, "containerd has the origin's manifest digest");
+    },
+  );
 
   await t.test('metrics move with real pulls', async (t) => {
     const before = await metrics();
     const missesBefore = sample(before, `berth_proxy_cache_misses_total{upstream="${name}",kind="blob"}`) ?? 0;
     t.ok(missesBefore >= 1, 'the cold layer was a blob miss');
     t.ok((sample(before, `berth_proxy_cache_misses_total{upstream="${name}",kind="manifest"}`) ?? 0) >= 1, 'the first manifest was a miss');
-    t.ok((sample(before, `berth_proxy_upstream_fetched_bytes_total{upstream="${name}"}`) ?? 0) >= 200_000, 'bytes fetched from the upstream count the layer');
+    t.ok(
+      (sample(before, `berth_proxy_upstream_fetched_bytes_total{upstream="${name}"}`) ?? 0) >= 200_000,
+      'bytes fetched from the upstream count the layer',
+    );
     t.equal(sample(before, `berth_proxy_upstream_ratelimit_limit{upstream="${name}"}`), 100, 'ratelimit-limit as a gauge');
     t.equal(sample(before, `berth_proxy_upstream_ratelimit_remaining{upstream="${name}"}`), 5, 'ratelimit-remaining as a gauge');
     t.equal(sample(before, `berth_proxy_fills_in_progress{upstream="${name}"}`), 0, 'no fill left running');
-    t.ok(lines.some((l) => l.includes('few pulls left') && l.includes('"remaining":5')), 'a log line says few pulls are left');
+    t.ok(
+      lines.some((l) => l.includes('few pulls left') && l.includes('"remaining":5')),
+      'a log line says few pulls are left',
+    );
 
     const dest = await tempDir(t, 'berth-chain-dest-');
     await skopeo(['copy', '--src-tls-verify=false', dockerRef(berth.url, 'library/busy', '1'), `oci:${dest}:busy`]);
@@ -144,14 +163,21 @@ t.test('berth in front of a chained Distribution mirror', async (t) => {
     const after = await metrics();
     t.ok((sample(after, `berth_proxy_cache_hits_total{upstream="${name}",kind="blob"}`) ?? 0) >= 2, 'a warm pull: blob hits');
     t.ok((sample(after, `berth_proxy_cache_hits_total{upstream="${name}",kind="manifest"}`) ?? 0) >= 1, 'a warm pull: manifest hits');
-    t.ok((sample(after, `berth_proxy_cache_served_bytes_total{upstream="${name}"}`) ?? 0) - servedBefore >= 230_000, 'bytes served from the cache count both layers');
+    t.ok(
+      (sample(after, `berth_proxy_cache_served_bytes_total{upstream="${name}"}`) ?? 0) - servedBefore >= 230_000,
+      'bytes served from the cache count both layers',
+    );
   });
 
   await t.test('/readyz lists the upstream; a down upstream leaves the replica ready', async (t) => {
     const ready = await fetch(`${berth.url}/readyz`);
     t.equal(ready.status, 200);
     const body = (await ready.json()) as { upstreams: Array<{ name: string; state: string; downSince?: string; rateLimit?: unknown }> };
-    t.match(body.upstreams, [{ name, state: 'degraded', rateLimit: { limit: 100, remaining: 5 } }], 'answering, but few pulls left in its rate limit: degraded');
+    t.match(
+      body.upstreams,
+      [{ name, state: 'degraded', rateLimit: { limit: 100, remaining: 5 } }],
+      'answering, but few pulls left in its rate limit: degraded',
+    );
     await front.stop();
     const cold = await fetch(`${berth.url}/v2/library/never/manifests/1`, { headers: { accept: ACCEPT } });
     t.equal(cold.status, 503, 'uncached content: UNAVAILABLE');
@@ -174,7 +200,14 @@ t.test('multi-upstream form: a regional Docker Hub mirror with aliases [docker.i
   const src = await tempDir(t, 'berth-alias-src-');
   const image = await makeImageLayout(src, { layers: [5000], tag: 'tiny' });
   await skopeo(['copy', '--preserve-digests', '--dest-tls-verify=false', `oci:${src}:tiny`, dockerRef(origin.url, 'library/tiny', '1')]);
-  const berth = await startBerth(t, { proxy: { upstreams: [{ name: 'hub-mirror.example', url: origin.url, aliases: ['docker.io'] }, { name: 'ghcr.io', url: 'http://127.0.0.1:1' }] } });
+  const berth = await startBerth(t, {
+    proxy: {
+      upstreams: [
+        { name: 'hub-mirror.example', url: origin.url, aliases: ['docker.io'] },
+        { name: 'ghcr.io', url: 'http://127.0.0.1:1' },
+      ],
+    },
+  });
   const viaNs = await fetch(`${berth.url}/v2/library/tiny/manifests/1?ns=docker.io`, { headers: { accept: ACCEPT } });
   t.equal(viaNs.status, 200, 'ns=docker.io selects the upstream listing docker.io in its aliases');
   t.equal(viaNs.headers.get('docker-content-digest'), image.digest);

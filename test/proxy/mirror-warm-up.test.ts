@@ -20,7 +20,10 @@ t.test('berth mirror pull warms the cache', async (t) => {
   const multi = await makeImageLayout(src, {
     layers: [40_000],
     tag: 'multi',
-    platforms: [{ os: 'linux', architecture: 'amd64' }, { os: 'linux', architecture: 'arm64' }],
+    platforms: [
+      { os: 'linux', architecture: 'amd64' },
+      { os: 'linux', architecture: 'arm64' },
+    ],
   });
   const single = await makeImageLayout(src, { layers: [20_000, 3000], tag: 'single' });
   await skopeo(['copy', '--all', '--preserve-digests', '--dest-tls-verify=false', `oci:${src}:multi`, dockerRef(origin.url, 'library/multi', '1')]);
@@ -32,9 +35,12 @@ t.test('berth mirror pull warms the cache', async (t) => {
   const root = await tempDir(t, 'berth-warm-root-');
   const dir = await tempDir(t, 'berth-warm-cfg-');
   const cfg = join(dir, 'config.yml');
-  await writeFile(cfg, `version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: ${root}\nproxy:\n  remoteurl: ${origin.url}\n`);
+  await writeFile(
+    cfg,
+    `version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: ${root}\nproxy:\n  remoteurl: ${origin.url}\n`,
+  );
 
-  await t.test('--platform: only that platform\'s blobs are fetched', async (t) => {
+  await t.test("--platform: only that platform's blobs are fetched", async (t) => {
     const run = await runBerth(['mirror', 'pull', '-c', cfg, '--platform', 'linux/arm64', 'multi:1']);
     t.equal(run.code, 0, run.output);
     t.match(run.stdout, `multi:1: ${multi.digest}`, 'progress names the index');
@@ -43,8 +49,14 @@ t.test('berth mirror pull warms the cache', async (t) => {
     t.match(run.stdout, `blob ${arm.layers[0]}`);
     t.match(run.stdout, /mirror pull: 1 of 1 images, 2 manifests, 2 blobs/);
     const fetched = accessLog(origin).filter((e) => e.method === 'GET' && e.path.includes('/blobs/'));
-    t.ok(fetched.some((e) => e.path.endsWith(arm.layers[0] as string)), 'the arm64 layer was fetched');
-    t.notOk(fetched.some((e) => e.path.endsWith(amd.layers[0] as string)), 'the amd64 layer was not');
+    t.ok(
+      fetched.some((e) => e.path.endsWith(arm.layers[0] as string)),
+      'the arm64 layer was fetched',
+    );
+    t.notOk(
+      fetched.some((e) => e.path.endsWith(amd.layers[0] as string)),
+      'the amd64 layer was not',
+    );
   });
 
   await t.test('all platforms, several images, one unknown: exit 1, the others still warmed', async (t) => {
@@ -57,7 +69,12 @@ t.test('berth mirror pull warms the cache', async (t) => {
     t.equal(again.code, 0);
     const mark = accessLog(origin).length;
     await runBerth(['mirror', 'pull', '-c', cfg, '--platform', 'linux/amd64', `library/multi@${multi.digest}`]);
-    t.notOk(accessLog(origin).slice(mark).some((e) => e.method === 'GET' && e.path.includes('/blobs/')), 'cached blobs cost no upstream GET');
+    t.notOk(
+      accessLog(origin)
+        .slice(mark)
+        .some((e) => e.method === 'GET' && e.path.includes('/blobs/')),
+      'cached blobs cost no upstream GET',
+    );
   });
 
   await t.test('usage mistakes exit 2', async (t) => {
