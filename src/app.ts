@@ -2,6 +2,7 @@ import { fastify, LogController, type FastifyInstance, type FastifyPluginAsync, 
 import type { Logger } from 'pino';
 import { AllowAllAuthorizer, type Authorizer } from './auth/authorizer.js';
 import type { Config } from './config/config.js';
+import { AuditLog, createEvents, EventingNamespace, parseAuditConfig, type RegistryEvents } from './events/index.js';
 import { sendError } from './http/error-handler.js';
 import { BackendUnavailableError, registryError } from './errors/registry-error.js';
 import { clientErrorHandler, originForm } from './http/client-errors.js';
@@ -9,7 +10,7 @@ import { createMetrics, metricsConfig, metricsPlugin, mirrorObserver, type Metri
 import { registryRoutes } from './http/registry-routes.js';
 import { tokenRoutes } from './http/token-routes.js';
 import { parseGcSchedule, startGcSchedule, type GcSchedule } from './gc/schedule.js';
-import { createDriver, createSessionStore } from './compose.js';
+import { createDriver, createRepositoryIndex, createSessionStore } from './compose.js';
 import { createLogger } from './logging.js';
 import type { PullThrough } from './proxy/index.js';
 import { LocalNamespace } from './registry/local.js';
@@ -21,6 +22,12 @@ import { purgeUploads } from './uploads/upload-purger.js';
 import type { UploadSessionStore } from './uploads/session-store.js';
 import { UploadService } from './uploads/upload-service.js';
 import { createHttps } from './tls/https-listener.js';
+import { apiRoutes } from './http/api-routes.js';
+import type { Browser } from './services/catalog/browse.js';
+import { CatalogIndex, parseIndexOptions } from './services/catalog/catalog-index.js';
+import { RegistryBrowser } from './services/catalog/registry-browser.js';
+import type { RepositoryIndex } from './services/catalog/repository-index.js';
+import { RepositoryLocks } from './services/catalog/repository-locks.js';
 
 /** Parts that can be passed in (tests, embedding); each defaults to what the config says. */
 export interface AppDeps {
@@ -29,6 +36,10 @@ export interface AppDeps {
   sessions?: UploadSessionStore;
   authorizer?: Authorizer;
   metrics?: Metrics;
+  /** The events service (webhooks and the audit trail); default: what `notifications` and `berth.audit` say. */
+  events?: RegistryEvents;
+  /** The catalog index store (default: Redis when `redis` is configured, else in process). */
+  repositoryIndex?: RepositoryIndex;
 }
 
 /** What the app was built from, for the startup line and commands. */
@@ -40,6 +51,13 @@ export interface AppParts {
   store: RegistryStore;
   uploads: UploadService;
   metrics: Metrics;
+  events: RegistryEvents;
+  /** The catalog index: `_catalog`, search and the JSON API's lists. */
+  catalog: CatalogIndex;
+  /** What the JSON API and the web UI show (src/services/catalog/browse.ts). */
+  browser: Browser;
+  /** Per-repository locks: pushes shared, a repository delete exclusive. */
+  locks: RepositoryLocks;
 }
 
 declare module 'fastify' {
@@ -87,25 +105,43 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
 
   const driver = deps.driver ?? (await createDriver(config));
   const sessions = deps.sessions ?? (await createSessionStore(config));
+  const metrics = deps.metrics ?? createMetrics();
+  const audit = new AuditLog(logger, parseAuditConfig(config.raw, (m) => logger.warn(m)));
+  const events = deps.events ?? (await createEvents(config, { driver, logger, metrics: metrics.events, audit }));
   let authorizer: Authorizer = deps.authorizer ?? new AllowAllAuthorizer();
   let authRoutes: FastifyPluginAsync | undefined;
   let authClose: (() => Promise<void>) | undefined;
   if (!deps.authorizer && config.auth) {
     const { createAuth } = await import('./auth/index.js');
-    const auth = await createAuth(config, { driver, logger, storageRoot: config.storage.filesystem.rootDirectory });
+    const auth = await createAuth(config, { driver, logger, audit, storageRoot: config.storage.filesystem.rootDirectory });
     authorizer = auth.authorizer;
     if (auth.tokenServer) authRoutes = tokenRoutes(auth.tokenServer.issuer, auth.tokenServer.signer);
     authClose = () => auth.close();
   }
   const store = new RegistryStore(driver);
   const uploads = new UploadService(driver, sessions, store);
-  const metrics = deps.metrics ?? createMetrics();
   let pullThrough: PullThrough | null = null;
   if (config.proxy) {
     const { createPullThrough } = await import('./proxy/index.js');
     pullThrough = createPullThrough(config, { store, driver, logger, observer: mirrorObserver(metrics) });
   }
-  app.decorate('berth', { config, driver, sessions, authorizer, store, uploads, metrics });
+  const repositoryIndex = deps.repositoryIndex ?? (await createRepositoryIndex(config));
+  const catalog = new CatalogIndex(repositoryIndex, store, driver, logger.child({ component: 'catalog' }), parseIndexOptions(config.berth.raw, (m) => logger.warn(m)));
+  const locks = new RepositoryLocks();
+  let lastGc: (() => { at: Date; bytesFreed: number } | undefined) | undefined;
+  const browser = new RegistryBrowser({
+    store,
+    driver,
+    catalog,
+    locks,
+    deleteEnabled: config.storage.deleteEnabled,
+    readOnly: config.storage.readOnly,
+    uploadSessionTtlMs: config.berth.uploadSessionTtlMs,
+    lastGc: () => lastGc?.(),
+    logger,
+  });
+  app.decorate('berth', { config, driver, sessions, authorizer, store, uploads, metrics, events, catalog, browser, locks });
+  app.addHook('onReady', async () => events.start());
 
   let closing = false;
   app.setErrorHandler((err, request, reply) => {
@@ -129,6 +165,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
           route: request.routeKind,
           remote: request.ip,
           ua: request.headers['user-agent'],
+          user: request.principal?.account,
         },
         'request',
       );
@@ -168,8 +205,11 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   if (mc.enabled) await app.register(metricsPlugin(metrics, { serve: !mc.addr, path: mc.path }));
   if (authRoutes) await app.register(authRoutes);
   const local = new LocalNamespace(store, uploads, { automaticCrossMount: config.berth.automaticCrossMount });
-  const namespace = pullThrough ? pullThrough.decorate(local) : local;
-  await app.register(registryRoutes, { config, namespace, authorizer, metrics });
+  // Events wrap the outermost namespace, so pulls the mirror serves give their events too.
+  const namespace = new EventingNamespace(pullThrough ? pullThrough.decorate(local) : local, events);
+  await app.register(registryRoutes, { config, namespace, authorizer, metrics, catalog, locks });
+  await app.register(apiRoutes, { browser, catalog, authorizer });
+  app.addHook('onReady', async () => catalog.start());
   if (pullThrough) {
     const proxy = pullThrough;
     app.addHook('onReady', async () => proxy.start());
@@ -182,12 +222,18 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   const uploadTtlMs = config.berth.uploadSessionTtlMs;
   if (gcOptions) {
     gcOptions.uploadAgeMs = staleUploadPolicy(uploadTtlMs, gcOptions.uploadAgeMs).ageMs;
+    gcOptions.events = events;
     gcOptions.onResult = (r) => {
       metrics.gcBytesReclaimed.inc(r.bytesReclaimed);
       metrics.gcLastRun.set(Date.now() / 1000);
     };
     app.addHook('onReady', async () => {
-      gcSchedule = startGcSchedule(driver, gcOptions, logger, sessions);
+      const schedule = startGcSchedule(driver, gcOptions, logger, sessions);
+      gcSchedule = schedule;
+      lastGc = () => {
+        const r = schedule.lastResult();
+        return r ? { at: new Date(r.startedAt.getTime() + r.durationMs), bytesFreed: r.bytesReclaimed } : undefined;
+      };
     });
   }
 
@@ -211,9 +257,13 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   app.addHook('onClose', async () => {
     if (purgeTimer) clearInterval(purgeTimer);
     gcSchedule?.stop();
+    await catalog.stop();
+    if (!deps.repositoryIndex) await repositoryIndex.close();
     await pullThrough?.close();
     await authClose?.();
     await authorizer.close();
+    if (!deps.events) await events.close();
+    audit.close();
     if (!deps.sessions) await sessions.close();
     if (!deps.driver) await driver.close();
   });

@@ -3,6 +3,7 @@ import type { StorageDriver } from './storage/driver.js';
 import { FilesystemDriver } from './storage/drivers/filesystem.js';
 import { MemorySessionStore } from './uploads/memory-session-store.js';
 import type { UploadSessionStore } from './uploads/session-store.js';
+import { MemoryRepositoryIndex, type RepositoryIndex } from './services/catalog/repository-index.js';
 
 /**
  * The parts that the server and the offline commands (gc, du, fsck) build alike from the typed config. Kept apart
@@ -29,4 +30,14 @@ export async function createSessionStore(config: Config): Promise<UploadSessionS
     return RedisSessionStore.connect({ ...config.redis, ttlMs });
   }
   return new MemorySessionStore({ ttlMs });
+}
+
+/** The catalog index store the config selects: Redis when `redis.addr` is set (shared by replicas), else in-process. */
+export async function createRepositoryIndex(config: Config): Promise<RepositoryIndex> {
+  if (config.redis) {
+    // Loaded only when configured, as the session store.
+    const { RedisRepositoryIndex } = await import('./services/catalog/redis-repository-index.js');
+    return RedisRepositoryIndex.connect(config.redis);
+  }
+  return new MemoryRepositoryIndex();
 }

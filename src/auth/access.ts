@@ -2,7 +2,10 @@
  * Access a request needs, decided in ONE place from the route and method, so no route can skip authorization.
  * Scopes follow the Docker token spec: `repository:<name>:<actions>` and `registry:catalog:*`.
  */
-export type Action = 'pull' | 'push' | 'delete' | '*';
+export type Action = 'pull' | 'push' | 'delete' | 'search' | '*';
+
+/** Every action a token scope or claim may carry (`search` only on `registry:catalog`, for `docker search`). */
+export const TOKEN_ACTIONS: readonly string[] = ['pull', 'push', 'delete', 'search', '*'];
 
 export interface AccessRecord {
   type: 'repository' | 'registry';
@@ -20,7 +23,19 @@ export type RouteKind =
   | 'blob'
   | 'upload-start'
   | 'upload'
-  | 'referrers';
+  | 'referrers'
+  /** Docker Hub's v1 search (`GET /v1/search`), what `docker search HOST/term` calls. */
+  | 'search'
+  /** `/api/v1/repositories` (list), `/api/v1/repositories/<name>` (one, or DELETE the repository). */
+  | 'api-repositories'
+  | 'api-repository'
+  /** `/api/v1/repositories/<name>/tags` and `/tags/<tag>`. */
+  | 'api-tags'
+  | 'api-tag'
+  /** `/api/v1/repositories/<name>/manifests/<tag-or-digest>`. */
+  | 'api-manifest'
+  /** `/api/v1/usage`. */
+  | 'api-usage';
 
 export interface RouteMatch {
   kind: RouteKind;
@@ -33,12 +48,20 @@ export interface RouteMatch {
 /**
  * Required access for a request.
  * - GET/HEAD → pull; POST/PUT/PATCH → push and pull; DELETE → delete.
- * - `_catalog` → `registry:catalog:*`; `/v2/` itself → authenticated, no scope.
+ * - `_catalog` and `/api/v1/usage` → `registry:catalog:*`; `/v2/` and `/api/v1/repositories` → authenticated, no
+ *   scope (lists are filtered by pull access); `/v1/search` → `registry:catalog:search`.
+ * - `/api/v1/` routes of one repository as `/v2/`: GET → pull, DELETE (a tag, a manifest, the repository) → delete.
  * - A cross-repository mount (`POST ...?mount=&from=`) also needs pull on `from`.
  */
 export function requiredAccess(route: RouteMatch, method: string, query: Record<string, string | undefined>): AccessRecord[] {
   if (route.kind === 'base') return [];
   if (route.kind === 'catalog') return [{ type: 'registry', name: 'catalog', actions: ['*'] }];
+  // Docker's daemon asks for `registry:catalog:search` before `GET /v1/search`; results are filtered by pull access.
+  if (route.kind === 'search') return [{ type: 'registry', name: 'catalog', actions: ['search'] }];
+  // Listings filtered by pull access: any caller the authorizer knows (or anonymous, where rules allow anonymous).
+  if (route.kind === 'api-repositories') return [];
+  // What gc and du report covers every repository: the catalog right.
+  if (route.kind === 'api-usage') return [{ type: 'registry', name: 'catalog', actions: ['*'] }];
   const name = route.name;
   if (name === undefined) return [];
   const m = method.toUpperCase();

@@ -14,6 +14,8 @@ export interface AuthRequest {
   headers: IncomingHttpHeaders;
   /** Client address (for rate limiting). */
   ip: string;
+  /** The request id, for the audit trail. */
+  id?: string;
 }
 
 /**
@@ -27,14 +29,28 @@ export interface AuthRequest {
 export interface Authorizer {
   readonly name: string;
   authorize(request: AuthRequest, access: AccessRecord[]): Promise<Principal>;
+  /**
+   * Whether `principal` may pull `repo`: filters `_catalog`, search and the JSON API's lists, so a caller never sees
+   * the name of a repository they may not pull.
+   */
+  canPull(principal: Principal, repo: string): Promise<boolean>;
+  /**
+   * True when a request without credentials may be answered as anonymous by filtered listings (search, the API's
+   * repository list) instead of a 401: the authorizer has rules that can grant anonymous clients something.
+   */
+  readonly anonymousListing: boolean;
   close(): Promise<void>;
 }
 
 /** No authentication: everything is allowed (registry:2 without an `auth` section). */
 export class AllowAllAuthorizer implements Authorizer {
   readonly name = 'none';
+  readonly anonymousListing = true;
   async authorize(): Promise<Principal> {
     return {};
+  }
+  async canPull(): Promise<boolean> {
+    return true;
   }
   async close(): Promise<void> {}
 }

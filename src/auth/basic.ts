@@ -1,3 +1,4 @@
+import type { AuditLog } from '../events/audit.js';
 import type { AccessRecord } from './access.js';
 import type { AuthRequest, Authorizer, Principal } from './authorizer.js';
 import type { HtpasswdStore } from './htpasswd.js';
@@ -27,8 +28,15 @@ export function quote(value: string): string {
  */
 export class BasicAuthorizer implements Authorizer {
   readonly name = 'htpasswd';
+  readonly anonymousListing = false;
 
-  constructor(private readonly users: HtpasswdStore, private readonly realm: string, private readonly limiter: FailureLimiter) {}
+  constructor(
+    private readonly users: HtpasswdStore,
+    private readonly realm: string,
+    private readonly limiter: FailureLimiter,
+    /** The audit trail: failed logins. */
+    private readonly audit?: AuditLog,
+  ) {}
 
   async authorize(request: AuthRequest, access: AccessRecord[]): Promise<Principal> {
     const header = request.headers.authorization;
@@ -44,8 +52,16 @@ export class BasicAuthorizer implements Authorizer {
       if (ok) attempt.succeeded();
       else attempt.failed();
     }
-    if (!ok) throw new RegistryError('UNAUTHORIZED', detail, { ...challenge, message: 'invalid username or password' });
+    if (!ok) {
+      this.audit?.record('login failure', { user: creds.name, addr: request.ip, requestId: request.id }, { via: 'basic' });
+      throw new RegistryError('UNAUTHORIZED', detail, { ...challenge, message: 'invalid username or password' });
+    }
     return { account: creds.name };
+  }
+
+  /** As in Distribution, a valid user may pull everything; anonymous clients nothing. */
+  async canPull(principal: Principal): Promise<boolean> {
+    return principal.account !== undefined;
   }
 
   async close(): Promise<void> {}

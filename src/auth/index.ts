@@ -1,6 +1,7 @@
 import type { X509Certificate } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
+import type { AuditLog } from '../events/audit.js';
 import type { StorageDriver } from '../storage/driver.js';
 import { AllowAllAuthorizer, type Authorizer } from './authorizer.js';
 import { BasicAuthorizer } from './basic.js';
@@ -25,6 +26,8 @@ export interface AuthModule {
 export interface AuthDeps {
   driver: StorageDriver;
   logger: Logger;
+  /** The audit trail: token grants and failed logins. */
+  audit?: AuditLog;
   /** Host directory of the filesystem driver's root, so a generated signing key gets mode 0600. */
   storageRoot?: string;
 }
@@ -47,7 +50,7 @@ export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthMo
     if (!htpasswd) return { authorizer: new AllowAllAuthorizer(), close: async () => {} };
     const users = new HtpasswdStore(htpasswd.path, logger);
     await users.refresh();
-    const authorizer = new BasicAuthorizer(users, htpasswd.realm, limiter);
+    const authorizer = new BasicAuthorizer(users, htpasswd.realm, limiter, deps.audit);
     return { authorizer, close: () => authorizer.close() };
   }
 
@@ -68,6 +71,7 @@ export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthMo
   }
 
   let tokenServer: AuthModule['tokenServer'];
+  let rules: RulesSource | undefined;
   const certificates: X509Certificate[] = [];
   const issuers = new Set<string>();
   if (token) issuers.add(token.issuer);
@@ -88,7 +92,7 @@ export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthMo
     } else {
       logger.warn('auth.builtin.users not set: only anonymous access rules apply');
     }
-    const rules = await RulesSource.create(builtin.rules, builtin.groups, logger);
+    rules = await RulesSource.create(builtin.rules, builtin.groups, logger);
     const issuer = new TokenIssuer({
       users,
       rules,
@@ -99,6 +103,7 @@ export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthMo
       expirationMs: builtin.expirationMs,
       refreshExpirationMs: builtin.refreshExpirationMs,
       logger,
+      ...(deps.audit ? { audit: deps.audit } : {}),
     });
     tokenServer = { issuer, signer };
     logger.info({ kid: signer.kid, alg: signer.alg }, 'token server enabled on /auth/token');
@@ -116,7 +121,7 @@ export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthMo
     audience: service,
     algorithms: token?.algorithms ?? [...SAFE_ALGORITHMS],
   });
-  const authorizer = new TokenAuthorizer(verifier, realm, service, logger);
+  const authorizer = new TokenAuthorizer(verifier, realm, service, logger, rules);
   const result: AuthModule = { authorizer, close: () => authorizer.close() };
   if (tokenServer) result.tokenServer = tokenServer;
   return result;

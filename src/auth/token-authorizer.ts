@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { scopeString, type AccessRecord } from './access.js';
 import type { AuthRequest, Authorizer, Principal } from './authorizer.js';
 import { quote } from './basic.js';
+import { allowedActions, type RulesSource } from './rules.js';
 import { covers, InvalidTokenError, type TokenVerifier } from './verifier.js';
 import { RegistryError } from '../errors/registry-error.js';
 
@@ -28,13 +29,34 @@ export function realmFromRequest(path: string, defaultProto: 'http' | 'https'): 
  */
 export class TokenAuthorizer implements Authorizer {
   readonly name = 'token';
+  readonly anonymousListing: boolean;
 
+  /**
+   * @param rules the built-in token server's access rules, when it runs: listings are then filtered by what the
+   *   rules let the token's subject pull. Without them (only an external issuer), by what the token grants: pull on
+   *   the repository, or `registry:catalog:*` (the issuer granted the whole catalog).
+   */
   constructor(
     private readonly verifier: TokenVerifier,
     private readonly realm: RealmResolver,
     private readonly service: string,
     private readonly logger?: Logger,
-  ) {}
+    private readonly rules?: RulesSource,
+  ) {
+    this.anonymousListing = rules !== undefined;
+  }
+
+  async canPull(principal: Principal, repo: string): Promise<boolean> {
+    if (this.rules) {
+      const allowed = allowedActions(await this.rules.rules(), principal.account, 'repository', repo);
+      return allowed.has('pull') || allowed.has('*');
+    }
+    const granted = principal.granted ?? [];
+    return (
+      covers(granted, [{ type: 'repository', name: repo, actions: ['pull'] }]) ||
+      covers(granted, [{ type: 'registry', name: 'catalog', actions: ['*'] }])
+    );
+  }
 
   /** The `WWW-Authenticate` challenge for `access`. */
   challenge(headers: IncomingHttpHeaders, access: AccessRecord[], error?: string): string {

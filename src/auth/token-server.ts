@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { errors as joseErrors, jwtVerify } from 'jose';
 import type { Logger } from 'pino';
-import type { AccessRecord, Action } from './access.js';
+import type { AuditLog } from '../events/audit.js';
+import { TOKEN_ACTIONS, type AccessRecord, type Action } from './access.js';
 import { quote } from './basic.js';
 import { entryFingerprint, type HtpasswdStore } from './htpasswd.js';
 import type { FailureLimiter } from './rate-limit.js';
@@ -9,8 +10,6 @@ import { grant, type RulesSource } from './rules.js';
 import type { TokenSigner } from './signer.js';
 import { RegistryError } from '../errors/registry-error.js';
 import { isValidName } from '../oci/reference.js';
-
-const ACTIONS: readonly string[] = ['pull', 'push', 'delete', '*'];
 
 /**
  * Parses Docker token scopes (`repository:samalba/my-app:pull,push`, `registry:catalog:*`), from repeated `scope`
@@ -27,7 +26,7 @@ export function parseScopes(values: string[]): AccessRecord[] {
       if (first <= 0 || last === first) continue;
       const type = scope.slice(0, first).replace(/\([^)]*\)$/, '');
       const name = scope.slice(first + 1, last);
-      const actions = scope.slice(last + 1).split(',').filter((a): a is Action => ACTIONS.includes(a));
+      const actions = scope.slice(last + 1).split(',').filter((a): a is Action => TOKEN_ACTIONS.includes(a));
       let kind: AccessRecord['type'];
       if (type === 'repository' && isValidName(name)) kind = 'repository';
       else if (type === 'registry' && name === 'catalog') kind = 'registry';
@@ -51,6 +50,8 @@ export interface TokenServerOptions {
   expirationMs: number;
   refreshExpirationMs: number;
   logger?: Logger;
+  /** The audit trail: token grants and failed logins. */
+  audit?: AuditLog;
 }
 
 /** The token endpoint's JSON answer (Docker token spec and its OAuth2 variant). */
@@ -79,7 +80,7 @@ export class TokenIssuer {
   }
 
   /** Checks a password (rate-limited per `ip` and per account); resolves the account or throws UNAUTHORIZED / TOOMANYREQUESTS. */
-  async login(ip: string, name: string, password: string): Promise<string> {
+  async login(ip: string, name: string, password: string, requestId?: string): Promise<string> {
     const attempt = await this.options.limiter.begin(ip, name);
     let ok = false;
     try {
@@ -90,6 +91,7 @@ export class TokenIssuer {
     }
     if (!ok) {
       this.options.logger?.info({ account: name, ip }, 'token server: login failed');
+      this.options.audit?.record('login failure', { user: name, addr: ip, requestId }, { via: 'token' });
       throw new RegistryError('UNAUTHORIZED', undefined, {
         message: 'invalid username or password',
         headers: { 'WWW-Authenticate': `Basic realm=${quote(this.options.service)}` },
@@ -99,7 +101,7 @@ export class TokenIssuer {
   }
 
   /** Resolves the account of a valid refresh token (rate-limited like a password); the user must still exist unchanged. */
-  async redeem(ip: string, refreshToken: string): Promise<string> {
+  async redeem(ip: string, refreshToken: string, requestId?: string): Promise<string> {
     const attempt = await this.options.limiter.begin(ip);
     let sub: unknown;
     try {
@@ -108,7 +110,10 @@ export class TokenIssuer {
       if (typeof sub === 'string') attempt.succeeded();
       else attempt.failed();
     }
-    if (typeof sub !== 'string') throw new RegistryError('UNAUTHORIZED', undefined, { message: 'invalid refresh token' });
+    if (typeof sub !== 'string') {
+      this.options.audit?.record('login failure', { addr: ip, requestId }, { via: 'refresh_token' });
+      throw new RegistryError('UNAUTHORIZED', undefined, { message: 'invalid refresh token' });
+    }
     return sub;
   }
 
@@ -135,9 +140,17 @@ export class TokenIssuer {
   }
 
   /** Issues an access token for `account` (undefined: anonymous), plus a refresh token when `offline`. */
-  async issue(account: string | undefined, requested: AccessRecord[], offline: boolean): Promise<TokenResponse> {
+  async issue(account: string | undefined, requested: AccessRecord[], offline: boolean, who: { ip?: string; requestId?: string } = {}): Promise<TokenResponse> {
     const rules = await this.options.rules.rules();
     const access = grant(rules, account, requested);
+    // `registry:catalog:search` (what `docker search` asks for) is granted to everyone: search results only ever
+    // hold repositories the rules let the caller pull, so the scope itself reveals nothing.
+    const search = requested.find((r) => r.type === 'registry' && r.name === 'catalog' && r.actions.includes('search'));
+    if (search) {
+      const held = access.find((r) => r.type === 'registry' && r.name === 'catalog');
+      if (!held) access.push({ type: 'registry', name: 'catalog', actions: ['search'] });
+      else if (!held.actions.includes('search') && !held.actions.includes('*')) held.actions.push('search');
+    }
     const now = Math.floor(Date.now() / 1000);
     const expiresIn = Math.floor(this.options.expirationMs / 1000);
     const token = await this.options.signer.sign({
@@ -166,6 +179,10 @@ export class TokenIssuer {
       }
     }
     this.options.logger?.debug({ account: account ?? '(anonymous)', access }, 'token issued');
+    this.options.audit?.record('token grant', { user: account, addr: who.ip, requestId: who.requestId }, {
+      access: access.map((a) => `${a.type}:${a.name}:${a.actions.join(',')}`),
+      ...(response.refresh_token ? { refreshToken: true } : {}),
+    });
     return response;
   }
 }

@@ -1,5 +1,5 @@
 import { decodeProtectedHeader, errors as joseErrors, jwtVerify } from 'jose';
-import type { AccessRecord, Action } from './access.js';
+import { TOKEN_ACTIONS, type AccessRecord, type Action } from './access.js';
 import type { TrustStore } from './trust.js';
 
 /** Why a token was refused (kept for debug logs; never contains the token). */
@@ -27,8 +27,6 @@ export interface VerifierOptions {
   leewaySeconds?: number;
 }
 
-const ACTIONS: readonly string[] = ['pull', 'push', 'delete', '*'];
-
 /** The `access` claim: `[{type, name, actions}]`; unknown types and actions are dropped, a malformed claim refused. */
 export function parseAccessClaim(claim: unknown): AccessRecord[] {
   if (claim === undefined || claim === null) return [];
@@ -41,7 +39,7 @@ export function parseAccessClaim(claim: unknown): AccessRecord[] {
       throw new InvalidTokenError('access claim entry needs type, name and actions');
     }
     if (type !== 'repository' && type !== 'registry') continue;
-    const acts = actions.filter((a): a is Action => typeof a === 'string' && ACTIONS.includes(a));
+    const acts = actions.filter((a): a is Action => typeof a === 'string' && TOKEN_ACTIONS.includes(a));
     out.push({ type, name, actions: acts });
   }
   return out;

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { ConfigError } from '../config/fields.js';
 import { parseCommandArgs, UsageError, type Command } from './command.js';
+import { indexCommand, repoCommand } from './catalog-commands.js';
 import { configCommand } from './config-command.js';
 import { mirrorCommand } from './mirror-command.js';
 import { serveCommand } from './serve.js';
@@ -17,6 +18,8 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   du: duCommand,
   fsck: fsckCommand,
   user: userCommand,
+  repo: repoCommand,
+  index: indexCommand,
   config: configCommand,
   mirror: mirrorCommand,
 };

@@ -114,7 +114,18 @@ export const gcCommand: Command = {
           progress: createProgress(process.stderr, logger),
           onDeletion: (d) => process.stdout.write(`${describeDeletion(d, dryRun)}\n`),
         };
-        const r = await runGc(driver, options);
+        // Deletions are queued as events for the running server to deliver (this command only queues them).
+        const { createEvents } = await import('../events/index.js');
+        const { createEventMetrics } = await import('../events/metrics.js');
+        const { Registry } = await import('prom-client');
+        const events = await createEvents(config, { driver, logger, metrics: createEventMetrics(new Registry()), deliver: false });
+        options.events = events;
+        let r: Awaited<ReturnType<typeof runGc>>;
+        try {
+          r = await runGc(driver, options);
+        } finally {
+          await events.close();
+        }
         const n = (count: number, word: string) => `${count} ${word}${count === 1 ? '' : 's'}`;
         process.stdout.write(
           `${dryRun ? 'gc dry run: would delete' : 'gc: deleted'} ${n(r.manifestsDeleted, 'untagged manifest')}, ` +

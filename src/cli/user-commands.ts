@@ -1,16 +1,41 @@
+import { userInfo } from 'node:os';
+import { pino } from 'pino';
 import { userAdd, userRemove } from '../auth/htpasswd.js';
-import { loadConfig } from '../config/config.js';
+import { loadConfig, type Config } from '../config/config.js';
 import { ConfigError, isSection } from '../config/fields.js';
+import { AuditLog } from '../events/audit.js';
+import { parseAuditConfig } from '../events/config.js';
 import { CONFIG_OPTION, configFile, UsageError, type Command, type CommandArgs } from './command.js';
 
+function osUser(): string {
+  try {
+    return userInfo().username;
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * What a `berth user` command works on: the htpasswd file (`--file F`, else the one the config names) and the audit
+ * trail (one line on stderr, and in the config's `berth.audit.file` when it names one).
+ */
+async function userTargets(args: CommandArgs): Promise<{ file: string; audit: AuditLog }> {
+  const configPath = configFile(args.values.config, undefined);
+  let config: Config | undefined;
+  if (configPath) {
+    config = await loadConfig(configPath);
+    for (const w of config.warnings) process.stderr.write(`berth: warning: ${w}\n`);
+  }
+  const auditFile = config ? parseAuditConfig(config.raw, () => undefined).file : undefined;
+  const audit = new AuditLog(pino({ base: {} }, process.stderr), auditFile ? { file: auditFile } : {});
+  return { file: await htpasswdFile(args, configPath, config), audit };
+}
+
 /** The htpasswd file a `berth user` command edits: `--file F`, else the one the config names. */
-async function htpasswdFile(args: CommandArgs): Promise<string> {
+async function htpasswdFile(args: CommandArgs, configPath: string | undefined, config: Config | undefined): Promise<string> {
   const file = args.values.file;
   if (typeof file === 'string' && file) return file;
-  const configPath = configFile(args.values.config, undefined);
-  if (configPath) {
-    const config = await loadConfig(configPath);
-    for (const w of config.warnings) process.stderr.write(`berth: warning: ${w}\n`);
+  if (configPath && config) {
     const auth = config.auth ?? {};
     const builtin = isSection(auth.builtin) ? auth.builtin : {};
     const htpasswd = isSection(auth.htpasswd) ? auth.htpasswd : {};
@@ -61,15 +86,21 @@ export const userCommand: Command = {
     const [action, name] = args.positionals;
     if ((action !== 'add' && action !== 'rm') || !name) throw new UsageError('expected add or rm and a user name');
     try {
-      const file = await htpasswdFile(args);
-      if (action === 'add') {
-        await userAdd(file, name, await readPassword());
-        process.stderr.write(`user ${name} saved in ${file}\n`);
-        return 0;
-      }
-      if (await userRemove(file, name)) {
-        process.stderr.write(`user ${name} removed from ${file}\n`);
-        return 0;
+      const { file, audit } = await userTargets(args);
+      try {
+        if (action === 'add') {
+          await userAdd(file, name, await readPassword());
+          audit.record('user add', { user: osUser(), origin: 'cli' }, { name, file });
+          process.stderr.write(`user ${name} saved in ${file}\n`);
+          return 0;
+        }
+        if (await userRemove(file, name)) {
+          audit.record('user rm', { user: osUser(), origin: 'cli' }, { name, file });
+          process.stderr.write(`user ${name} removed from ${file}\n`);
+          return 0;
+        }
+      } finally {
+        audit.close();
       }
       process.stderr.write(`berth: no user ${name} in ${file}\n`);
       return 1;

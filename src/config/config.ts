@@ -49,6 +49,8 @@ export interface Config {
   auth?: RawSection;
   /** The raw `proxy` section; parsed by the pull-through module. */
   proxy?: RawSection;
+  /** The raw `notifications` section (registry:2's webhook endpoints); parsed by the events module. */
+  notifications?: RawSection;
   berth: {
     /** Mount a blob named by `?mount=` without `from` when the registry has it in any repository. */
     automaticCrossMount: boolean;
@@ -299,6 +301,10 @@ export function normalizeConfig(raw: RawSection, warnings: string[] = []): Confi
   // One list: a key two parsers warn about is reported once.
   const unique = [...new Set(warnings)];
   warnings.splice(0, warnings.length, ...unique);
+  if (raw.notifications !== undefined && raw.notifications !== null) {
+    if (!isSection(raw.notifications)) throw new ConfigError(`notifications: expected a section, got ${JSON.stringify(raw.notifications)}`);
+    config.notifications = raw.notifications;
+  }
   return config;
 }
 

@@ -135,9 +135,10 @@ export const CONFIG_SCHEMA: Readonly<Record<string, SectionSchema>> = {
   berth: {
     keys: {
       automaticcrossmount: 'use', uploadsessionttl: 'use', shutdowntimeout: 'use', idletimeout: 'use', metrics: 'use',
-      gc: 'use',
+      gc: 'use', audit: 'use', index: 'use',
     },
   },
+  'berth.audit': { keys: { file: 'use' } },
   'berth.metrics': { keys: { enabled: 'use', path: 'use', addr: 'use' } },
   'berth.gc': { keys: { interval: 'use', grace: 'use', deleteuntagged: 'use', uploadage: 'use' } },
 };

@@ -52,6 +52,8 @@
  * A dry run performs the same marking and candidate checks without moving anything, so it reports exactly what a
  * real run started right after it deletes (concurrent pushes aside).
  */
+import { GC_CONTEXT } from '../events/event.js';
+import type { EventSink } from '../events/registry-events.js';
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
@@ -111,6 +113,8 @@ export interface GcOptions {
   progress?: ProgressSink;
   /** Called for every deletion (or would-be deletion in a dry run), in order. */
   onDeletion?: (d: GcDeletion) => void;
+  /** Gets a `delete` event (and audit line) per deleted manifest and per removed blob link, once the run is over. */
+  events?: EventSink;
 }
 
 /** One thing gc deleted (or would delete). */
@@ -583,10 +587,26 @@ export async function runGc(driver: StorageDriver, options: GcOptions = {}): Pro
     record(u);
   }
 
+  if (!dryRun && options.events) await emitGcDeletions(options.events, result.deletions);
   result.interrupted = aborted();
   result.bytesReclaimed = result.blobBytesReclaimed + result.uploadBytesReclaimed;
   result.durationMs = Date.now() - t0;
   const { deletions: _d, ...summary } = result;
   logger?.info(summary, result.interrupted ? 'gc: interrupted' : 'gc: finished');
   return result;
+}
+
+/**
+ * The events of a finished run (after manifests restored mid-run were taken out of `deletions`): `delete` of each
+ * manifest revision, and of each blob in each repository whose link gc removed (blobs no repository linked, such as
+ * manifest blobs, were never visible through the API and give no event). Upload data is not an event.
+ */
+export async function emitGcDeletions(events: EventSink, deletions: GcDeletion[]): Promise<void> {
+  for (const d of deletions) {
+    if (d.kind === 'manifest' && d.repository && d.digest) {
+      await events.emit('delete', { repository: d.repository, digest: d.digest, kind: 'manifest' }, GC_CONTEXT);
+    } else if (d.kind === 'blob' && d.digest) {
+      for (const repository of d.links ?? []) await events.emit('delete', { repository, digest: d.digest, kind: 'blob' }, GC_CONTEXT);
+    }
+  }
 }

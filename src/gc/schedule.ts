@@ -1,3 +1,4 @@
+import type { EventSink } from '../events/registry-events.js';
 import type { Logger } from 'pino';
 import { bool, checkKeys, duration, section, type RawSection } from '../config/fields.js';
 import type { StorageDriver } from '../storage/driver.js';
@@ -14,6 +15,8 @@ export interface GcScheduleOptions {
   uploadAgeMs?: number;
   /** Called after every run (e.g. to update metrics: bytes reclaimed, last run time). */
   onResult?: (result: GcResult) => void;
+  /** Where the deletions go as events (webhooks, audit trail). */
+  events?: EventSink;
 }
 
 /**
@@ -68,6 +71,7 @@ export function startGcSchedule(driver: StorageDriver, options: GcScheduleOption
         ...(sessions ? { sessions } : {}),
       };
       if (options.uploadAgeMs !== undefined) gcOptions.uploadAgeMs = options.uploadAgeMs;
+      if (options.events) gcOptions.events = options.events;
       last = await runGc(driver, gcOptions);
       options.onResult?.(last);
     } catch (err) {

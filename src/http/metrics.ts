@@ -7,6 +7,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { Config } from '../config/config.js';
 import { parseListenAddress } from '../config/config.js';
 import { bool, ConfigError, isSection, optString, str } from '../config/fields.js';
+import { createEventMetrics, type EventMetrics } from '../events/metrics.js';
 import type { MirrorObserver } from '../proxy/mirror-observer.js';
 
 declare module 'fastify' {
@@ -63,6 +64,8 @@ export interface Metrics {
   readonly gcBytesReclaimed: Counter;
   /** `berth_gc_last_run_timestamp_seconds`: when the last garbage collection run finished (Unix time). */
   readonly gcLastRun: Gauge;
+  /** `berth_events_*{endpoint}`: webhook delivery (src/events/metrics.ts). */
+  readonly events: EventMetrics;
 }
 
 /** Options for {@link createMetrics}. */
@@ -184,6 +187,7 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
       help: 'Unix time at which the last garbage collection run finished.',
       registers,
     }),
+    events: createEventMetrics(registry),
   };
 }
 

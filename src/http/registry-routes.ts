@@ -3,6 +3,8 @@ import type { Readable } from 'node:stream';
 import { mountSources, requiredAccess, type RouteMatch } from '../auth/access.js';
 import type { Authorizer, Principal } from '../auth/authorizer.js';
 import type { Config } from '../config/config.js';
+import { DEFAULT_PAGE, MAX_PAGE, type CatalogIndex } from '../services/catalog/catalog-index.js';
+import type { RepositoryLocks } from '../services/catalog/repository-locks.js';
 import { registryError } from '../errors/registry-error.js';
 import { parseDigest, type Digest } from '../oci/digest.js';
 import { MAX_MANIFEST_BYTES, MediaTypes } from '../oci/manifest.js';
@@ -11,6 +13,7 @@ import type { MountSource, Namespace, Repository, TagPage } from '../registry/re
 import { uploadRangeHeader, type ChunkRange } from '../uploads/upload-service.js';
 import { requestBody, type Metrics } from './metrics.js';
 import { matchRoute } from './route-match.js';
+import { requestContext } from './request-context.js';
 import { sendBlob } from './blob-response.js';
 
 declare module 'fastify' {
@@ -27,6 +30,10 @@ export interface RegistryRoutesOptions {
   authorizer: Authorizer;
   /** Counters for uploads in progress (the request metrics are recorded by the metrics plugin). */
   metrics?: Metrics;
+  /** The catalog index: answers `_catalog`, and is told about every push and delete. */
+  catalog: CatalogIndex;
+  /** Writes into a repository hold its lock shared, so a repository delete never interleaves with them. */
+  locks: RepositoryLocks;
 }
 
 type Query = Record<string, string | undefined>;
@@ -53,7 +60,8 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
     request.routeKind = route.kind;
     const query = request.query as Query;
     const access = requiredAccess(route, request.method, query);
-    const principal = await authorizer.authorize({ method: request.method, headers: request.headers, ip: request.ip }, access);
+    const principal = await authorizer.authorize({ method: request.method, headers: request.headers, ip: request.ip, id: request.id }, access);
+    request.principal = principal;
     const method = request.method;
     if (config.storage.readOnly && method !== 'GET' && method !== 'HEAD') {
       throw registryError('UNSUPPORTED', undefined, { message: 'registry is in read-only mode' });
@@ -61,13 +69,13 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
     if (route.kind === 'base' || route.kind === 'catalog') {
       if (route.kind === 'catalog') {
         if (method !== 'GET') throw methodNotAllowed();
-        return catalog(reply, query);
+        return catalog(principal, reply, query);
       }
       if (method !== 'GET' && method !== 'HEAD') throw methodNotAllowed();
       await reply.type('application/json').send({});
       return;
     }
-    const repo = namespace.repository(route.name as string, query.ns);
+    const repo = namespace.repository(route.name as string, query.ns, requestContext(request, config));
     // Registry proxying proposal (distribution-spec#66, what containerd implements): "A `ns` query parameter on pull
     // operations is OPTIONAL, but when used specifies the host in a repository name used by a client" and "A proxy
     // registry MAY use the `ns` query parameter to resolve an upstream registry host". The response names the
@@ -78,14 +86,16 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
         if (method !== 'GET') throw methodNotAllowed();
         return tagsList(repo, reply, query);
       case 'manifest':
-        return manifest(repo, route, request, reply);
+        return method === 'GET' || method === 'HEAD' ? manifest(repo, route, request, reply) : opts.locks.shared(repo.name, () => manifest(repo, route, request, reply));
       case 'blob':
         return blob(repo, route, request, reply);
       case 'upload-start':
         if (method !== 'POST') throw methodNotAllowed();
-        return writing(() => uploadStart(repo, request, reply, query, principal));
+        return opts.locks.shared(repo.name, () => writing(() => uploadStart(repo, request, reply, query, principal)));
       case 'upload':
-        return method === 'PATCH' || method === 'PUT' ? writing(() => upload(repo, route, request, reply, query)) : upload(repo, route, request, reply, query);
+        return method === 'PATCH' || method === 'PUT'
+          ? opts.locks.shared(repo.name, () => writing(() => upload(repo, route, request, reply, query)))
+          : upload(repo, route, request, reply, query);
       case 'referrers':
         if (method !== 'GET') throw methodNotAllowed();
         return referrers(repo, route, reply, query);
@@ -118,6 +128,33 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
   }
 
   /**
+   * `_catalog` from the catalog index, never a storage walk per request: a default page of 100 (as registry:2), at
+   * most 1000 (a larger `n` is PAGINATION_NUMBER_INVALID, as Distribution answers above `catalog.maxentries`), and
+   * only repositories the caller may pull (registry:2 lists every name to anyone with the catalog scope).
+   */
+  async function catalog(principal: Principal, reply: FastifyReply, query: Query): Promise<void> {
+    let n = DEFAULT_PAGE;
+    if (query.n !== undefined && query.n !== '') {
+      if (!/^\d{1,9}$/.test(query.n)) throw registryError('PAGINATION_NUMBER_INVALID', { n: query.n.slice(0, 20) }, { message: 'n must be a non-negative integer' });
+      n = Number(query.n);
+      if (n > MAX_PAGE) throw registryError('PAGINATION_NUMBER_INVALID', { n, max: MAX_PAGE }, { message: `n must be at most ${MAX_PAGE}` });
+    }
+    const last = query.last === undefined || query.last === '' ? undefined : query.last;
+    const page = n === 0 ? { entries: [], next: null } : await opts.catalog.page(last, n, (name) => authorizer.canPull(principal, name));
+    if (page.next !== null) reply.header('Link', `</v2/_catalog?n=${n}&last=${encodeURIComponent(page.next)}>; rel="next"`);
+    await reply.type('application/json').send({ repositories: page.entries.map((e) => e.name) });
+  }
+
+  /** Tells the catalog index that `name` changed; a failure is logged, never fails the request that wrote. */
+  async function indexChanged(request: FastifyRequest, name: string, onlyIfNew = false): Promise<void> {
+    try {
+      await (onlyIfNew ? opts.catalog.ensure(name) : opts.catalog.refresh(name));
+    } catch (err) {
+      request.log.warn({ err, repository: name }, 'catalog index not updated');
+    }
+  }
+
+  /**
    * Spec: when more entries remain, "a `Link: <url>; rel="next"` header" gives the next page. The `ns` of a
    * mirrored repository is kept, so the next page is served from the same upstream.
    */
@@ -128,13 +165,6 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
     params.set('last', next);
     if (ns !== undefined) params.set('ns', ns);
     reply.header('Link', `<${basePath}?${params.toString()}>; rel="next"`);
-  }
-
-  async function catalog(reply: FastifyReply, query: Query): Promise<void> {
-    const page = pageQuery(query);
-    const result = await namespace.catalog(page);
-    nextLink(reply, '/v2/_catalog', page, result.next);
-    await reply.type('application/json').send({ repositories: result.tags });
   }
 
   async function tagsList(repo: Repository, reply: FastifyReply, query: Query): Promise<void> {
@@ -177,12 +207,14 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
           .header('Content-Length', '0');
         // Spec: "If a manifest with a subject field is pushed, the registry MUST respond with OCI-Subject".
         if (parsed.subject) reply.header('OCI-Subject', parsed.subject.digest.value);
+        await indexChanged(request, name);
         return reply.send();
       }
       case 'DELETE': {
         if (!config.storage.deleteEnabled) throw registryError('UNSUPPORTED', undefined, { message: 'deletes are disabled (storage.delete.enabled)' });
         const deleted = ref.kind === 'digest' ? await repo.manifests.delete(ref.digest) : await repo.tags.delete(ref.tag);
         if (!deleted) throw registryError('MANIFEST_UNKNOWN', { name, reference: route.param });
+        await indexChanged(request, name);
         return reply.code(202).header('Content-Length', '0').send();
       }
       default:
@@ -239,11 +271,13 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
       const digest = parseDigest(query.mount);
       const source: MountSource = query.from ? { from: query.from } : { candidates: mountSources(principal) };
       if (await repo.blobs.mount(digest, source)) {
+        await indexChanged(request, name, true);
         return blobCreated(reply, name, digest).send();
       }
     } else if (query.digest !== undefined) {
       const digest = parseDigest(query.digest);
       await uploads.monolithic(name, digest, requestBody(request), chunkRange(request, false));
+      await indexChanged(request, name, true);
       return blobCreated(reply, name, digest).send();
     }
     const session = await uploads.start(name);
@@ -254,6 +288,15 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
     const name = repo.name;
     const uploads = repo.uploads;
     const id = route.param as string;
+    // An upload begun before its repository was deleted went with it (the delete removed its data).
+    const deletedAt = await opts.catalog.index.deletedAt(name);
+    if (deletedAt !== null) {
+      const session = await uploads.get(name, id);
+      if (session.startedAt <= deletedAt) {
+        await uploads.cancel(name, id).catch(() => undefined);
+        throw registryError('BLOB_UPLOAD_UNKNOWN', { uuid: id });
+      }
+    }
     switch (request.method) {
       case 'GET': {
         const session = await uploads.get(name, id);
@@ -269,6 +312,7 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
         const digest = parseDigest(query.digest);
         const range = chunkRange(request, true);
         await uploads.complete(name, id, digest, hasBody(request) ? requestBody(request) : null, range);
+        await indexChanged(request, name, true);
         return blobCreated(reply, name, digest).send();
       }
       case 'DELETE':

@@ -44,8 +44,8 @@ export function tokenRoutes(issuer: TokenIssuer, signer: TokenSigner): FastifyPl
       const q = req.query as Record<string, unknown>;
       checkService(one(q.service));
       const creds = parseBasic(typeof req.headers.authorization === 'string' ? req.headers.authorization : undefined);
-      const account = creds ? await issuer.login(req.ip, creds.name, creds.password) : undefined;
-      return send(reply, await issuer.issue(account, parseScopes(list(q.scope)), one(q.offline_token) === 'true'));
+      const account = creds ? await issuer.login(req.ip, creds.name, creds.password, req.id) : undefined;
+      return send(reply, await issuer.issue(account, parseScopes(list(q.scope)), one(q.offline_token) === 'true', { ip: req.ip, requestId: req.id }));
     });
 
     // Docker OAuth2 token spec: POST form with grant_type=password or refresh_token; access_type=offline asks for
@@ -65,15 +65,15 @@ export function tokenRoutes(issuer: TokenIssuer, signer: TokenSigner): FastifyPl
         if (!username || password === undefined) {
           throw registryError('BAD_REQUEST', undefined, { message: 'username and password are required' });
         }
-        account = await issuer.login(req.ip, username, password);
+        account = await issuer.login(req.ip, username, password, req.id);
       } else if (grantType === 'refresh_token') {
         const refresh = one(form.refresh_token);
         if (!refresh) throw registryError('BAD_REQUEST', undefined, { message: 'refresh_token is required' });
-        account = await issuer.redeem(req.ip, refresh);
+        account = await issuer.redeem(req.ip, refresh, req.id);
       } else {
         throw registryError('BAD_REQUEST', { grantType: grantType ?? '' }, { message: `unsupported grant_type ${JSON.stringify(grantType ?? '')}` });
       }
-      return send(reply, await issuer.issue(account, parseScopes(list(form.scope)), one(form.access_type) === 'offline'));
+      return send(reply, await issuer.issue(account, parseScopes(list(form.scope)), one(form.access_type) === 'offline', { ip: req.ip, requestId: req.id }));
     });
 
     app.get('/auth/jwks.json', async (_req, reply) => reply.header('cache-control', 'max-age=300').send({ keys: [signer.jwk()] }));

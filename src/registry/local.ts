@@ -97,7 +97,7 @@ export class LocalRepository implements Repository {
         return digest ? store.getManifest(name, digest) : null;
       },
       put: (bytes, opts) => store.putManifest(name, bytes, opts),
-      delete: (d) => store.deleteManifest(name, d),
+      delete: (d, removedTags) => store.deleteManifest(name, d, removedTags),
     };
     this.tags = {
       list: async (page) => {

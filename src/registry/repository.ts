@@ -3,7 +3,9 @@ import type { Digest } from '../oci/digest.js';
 import type { ParsedManifest } from '../oci/manifest.js';
 import type { Reference } from '../oci/reference.js';
 import type { ReferrerDescriptor, StoredManifest } from '../storage/registry-store.js';
-import type { UploadService } from '../uploads/upload-service.js';
+import type { ChunkRange } from '../uploads/upload-service.js';
+import type { UploadSession } from '../uploads/session-store.js';
+import type { RequestContext } from './request-context.js';
 
 export type { ReferrerDescriptor, StoredManifest } from '../storage/registry-store.js';
 
@@ -55,8 +57,11 @@ export interface ManifestStore {
   get(ref: Reference): Promise<StoredManifest | null>;
   /** Stores a manifest pushed by a client, tagging it when `tag` is given. */
   put(bytes: Buffer, options: { contentType?: string; tag?: string; digest?: Digest }): Promise<{ digest: Digest; parsed: ParsedManifest }>;
-  /** Deletes a manifest revision and the tags pointing at it; false when there is none. */
-  delete(d: Digest): Promise<boolean>;
+  /**
+   * Deletes a manifest revision and the tags pointing at it; false when there is none. The tags removed are
+   * appended to `removedTags` (registry:2 sends a tag delete event for each).
+   */
+  delete(d: Digest, removedTags?: string[]): Promise<boolean>;
 }
 
 /** Which page of a tag list: at most `n` (undefined: all) tags after `last`. */
@@ -79,6 +84,19 @@ export interface TagStore {
   delete(tag: string): Promise<boolean>;
 }
 
+/**
+ * Blob upload sessions of a repository (what `UploadService` offers the routes); see src/uploads/upload-service.ts
+ * for the contract of each call. A blob becomes part of the repository when `complete` or `monolithic` resolves.
+ */
+export interface BlobUploads {
+  start(repo: string): Promise<UploadSession>;
+  get(repo: string, id: string): Promise<UploadSession>;
+  append(repo: string, id: string, body: Readable, range?: ChunkRange): Promise<UploadSession>;
+  complete(repo: string, id: string, digest: Digest, body: Readable | null, range?: ChunkRange): Promise<void>;
+  monolithic(repo: string, digest: Digest, body: Readable, range?: ChunkRange): Promise<void>;
+  cancel(repo: string, id: string): Promise<void>;
+}
+
 /** One repository (local or mirrored). */
 export interface Repository {
   readonly name: string;
@@ -88,15 +106,18 @@ export interface Repository {
   readonly manifests: ManifestStore;
   readonly tags: TagStore;
   /** Upload sessions for pushing blobs into this repository (a mirror throws UNSUPPORTED). */
-  readonly uploads: UploadService;
+  readonly uploads: BlobUploads;
   /** Manifests whose subject is `subject`, optionally only of one artifact type, ordered by digest. */
   referrers(subject: Digest, artifactType?: string): Promise<ReferrerDescriptor[]>;
 }
 
 /** All repositories. */
 export interface Namespace {
-  /** The repository `name` (as requested with `?ns=` when given). Throws NAME_UNKNOWN for a name nothing serves. */
-  repository(name: string, ns?: string): Repository;
+  /**
+   * The repository `name` (as requested with `?ns=` when given). Throws NAME_UNKNOWN for a name nothing serves.
+   * `ctx` is the request it serves, for the events the domain emits (implementations that emit none ignore it).
+   */
+  repository(name: string, ns?: string, ctx?: RequestContext): Repository;
   /**
    * One page of repository names, lexically ordered (`n` and `last` as for tags); `next` is set when more follow.
    * A page reads only as much of storage as it needs.

@@ -187,14 +187,14 @@ export class RegistryStore {
 
   /**
    * Deletes a manifest revision from `repo`, every tag that points at it and its referrer entry.
-   * Returns false when the repository does not have it.
+   * Returns false when the repository does not have it. The tags removed are appended to `removedTags` (for events).
    */
-  async deleteManifest(repo: string, d: Digest): Promise<boolean> {
+  async deleteManifest(repo: string, d: Digest, removedTags?: string[]): Promise<boolean> {
     if (!(await this.hasManifest(repo, d))) return false;
     const m = await this.loadManifest(d);
     for (const tag of await this.listTagNames(repo)) {
       const current = await this.resolveTag(repo, tag);
-      if (current && current.value === d.value) await deleteIfPresent(this.driver, paths.tagDir(repo, tag));
+      if (current && current.value === d.value && (await deleteIfPresent(this.driver, paths.tagDir(repo, tag)))) removedTags?.push(tag);
     }
     if (m?.parsed.subject) await deleteIfPresent(this.driver, paths.referrerDir(repo, m.parsed.subject.digest, d));
     return deleteIfPresent(this.driver, paths.revisionDir(repo, d));

@@ -29,3 +29,20 @@ t.test('berth user add / rm edit an htpasswd file with bcrypt entries', async (t
   t.equal(noFile.code, 2, "a usage error");
   t.match(noFile.err, /--file/);
 });
+
+t.test('berth user add / rm write audit lines (stderr, and berth.audit.file of --config)', async (t) => {
+  const dir = await tempDir(t, 'berth-user-audit-');
+  const file = join(dir, 'htpasswd');
+  const auditFile = join(dir, 'audit.log');
+  const config = join(dir, 'config.yml');
+  const { writeFile } = await import('node:fs/promises');
+  await writeFile(config, `auth:\n  htpasswd:\n    realm: r\n    path: ${file}\nberth:\n  audit:\n    file: ${auditFile}\n`);
+  const added = await run(['user', 'add', 'dave', '--config', config], 'pw\n');
+  t.equal(added.code, 0);
+  const line = added.err.split('\n').find((l) => l.startsWith('{'));
+  t.match(JSON.parse(line ?? '{}'), { logger: 'audit', msg: 'audit', action: 'user add', name: 'dave', file, origin: 'cli' });
+  t.equal((await run(['user', 'rm', 'dave', '--config', config], '')).code, 0);
+  const lines = (await readFile(auditFile, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  t.same(lines.map((l) => [l.action, l.name]), [['user add', 'dave'], ['user rm', 'dave']]);
+  t.type(lines[0]?.user, 'string');
+});

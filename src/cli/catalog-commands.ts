@@ -1,0 +1,120 @@
+/**
+ * `berth repo rm NAME` and `berth index rebuild`: the command-line glue over the catalog services
+ * (src/services/catalog), listed in the CLI's command table (main.ts).
+ */
+import type { Logger } from 'pino';
+import { createDriver, createRepositoryIndex } from '../compose.js';
+import { loadConfig, type Config } from '../config/config.js';
+import { RegistryError } from '../errors/registry-error.js';
+import { createLogger } from '../logging.js';
+import { CatalogIndex, parseIndexOptions } from '../services/catalog/catalog-index.js';
+import { RegistryBrowser } from '../services/catalog/registry-browser.js';
+import { RepositoryLocks } from '../services/catalog/repository-locks.js';
+import { RegistryStore } from '../storage/registry-store.js';
+import { CONFIG_OPTION, configFile, UsageError, type Command, type CommandArgs } from './command.js';
+
+/** The catalog services over the storage and Redis a config names, for commands run beside the server. */
+async function openCatalog(config: Config, logger: Logger) {
+  const driver = await createDriver(config);
+  const index = await createRepositoryIndex(config);
+  const store = new RegistryStore(driver);
+  const catalog = new CatalogIndex(index, store, driver, logger, { ...parseIndexOptions(config.berth.raw), reconcileIntervalMs: 0 });
+  const browser = new RegistryBrowser({
+    store,
+    driver,
+    catalog,
+    locks: new RepositoryLocks(),
+    deleteEnabled: config.storage.deleteEnabled,
+    readOnly: config.storage.readOnly,
+    uploadSessionTtlMs: config.berth.uploadSessionTtlMs,
+    logger,
+  });
+  return {
+    catalog,
+    browser,
+    shared: config.redis !== undefined,
+    close: async () => {
+      await index.close();
+      await driver.close();
+    },
+  };
+}
+
+/**
+ * `berth repo rm NAME`: deletes a repository as `DELETE /api/v1/repositories/NAME` does (needs
+ * `storage.delete.enabled`). With Redis the shared index forgets it at once; a server with an in-process index
+ * drops it at its next reconciliation.
+ */
+export async function removeRepository(config: Config, name: string, logger: Logger): Promise<{ sharedIndex: boolean }> {
+  const c = await openCatalog(config, logger);
+  try {
+    await c.browser.deleteRepository(name);
+    return { sharedIndex: c.shared };
+  } finally {
+    await c.close();
+  }
+}
+
+/**
+ * `berth index rebuild`: walks storage and rewrites the catalog index in Redis (entries of repositories no longer in
+ * storage go). Without Redis the index lives inside each server process, which builds it at startup: there is
+ * nothing to rebuild from outside, and `null` is returned.
+ */
+export async function rebuildIndex(config: Config, logger: Logger, options: { clear?: boolean } = {}): Promise<number | null> {
+  if (!config.redis) return null;
+  const c = await openCatalog(config, logger);
+  try {
+    return await c.catalog.rebuild(options);
+  } finally {
+    await c.close();
+  }
+}
+
+async function open(args: CommandArgs) {
+  const config = await loadConfig(configFile(args.values.config, undefined));
+  const logger = createLogger({ ...config, log: { ...config.log, level: 'warn' } }, process.stderr);
+  for (const w of config.warnings) logger.warn(w);
+  return { config, logger };
+}
+
+/** `berth repo rm NAME`. */
+export const repoCommand: Command = {
+  summary: 'delete a repository: tags, manifests, layer links, uploads (its blobs go with the next gc)',
+  usage: 'berth repo rm NAME [-c FILE]',
+  options: { ...CONFIG_OPTION },
+  maxPositionals: 2,
+  async run(args) {
+    const [action, name] = args.positionals;
+    if (action !== 'rm' || !name) throw new UsageError('expected rm and a repository name');
+    const { config, logger } = await open(args);
+    try {
+      const { sharedIndex } = await removeRepository(config, name, logger);
+      process.stdout.write(`deleted repository ${name}; its blobs are reclaimed by the next berth gc\n`);
+      if (!sharedIndex) process.stdout.write('(running servers without redis drop it from their catalog at their next index reconciliation)\n');
+      return 0;
+    } catch (err) {
+      if (!(err instanceof RegistryError)) throw err;
+      process.stderr.write(`berth repo rm: ${err.descriptor.code === 'NAME_UNKNOWN' ? `no repository ${name}` : err.message}\n`);
+      return 1;
+    }
+  },
+};
+
+/** `berth index rebuild`. */
+export const indexCommand: Command = {
+  summary: 'rebuild the catalog index in Redis from storage',
+  usage: 'berth index rebuild [-c FILE]',
+  options: { ...CONFIG_OPTION },
+  maxPositionals: 1,
+  async run(args) {
+    if (args.positionals[0] !== 'rebuild') throw new UsageError('expected rebuild');
+    const { config, logger } = await open(args);
+    const n = await rebuildIndex(config, logger);
+    if (n === null) {
+      process.stdout.write('no redis configured: each server keeps its catalog index in process and builds it at startup\n');
+      return 0;
+    }
+    process.stdout.write(`catalog index rebuilt: ${n} repositories\n`);
+    return 0;
+  },
+};
