@@ -92,6 +92,7 @@ export class UpstreamHealth {
   private lastError = '';
   /** The last rate-limit headers seen, if any. */
   rateLimit: { limit: number; remaining: number } | undefined;
+  private reason: string | null = null;
 
   constructor(
     private readonly name: string,
@@ -126,6 +127,11 @@ export class UpstreamHealth {
     return out;
   }
 
+  /** Why it went offline (the last failure while offline), null while online. */
+  get lastFailure(): string | null {
+    return this.down ? this.reason : null;
+  }
+
   succeeded(): void {
     this.contacted = true;
     if (this.down) this.logger.info({ upstream: this.name }, 'upstream is reachable again');
@@ -139,6 +145,7 @@ export class UpstreamHealth {
     this.lastError = reason;
     if (!this.down) this.downSince = this.lastFailureAt;
     this.onFailure(reason);
+    this.reason = reason;
     this.failures++;
     this.retryAt = Date.now() + OFFLINE_RETRY_MS;
     if (!this.down && this.failures >= FAILURES_OFFLINE) {
