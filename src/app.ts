@@ -6,7 +6,7 @@ import { AuditLog, createEvents, EventingNamespace, parseAuditConfig, type Regis
 import { sendError } from './http/error-handler.js';
 import { BackendUnavailableError, registryError } from './errors/registry-error.js';
 import { clientErrorHandler, originForm } from './http/client-errors.js';
-import { createMetrics, metricsConfig, metricsPlugin, type Metrics } from './http/metrics.js';
+import { createMetrics, metricsConfig, metricsPlugin, mirrorObserver, type Metrics } from './http/metrics.js';
 import { registryRoutes } from './http/registry-routes.js';
 import { tokenRoutes } from './http/token-routes.js';
 import { parseGcSchedule, startGcSchedule, type GcSchedule } from './gc/schedule.js';
@@ -139,6 +139,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
       store,
       driver,
       logger,
+      observer: mirrorObserver(metrics),
       onCached: (name) => {
         catalog.refresh(name).catch((err: unknown) => logger.warn({ err, repository: name }, 'catalog index: cannot record a cached repository'));
       },
@@ -250,7 +251,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
       }
     }
     const status = !ok ? 'unavailable' : degraded.length > 0 ? 'degraded' : 'ok';
-    return reply.code(ok ? 200 : 503).send({ status, degraded, checks });
+    // Upstreams are listed but never make the replica unready: cached content still serves while one is down.
+    return reply.code(ok ? 200 : 503).send(pullThrough ? { status, degraded, checks, upstreams: pullThrough.upstreams() } : { status, degraded, checks });
   });
 
   const mc = metricsConfig(config);

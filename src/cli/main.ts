@@ -6,6 +6,7 @@ import { ConfigError } from '../config/fields.js';
 import { parseCommandArgs, UsageError, type Command } from './command.js';
 import { indexCommand, repoCommand } from './catalog-commands.js';
 import { configCommand } from './config-command.js';
+import { mirrorCommand } from './mirror-command.js';
 import { serveCommand, StartupError } from './serve.js';
 import { duCommand, fsckCommand, gcCommand } from './storage-commands.js';
 import { userCommand } from './user-commands.js';
@@ -20,6 +21,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   repo: repoCommand,
   index: indexCommand,
   config: configCommand,
+  mirror: mirrorCommand,
 };
 
 function help(): string {

@@ -7,6 +7,7 @@ import type { Config } from '../config/config.js';
 import { parseListenAddress } from '../config/config.js';
 import { bool, ConfigError, isSection, optString, str } from '../config/fields.js';
 import { createEventMetrics, type EventMetrics } from '../events/metrics.js';
+import type { MirrorObserver } from '../proxy/mirror-observer.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -38,10 +39,22 @@ export interface Metrics {
   readonly bytesSent: Counter<'method' | 'route'>;
   /** `berth_uploads_in_progress`: open upload sessions being written by this process. */
   readonly uploadsInProgress: Gauge;
-  /** `berth_proxy_cache_hits_total{upstream}`: pull-through requests served from local storage. */
-  readonly cacheHits: Counter<'upstream'>;
-  /** `berth_proxy_cache_misses_total{upstream}`: pull-through requests fetched from the upstream. */
-  readonly cacheMisses: Counter<'upstream'>;
+  /** `berth_proxy_cache_hits_total{upstream,kind}`: pull-through manifest/blob requests served from local storage. */
+  readonly cacheHits: Counter<'upstream' | 'kind'>;
+  /** `berth_proxy_cache_misses_total{upstream,kind}`: pull-through manifest/blob requests that needed the upstream. */
+  readonly cacheMisses: Counter<'upstream' | 'kind'>;
+  /** `berth_proxy_upstream_fetched_bytes_total{upstream}`: body bytes received from the upstream. */
+  readonly proxyFetchedBytes: Counter<'upstream'>;
+  /** `berth_proxy_cache_served_bytes_total{upstream}`: bytes of cached content sent to clients. */
+  readonly proxyServedBytes: Counter<'upstream'>;
+  /** `berth_proxy_upstream_errors_total{upstream}`: upstream requests that failed. */
+  readonly proxyUpstreamErrors: Counter<'upstream'>;
+  /** `berth_proxy_fills_in_progress{upstream}`: blob downloads from the upstream running in this process. */
+  readonly proxyFills: Gauge<'upstream'>;
+  /** `berth_proxy_upstream_ratelimit_limit{upstream}`: pulls per window the upstream allows (Docker Hub's header). */
+  readonly proxyRateLimit: Gauge<'upstream'>;
+  /** `berth_proxy_upstream_ratelimit_remaining{upstream}`: pulls left in the window, as last declared. */
+  readonly proxyRateRemaining: Gauge<'upstream'>;
   /** `berth_storage_errors_total{driver,operation}`: storage driver calls that failed (not-found excluded). */
   readonly storageErrors: Counter<'driver' | 'operation'>;
   /** `berth_redis_errors_total{operation}`: Redis commands or connections that failed. */
@@ -114,13 +127,49 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
     }),
     cacheHits: new Counter({
       name: 'berth_proxy_cache_hits_total',
-      help: 'Pull-through cache requests served from local storage, by upstream.',
-      labelNames: ['upstream'] as const,
+      help: 'Pull-through cache requests served from local storage, by upstream and kind (manifest, blob).',
+      labelNames: ['upstream', 'kind'] as const,
       registers,
     }),
     cacheMisses: new Counter({
       name: 'berth_proxy_cache_misses_total',
-      help: 'Pull-through cache requests fetched from the upstream, by upstream.',
+      help: 'Pull-through cache requests that needed the upstream, by upstream and kind (manifest, blob).',
+      labelNames: ['upstream', 'kind'] as const,
+      registers,
+    }),
+    proxyFetchedBytes: new Counter({
+      name: 'berth_proxy_upstream_fetched_bytes_total',
+      help: 'Body bytes received from the upstream (manifests and blob fills), by upstream.',
+      labelNames: ['upstream'] as const,
+      registers,
+    }),
+    proxyServedBytes: new Counter({
+      name: 'berth_proxy_cache_served_bytes_total',
+      help: 'Bytes of cached content sent to clients, by upstream.',
+      labelNames: ['upstream'] as const,
+      registers,
+    }),
+    proxyUpstreamErrors: new Counter({
+      name: 'berth_proxy_upstream_errors_total',
+      help: 'Upstream requests that failed (network, timeout, 429, 5xx, broken transfer), by upstream.',
+      labelNames: ['upstream'] as const,
+      registers,
+    }),
+    proxyFills: new Gauge({
+      name: 'berth_proxy_fills_in_progress',
+      help: 'Blob downloads from the upstream running in this process, by upstream.',
+      labelNames: ['upstream'] as const,
+      registers,
+    }),
+    proxyRateLimit: new Gauge({
+      name: 'berth_proxy_upstream_ratelimit_limit',
+      help: 'Pulls per window the upstream allows, from its ratelimit-limit header, by upstream.',
+      labelNames: ['upstream'] as const,
+      registers,
+    }),
+    proxyRateRemaining: new Gauge({
+      name: 'berth_proxy_upstream_ratelimit_remaining',
+      help: 'Pulls left in the window, from the upstream\'s ratelimit-remaining header, by upstream.',
       labelNames: ['upstream'] as const,
       registers,
     }),
@@ -176,6 +225,22 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
     bytes?.set(run.bytesFreed);
   };
   return metrics;
+}
+
+/** The pull-through cache's reports recorded in `metrics` (see {@link MirrorObserver}). */
+export function mirrorObserver(metrics: Metrics): MirrorObserver {
+  return {
+    hit: (upstream, kind) => metrics.cacheHits.inc({ upstream, kind }),
+    miss: (upstream, kind) => metrics.cacheMisses.inc({ upstream, kind }),
+    fetchedBytes: (upstream, bytes) => metrics.proxyFetchedBytes.inc({ upstream }, bytes),
+    servedBytes: (upstream, bytes) => metrics.proxyServedBytes.inc({ upstream }, bytes),
+    upstreamError: (upstream) => metrics.proxyUpstreamErrors.inc({ upstream }),
+    fills: (upstream, delta) => metrics.proxyFills.inc({ upstream }, delta),
+    rateLimit: (upstream, limit, remaining) => {
+      metrics.proxyRateLimit.set({ upstream }, limit);
+      metrics.proxyRateRemaining.set({ upstream }, remaining);
+    },
+  };
 }
 
 /** Where the metrics are served: `berth.metrics` in the config file. */

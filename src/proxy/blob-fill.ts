@@ -134,6 +134,7 @@ export class BlobFill {
         hash.update(chunk);
         await Promise.all([spool.write(chunk, 0, chunk.length, this.spooled), writer.write(chunk)]);
         this.spooled += chunk.length;
+        client.observer.fetchedBytes(client.name, chunk.length);
         this.notify();
         timer.refresh();
       }

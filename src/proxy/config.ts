@@ -29,7 +29,8 @@ import { bool, checkKeys, ConfigError, duration, isSection, optString, stringLis
  *       repositories: ["library/*", "bitnami/**"]   # names this upstream serves (default: all)
  *       default: true                       # plain names (no ?ns=) go here; default: the docker.io upstream
  *       timeout: 30s                        # connect/headers and idle-body timeout for upstream requests
- *       aliases: [index.docker.io]          # more ?ns= values selecting it
+ *       aliases: [index.docker.io]          # more registry hosts it serves (?ns= values selecting it); a regional
+                                           # Docker Hub mirror lists docker.io here
  *     - name: ghcr.io
  *       url: https://ghcr.io
  *   expiryinterval: 1h                      # how often cached content past its ttl is looked for
@@ -42,6 +43,12 @@ export interface ProxySettings {
   defaultUpstream?: UpstreamSettings;
   expiryIntervalMs: number;
   spoolDirectory: string;
+  /**
+   * Distribution's single-upstream form (`proxy.remoteurl`, no `upstreams` list): like registry:2, berth then
+   * ignores containerd's `?ns=`, so every `ns` (docker.io for a chained Docker Hub mirror, or any other) maps to the
+   * one upstream and is answered exactly as the plain request of a Docker daemon.
+   */
+  singleUpstream: boolean;
 }
 
 /** One upstream registry, typed (from `proxy.upstreams[i]`, or from Distribution's single-upstream keys). */
@@ -61,7 +68,10 @@ export interface UpstreamSettings {
   /** Local name prefix of this upstream's cached repositories (non-default upstreams). */
   prefix: string;
   isDefault: boolean;
-  /** Docker Hub: a one-component name means `library/<name>` upstream. */
+  /**
+   * Docker Hub or a mirror of it (its name or one of its `aliases` is docker.io): a one-component name means
+   * `library/<name>` upstream.
+   */
   dockerHub: boolean;
   /** Values of `?ns=` that select this upstream (its name first). */
   aliases: string[];
@@ -119,8 +129,9 @@ function parseUpstream(raw: RawSection, path: string, warn: (msg: string) => voi
   for (const g of repositories) {
     if (!/^[a-z0-9*][a-z0-9._/*-]*$/.test(g)) throw new ConfigError(`${path}repositories: ${JSON.stringify(g)} is not a repository glob`);
   }
-  const dockerHub = name === 'docker.io';
   const aliases = [name, ...stringList(raw, 'aliases', path).map((a) => a.toLowerCase())];
+  // A regional Docker Hub mirror listed with `aliases: [docker.io]` serves Docker Hub's names (library/...).
+  const dockerHub = aliases.includes('docker.io');
   if (dockerHub) for (const h of DOCKER_HUB_HOSTS) if (!aliases.includes(h)) aliases.push(h);
   if (url.host !== name && !aliases.includes(url.host)) aliases.push(url.host);
   const timeoutMs = duration(raw, 'timeout', path, DEFAULT_TIMEOUT_MS);
@@ -190,6 +201,7 @@ export function parseProxySettings(raw: RawSection, warn: (msg: string) => void)
     upstreams,
     expiryIntervalMs: duration(raw, 'expiryinterval', 'proxy.', 3_600_000),
     spoolDirectory: optString(raw, 'spooldirectory', 'proxy.') ?? join(tmpdir(), 'berth-proxy-spool'),
+    singleUpstream: parsed.length === 1 && (list === undefined || list === null),
   };
   const def = upstreams.find((u) => u.isDefault);
   if (def) settings.defaultUpstream = def;

@@ -3,6 +3,8 @@ import { parseProxySettings } from './config.js';
 import { PullThroughCache, type PullThrough, type PullThroughDeps } from './pull-through.js';
 
 export type { MirrorUpstreamStatus, PullThrough, PullThroughDeps } from './pull-through.js';
+export type { UpstreamState } from './upstream.js';
+export type { MirrorObserver } from './mirror-observer.js';
 export { parseProxySettings, type ProxySettings, type UpstreamSettings } from './config.js';
 
 /**

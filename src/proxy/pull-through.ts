@@ -12,7 +12,9 @@ import { BlobFill, toClientError } from './blob-fill.js';
 import type { ProxySettings, UpstreamSettings } from './config.js';
 import { cacheMarkerPath, expireCachedContent, type ExpiryResult } from './expiry.js';
 import { Router, type MirrorTarget } from './routing.js';
-import { UpstreamClient, UpstreamError } from './upstream.js';
+import { NO_OBSERVER, type MirrorObserver } from './mirror-observer.js';
+import { UpstreamClient, UpstreamError, type UpstreamState } from './upstream.js';
+import { Transform } from 'node:stream';
 
 /** The pull-through cache as the app sees it. */
 export interface PullThrough {
@@ -24,6 +26,8 @@ export interface PullThrough {
   decorate(local: Namespace): Namespace;
   /** Removes cached content not pulled within its TTL now (the background task calls this every `expiryinterval`). */
   expire(now?: number): Promise<ExpiryResult>;
+  /** Each upstream's state (reachable, degraded, down since ...), for `/readyz` and the UI's mirror page. Read-only. */
+  upstreams(): UpstreamState[];
   /** Starts the background expiry. */
   start(): void;
   /** Stops the background expiry and aborts in-flight upstream downloads. */
@@ -41,6 +45,8 @@ export interface PullThroughDeps {
   logger: Logger;
   /** Called after a manifest (and its tag) was cached into `localName`: the catalog index refreshes that entry. */
   onCached?: (localName: string) => void;
+  /** Receives the per-upstream reports the metrics are made of (hits, misses, bytes, errors, fills, rate limit). */
+  observer?: MirrorObserver;
 }
 
 /** One upstream as {@link PullThrough.status} reports it. */
@@ -67,6 +73,8 @@ interface CachedManifest {
   bytes: Buffer;
   digest: Digest;
   mediaType: string;
+  /** True when this answer came from the upstream (a cache miss). */
+  fetched?: boolean;
 }
 
 /**
@@ -99,7 +107,36 @@ export class PullThroughCache implements PullThrough {
   ) {
     this.logger = deps.logger.child({ component: 'proxy' });
     this.router = new Router(settings);
-    for (const u of settings.upstreams) this.clients.set(u.name, new UpstreamClient(u, this.logger));
+    this.observer = deps.observer ?? NO_OBSERVER;
+    for (const u of settings.upstreams) this.clients.set(u.name, new UpstreamClient(u, this.logger, this.observer));
+  }
+
+  private readonly observer: MirrorObserver;
+
+  upstreams(): UpstreamState[] {
+    return this.settings.upstreams.map((u) => this.client(u).health.snapshot(u.name, u.url));
+  }
+
+  /** `content` with every byte read from it counted as served from the cache of `upstream`. */
+  private countServed(upstream: string, content: BlobContent): BlobContent {
+    const observer = this.observer;
+    return {
+      ...content,
+      open: async (start, end) => {
+        const source = await content.open(start, end);
+        const counter = new Transform({
+          transform(chunk: Buffer, _enc, done) {
+            observer.servedBytes(upstream, chunk.length);
+            done(null, chunk);
+          },
+        });
+        source.once('error', (err) => counter.destroy(err));
+        counter.once('close', () => {
+          if (!source.destroyed) source.destroy();
+        });
+        return source.pipe(counter);
+      },
+    };
   }
 
   status(): MirrorUpstreamStatus[] {
@@ -212,6 +249,13 @@ export class PullThroughCache implements PullThrough {
   private async manifest(target: MirrorTarget, ref: Reference): Promise<CachedManifest> {
     const m = ref.kind === 'digest' ? await this.manifestByDigest(target, ref.digest) : await this.manifestByTag(target, ref.tag);
     this.touch(target, paths.revisionLink(target.localName, m.digest), m.digest);
+    const name = target.upstream.name;
+    if (m.fetched) {
+      this.observer.miss(name, 'manifest');
+    } else {
+      this.observer.hit(name, 'manifest');
+      this.observer.servedBytes(name, m.bytes.length);
+    }
     return m;
   }
 
@@ -289,6 +333,7 @@ export class PullThroughCache implements PullThrough {
         throw unknown();
       }
       bytes = await readBody(res, MAX_MANIFEST_BYTES);
+      this.observer.fetchedBytes(client.name, bytes.length);
     } catch (err) {
       if (err instanceof RegistryError) throw err;
       if (!(err instanceof UpstreamError)) client.health.failed((err as Error).message);
@@ -313,7 +358,7 @@ export class PullThroughCache implements PullThrough {
       await driver.putContent(paths.tagCurrentLink(local, tag), Buffer.from(digest.value));
     }
     this.deps.onCached?.(local);
-    return { bytes, digest, mediaType: parsed.mediaType };
+    return { bytes, digest, mediaType: parsed.mediaType, fetched: true };
   }
 
   // ---- blobs -------------------------------------------------------------------------------------------------
@@ -327,13 +372,15 @@ export class PullThroughCache implements PullThrough {
       // repository has the blob, so nobody reads content through a repository it does not belong to.
       size = await this.adoptBlob(target, d);
     }
+    const upstreamName = target.upstream.name;
     if (size !== null) {
       this.touch(target, paths.layerLink(target.localName, d), d);
+      if (!headOnly) this.observer.hit(upstreamName, 'blob');
       const counts = this.count(target.upstream);
       counts.hits++;
       const stored = storedBlob(store, d, size);
       const total = size;
-      return {
+      return this.countServed(upstreamName, {
         digest: stored.digest,
         size: stored.size,
         redirectURL: (method) => stored.redirectURL(method),
@@ -342,12 +389,14 @@ export class PullThroughCache implements PullThrough {
           counts.bytesServed += (end ?? total) - start;
           return body;
         },
-      };
+      });
     }
     this.count(target.upstream).misses++;
     let fill = this.fills.get(key);
     if (!fill && headOnly) return this.headUpstreamBlob(target, d);
+    if (!headOnly) this.observer.miss(upstreamName, 'blob');
     if (!fill) {
+      this.observer.fills(upstreamName, 1);
       const created: BlobFill = new BlobFill(
         { client: this.client(target.upstream), driver: this.deps.driver, store, logger: this.logger, spoolDirectory: this.settings.spoolDirectory },
         target.remoteName,
@@ -358,6 +407,7 @@ export class PullThroughCache implements PullThrough {
           this.touched.set(paths.layerLink(target.localName, d), Date.now());
         },
         () => {
+          this.observer.fills(upstreamName, -1);
           if (this.fills.get(key) === created) this.fills.delete(key);
         },
       );

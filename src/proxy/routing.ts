@@ -20,6 +20,9 @@ export type Route = { kind: 'mirror'; target: MirrorTarget } | { kind: 'local' }
  * under the requested name (`library/ubuntu` as a Docker daemon mirror asks for it), every other upstream's under
  * `<upstream name>/<name>` (`ghcr.io/org/app`), so both shapes share one cache:
  *
+ * 0. With Distribution's single-upstream form (`proxy.remoteurl`), `?ns=` is ignored as registry:2 ignores it: every
+ *    `ns` maps to the one upstream, so a chained mirror (remoteurl: a company's or regional Docker Hub mirror)
+ *    answers containerd's `?ns=docker.io` exactly as a Docker daemon's plain request. The namespace is still echoed.
  * 1. `?ns=<host>` (containerd's mirror shape) selects the upstream with that name or alias. A name it does not serve,
  *    or an `ns` no upstream claims, is unknown (404): the request is for another registry's content, which berth
  *    neither has nor may substitute with a same-named local or cached repository (containerd then tries the next
@@ -48,7 +51,7 @@ export class Router {
 
   route(name: string, ns: string | undefined): Route {
     if (ns !== undefined && ns !== '') {
-      const u = this.upstreamFor(ns);
+      const u = this.settings.singleUpstream ? this.settings.defaultUpstream : this.upstreamFor(ns);
       if (!u || !servesRepository(u, remoteNameOf(u, name))) return { kind: 'unknown', namespace: ns };
       const localName = u.isDefault ? name : `${u.prefix}/${name}`;
       if (!isValidName(localName)) return { kind: 'unknown', namespace: ns };

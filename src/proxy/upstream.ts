@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { UpstreamSettings } from './config.js';
+import { NO_OBSERVER, rateLimitCount, type MirrorObserver } from './mirror-observer.js';
 
 /** Why an upstream request produced no usable answer. */
 export type UpstreamFailure = 'unreachable' | 'timeout' | 'status';
@@ -52,6 +53,31 @@ const OFFLINE_RETRY_MS = 10_000;
 /** Redirects followed (Docker Hub sends blobs to a CDN). */
 const MAX_REDIRECTS = 5;
 
+/** At most a tenth of the window's pulls (and at least when one or none) left: warned about, shown as degraded. */
+function fewPullsLeft(limit: number, remaining: number): boolean {
+  return remaining <= Math.max(1, Math.floor(limit / 10));
+}
+
+/** How long after its last failure an upstream that answers again still counts as degraded. */
+const DEGRADED_MS = 5 * 60_000;
+
+/**
+ * An upstream's state as `/readyz` and the UI show it: `unknown` (not asked yet), `reachable`, `degraded` (answering,
+ * but it failed within the last 5 minutes or has few pulls left in its rate limit), `down` (its last request failed) since `downSince`.
+ */
+export interface UpstreamState {
+  name: string;
+  url: string;
+  state: 'unknown' | 'reachable' | 'degraded' | 'down';
+  /** ISO time of the first failure of the current outage (state `down` only). */
+  downSince?: string;
+  /** ISO time of the last failure, and its reason. */
+  lastFailure?: string;
+  lastError?: string;
+  /** Docker Hub's rate-limit headers as last seen: pulls allowed per window and left. */
+  rateLimit?: { limit: number; remaining: number };
+}
+
 /**
  * Health of one upstream: consecutive failures take it offline (logged once), the next success brings it back
  * (logged once). While offline and within the retry delay, cached tags are served without revalidating.
@@ -60,11 +86,18 @@ export class UpstreamHealth {
   private failures = 0;
   private down = false;
   private retryAt = 0;
+  private contacted = false;
+  private downSince = 0;
+  private lastFailureAt = 0;
+  private lastError = '';
+  /** The last rate-limit headers seen, if any. */
+  rateLimit: { limit: number; remaining: number } | undefined;
   private reason: string | null = null;
 
   constructor(
     private readonly name: string,
     private readonly logger: Logger,
+    private readonly onFailure: (reason: string) => void = () => undefined,
   ) {}
 
   /** True while the upstream is considered down and not due for another attempt. */
@@ -76,18 +109,42 @@ export class UpstreamHealth {
     return !this.down;
   }
 
+  /** A copy of the state for display (see {@link UpstreamState}). */
+  snapshot(name: string, url: string, now = Date.now()): UpstreamState {
+    const out: UpstreamState = { name, url, state: 'unknown' };
+    if (this.down) {
+      out.state = 'down';
+      out.downSince = new Date(this.downSince).toISOString();
+    } else if (this.contacted) {
+      const limited = this.rateLimit !== undefined && fewPullsLeft(this.rateLimit.limit, this.rateLimit.remaining);
+      out.state = limited || (this.lastFailureAt > 0 && now - this.lastFailureAt < DEGRADED_MS) ? 'degraded' : 'reachable';
+    }
+    if (this.lastFailureAt > 0) {
+      out.lastFailure = new Date(this.lastFailureAt).toISOString();
+      out.lastError = this.lastError;
+    }
+    if (this.rateLimit) out.rateLimit = { ...this.rateLimit };
+    return out;
+  }
+
   /** Why it went offline (the last failure while offline), null while online. */
   get lastFailure(): string | null {
     return this.down ? this.reason : null;
   }
 
   succeeded(): void {
+    this.contacted = true;
     if (this.down) this.logger.info({ upstream: this.name }, 'upstream is reachable again');
     this.down = false;
     this.failures = 0;
   }
 
   failed(reason: string): void {
+    this.contacted = true;
+    this.lastFailureAt = Date.now();
+    this.lastError = reason;
+    if (!this.down) this.downSince = this.lastFailureAt;
+    this.onFailure(reason);
     this.reason = reason;
     this.failures++;
     this.retryAt = Date.now() + OFFLINE_RETRY_MS;
@@ -131,8 +188,9 @@ export class UpstreamClient {
   constructor(
     readonly settings: UpstreamSettings,
     private readonly logger: Logger,
+    readonly observer: MirrorObserver = NO_OBSERVER,
   ) {
-    this.health = new UpstreamHealth(settings.name, logger);
+    this.health = new UpstreamHealth(settings.name, logger, () => observer.upstreamError(settings.name));
     if (settings.username !== undefined && settings.password !== undefined) {
       this.basic = `Basic ${Buffer.from(`${settings.username}:${settings.password}`).toString('base64')}`;
     }
@@ -160,6 +218,7 @@ export class UpstreamClient {
         res = await this.send(req, auth);
       }
     }
+    this.noteRateLimit(res);
     if (res.status === 429 || res.status >= 500) {
       await res.body?.cancel().catch(() => undefined);
       const err = new UpstreamError(this.name, 'status', `upstream ${this.name} answered ${res.status}`, res.status, res.headers.get('retry-after') ?? undefined);
@@ -168,6 +227,23 @@ export class UpstreamClient {
     }
     this.health.succeeded();
     return res;
+  }
+
+  /**
+   * Records Docker Hub's `ratelimit-limit` / `ratelimit-remaining` headers (`100;w=21600`) when an answer carries
+   * them, and logs a warning once when at most a tenth of the pulls (and at least once when none) are left.
+   */
+  private noteRateLimit(res: Response): void {
+    const limit = rateLimitCount(res.headers.get('ratelimit-limit'));
+    const remaining = rateLimitCount(res.headers.get('ratelimit-remaining'));
+    if (limit === undefined || remaining === undefined) return;
+    const before = this.health.rateLimit;
+    this.health.rateLimit = { limit, remaining };
+    this.observer.rateLimit(this.name, limit, remaining);
+    const low = (n: number) => fewPullsLeft(limit, n);
+    if (low(remaining) && (before === undefined || !low(before.remaining) || (remaining === 0 && before.remaining > 0))) {
+      this.logger.warn({ upstream: this.name, limit, remaining }, 'upstream rate limit: few pulls left');
+    }
   }
 
   /** One request (following redirects, dropping Authorization when leaving the upstream's origin). */
