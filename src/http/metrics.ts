@@ -256,6 +256,11 @@ export interface MetricsConfig {
 /** Reads `berth.metrics` (`enabled`, `path`, `addr`), naming the key in errors. */
 export function metricsConfig(config: Config): MetricsConfig {
   const raw = config.berth.raw.metrics;
+  const debug = debugMetrics(config);
+  if (debug && raw !== undefined && raw !== null && raw !== '') {
+    throw new ConfigError('http.debug.prometheus: berth.metrics is set too; name one place for the metrics');
+  }
+  if (debug) return debug;
   if (raw === undefined || raw === null || raw === '') return { enabled: true, path: '/metrics' };
   if (!isSection(raw)) throw new ConfigError('berth.metrics: expected a mapping');
   const path = str(raw, 'path', 'berth.metrics.', '/metrics');
@@ -273,6 +278,34 @@ export function metricsConfig(config: Config): MetricsConfig {
     result.addr = addr;
   }
   return result;
+}
+
+/**
+ * registry:2's `http.debug` (`addr`, `prometheus.enabled`, `prometheus.path`): berth serves its Prometheus metrics on
+ * that address, as registry:2 does; it has no other debug endpoints there. `addr` without `prometheus.enabled` is
+ * refused rather than silently serving nothing.
+ */
+function debugMetrics(config: Config): MetricsConfig | null {
+  const http = config.raw.http;
+  const debug = isSection(http) ? http.debug : undefined;
+  if (debug === undefined || debug === null || debug === '') return null;
+  if (!isSection(debug)) throw new ConfigError('http.debug: expected a mapping');
+  const addr = optString(debug, 'addr', 'http.debug.');
+  const prometheus = isSection(debug.prometheus) ? debug.prometheus : {};
+  const enabled = bool(prometheus, 'enabled', 'http.debug.prometheus.', false);
+  if (!enabled) {
+    if (addr !== undefined) throw new ConfigError('http.debug.addr: berth serves only Prometheus metrics there; set http.debug.prometheus.enabled: true (or remove http.debug)');
+    return null;
+  }
+  if (addr === undefined) throw new ConfigError('http.debug.prometheus: needs http.debug.addr');
+  try {
+    parseListenAddress(addr);
+  } catch {
+    throw new ConfigError(`http.debug.addr: expected host:port or :port, got ${JSON.stringify(addr)}`);
+  }
+  const path = str(prometheus, 'path', 'http.debug.prometheus.', '/metrics');
+  if (!path.startsWith('/')) throw new ConfigError(`http.debug.prometheus.path: expected an absolute path, got ${JSON.stringify(path)}`);
+  return { enabled: true, path, addr };
 }
 
 /** The `status` label of a request whose client closed the connection before the response ended (nginx's 499). */
