@@ -23,7 +23,8 @@ export interface StorageDriver {
   putContent(path: string, content: Buffer): Promise<void>;
   /**
    * Streams `length` bytes (default: to the end) starting at `offset` (default 0). Aborting `signal` destroys the
-   * stream with the signal's reason (and rejects the call when it has not resolved yet).
+   * stream with an `AbortError` whose `cause` is the signal's reason (and rejects the call with the reason when it
+   * has not resolved yet).
    */
   reader(path: string, offset?: number, length?: number, options?: SignalOption): Promise<Readable>;
   /**
