@@ -2,17 +2,23 @@ import t from 'tap';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FilesystemDriver } from '../../src/storage/drivers/filesystem.js';
+import type { FileInfo, WalkOptions } from '../../src/storage/driver.js';
 import { RegistryStore } from '../../src/storage/registry-store.js';
 import { enumerateRepositories, type RepositoryEntry } from '../../src/storage/repositories.js';
 import type { Test } from 'tap';
 import { tempDir } from '../helpers/ports.js';
 
-/** The filesystem driver, counting directory listings. */
+/** The filesystem driver, counting the entries its walks yield (and failing on a directory listing). */
 class CountingDriver extends FilesystemDriver {
   lists = 0;
-  override async list(path: string) {
-    this.lists++;
-    return super.list(path);
+  override async *walk(path: string, options?: WalkOptions): AsyncGenerator<FileInfo> {
+    for await (const e of super.walk(path, options)) {
+      this.lists++;
+      yield e;
+    }
+  }
+  override async list(): Promise<string[]> {
+    throw new Error('the enumerator walks; it does not list');
   }
 }
 
@@ -81,4 +87,48 @@ t.test('an aborted walk stops', async (t) => {
   const controller = new AbortController();
   controller.abort(new Error('stop'));
   await t.rejects(all(enumerateRepositories(driver, { signal: controller.signal })), /stop/);
+});
+
+/** Names where walk order (a folder as `name/`) and name order disagree: `-` and `.` sort before `/`. */
+const TRICKY = [
+  'a',
+  'a-b',
+  'a-b/c',
+  'a.b',
+  'a/0x',
+  'a/b',
+  'a/b-c',
+  'a/b.c/d',
+  'a/b/c',
+  'a0',
+  'a_b',
+  'ab',
+  'library/foo',
+  'library/foo-bar',
+  'library/foo-bar/baz',
+  'library/foo.x',
+  'library/foo/0',
+  'library/foo/bar',
+  'library/foo2',
+  'library/foo__x',
+  'z',
+];
+
+async function trickyTree(t: Test): Promise<CountingDriver> {
+  const root = await tempDir(t, 'berth-repos-tricky-');
+  const base = join(root, 'docker/registry/v2/repositories');
+  // Reverse order of creation, and every kind of marker folder.
+  const markers = ['_manifests/tags', '_layers/sha256', '_uploads/u', '_manifests/revisions'];
+  for (const [i, name] of [...TRICKY].reverse().entries()) await mkdir(join(base, name, markers[i % markers.length] as string), { recursive: true });
+  return new CountingDriver({ rootDirectory: root });
+}
+
+t.test('names come out in byte-wise order where walk order differs (-, . and / around prefixes)', async (t) => {
+  const driver = await trickyTree(t);
+  const sorted = [...TRICKY].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  t.same((await all(enumerateRepositories(driver))).map((e) => e.name), sorted, 'every name, byte-wise sorted');
+  for (const [i, after] of sorted.entries()) {
+    t.same((await all(enumerateRepositories(driver, { startAfter: after }))).map((e) => e.name), sorted.slice(i + 1), `startAfter ${after}`);
+  }
+  t.same((await all(enumerateRepositories(driver, { startAfter: 'library/foo-' }))).map((e) => e.name), sorted.slice(sorted.indexOf('library/foo-bar')), 'startAfter a name that is not there');
 });
