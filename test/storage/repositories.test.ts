@@ -129,16 +129,29 @@ async function trickyTree(t: Test): Promise<CountingDriver> {
 t.test('names come out in byte-wise order where walk order differs (-, . and / around prefixes)', async (t) => {
   const driver = await trickyTree(t);
   const sorted = [...TRICKY].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-  t.same((await all(enumerateRepositories(driver))).map((e) => e.name), sorted, 'every name, byte-wise sorted');
+  t.same(
+    (await all(enumerateRepositories(driver))).map((e) => e.name),
+    sorted,
+    'every name, byte-wise sorted',
+  );
   for (const [i, after] of sorted.entries()) {
-    t.same((await all(enumerateRepositories(driver, { startAfter: after }))).map((e) => e.name), sorted.slice(i + 1), `startAfter ${after}`);
+    t.same(
+      (await all(enumerateRepositories(driver, { startAfter: after }))).map((e) => e.name),
+      sorted.slice(i + 1),
+      `startAfter ${after}`,
+    );
   }
-  t.same((await all(enumerateRepositories(driver, { startAfter: 'library/foo-' }))).map((e) => e.name), sorted.slice(sorted.indexOf('library/foo-bar')), 'startAfter a name that is not there');
+  t.same(
+    (await all(enumerateRepositories(driver, { startAfter: 'library/foo-' }))).map((e) => e.name),
+    sorted.slice(sorted.indexOf('library/foo-bar')),
+    'startAfter a name that is not there',
+  );
 });
 
 t.test('on S3 a catalog page is a few LIST calls and no HEAD', async (t) => {
   // This machine sets AWS_CA_BUNDLE: the SDK must see only what the test passes.
-  for (const k of Object.keys(process.env)) if (k.startsWith('AWS_') && k !== 'AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED') delete process.env[k];
+  for (const k of Object.keys(process.env))
+    if (k.startsWith('AWS_') && k !== 'AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED') delete process.env[k];
   // Listing pages of 50 keys, so a page of the catalog crosses listing pages inside skipped `_layers` folders.
   const server = await startS3Server(t, { pageSize: 50 });
   const driver = createS3Driver(s3StorageSection(server), () => {});
@@ -148,7 +161,9 @@ t.test('on S3 a catalog page is a few LIST calls and no HEAD', async (t) => {
   for (let i = 0; i < 20; i++) {
     const name = `proj/r${String(i).padStart(2, '0')}`;
     names.push(name);
-    const layers = Array.from({ length: 30 }, (_, j) => driver.putContent(`${paths.repository(name)}/_layers/sha256/${hex(i, j)}/link`, Buffer.from(`sha256:${hex(i, j)}`)));
+    const layers = Array.from({ length: 30 }, (_, j) =>
+      driver.putContent(`${paths.repository(name)}/_layers/sha256/${hex(i, j)}/link`, Buffer.from(`sha256:${hex(i, j)}`)),
+    );
     await Promise.all(layers);
     await driver.putContent(`${paths.repository(name)}/_manifests/revisions/sha256/${hex(i, 99)}/link`, Buffer.from(`sha256:${hex(i, 99)}`));
     await driver.putContent(`${paths.repository(name)}/_manifests/tags/latest/current/link`, Buffer.from(`sha256:${hex(i, 99)}`));
