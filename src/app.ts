@@ -15,6 +15,7 @@ import { createLogger } from './logging.js';
 import type { PullThrough } from './proxy/index.js';
 import { LocalNamespace } from './registry/local.js';
 import type { StorageDriver } from './storage/driver.js';
+import { CachingDriver, withLinkCache } from './storage/link-cache.js';
 import { RegistryStore } from './storage/registry-store.js';
 import { WriteProbe } from './storage/write-probe.js';
 import { staleUploadPolicy } from './uploads/stale-uploads.js';
@@ -103,7 +104,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     return reply;
   }
 
-  const driver = deps.driver ?? (await createDriver(config));
+  const baseDriver = deps.driver ?? (await createDriver(config));
+  // Tags and repository links from memory, invalidated by every change (src/storage/link-cache.ts).
+  const driver = await withLinkCache(baseDriver, config);
   const sessions = deps.sessions ?? (await createSessionStore(config));
   const metrics = deps.metrics ?? createMetrics();
   const audit = new AuditLog(logger, parseAuditConfig(config.raw, (m) => logger.warn(m)));
@@ -111,19 +114,29 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   let authorizer: Authorizer = deps.authorizer ?? new AllowAllAuthorizer();
   let authRoutes: FastifyPluginAsync | undefined;
   let authClose: (() => Promise<void>) | undefined;
+  let uiLogin: ((ip: string, name: string, password: string) => Promise<string>) | undefined;
   if (!deps.authorizer && config.auth) {
     const { createAuth } = await import('./auth/index.js');
     const auth = await createAuth(config, { driver, logger, audit, storageRoot: config.storage.filesystem.rootDirectory });
     authorizer = auth.authorizer;
     if (auth.tokenServer) authRoutes = tokenRoutes(auth.tokenServer.issuer, auth.tokenServer.signer);
     authClose = () => auth.close();
+    uiLogin = auth.login;
   }
   const store = new RegistryStore(driver);
   const uploads = new UploadService(driver, sessions, store);
   let pullThrough: PullThrough | null = null;
   if (config.proxy) {
     const { createPullThrough } = await import('./proxy/index.js');
-    pullThrough = createPullThrough(config, { store, driver, logger });
+    // Cached repositories enter the catalog index as they are fetched (declared below; called only once serving).
+    pullThrough = createPullThrough(config, {
+      store,
+      driver,
+      logger,
+      onCached: (name) => {
+        catalog.refresh(name).catch((err: unknown) => logger.warn({ err, repository: name }, 'catalog index: cannot record a cached repository'));
+      },
+    });
   }
   const repositoryIndex = deps.repositoryIndex ?? (await createRepositoryIndex(config));
   const catalog = new CatalogIndex(repositoryIndex, store, driver, logger.child({ component: 'catalog' }), parseIndexOptions(config.berth.raw, (m) => logger.warn(m)));
@@ -207,6 +220,18 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   const namespace = new EventingNamespace(pullThrough ? pullThrough.decorate(local) : local, events);
   await app.register(registryRoutes, { config, namespace, authorizer, metrics, catalog, locks });
   await app.register(apiRoutes, { browser, catalog, authorizer });
+  if (config.ui.enabled) {
+    const { uiRoutes } = await import('./http/ui/ui-routes.js');
+    await app.register(uiRoutes, {
+      browser,
+      authorizer,
+      authEnabled: authorizer.name !== 'none',
+      deleteEnabled: config.storage.deleteEnabled && !config.storage.readOnly,
+      tls: config.http.tls !== undefined,
+      ...(uiLogin ? { login: uiLogin } : {}),
+      ...(pullThrough ? { proxy: pullThrough } : {}),
+    });
+  }
   app.addHook('onReady', async () => catalog.start());
   if (pullThrough) {
     const proxy = pullThrough;
@@ -226,7 +251,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
       metrics.gcLastRun.set(Date.now() / 1000);
     };
     app.addHook('onReady', async () => {
-      const schedule = startGcSchedule(driver, gcOptions, logger, sessions);
+      // gc decides from what storage holds this instant, never from the link cache.
+      const schedule = startGcSchedule(driver instanceof CachingDriver ? driver.uncachedReads() : driver, gcOptions, logger, sessions);
       gcSchedule = schedule;
       lastGc = () => {
         const r = schedule.lastResult();
@@ -264,6 +290,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     audit.close();
     if (!deps.sessions) await sessions.close();
     if (!deps.driver) await driver.close();
+    else if (driver instanceof CachingDriver) await driver.cache.close();
   });
   return app;
 }

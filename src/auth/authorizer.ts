@@ -35,6 +35,11 @@ export interface Authorizer {
    */
   canPull(principal: Principal, repo: string): Promise<boolean>;
   /**
+   * Whether `principal` holds every record of `access` without a request (the web UI's session principals: which
+   * delete controls and pages it may show). Same answer `authorize` would give a request of that principal.
+   */
+  permits(principal: Principal, access: AccessRecord[]): Promise<boolean>;
+  /**
    * True when a request without credentials may be answered as anonymous by filtered listings (search, the API's
    * repository list) instead of a 401: the authorizer has rules that can grant anonymous clients something.
    */
@@ -50,6 +55,9 @@ export class AllowAllAuthorizer implements Authorizer {
     return {};
   }
   async canPull(): Promise<boolean> {
+    return true;
+  }
+  async permits(): Promise<boolean> {
     return true;
   }
   async close(): Promise<void> {}

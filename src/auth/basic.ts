@@ -64,5 +64,10 @@ export class BasicAuthorizer implements Authorizer {
     return principal.account !== undefined;
   }
 
+  /** As in Distribution, a valid user may do everything; anonymous clients nothing. */
+  async permits(principal: Principal): Promise<boolean> {
+    return principal.account !== undefined;
+  }
+
   async close(): Promise<void> {}
 }

@@ -13,6 +13,7 @@ import { loadSigner, type TokenSigner } from './signer.js';
 import { realmFromRequest, TokenAuthorizer, type RealmResolver } from './token-authorizer.js';
 import { TokenIssuer } from './token-server.js';
 import { TrustStore } from './trust.js';
+import { RegistryError } from '../errors/registry-error.js';
 import { TokenVerifier } from './verifier.js';
 
 /** What {@link createAuth} gives the app: the authorizer for `/v2/`, and berth's token server when enabled. */
@@ -20,6 +21,12 @@ export interface AuthModule {
   authorizer: Authorizer;
   /** The built-in token server: the app serves it on `/auth/token`, `/auth/jwks.json`, `/auth/cert.pem` (http/token-routes.ts). */
   tokenServer?: { issuer: TokenIssuer; signer: TokenSigner };
+  /**
+   * Checks a user's password for the web UI's login form (the htpasswd users of `auth.htpasswd` or
+   * `auth.builtin.users`), rate-limited per client address with the same limiter as the token server and Basic auth;
+   * resolves the account or throws UNAUTHORIZED / TOOMANYREQUESTS. Absent when berth has no users (external issuer).
+   */
+  login?: (ip: string, name: string, password: string) => Promise<string>;
   close(): Promise<void>;
 }
 
@@ -51,7 +58,23 @@ export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthMo
     const users = new HtpasswdStore(htpasswd.path, logger);
     await users.refresh();
     const authorizer = new BasicAuthorizer(users, htpasswd.realm, limiter, deps.audit);
-    return { authorizer, close: () => authorizer.close() };
+    /** The web UI's password check: the same users, the same failed-login limits per address and account. */
+    const login = async (ip: string, name: string, password: string): Promise<string> => {
+      const attempt = await limiter.begin(ip, name);
+      let ok = false;
+      try {
+        ok = await users.verify(name, password);
+      } finally {
+        if (ok) attempt.succeeded();
+        else attempt.failed();
+      }
+      if (!ok) {
+        deps.audit?.record('login failure', { user: name, addr: ip }, { via: 'ui' });
+        throw new RegistryError('UNAUTHORIZED', undefined, { message: 'invalid username or password' });
+      }
+      return name;
+    };
+    return { authorizer, login, close: () => authorizer.close() };
   }
 
   const token = settings.token;
@@ -71,6 +94,7 @@ export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthMo
   }
 
   let tokenServer: AuthModule['tokenServer'];
+  let login: AuthModule['login'];
   let rules: RulesSource | undefined;
   const certificates: X509Certificate[] = [];
   const issuers = new Set<string>();
@@ -106,6 +130,7 @@ export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthMo
       ...(deps.audit ? { audit: deps.audit } : {}),
     });
     tokenServer = { issuer, signer };
+    if (users) login = (ip, name, password) => issuer.login(ip, name, password);
     logger.info({ kid: signer.kid, alg: signer.alg }, 'token server enabled on /auth/token');
   }
 
@@ -124,5 +149,6 @@ export async function createAuth(config: Config, deps: AuthDeps): Promise<AuthMo
   const authorizer = new TokenAuthorizer(verifier, realm, service, logger, rules);
   const result: AuthModule = { authorizer, close: () => authorizer.close() };
   if (tokenServer) result.tokenServer = tokenServer;
+  if (login) result.login = login;
   return result;
 }

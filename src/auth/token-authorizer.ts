@@ -58,6 +58,18 @@ export class TokenAuthorizer implements Authorizer {
     );
   }
 
+  /** With the built-in rules: what they allow the account (or anonymous); otherwise what its token granted. */
+  async permits(principal: Principal, access: AccessRecord[]): Promise<boolean> {
+    if (this.rules) {
+      const set = await this.rules.rules();
+      return access.every((r) => {
+        const allowed = allowedActions(set, principal.account, r.type, r.name);
+        return allowed.has('*') || r.actions.every((a) => allowed.has(a));
+      });
+    }
+    return covers(principal.granted ?? [], access);
+  }
+
   /** The `WWW-Authenticate` challenge for `access`. */
   challenge(headers: IncomingHttpHeaders, access: AccessRecord[], error?: string): string {
     let value = `Bearer realm=${quote(this.realm(headers))},service=${quote(this.service)}`;

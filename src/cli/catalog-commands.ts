@@ -4,6 +4,7 @@
  */
 import type { Logger } from 'pino';
 import { createDriver, createRepositoryIndex } from '../compose.js';
+import { withLinkCache } from '../storage/link-cache.js';
 import { loadConfig, type Config } from '../config/config.js';
 import { RegistryError } from '../errors/registry-error.js';
 import { createLogger } from '../logging.js';
@@ -15,7 +16,8 @@ import { CONFIG_OPTION, configFile, UsageError, type Command, type CommandArgs }
 
 /** The catalog services over the storage and Redis a config names, for commands run beside the server. */
 async function openCatalog(config: Config, logger: Logger) {
-  const driver = await createDriver(config);
+  // Changes are announced to running servers' link caches (through Redis when configured).
+  const driver = await withLinkCache(await createDriver(config), config, { serveFromCache: false });
   const index = await createRepositoryIndex(config);
   const store = new RegistryStore(driver);
   const catalog = new CatalogIndex(index, store, driver, logger, { ...parseIndexOptions(config.berth.raw), reconcileIntervalMs: 0 });

@@ -4,6 +4,7 @@
 import { stat } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { createDriver } from '../compose.js';
+import { withLinkCache } from '../storage/link-cache.js';
 import { staleUploadPolicy } from '../uploads/stale-uploads.js';
 import { loadConfig, type Config } from '../config/config.js';
 import { parseDuration } from '../config/duration.js';
@@ -43,7 +44,10 @@ async function open(args: CommandArgs): Promise<{ config: Config; driver: Storag
     if (!info) throw new StorageRootError(`storage root ${root} does not exist (storage.filesystem.rootdirectory)`);
     if (!info.isDirectory()) throw new StorageRootError(`storage root ${root} is not a directory (storage.filesystem.rootdirectory)`);
   }
-  return { config, driver: await createDriver(config), logger };
+  // Reads straight from storage, but changes are announced to running servers (through Redis when configured), so
+  // none of them keeps serving from its link cache what this command deleted.
+  const driver = await withLinkCache(await createDriver(config), config, { serveFromCache: false });
+  return { config, driver, logger };
 }
 
 /** Runs a storage command, turning a missing storage root into exit status 1 with a message. */

@@ -60,6 +60,11 @@ export interface Config {
     shutdownTimeoutMs: number;
     /** A connection on which nothing moves for this long is closed (0: never). */
     idleTimeoutMs: number;
+    /**
+     * `berth.linkcache`: link files (tags, repository links) kept in memory, invalidated by every
+     * change (across processes through Redis when `redis` is set); `ttlMs` 0 turns it off.
+     */
+    linkCache: { ttlMs: number; maxEntries: number };
     /** Raw berth sections owned by other modules (metrics, gc schedule, ...). */
     raw: RawSection;
   };
@@ -68,6 +73,8 @@ export interface Config {
    * modules read themselves (`notifications`, `ui`, `audit`, `index`, ...).
    */
   raw: RawSection;
+  /** The web UI (`/ui/`; `/` redirects there while it is on). */
+  ui: { enabled: boolean };
   /** Warnings collected while loading (unknown keys, ignored options). */
   warnings: string[];
 }
@@ -256,6 +263,10 @@ export function normalizeConfig(raw: RawSection, warnings: string[] = []): Confi
   const berth = section(raw, 'berth', '');
   const auth = section(raw, 'auth', '');
   const proxy = section(raw, 'proxy', '');
+  const linkCache = section(berth, 'linkcache', 'berth.');
+  const linkCacheEntries = int(linkCache, 'entries', 'berth.linkcache.', 20_000, 1);
+
+  const ui = section(raw, 'ui', '');
 
   const config: Config = {
     log: { level: level as Config['log']['level'], formatter, accessLog, fields },
@@ -278,9 +289,11 @@ export function normalizeConfig(raw: RawSection, warnings: string[] = []): Confi
       uploadSessionTtlMs: duration(berth, 'uploadsessionttl', 'berth.', 24 * 3_600_000),
       shutdownTimeoutMs: duration(berth, 'shutdowntimeout', 'berth.', 30_000),
       idleTimeoutMs: duration(berth, 'idletimeout', 'berth.', 5 * 60_000),
+      linkCache: { ttlMs: duration(linkCache, 'ttl', 'berth.linkcache.', 5_000), maxEntries: linkCacheEntries },
       raw: berth,
     },
     raw,
+    ui: { enabled: bool(ui, 'enabled', 'ui.', true) },
     warnings,
   };
   if (s3) config.storage.s3 = s3;

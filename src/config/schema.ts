@@ -135,10 +135,11 @@ export const CONFIG_SCHEMA: Readonly<Record<string, SectionSchema>> = {
   berth: {
     keys: {
       automaticcrossmount: 'use', uploadsessionttl: 'use', shutdowntimeout: 'use', idletimeout: 'use', metrics: 'use',
-      gc: 'use', audit: 'use', index: 'use',
+      gc: 'use', audit: 'use', index: 'use', linkcache: 'use',
     },
   },
   'berth.audit': { keys: { file: 'use' } },
+  'berth.linkcache': { keys: { ttl: 'use', entries: 'use' } },
   'berth.metrics': { keys: { enabled: 'use', path: 'use', addr: 'use' } },
   'berth.gc': { keys: { interval: 'use', grace: 'use', deleteuntagged: 'use', uploadage: 'use' } },
 };

@@ -3,9 +3,9 @@ import type { Config } from '../config/config.js';
 import type { StorageDriver } from '../storage/driver.js';
 import type { RegistryStore } from '../storage/registry-store.js';
 import { parseProxySettings } from './config.js';
-import { PullThroughCache, type PullThrough } from './pull-through.js';
+import { PullThroughCache, type PullThrough, type PullThroughDeps } from './pull-through.js';
 
-export type { PullThrough } from './pull-through.js';
+export type { MirrorUpstreamStatus, PullThrough, PullThroughDeps } from './pull-through.js';
 export { parseProxySettings, type ProxySettings, type UpstreamSettings } from './config.js';
 
 /**
@@ -13,7 +13,7 @@ export { parseProxySettings, type ProxySettings, type UpstreamSettings } from '.
  * upstream). Parsing errors are ConfigErrors naming the key; warnings go to `config.warnings`. Call `start()` once
  * the app is ready (background expiry) and `close()` on shutdown.
  */
-export function createPullThrough(config: Config, deps: { store: RegistryStore; driver: StorageDriver; logger: Logger }): PullThrough | null {
+export function createPullThrough(config: Config, deps: PullThroughDeps): PullThrough | null {
   if (!config.proxy) return null;
   const settings = parseProxySettings(config.proxy, (m) => {
     config.warnings.push(m);

@@ -28,6 +28,36 @@ export interface PullThrough {
   start(): void;
   /** Stops the background expiry and aborts in-flight upstream downloads. */
   close(): Promise<void>;
+  /** Each upstream's health and this process's cache hits and misses (read-only, for the web UI's mirror page). */
+  status(): MirrorUpstreamStatus[];
+  /** The upstream a plain repository name (no `?ns=`) is mirrored from, or null when it is local. */
+  upstreamOf(name: string): string | null;
+}
+
+/** What the cache is built on. */
+export interface PullThroughDeps {
+  store: RegistryStore;
+  driver: StorageDriver;
+  logger: Logger;
+  /** Called after a manifest (and its tag) was cached into `localName`: the catalog index refreshes that entry. */
+  onCached?: (localName: string) => void;
+}
+
+/** One upstream as {@link PullThrough.status} reports it. */
+export interface MirrorUpstreamStatus {
+  name: string;
+  url: string;
+  online: boolean;
+  /** The failure that took it offline, null while online. */
+  lastFailure: string | null;
+  /** Local name prefix of its cached repositories ('' for the default upstream). */
+  prefix: string;
+  /** Manifest and blob requests answered from the cache since start. */
+  hits: number;
+  /** Manifest and blob requests that went to the upstream since start. */
+  misses: number;
+  /** Bytes of cached blobs opened for clients since start. */
+  bytesServed: number;
 }
 
 /** Every manifest type berth stores, asked for from upstreams (so tags resolve to the same digest everywhere). */
@@ -61,14 +91,37 @@ export class PullThroughCache implements PullThrough {
   private expiryTimer: NodeJS.Timeout | undefined;
   private expiring: Promise<unknown> | undefined;
   private readonly logger: Logger;
+  private readonly counts = new Map<string, { hits: number; misses: number; bytesServed: number }>();
 
   constructor(
     private readonly settings: ProxySettings,
-    private readonly deps: { store: RegistryStore; driver: StorageDriver; logger: Logger },
+    private readonly deps: PullThroughDeps,
   ) {
     this.logger = deps.logger.child({ component: 'proxy' });
     this.router = new Router(settings);
     for (const u of settings.upstreams) this.clients.set(u.name, new UpstreamClient(u, this.logger));
+  }
+
+  status(): MirrorUpstreamStatus[] {
+    return this.settings.upstreams.map((u) => {
+      const health = this.client(u).health;
+      const c = this.count(u);
+      return { name: u.name, url: u.url, online: health.online, lastFailure: health.lastFailure, prefix: u.isDefault ? '' : u.prefix, ...c };
+    });
+  }
+
+  upstreamOf(name: string): string | null {
+    const r = this.router.route(name, undefined);
+    return r.kind === 'mirror' ? r.target.upstream.name : null;
+  }
+
+  private count(u: UpstreamSettings): { hits: number; misses: number; bytesServed: number } {
+    let c = this.counts.get(u.name);
+    if (!c) {
+      c = { hits: 0, misses: 0, bytesServed: 0 };
+      this.counts.set(u.name, c);
+    }
+    return c;
   }
 
   private client(u: UpstreamSettings): UpstreamClient {
@@ -169,7 +222,11 @@ export class PullThroughCache implements PullThrough {
 
   private async manifestByDigest(target: MirrorTarget, d: Digest): Promise<CachedManifest> {
     const local = await this.cached(target, d);
-    if (local) return local;
+    if (local) {
+      this.count(target.upstream).hits++;
+      return local;
+    }
+    this.count(target.upstream).misses++;
     return this.singleFlight(`m|${target.upstream.name}|${target.remoteName}|${d.value}`, () => this.fetchManifest(target, d.value, undefined, d));
   }
 
@@ -178,6 +235,7 @@ export class PullThroughCache implements PullThrough {
     const current = link ? await this.cached(target, link.digest) : null;
     if (link && current) {
       const client = this.client(target.upstream);
+      this.count(target.upstream).hits++;
       if (Date.now() - link.modTime < target.upstream.tagTtlMs || client.health.skipRevalidation) return current;
       try {
         const fresh = await this.singleFlight(`h|${target.upstream.name}|${target.remoteName}|${tag}`, () => this.revalidate(target, tag, link.digest));
@@ -187,6 +245,7 @@ export class PullThroughCache implements PullThrough {
         throw err;
       }
     }
+    this.count(target.upstream).misses++;
     return this.singleFlight(`t|${target.upstream.name}|${target.remoteName}|${tag}`, () => this.fetchManifest(target, tag, tag));
   }
 
@@ -253,6 +312,7 @@ export class PullThroughCache implements PullThrough {
       await driver.putContent(paths.tagIndexLink(local, tag, digest), Buffer.from(digest.value));
       await driver.putContent(paths.tagCurrentLink(local, tag), Buffer.from(digest.value));
     }
+    this.deps.onCached?.(local);
     return { bytes, digest, mediaType: parsed.mediaType };
   }
 
@@ -269,8 +329,22 @@ export class PullThroughCache implements PullThrough {
     }
     if (size !== null) {
       this.touch(target, paths.layerLink(target.localName, d), d);
-      return storedBlob(store, d, size);
+      const counts = this.count(target.upstream);
+      counts.hits++;
+      const stored = storedBlob(store, d, size);
+      const total = size;
+      return {
+        digest: stored.digest,
+        size: stored.size,
+        redirectURL: (method) => stored.redirectURL(method),
+        open: async (start, end) => {
+          const body = await stored.open(start, end);
+          counts.bytesServed += (end ?? total) - start;
+          return body;
+        },
+      };
     }
+    this.count(target.upstream).misses++;
     let fill = this.fills.get(key);
     if (!fill && headOnly) return this.headUpstreamBlob(target, d);
     if (!fill) {

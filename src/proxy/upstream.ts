@@ -60,6 +60,7 @@ export class UpstreamHealth {
   private failures = 0;
   private down = false;
   private retryAt = 0;
+  private reason: string | null = null;
 
   constructor(
     private readonly name: string,
@@ -75,6 +76,11 @@ export class UpstreamHealth {
     return !this.down;
   }
 
+  /** Why it went offline (the last failure while offline), null while online. */
+  get lastFailure(): string | null {
+    return this.down ? this.reason : null;
+  }
+
   succeeded(): void {
     if (this.down) this.logger.info({ upstream: this.name }, 'upstream is reachable again');
     this.down = false;
@@ -82,6 +88,7 @@ export class UpstreamHealth {
   }
 
   failed(reason: string): void {
+    this.reason = reason;
     this.failures++;
     this.retryAt = Date.now() + OFFLINE_RETRY_MS;
     if (!this.down && this.failures >= FAILURES_OFFLINE) {

@@ -4,6 +4,7 @@ import { digestOf, tryParseDigest, type Digest } from '../oci/digest.js';
 import { parseManifest, referrerArtifactType, type ParsedManifest } from '../oci/manifest.js';
 import { presentOrRestored } from './pending.js';
 import { isNotFound, type StorageDriver } from './driver.js';
+import { CachingDriver } from './link-cache.js';
 import { deleteIfPresent, listOrEmpty, readLink, statOrNull } from './driver-utils.js';
 import { basename, paths } from './paths.js';
 import { enumerateRepositories, repositoryNames } from './repositories.js';
@@ -39,7 +40,16 @@ export class RegistryStore {
   private readonly manifestCache = new Map<string, { bytes: Buffer; parsed: ParsedManifest }>();
   private manifestCacheBytes = 0;
 
-  constructor(readonly driver: StorageDriver) {}
+  /**
+   * This store reading storage directly, bypassing a link cache in front of `driver` (src/storage/link-cache.ts):
+   * what a push is checked against (are its blobs and children there?) must be what storage holds this instant,
+   * as garbage collection in another process may just have removed it.
+   */
+  private readonly fresh: RegistryStore;
+
+  constructor(readonly driver: StorageDriver) {
+    this.fresh = driver instanceof CachingDriver && driver.serveFromCache ? new RegistryStore(driver.uncachedReads()) : this;
+  }
 
   // ---- links -------------------------------------------------------------------------------------------------
 
@@ -149,6 +159,7 @@ export class RegistryStore {
     if (options.digest && digest.value !== options.digest.value) {
       throw registryError('DIGEST_INVALID', { expected: options.digest.value, computed: digest.value });
     }
+    const fresh = this.fresh;
     const missing = new Set<string>();
     // Each distinct reference is checked once, a bounded number at once: a manifest may list thousands of
     // descriptors (the same layer over and over), and one open link file each would exhaust the process's file
@@ -158,14 +169,14 @@ export class RegistryStore {
       if (b.urls && b.urls.length > 0) continue;
       checks.set(`blob ${b.digest.value}`, async () => {
         // A blob a running gc has set aside is put back rather than reported missing (src/gc/pending.ts).
-        const found = await presentOrRestored(this.driver, b.digest, async () => (await this.repositoryBlobSize(repo, b.digest)) !== null);
+        const found = await presentOrRestored(fresh.driver, b.digest, async () => (await fresh.repositoryBlobSize(repo, b.digest)) !== null);
         if (!found) missing.add(b.digest.value);
       });
     }
     for (const c of parsed.children) {
       checks.set(`manifest ${c.digest.value}`, async () => {
-        const found = await presentOrRestored(this.driver, c.digest, async () => (await this.blobSize(c.digest)) !== null);
-        if (!(await this.hasManifest(repo, c.digest)) || !found) missing.add(c.digest.value);
+        const found = await presentOrRestored(fresh.driver, c.digest, async () => (await fresh.blobSize(c.digest)) !== null);
+        if (!(await fresh.hasManifest(repo, c.digest)) || !found) missing.add(c.digest.value);
       });
     }
     const pending = [...checks.values()];
