@@ -39,6 +39,11 @@ export default defineConfig(
     rules: { '@typescript-eslint/no-floating-promises': 'off' },
   },
   {
+    // Callbacks handed to the browser (page.evaluate, $$eval) use DOM types the Node test project does not load.
+    files: ['test/ui/ui-browser.test.ts'],
+    rules: { '@typescript-eslint/no-unsafe-return': 'off', '@typescript-eslint/no-unsafe-member-access': 'off', '@typescript-eslint/no-unsafe-call': 'off', '@typescript-eslint/no-unsafe-assignment': 'off', '@typescript-eslint/no-unsafe-argument': 'off' },
+  },
+  {
     // The folders of src/ form layers (oci → storage → registry → services → http → app/cli): no import cycles.
     files: ['src/**/*.ts'],
     plugins: { 'import-x': importX, berth },
@@ -47,6 +52,11 @@ export default defineConfig(
       'import-x/resolver-next': [createTypeScriptImportResolver({ project: './tsconfig.json' })],
     },
     rules: { 'import-x/no-cycle': 'error', 'berth/no-folder-cycle': ['error', { root: 'src' }] },
+  },
+  {
+    // The UI's browser script has its own tsconfig (DOM types, no Node).
+    files: ['src/http/ui/browser/**/*.ts'],
+    languageOptions: { parserOptions: { projectService: false, project: './tsconfig.browser.json', tsconfigRootDir: import.meta.dirname } },
   },
   { files: ['**/*.js'], extends: [tseslint.configs.disableTypeChecked] },
 );

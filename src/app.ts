@@ -20,6 +20,7 @@ import { RegistryStore } from './storage/registry-store.js';
 import { WriteProbe } from './storage/write-probe.js';
 import { staleUploadPolicy } from './uploads/stale-uploads.js';
 import { purgeUploads } from './uploads/upload-purger.js';
+import { readGcLastRun } from './gc/last-run.js';
 import type { UploadSessionStore } from './uploads/session-store.js';
 import { UploadService } from './uploads/upload-service.js';
 import { createHttps } from './tls/https-listener.js';
@@ -109,7 +110,12 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   const driver = await withLinkCache(baseDriver, config);
   const sessions = deps.sessions ?? (await createSessionStore(config));
   const metrics = deps.metrics ?? createMetrics();
-  const audit = new AuditLog(logger, parseAuditConfig(config.raw, (m) => logger.warn(m)));
+  // The last gc run as recorded in storage, by this process, another replica or `berth gc` from the command line.
+  metrics.gcLastRunSource = () => readGcLastRun(driver);
+  const audit = new AuditLog(
+    logger,
+    parseAuditConfig(config.raw, (m) => logger.warn(m)),
+  );
   const events = deps.events ?? (await createEvents(config, { driver, logger, metrics: metrics.events, audit }));
   let authorizer: Authorizer = deps.authorizer ?? new AllowAllAuthorizer();
   let authRoutes: FastifyPluginAsync | undefined;
@@ -139,7 +145,13 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     });
   }
   const repositoryIndex = deps.repositoryIndex ?? (await createRepositoryIndex(config));
-  const catalog = new CatalogIndex(repositoryIndex, store, driver, logger.child({ component: 'catalog' }), parseIndexOptions(config.berth.raw, (m) => logger.warn(m)));
+  const catalog = new CatalogIndex(
+    repositoryIndex,
+    store,
+    driver,
+    logger.child({ component: 'catalog' }),
+    parseIndexOptions(config.berth.raw, (m) => logger.warn(m)),
+  );
   const locks = new RepositoryLocks();
   let lastGc: (() => { at: Date; bytesFreed: number } | undefined) | undefined;
   const browser = new RegistryBrowser({
@@ -158,7 +170,11 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
 
   let closing = false;
   app.setErrorHandler((err, request, reply) => {
-    if (err instanceof BackendUnavailableError) metrics.storageErrors.inc({ driver: driver.name, operation: request.routeKind ?? 'other' });
+    if (err instanceof BackendUnavailableError) {
+      const operation = request.routeKind ?? 'other';
+      if (err.backend === 'redis') metrics.redisErrors.inc({ operation });
+      else metrics.storageErrors.inc({ driver: driver.name, operation });
+    }
     return sendError(err, request, reply);
   });
   app.setNotFoundHandler((request, reply) => sendError(registryError('NOT_FOUND'), request, reply));
@@ -179,6 +195,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
           remote: request.ip,
           ua: request.headers['user-agent'],
           user: request.principal?.account,
+          // registry:2's name for the same field, so log queries written for it carry over.
+          'auth.user.name': request.principal?.account,
         },
         'request',
       );
@@ -186,34 +204,66 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   }
 
   app.get('/healthz', async () => ({ status: 'ok' }));
-  const writeProbe = new WriteProbe(driver);
+  // Readiness is what a load balancer needs: storage serves pulls, so without it the replica is not ready. The
+  // upload session store (Redis) only serves pushes: without it the replica stays ready for pulls, names the part
+  // as degraded (body and `berth_degraded{part}`), and uploads answer 503 UNAVAILABLE until it is back.
+  // The probe writes outside every repository: straight to storage, so a frozen Redis (the link cache's invalidation
+  // channel) cannot make storage look unwritable.
+  const writeProbe = new WriteProbe(baseDriver);
   app.get('/readyz', async (_request, reply) => {
     if (closing) return reply.code(503).send({ status: 'shutting down' });
     const checks: Record<string, string> = {};
+    const degraded: string[] = [];
     let ok = true;
-    for (const [name, check] of [
-      ['storage', async () => {
-        await driver.health();
-        // Disk full or a read-only mount (local filesystems). With storage.maintenance.readonly berth writes nothing,
-        // so a read-only mount is fine.
-        if (!config.storage.readOnly && driver.name === 'filesystem') await writeProbe.check();
-      }],
-      ['sessions', () => sessions.health()],
+    const sessionsPart = sessions.name === 'redis' ? 'redis' : 'sessions';
+    for (const [name, part, check] of [
+      [
+        'storage',
+        'storage',
+        async () => {
+          await driver.health();
+          // Disk full or a read-only mount (local filesystems). With storage.maintenance.readonly berth writes nothing,
+          // so a read-only mount is fine.
+          if (!config.storage.readOnly && driver.name === 'filesystem') await writeProbe.check();
+        },
+      ],
+      ['sessions', sessionsPart, () => sessions.health()],
     ] as const) {
       try {
         await withTimeout(check(), 3000);
         checks[name] = 'ok';
+        metrics.degraded.set({ part }, 0);
       } catch (err) {
-        ok = false;
         checks[name] = (err as Error).message || 'unavailable';
+        // A storage write that failed only because Redis (the cache invalidation channel) is down is Redis's part.
+        const redisDown = err instanceof BackendUnavailableError && err.backend === 'redis';
+        metrics.degraded.set({ part }, redisDown && name === 'storage' ? 0 : 1);
+        if (name === 'storage' && !redisDown) ok = false;
+        else {
+          const named = redisDown ? 'redis' : part;
+          if (!degraded.includes(named)) degraded.push(named);
+          if (named === 'redis') {
+            metrics.degraded.set({ part: 'redis' }, 1);
+            metrics.redisErrors.inc({ operation: 'health' });
+          }
+        }
       }
     }
-    return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'unavailable', checks });
+    const status = !ok ? 'unavailable' : degraded.length > 0 ? 'degraded' : 'ok';
+    return reply.code(ok ? 200 : 503).send({ status, degraded, checks });
   });
 
   const mc = metricsConfig(config);
   // With berth.metrics.addr the exposition is served on its own address by `serve`; the counting hooks stay here.
-  if (mc.enabled) await app.register(metricsPlugin(metrics, { serve: !mc.addr, path: mc.path }));
+  // /metrics on the registry's address is behind the same authentication as /v2/ (any authenticated account; no
+  // repository access needed). Scrapers without credentials use berth.metrics.addr, an internal address, instead.
+  const metricsGuard =
+    authorizer.name === 'none'
+      ? undefined
+      : async (request: FastifyRequest) => {
+          await authorizer.authorize({ method: request.method, headers: request.headers, ip: request.ip, id: request.id }, []);
+        };
+  if (mc.enabled) await app.register(metricsPlugin(metrics, { serve: !mc.addr, path: mc.path, ...(metricsGuard ? { guard: metricsGuard } : {}) }));
   if (authRoutes) await app.register(authRoutes);
   const local = new LocalNamespace(store, uploads, { automaticCrossMount: config.berth.automaticCrossMount });
   // Events wrap the outermost namespace, so pulls the mirror serves give their events too.
@@ -265,8 +315,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   const purging = config.storage.uploadPurging;
   if (purging.enabled && !config.storage.readOnly) {
     const run = () => {
-      purgeUploads(driver, sessions, { ageMs: staleUploadPolicy(uploadTtlMs, purging.ageMs).ageMs, dryRun: purging.dryRun, logger }).catch((err: unknown) =>
-        logger.warn({ err }, 'upload purging failed'),
+      purgeUploads(driver, sessions, { ageMs: staleUploadPolicy(uploadTtlMs, purging.ageMs).ageMs, dryRun: purging.dryRun, logger }).catch(
+        (err: unknown) => logger.warn({ err }, 'upload purging failed'),
       );
     };
     app.addHook('onReady', async () => {

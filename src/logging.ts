@@ -1,5 +1,5 @@
 import { Writable } from 'node:stream';
-import { pino, type Logger } from 'pino';
+import { pino, stdTimeFunctions, type Logger } from 'pino';
 import type { Config } from './config/config.js';
 
 /** Paths pino redacts: credentials never reach the logs. */
@@ -44,12 +44,22 @@ class TextLines extends Writable {
   }
 }
 
-/** The process logger, configured from `log.*` (never from NODE_ENV). */
+/**
+ * The format a logger writes: `log.formatter` when set, else text on a terminal (a person reads it) and JSON
+ * otherwise (a log collector reads it).
+ */
+export function logFormat(config: Config, destination: NodeJS.WritableStream): 'json' | 'text' {
+  if (config.log.formatter !== 'auto') return config.log.formatter;
+  return 'isTTY' in destination && destination.isTTY === true ? 'text' : 'json';
+}
+
+/** The process logger, configured from `log.*` (never from NODE_ENV); times are ISO 8601 in UTC. */
 export function createLogger(config: Config, destination: NodeJS.WritableStream = process.stdout): Logger {
   const options = {
     level: config.log.level,
     base: { ...config.log.fields },
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    timestamp: stdTimeFunctions.isoTime,
   };
-  return config.log.formatter === 'text' ? pino(options, new TextLines(destination)) : pino(options, destination);
+  return logFormat(config, destination) === 'text' ? pino(options, new TextLines(destination)) : pino(options, destination);
 }

@@ -2,7 +2,9 @@ import t from 'tap';
 import { PassThrough } from 'node:stream';
 import { configFrom } from '../src/config/config.js';
 import { createLogger } from '../src/logging.js';
+import { writeUsers } from './helpers/auth.js';
 import { startBerth } from './helpers/berth.js';
+import { tempDir } from './helpers/ports.js';
 
 function capture(): { stream: PassThrough; lines: () => string[] } {
   const stream = new PassThrough();
@@ -15,7 +17,10 @@ const tick = () => new Promise((r) => setTimeout(r, 50));
 
 t.test('log.formatter text writes one readable line per record; json writes JSON', async (t) => {
   const text = capture();
-  createLogger(configFrom({ log: { formatter: 'text', fields: { service: 'registry' } } }), text.stream).info({ status: 201, url: '/v2/a b' }, 'request');
+  createLogger(configFrom({ log: { formatter: 'text', fields: { service: 'registry' } } }), text.stream).info(
+    { status: 201, url: '/v2/a b' },
+    'request',
+  );
   await tick();
   t.match(text.lines()[0], /^\d{4}-\d\d-\d\dT[\d:.]+Z INFO request service=registry status=201 url="\/v2\/a b"$/);
   const json = capture();
@@ -42,7 +47,35 @@ t.test('one access-log line per request, carrying the request id the response ec
   t.equal(res.status, 404);
   t.equal(res.headers.get('x-request-id'), 'abc-123');
   await tick();
-  const access = out.lines().map((l) => JSON.parse(l) as Record<string, unknown>).filter((r) => r.msg === 'request');
+  const access = out
+    .lines()
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((r) => r.msg === 'request');
   t.equal(access.length, 1);
   t.match(access[0], { reqId: 'abc-123', method: 'GET', status: 404, route: 'manifest', url: '/v2/nope/manifests/latest' });
+});
+
+t.test('the access log line carries the authenticated user as auth.user.name (registry:2), none when anonymous', async (t) => {
+  const out = capture();
+  const { pino } = await import('pino');
+  const logger = pino({ level: 'info' }, out.stream);
+  const dir = await tempDir(t, 'berth-log-user-');
+  const users = await writeUsers(dir, { alice: 'alice-pw' });
+  const b = await startBerth(
+    t,
+    { log: { level: 'info', accesslog: { disabled: false } }, auth: { htpasswd: { realm: 'berth', path: users } } },
+    { logger },
+  );
+  const basic = `Basic ${Buffer.from('alice:alice-pw').toString('base64')}`;
+  t.equal((await fetch(`${b.url}/v2/`, { headers: { authorization: basic, 'x-request-id': 'with-user' } })).status, 200);
+  t.equal((await fetch(`${b.url}/v2/`, { headers: { 'x-request-id': 'anonymous' } })).status, 401);
+  await tick();
+  const access = out
+    .lines()
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((r) => r.msg === 'request');
+  t.equal(access.find((r) => r.reqId === 'with-user')?.['auth.user.name'], 'alice');
+  const anonymous = access.find((r) => r.reqId === 'anonymous');
+  t.ok(anonymous);
+  t.notOk(anonymous && 'auth.user.name' in anonymous, 'no user on a refused request');
 });

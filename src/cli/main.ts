@@ -6,7 +6,7 @@ import { ConfigError } from '../config/fields.js';
 import { parseCommandArgs, UsageError, type Command } from './command.js';
 import { indexCommand, repoCommand } from './catalog-commands.js';
 import { configCommand } from './config-command.js';
-import { serveCommand } from './serve.js';
+import { serveCommand, StartupError } from './serve.js';
 import { duCommand, fsckCommand, gcCommand } from './storage-commands.js';
 import { userCommand } from './user-commands.js';
 
@@ -77,6 +77,7 @@ main(process.argv.slice(2)).then(
   },
   (err: unknown) => {
     if (err instanceof ConfigError) process.stderr.write(`berth: configuration error: ${err.message}\n`);
+    else if (err instanceof StartupError) process.stderr.write(`berth: ${err.message}\n`);
     else process.stderr.write(`berth: ${(err as Error).stack ?? String(err)}\n`);
     process.exitCode = 1;
   },

@@ -1,16 +1,47 @@
+import { resolve } from 'node:path';
 import { buildApp } from '../app.js';
 import { loadConfig, parseListenAddress, type Config } from '../config/config.js';
 import { metricsConfig, startMetricsServer, type MetricsServer } from '../http/metrics.js';
 import { createLogger } from '../logging.js';
 import { CONFIG_OPTION, configFile, type Command } from './command.js';
 
-
 /** A short description of the storage, for the startup line. */
 export function describeStorage(config: Config): string {
   if (config.storage.driver === 's3') {
     return `s3 bucket ${config.storage.s3?.bucket ?? '?'}`;
   }
-  return `filesystem ${config.storage.filesystem.rootDirectory}`;
+  return `filesystem ${resolve(config.storage.filesystem.rootDirectory)}`;
+}
+
+/** A failure to start that one line explains (no stack trace); `berth` prints it and exits 1. */
+export class StartupError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StartupError';
+  }
+}
+
+/** ` at <endpoint>` for S3 storage with an explicit endpoint, else empty. */
+function storageEndpoint(config: Config): string {
+  const endpoint = config.storage.driver === 's3' ? config.storage.s3?.endpoint : undefined;
+  return endpoint ? ` at ${endpoint}` : '';
+}
+
+/** The innermost cause of an error, in words: `EACCES: permission denied, mkdir '/srv/x'`, `connect ECONNREFUSED ...`. */
+export function describeCause(err: unknown): string {
+  let e: unknown = err;
+  const seen: string[] = [];
+  while (e instanceof Error) {
+    const errno = e as NodeJS.ErrnoException;
+    // AggregateError (happy-eyeballs connects): its first error says it.
+    const inner = e instanceof AggregateError && e.errors.length > 0 ? (e.errors[0] as unknown) : e.cause;
+    seen.push(errno.code && !e.message.includes(errno.code) ? `${errno.code}: ${e.message}` : e.message || e.name);
+    if (inner === undefined || inner === e) break;
+    e = inner;
+  }
+  if (seen.length === 0) return String(err);
+  const last = seen[seen.length - 1] as string;
+  return last.length > 0 ? last : seen.join(': ');
 }
 
 /** `berth serve`: runs the registry. */
@@ -32,6 +63,13 @@ export async function serve(file: string | undefined): Promise<number> {
   const app = await buildApp(config, { logger });
   const { host, port } = parseListenAddress(config.http.addr);
   const parts = app.berth;
+  // Storage that cannot be reached or written at startup is a setup mistake: one line naming it, exit 1.
+  try {
+    await parts.driver.health();
+  } catch (err) {
+    await app.close();
+    throw new StartupError(`storage ${describeStorage(config)}${storageEndpoint(config)}: ${describeCause(err)}`);
+  }
   const summary = `storage: ${describeStorage(config)}, upload sessions: ${parts.sessions.name}, auth: ${parts.authorizer.name}`;
   // fastify logs one line per bound address (several for 0.0.0.0); berth logs exactly one: address, storage, auth.
   const level = logger.level;
@@ -39,11 +77,21 @@ export async function serve(file: string | undefined): Promise<number> {
   let address: string;
   try {
     address = await app.listen({ host, port });
+  } catch (err) {
+    await app.close();
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE') throw new StartupError(`cannot listen on ${config.http.addr}: the address is already in use`);
+    if (code === 'EACCES') throw new StartupError(`cannot listen on ${config.http.addr}: permission denied`);
+    if (code === 'EADDRNOTAVAIL') throw new StartupError(`cannot listen on ${config.http.addr}: no such local address`);
+    throw err;
   } finally {
     logger.level = level;
   }
   const shown = host === '0.0.0.0' || host === '::' ? `http://${host === '::' ? '[::]' : host}:${new URL(address).port}` : address;
-  logger.info({ address: shown, storage: describeStorage(config), sessions: parts.sessions.name, auth: parts.authorizer.name }, `berth listening on ${shown} (${summary})`);
+  logger.info(
+    { address: shown, storage: describeStorage(config), sessions: parts.sessions.name, auth: parts.authorizer.name },
+    `berth listening on ${shown} (${summary})`,
+  );
   const mc = metricsConfig(config);
   let metricsServer: MetricsServer | undefined;
   if (mc.enabled && mc.addr) {

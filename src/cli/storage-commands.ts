@@ -97,7 +97,11 @@ export const gcCommand: Command = {
     'dry-run': { type: 'boolean', description: 'only print what would be deleted' },
     'delete-untagged': { type: 'boolean', description: 'also delete manifests no tag reaches (keeping index children and referrers)' },
     grace: { type: 'string', value: 'DURATION', description: 'never delete blobs touched more recently (default 1h; 0 only when nothing pushes)' },
-    'upload-age': { type: 'string', value: 'DURATION', description: 'delete abandoned upload data older than this (default: berth.uploadsessionttl)' },
+    'upload-age': {
+      type: 'string',
+      value: 'DURATION',
+      description: 'delete abandoned upload data older than this (default: berth.uploadsessionttl)',
+    },
   },
   maxPositionals: 1,
   run: (args) =>
@@ -110,6 +114,7 @@ export const gcCommand: Command = {
       try {
         const options: GcOptions = {
           dryRun,
+          source: 'cli',
           deleteUntagged: args.values['delete-untagged'] === true,
           graceMs,
           uploadAgeMs: staleUploadPolicy(Math.max(graceMs, config.berth.uploadSessionTtlMs), durationArg(args, 'upload-age', 0)).ageMs,
@@ -188,7 +193,7 @@ export const fsckCommand: Command = {
   details: 'Exit status: 0 clean, 1 problems found (or the storage root does not exist), 2 usage error.',
   options: {
     ...CONFIG_OPTION,
-    repair: { type: 'boolean', description: 'quarantine corrupt blobs and remove the links that then dangle' },
+    repair: { type: 'boolean', description: 'quarantine corrupt blobs, remove the links that then dangle and what interrupted writes left' },
     json: { type: 'boolean', description: 'print the result as JSON' },
   },
   maxPositionals: 1,

@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { bool, ConfigError, duration, int, isSection, optString, section, str, stringList, type RawSection } from './fields.js';
 import { parseS3Config, type S3DriverOptions } from './s3.js';
@@ -13,7 +14,8 @@ import { parseLetsEncrypt, type LetsEncryptSettings } from './letsencrypt.js';
 export interface Config {
   log: {
     level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
-    formatter: 'json' | 'text';
+    /** `auto` (unset): text on a terminal, JSON otherwise. */
+    formatter: 'json' | 'text' | 'auto';
     accessLog: boolean;
     fields: Record<string, string>;
   };
@@ -95,7 +97,9 @@ const TYPE_KEYS: Readonly<Record<string, readonly string[]>> = {
  */
 function selectType(raw: RawSection, section: string, value: unknown, name: string): void {
   if (typeof value !== 'string' || !/^[a-z0-9_]+$/i.test(value)) {
-    throw new ConfigError(`${name}: expected a ${section === 'storage' ? 'storage driver name such as s3' : 'type such as htpasswd or token'}, got ${JSON.stringify(value)}`);
+    throw new ConfigError(
+      `${name}: expected a ${section === 'storage' ? 'storage driver name such as s3' : 'type such as htpasswd or token'}, got ${JSON.stringify(value)}`,
+    );
   }
   const type = value.toLowerCase();
   const current = raw[section];
@@ -112,11 +116,17 @@ function selectType(raw: RawSection, section: string, value: unknown, name: stri
  * `REGISTRY_STORAGE_S3_BUCKET`). Values are parsed as YAML scalars, as Distribution does.
  */
 export function applyEnvOverrides(raw: RawSection, env: NodeJS.ProcessEnv, warn: (msg: string) => void): void {
-  const names = Object.keys(env).filter((k) => k.startsWith('REGISTRY_') && k !== 'REGISTRY_CONFIGURATION_PATH').sort();
+  const names = Object.keys(env)
+    .filter((k) => k.startsWith('REGISTRY_') && k !== 'REGISTRY_CONFIGURATION_PATH')
+    .sort();
   for (const name of names) {
     const value = env[name];
     if (value === undefined) continue;
-    const parts = name.slice('REGISTRY_'.length).toLowerCase().split('_').filter((p) => p.length > 0);
+    const parts = name
+      .slice('REGISTRY_'.length)
+      .toLowerCase()
+      .split('_')
+      .filter((p) => p.length > 0);
     if (parts.length === 0) continue;
     if (CONFIG_SCHEMA['']?.keys[parts[0] as string] === undefined) {
       // Not a config section: Kubernetes sets REGISTRY_PORT, REGISTRY_SERVICE_HOST, ... for a Service named
@@ -191,10 +201,10 @@ export function normalizeConfig(raw: RawSection, warnings: string[] = []): Confi
   if (!(LEVELS as readonly string[]).includes(level)) {
     throw new ConfigError(`log.level: expected one of ${LEVELS.join(', ')}, got ${JSON.stringify(level)}`);
   }
-  const formatterRaw = (optString(log, 'formatter', 'log.') ?? 'json').toLowerCase();
+  const formatterRaw = (optString(log, 'formatter', 'log.') ?? 'auto').toLowerCase();
   const formatter = formatterRaw === 'logstash' ? 'json' : formatterRaw;
-  if (formatter !== 'json' && formatter !== 'text') {
-    throw new ConfigError(`log.formatter: expected json, text or logstash, got ${JSON.stringify(formatterRaw)}`);
+  if (formatter !== 'json' && formatter !== 'text' && formatter !== 'auto') {
+    throw new ConfigError(`log.formatter: expected json, text, logstash or auto, got ${JSON.stringify(formatterRaw)}`);
   }
   const accessLog = !bool(section(log, 'accesslog', 'log.'), 'disabled', 'log.accesslog.', false);
 
@@ -343,7 +353,16 @@ export async function loadConfig(file: string | undefined, env: NodeJS.ProcessEn
     try {
       text = await readFile(file, 'utf8');
     } catch (err) {
-      throw new ConfigError(`cannot read config file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      const code = (err as NodeJS.ErrnoException).code;
+      const why =
+        code === 'EISDIR'
+          ? 'it is a directory, not a file'
+          : code === 'ENOENT'
+            ? 'no such file'
+            : code === 'EACCES' || code === 'EPERM'
+              ? 'permission denied'
+              : (code ?? (err as Error).message);
+      throw new ConfigError(`cannot read config file ${resolve(file)}: ${why}`);
     }
     raw = parseConfigText(text, file);
   }

@@ -12,6 +12,7 @@ import { ConfigError, isSection, type RawSection } from './fields.js';
  * A key that is in no table of its section is a typo or an option berth does not have: in a `strict` section
  * (where a dropped key could open access or move data) it stops startup, elsewhere it warns.
  */
+// eslint-disable-next-line @typescript-eslint/no-redundant-type-constituents -- the two words are the rule's vocabulary; any other string is a refusal
 export type KeyRule = 'use' | 'ignore' | string;
 
 /** The keys of one section. */

@@ -87,14 +87,21 @@ export class RegistryError extends Error {
 }
 
 /** Shorthand used by handlers: `throw registryError('BLOB_UNKNOWN', {digest})`. */
-export function registryError(name: ErrorCodeName, detail?: unknown, options?: { message?: string; headers?: Record<string, string>; cause?: unknown }): RegistryError {
+export function registryError(
+  name: ErrorCodeName,
+  detail?: unknown,
+  options?: { message?: string; headers?: Record<string, string>; cause?: unknown },
+): RegistryError {
   return new RegistryError(name, detail, options);
 }
 
 /** Errors of the storage layer that are not the client's fault but an unavailable backend (S3 down, Redis down). */
 export class BackendUnavailableError extends Error {
-  constructor(what: string, options?: { cause?: unknown }) {
-    super(`${what} unavailable`, options);
+  /** Which backend: `storage` (a storage driver, the default) or `redis` (the upload session store). */
+  readonly backend: 'storage' | 'redis';
+  constructor(what: string, options?: { cause?: unknown; backend?: 'storage' | 'redis' }) {
+    super(`${what} unavailable`, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'BackendUnavailableError';
+    this.backend = options?.backend ?? 'storage';
   }
 }

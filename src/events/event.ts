@@ -177,6 +177,6 @@ export function manifestReferences(bytes: Buffer): EventReference[] {
   }
   if (typeof body !== 'object' || body === null) return [];
   const m = body as { manifests?: unknown; config?: unknown; layers?: unknown };
-  const list = Array.isArray(m.manifests) ? m.manifests : [m.config, ...(Array.isArray(m.layers) ? m.layers : [])];
+  const list: unknown[] = Array.isArray(m.manifests) ? (m.manifests as unknown[]) : [m.config, ...(Array.isArray(m.layers) ? (m.layers as unknown[]) : [])];
   return list.map(descriptorOf).filter((d): d is EventReference => d !== null);
 }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { parseRedisAddr } from '../uploads/redis-session-store.js';
+import { parseRedisAddr } from '../config/redis-addr.js';
 import type { RegistryEvent } from './event.js';
 import type { EventQueue, QueuedEvent } from './queue.js';
 

@@ -57,6 +57,7 @@ import type { EventSink } from '../events/registry-events.js';
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
+import { writeGcLastRun } from './last-run.js';
 import type { Digest } from '../oci/digest.js';
 import { isNotFound, type StorageDriver } from '../storage/driver.js';
 import { deleteIfPresent, listOrEmpty, statOrNull } from '../storage/driver-utils.js';
@@ -90,6 +91,8 @@ export { PENDING_ROOT, restorePending, restorePendingBlob } from '../storage/pen
 export interface GcOptions {
   /** Report what would be deleted, delete nothing. */
   dryRun?: boolean;
+  /** Who runs it, recorded with the outcome in `_berth/gc-last.json` (last-run.ts); default `server`. */
+  source?: 'cli' | 'server';
   /** Also delete manifest revisions no tag reaches (and then their blobs). */
   deleteUntagged?: boolean;
   /** Nothing written more recently than this is deleted (default 1 h). */
@@ -482,7 +485,10 @@ export async function runGc(driver: StorageDriver, options: GcOptions = {}): Pro
         result.manifestsDeleted--;
         result.manifestsRestored++;
         result.deletions = result.deletions.filter((d) => !(d.kind === 'manifest' && d.repository === m.repository && d.digest === m.digest.value));
-        logger?.warn({ repository: m.repository, digest: m.digest.value }, 'gc: a manifest pushed during the run references a deleted manifest; restored it');
+        logger?.warn(
+          { repository: m.repository, digest: m.digest.value },
+          'gc: a manifest pushed during the run references a deleted manifest; restored it',
+        );
       }
     }
   }
@@ -505,7 +511,11 @@ export async function runGc(driver: StorageDriver, options: GcOptions = {}): Pro
   if (dryRun) {
     for (const c of candidates) reportBlob(c, c.links);
   } else {
-    progress.start('deleting blobs', candidates.reduce((n, c) => n + c.size, 0), 'bytes');
+    progress.start(
+      'deleting blobs',
+      candidates.reduce((n, c) => n + c.size, 0),
+      'bytes',
+    );
     try {
       for (let i = 0; i < candidates.length && !aborted(); i += batchSize) {
         const pending: BlobCandidate[] = [];
@@ -593,6 +603,18 @@ export async function runGc(driver: StorageDriver, options: GcOptions = {}): Pro
   result.durationMs = Date.now() - t0;
   const { deletions: _d, ...summary } = result;
   logger?.info(summary, result.interrupted ? 'gc: interrupted' : 'gc: finished');
+  if (!dryRun) {
+    // Where every server's metrics read it (berth_gc_last_run_*), whichever process ran gc.
+    await writeGcLastRun(driver, {
+      finishedAt: new Date().toISOString(),
+      bytesFreed: result.bytesReclaimed,
+      blobsDeleted: result.blobsDeleted,
+      manifestsDeleted: result.manifestsDeleted,
+      durationMs: result.durationMs,
+      interrupted: result.interrupted,
+      source: options.source ?? 'server',
+    }).catch((err: unknown) => logger?.warn({ err }, 'gc: could not record the outcome in storage'));
+  }
   return result;
 }
 

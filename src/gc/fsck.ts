@@ -16,11 +16,16 @@
  * `--repair` also removes the links that point at missing blobs (quarantined ones included): layer links, manifest
  * revision links and tags whose manifest is gone, so a second run does not find them again. A manifest that
  * references a missing layer is left as is and reported again: pushing the image again repairs it.
+ *
+ * What a killed process can leave is reported and, under `--repair`, removed: a tag folder without a `current` link
+ * (a first PUT of the tag interrupted between its index link and its `current` link, so the tag never existed) and
+ * temporary files of interrupted writes older than {@link STALE_TEMPORARY_FILE_AGE_MS} (drivers that write through
+ * them).
  */
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Digest } from '../oci/digest.js';
-import { isNotFound, type StorageDriver } from '../storage/driver.js';
+import { isNotFound, STALE_TEMPORARY_FILE_AGE_MS, type StorageDriver } from '../storage/driver.js';
 import { paths, ROOT } from '../storage/paths.js';
 import { readLink, statOrNull } from '../storage/driver-utils.js';
 import { DEFAULT_CONCURRENCY, forEachLimit, listBlobs, scanInventory } from './inventory.js';
@@ -43,7 +48,8 @@ export interface FsckProblem {
     | 'manifest-missing-blob'
     | 'manifest-unlinked-blob'
     | 'manifest-missing-child'
-    | 'unreadable-manifest';
+    | 'unreadable-manifest'
+    | 'interrupted-write';
   /** The blob, link target or manifest digest concerned. */
   digest: string;
   repository?: string;
@@ -57,7 +63,7 @@ export interface FsckProblem {
   actual?: string;
   /** For corrupt blobs under --repair: moved to quarantine. */
   quarantined?: boolean;
-  /** For dangling links under --repair: the link (a tag: the whole tag) was removed. */
+  /** For dangling links, tags without `current` and interrupted writes under --repair: removed. */
   removed?: boolean;
 }
 
@@ -127,7 +133,11 @@ export async function fsck(
   let bytesHashed = 0;
   let blobsChecked = 0;
   let quarantined = 0;
-  progress.start('hashing blobs', [...sizes.values()].reduce((n, s) => n + s, 0), 'bytes');
+  progress.start(
+    'hashing blobs',
+    [...sizes.values()].reduce((n, s) => n + s, 0),
+    'bytes',
+  );
   await forEachLimit(
     blobs.filter((b) => present.has(b.digest.value)),
     Math.max(1, Math.min(4, concurrency)),
@@ -179,20 +189,74 @@ export async function fsck(
     await forEachLimit(repo.layers.values(), concurrency, async (d) => {
       const link = await readLink(driver, paths.layerLink(repo.name, d));
       if (!link || link.value !== d.value) {
-        report({ kind: 'invalid-link', repository: repo.name, digest: d.value, path: paths.layerLink(repo.name, d), detail: 'layer link is missing or names another digest' });
+        report({
+          kind: 'invalid-link',
+          repository: repo.name,
+          digest: d.value,
+          path: paths.layerLink(repo.name, d),
+          detail: 'layer link is missing or names another digest',
+        });
       } else if (!good(d)) {
-        await dangling({ kind: 'dangling-link', repository: repo.name, digest: d.value, path: paths.layerLink(repo.name, d), detail: 'layer link to a missing blob' }, paths.layerLinkDir(repo.name, d));
+        await dangling(
+          {
+            kind: 'dangling-link',
+            repository: repo.name,
+            digest: d.value,
+            path: paths.layerLink(repo.name, d),
+            detail: 'layer link to a missing blob',
+          },
+          paths.layerLinkDir(repo.name, d),
+        );
       }
     });
     for (const [tag, d] of repo.tags) {
-      if (!d) report({ kind: 'invalid-link', repository: repo.name, digest: '', path: paths.tagCurrentLink(repo.name, tag), detail: `tag ${tag} has no readable current link` });
-      else if (!good(d)) await dangling({ kind: 'dangling-link', repository: repo.name, digest: d.value, path: paths.tagCurrentLink(repo.name, tag), detail: `tag ${tag} points at a missing manifest` }, paths.tagDir(repo.name, tag));
-      else if (!repo.revisions.has(d.value)) await dangling({ kind: 'dangling-link', repository: repo.name, digest: d.value, path: paths.tagCurrentLink(repo.name, tag), detail: `tag ${tag} points at a manifest that is not in the repository` }, paths.tagDir(repo.name, tag));
+      if (!d)
+        await dangling(
+          {
+            kind: 'invalid-link',
+            repository: repo.name,
+            digest: '',
+            path: paths.tagCurrentLink(repo.name, tag),
+            detail: `tag ${tag} has no readable current link`,
+          },
+          paths.tagDir(repo.name, tag),
+        );
+      else if (!good(d))
+        await dangling(
+          {
+            kind: 'dangling-link',
+            repository: repo.name,
+            digest: d.value,
+            path: paths.tagCurrentLink(repo.name, tag),
+            detail: `tag ${tag} points at a missing manifest`,
+          },
+          paths.tagDir(repo.name, tag),
+        );
+      else if (!repo.revisions.has(d.value))
+        await dangling(
+          {
+            kind: 'dangling-link',
+            repository: repo.name,
+            digest: d.value,
+            path: paths.tagCurrentLink(repo.name, tag),
+            detail: `tag ${tag} points at a manifest that is not in the repository`,
+          },
+          paths.tagDir(repo.name, tag),
+        );
     }
     for (const d of repo.revisions.values()) {
       manifestsChecked++;
       if (!good(d)) {
-        await dangling({ kind: 'dangling-link', repository: repo.name, digest: d.value, path: paths.revisionLink(repo.name, d), detail: 'manifest revision link to a missing blob' }, paths.revisionDir(repo.name, d));
+        await dangling(
+          {
+            kind: 'dangling-link',
+            repository: repo.name,
+            digest: d.value,
+            path: paths.revisionLink(repo.name, d),
+            detail: 'manifest revision link to a missing blob',
+          },
+          paths.revisionDir(repo.name, d),
+        );
         continue;
       }
       const refs = inv.manifests.get(d.value);
@@ -204,20 +268,48 @@ export async function fsck(
       if (refs.status !== 'parsed') continue; // schema 1 and unknown types: their references are not known exactly
       for (const b of refs.blobs) {
         if (!good(b)) {
-          report({ kind: 'manifest-missing-blob', repository: repo.name, manifest: d.value, digest: b.value, detail: `manifest ${d.value} references missing blob ${b.value}` });
+          report({
+            kind: 'manifest-missing-blob',
+            repository: repo.name,
+            manifest: d.value,
+            digest: b.value,
+            detail: `manifest ${d.value} references missing blob ${b.value}`,
+          });
         } else if (!repo.layers.has(b.value)) {
-          report({ kind: 'manifest-unlinked-blob', repository: repo.name, manifest: d.value, digest: b.value, detail: `manifest ${d.value} references blob ${b.value} that is not linked into the repository` });
+          report({
+            kind: 'manifest-unlinked-blob',
+            repository: repo.name,
+            manifest: d.value,
+            digest: b.value,
+            detail: `manifest ${d.value} references blob ${b.value} that is not linked into the repository`,
+          });
         }
       }
       for (const c of refs.children) {
         if (!repo.revisions.has(c.value) || !good(c)) {
-          report({ kind: 'manifest-missing-child', repository: repo.name, manifest: d.value, digest: c.value, detail: `index ${d.value} references manifest ${c.value} the repository does not have` });
+          report({
+            kind: 'manifest-missing-child',
+            repository: repo.name,
+            manifest: d.value,
+            digest: c.value,
+            detail: `index ${d.value} references manifest ${c.value} the repository does not have`,
+          });
         }
       }
     }
     progress.tick();
   }
   progress.done();
+
+  // ---- what interrupted writes left --------------------------------------------------------------------------
+  if (driver.removeStaleTemporaryFiles && !aborted()) {
+    const before = new Date(Date.now() - STALE_TEMPORARY_FILE_AGE_MS);
+    for (const path of await driver.removeStaleTemporaryFiles(before, { dryRun: options.repair !== true })) {
+      const p: FsckProblem = { kind: 'interrupted-write', digest: '', path, detail: 'temporary file left by an interrupted write' };
+      if (options.repair) p.removed = true;
+      report(p);
+    }
+  }
   const result: FsckResult = {
     blobsChecked,
     bytesHashed,

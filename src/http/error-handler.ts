@@ -11,8 +11,9 @@ import { statusOf } from './error-status.js';
 export function toRegistryError(err: unknown, request: FastifyRequest): RegistryError {
   if (err instanceof RegistryError) return err;
   if (err instanceof BackendUnavailableError) {
-    request.log.error({ err }, 'storage backend unavailable');
-    return registryError('UNAVAILABLE', undefined, { message: 'storage backend unavailable, retry later', headers: { 'Retry-After': '5' } });
+    const what = err.backend === 'redis' ? 'upload session store (redis)' : 'storage backend';
+    request.log.error({ err }, `${what} unavailable`);
+    return registryError('UNAVAILABLE', undefined, { message: `${what} unavailable, retry later`, headers: { 'Retry-After': '5' } });
   }
   if (err instanceof InvalidPathError) return registryError('NAME_INVALID');
   const full = storageFullMessage(err);

@@ -46,10 +46,19 @@ export interface Metrics {
   readonly storageErrors: Counter<'driver' | 'operation'>;
   /** `berth_redis_errors_total{operation}`: Redis commands or connections that failed. */
   readonly redisErrors: Counter<'operation'>;
+  /** `berth_degraded{part}`: 1 while a part (`storage`, `redis`) failed the last readiness check, else 0. */
+  readonly degraded: Gauge<'part'>;
   /** `berth_gc_reclaimed_bytes_total`: bytes freed by garbage collection runs in this process. */
   readonly gcBytesReclaimed: Counter;
-  /** `berth_gc_last_run_timestamp_seconds`: when the last garbage collection run finished (Unix time). */
+  /**
+   * `berth_gc_last_run_timestamp_seconds`: when the last garbage collection run finished (Unix time), by this process
+   * or, once {@link gcLastRunSource} is set, by any process (`berth gc` included) that recorded it in storage.
+   */
   readonly gcLastRun: Gauge;
+  /** `berth_gc_last_run_freed_bytes`: bytes the last recorded garbage collection run freed. */
+  readonly gcLastRunFreedBytes: Gauge;
+  /** Where the two gauges above read the last run from at each scrape (the storage's `_berth/gc-last.json`). */
+  gcLastRunSource?: () => Promise<{ finishedAt: string; bytesFreed: number } | null>;
   /** `berth_events_*{endpoint}`: webhook delivery (src/events/metrics.ts). */
   readonly events: EventMetrics;
 }
@@ -71,7 +80,7 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
   if (options.defaultLabels) registry.setDefaultLabels(options.defaultLabels);
   if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry });
   const registers = [registry];
-  return {
+  const instruments = {
     registry,
     httpRequests: new Counter({
       name: 'berth_http_requests_total',
@@ -127,18 +136,46 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
       labelNames: ['operation'] as const,
       registers,
     }),
+    degraded: new Gauge({
+      name: 'berth_degraded',
+      help: 'Whether a part (storage, redis) failed the last readiness check: 1 failed, 0 healthy.',
+      labelNames: ['part'] as const,
+      registers,
+    }),
     gcBytesReclaimed: new Counter({
       name: 'berth_gc_reclaimed_bytes_total',
       help: 'Bytes freed by garbage collection runs in this process.',
       registers,
     }),
-    gcLastRun: new Gauge({
-      name: 'berth_gc_last_run_timestamp_seconds',
-      help: 'Unix time at which the last garbage collection run finished.',
-      registers,
-    }),
     events: createEventMetrics(registry),
   };
+  const metrics: Metrics = {
+    ...instruments,
+    gcLastRun: new Gauge({
+      name: 'berth_gc_last_run_timestamp_seconds',
+      help: 'Unix time at which the last garbage collection run (scheduled or berth gc) finished.',
+      registers,
+      async collect() {
+        await readLastRun(this, null);
+      },
+    }),
+    gcLastRunFreedBytes: new Gauge({
+      name: 'berth_gc_last_run_freed_bytes',
+      help: 'Bytes freed by the last garbage collection run (scheduled or berth gc).',
+      registers,
+      async collect() {
+        await readLastRun(null, this);
+      },
+    }),
+  };
+  /** Sets the gauges from the recorded last run; a storage that cannot be read leaves them as they are. */
+  const readLastRun = async (time: Gauge | null, bytes: Gauge | null): Promise<void> => {
+    const run = await metrics.gcLastRunSource?.().catch(() => null);
+    if (!run) return;
+    time?.set(Date.parse(run.finishedAt) / 1000);
+    bytes?.set(run.bytesFreed);
+  };
+  return metrics;
 }
 
 /** Where the metrics are served: `berth.metrics` in the config file. */
@@ -182,6 +219,11 @@ export interface MetricsPluginOptions {
   serve?: boolean;
   /** Path of the exposition endpoint (default `/metrics`). */
   path?: string;
+  /**
+   * Runs before the exposition is served on the registry's own address; throws (e.g. 401 with the challenge) to
+   * refuse. berth passes its authorizer here whenever `/v2/` needs authentication.
+   */
+  guard?: (request: FastifyRequest) => Promise<void>;
 }
 
 /** The `route` label of a request: the kind the routes set, else the route pattern, never the raw URL. */
@@ -281,11 +323,11 @@ const countedResponses = new WeakSet<ServerResponse>();
 function countWrites(res: ServerResponse, count: (bytes: number) => void): void {
   if (countedResponses.has(res)) return;
   countedResponses.add(res);
-  const write = res.write;
-  res.write = function countedWrite(this: ServerResponse, chunk: unknown, ...rest: unknown[]): boolean {
+  const write = res.write.bind(res) as (...args: unknown[]) => boolean;
+  res.write = function countedWrite(chunk: unknown, ...rest: unknown[]): boolean {
     if (typeof chunk === 'string') count(Buffer.byteLength(chunk));
     else if (chunk instanceof Uint8Array) count(chunk.byteLength);
-    return (write as (this: ServerResponse, ...args: unknown[]) => boolean).call(this, chunk, ...rest);
+    return write(chunk, ...rest);
   } as ServerResponse['write'];
 }
 
@@ -352,6 +394,7 @@ export function metricsPlugin(metrics: Metrics, options: MetricsPluginOptions = 
     if (serve) {
       app.get(path, async (request, reply) => {
         request.routeKind = 'metrics';
+        await options.guard?.(request);
         return sendMetrics(metrics, reply);
       });
     }

@@ -38,7 +38,6 @@ export interface RegistryRoutesOptions {
 
 type Query = Record<string, string | undefined>;
 
-
 /**
  * The distribution API under `/v2/`. One catch-all route per method hands the raw path to `matchRoute`; the
  * required access is computed by `requiredAccess` and checked by the authorizer before any handler runs, so no
@@ -211,7 +210,8 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
         return reply.send();
       }
       case 'DELETE': {
-        if (!config.storage.deleteEnabled) throw registryError('UNSUPPORTED', undefined, { message: 'deletes are disabled (storage.delete.enabled)' });
+        if (!config.storage.deleteEnabled)
+          throw registryError('UNSUPPORTED', undefined, { message: 'deletes are disabled (storage.delete.enabled)' });
         const deleted = ref.kind === 'digest' ? await repo.manifests.delete(ref.digest) : await repo.tags.delete(ref.tag);
         if (!deleted) throw registryError('MANIFEST_UNKNOWN', { name, reference: route.param });
         await indexChanged(request, name);
@@ -234,7 +234,8 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
         return sendBlob(content, config, request, reply);
       }
       case 'DELETE': {
-        if (!config.storage.deleteEnabled) throw registryError('UNSUPPORTED', undefined, { message: 'deletes are disabled (storage.delete.enabled)' });
+        if (!config.storage.deleteEnabled)
+          throw registryError('UNSUPPORTED', undefined, { message: 'deletes are disabled (storage.delete.enabled)' });
         if (!(await repo.blobs.delete(digest))) throw registryError('BLOB_UNKNOWN', { digest: digest.value });
         return reply.code(202).header('Content-Length', '0').send();
       }

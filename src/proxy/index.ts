@@ -1,7 +1,4 @@
-import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
-import type { StorageDriver } from '../storage/driver.js';
-import type { RegistryStore } from '../storage/registry-store.js';
 import { parseProxySettings } from './config.js';
 import { PullThroughCache, type PullThrough, type PullThroughDeps } from './pull-through.js';
 

@@ -61,6 +61,13 @@ export interface StorageDriver {
    * before `before` and never committed; returns how many were removed. Called by upload purging.
    */
   abortStaleUploads?(before: Date): Promise<number>;
+  /**
+   * Drivers that write through temporary files (filesystem: `<name>.tmp-<hex>~` beside the target, then a rename)
+   * remove those a killed process left behind, when last modified before `before`; with `dryRun` they are only
+   * listed. Returns where each one was (the driver path of the file being written, a `.tmp-…` suffix added). Called
+   * by upload purging and `berth fsck --repair`.
+   */
+  removeStaleTemporaryFiles?(before: Date, options?: { dryRun?: boolean }): Promise<string[]>;
   /** Resolves when the backend is reachable; used by the readiness probe. */
   health(): Promise<void>;
   /** Releases clients and timers. */
@@ -89,6 +96,12 @@ export function walkKey(info: Pick<FileInfo, 'path' | 'isDir'>): string {
 export function compareBytes(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
+
+/**
+ * How old a temporary file must be before it counts as left behind by an interrupted write: a write of a small file
+ * (a link, a manifest) takes milliseconds, so one untouched for this long belongs to no running process.
+ */
+export const STALE_TEMPORARY_FILE_AGE_MS = 5 * 60 * 1000;
 
 export interface FileInfo {
   path: string;
@@ -124,7 +137,10 @@ export class PathNotFoundError extends Error {
 }
 
 export class InvalidOffsetError extends Error {
-  constructor(readonly path: string, readonly offset: number) {
+  constructor(
+    readonly path: string,
+    readonly offset: number,
+  ) {
     super(`invalid offset ${offset} for ${path}`);
     this.name = 'InvalidOffsetError';
   }

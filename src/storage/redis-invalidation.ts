@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { BackendUnavailableError } from '../errors/registry-error.js';
-import { parseRedisAddr } from '../uploads/redis-session-store.js';
+import { parseRedisAddr } from '../config/redis-addr.js';
 import type { InvalidationChannel } from './link-cache.js';
 
 /** Where to connect: the `redis` section of the config. */
@@ -91,7 +91,7 @@ export class RedisInvalidationChannel implements InvalidationChannel {
   async ready(timeoutMs = 5000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (!this.live) {
-      if (Date.now() > deadline) throw new BackendUnavailableError('redis (cache invalidation channel)');
+      if (Date.now() > deadline) throw new BackendUnavailableError('redis (cache invalidation channel)', { backend: 'redis' });
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
   }
@@ -100,7 +100,7 @@ export class RedisInvalidationChannel implements InvalidationChannel {
     try {
       await this.pub.publish(this.channel, JSON.stringify({ from: this.id, paths }));
     } catch (err) {
-      throw new BackendUnavailableError('redis', { cause: err });
+      throw new BackendUnavailableError('redis (cache invalidation channel)', { cause: err, backend: 'redis' });
     }
   }
 

@@ -63,7 +63,7 @@ export class AcmeCertificateSource implements CertificateSource {
     try {
       text = await readFile(file, 'utf8');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`http.tls.letsencrypt.cachefile ${file}: ${(err as Error).message}`);
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`http.tls.letsencrypt.cachefile ${file}: ${(err as Error).message}`, { cause: err });
     }
     if (text !== undefined) {
       let cache: CacheFile;

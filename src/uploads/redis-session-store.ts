@@ -1,4 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
+import { parseRedisAddr } from '../config/redis-addr.js';
 import { Redis } from 'ioredis';
 import { BackendUnavailableError } from '../errors/registry-error.js';
 import type { WriterState } from '../storage/driver.js';
@@ -95,17 +96,7 @@ function isBackendDown(err: unknown): boolean {
   return UNAVAILABLE_REPLIES.test(err.message);
 }
 
-/** Splits `host:port` (IPv6 in brackets). */
-export function parseRedisAddr(addr: string): { host: string; port: number } {
-  const colon = addr.lastIndexOf(':');
-  const host = (colon < 0 ? addr : addr.slice(0, colon)).replace(/^\[(.*)\]$/, '$1');
-  const portText = colon < 0 ? '6379' : addr.slice(colon + 1);
-  const port = Number(portText);
-  if (host === '' || !/^\d+$/.test(portText) || port < 1 || port > 65535) {
-    throw new Error(`invalid redis address "${addr}": expected host:port`);
-  }
-  return { host, port };
-}
+export { parseRedisAddr } from '../config/redis-addr.js';
 
 function sessionFrom(id: string, offset: unknown, data: unknown, writerState: unknown): UploadSession {
   if (typeof offset !== 'string' || typeof data !== 'string') throw new Error(`corrupt upload session ${id} in redis`);
@@ -184,7 +175,7 @@ export class RedisSessionStore implements UploadSessionStore {
     try {
       return await operation();
     } catch (err) {
-      if (isBackendDown(err)) throw new BackendUnavailableError('redis upload session store', { cause: err });
+      if (isBackendDown(err)) throw new BackendUnavailableError('redis upload session store', { cause: err, backend: 'redis' });
       throw err;
     }
   }
@@ -197,7 +188,7 @@ export class RedisSessionStore implements UploadSessionStore {
     };
     if (session.writerState !== undefined) fields.writerState = JSON.stringify(session.writerState);
     const results = await this.call(() => this.redis.multi().del(key).hset(key, fields).pexpire(key, this.ttlMs).exec());
-    if (results === null) throw new BackendUnavailableError('redis upload session store');
+    if (results === null) throw new BackendUnavailableError('redis upload session store', { backend: 'redis' });
     for (const [err] of results) {
       if (err !== null) throw err;
     }
@@ -235,7 +226,7 @@ export class RedisSessionStore implements UploadSessionStore {
 
   async health(): Promise<void> {
     const pong = await this.call(() => this.redis.ping());
-    if (pong !== 'PONG') throw new BackendUnavailableError('redis upload session store', { cause: this.lastConnectionError });
+    if (pong !== 'PONG') throw new BackendUnavailableError('redis upload session store', { cause: this.lastConnectionError, backend: 'redis' });
   }
 
   async close(): Promise<void> {

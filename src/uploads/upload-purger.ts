@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { StorageDriver } from '../storage/driver.js';
+import { STALE_TEMPORARY_FILE_AGE_MS, type StorageDriver } from '../storage/driver.js';
 import { listOrEmpty } from '../storage/driver-utils.js';
 import { paths } from '../storage/paths.js';
 import { enumerateRepositories } from '../storage/repositories.js';
@@ -10,7 +10,8 @@ import { removeUpload, staleUpload } from './stale-uploads.js';
  * Removes abandoned uploads (registry:2's `storage.maintenance.uploadpurging`): every
  * `repositories/<name>/_uploads/<id>` whose last activity (start, last write) is at least `ageMs` old -- the
  * stale-upload policy's age (stale-uploads.ts) -- session and data together. Returns the number of uploads
- * removed (or that would be, with `dryRun`).
+ * removed (or that would be, with `dryRun`). Temporary files that interrupted writes left anywhere in the storage
+ * (older than {@link STALE_TEMPORARY_FILE_AGE_MS}) go too.
  */
 export async function purgeUploads(
   driver: StorageDriver,
@@ -33,6 +34,10 @@ export async function purgeUploads(
   if (!options.dryRun && driver.abortStaleUploads) {
     const aborted = await driver.abortStaleUploads(new Date(cutoff));
     if (aborted > 0) options.logger?.info({ aborted }, 'aborted stale multipart uploads');
+  }
+  if (driver.removeStaleTemporaryFiles) {
+    const leftovers = await driver.removeStaleTemporaryFiles(new Date(now - STALE_TEMPORARY_FILE_AGE_MS), { dryRun: options.dryRun });
+    if (leftovers.length > 0) options.logger?.info({ files: leftovers, dryRun: options.dryRun }, 'removed temporary files of interrupted writes');
   }
   return removed;
 }

@@ -18,7 +18,7 @@ t.test('a mount without from only takes a blob from a repository the caller may 
   const token = async (user: string, scopes: string[]): Promise<Record<string, string>> => {
     const q = new URLSearchParams({ service: 'berth' });
     for (const s of scopes) q.append('scope', s);
-    const res = await fetch(`${berth.url}/auth/token?${q}`, {
+    const res = await fetch(`${berth.url}/auth/token?${q.toString()}`, {
       headers: { authorization: `Basic ${Buffer.from(`${user}:${user}-pw`).toString('base64')}` },
     });
     const body = (await res.json()) as { token: string };

@@ -2,7 +2,6 @@ import { cp, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import { OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, RegistryClient, randomLayer } from '../helpers/registry-client.js';
-import { sha256 } from '../helpers/digest.js';
 import { startBerth } from '../helpers/berth.js';
 
 const V2 = 'docker/registry/v2';

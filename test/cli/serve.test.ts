@@ -35,7 +35,7 @@ t.test('--help lists the commands; unknown commands fail', async (t) => {
   };
   const help = await run(['--help']);
   t.equal(help.code, 0);
-  t.match(help.out, /\n  serve  /);
+  t.match(help.out, /\n {2}serve {2}/);
   const bad = await run(['frobnicate']);
   t.equal(bad.code, 2);
   t.match(bad.out, /unknown command/);

@@ -201,7 +201,7 @@ function renameConfigMapReferences(o: K8sObject, renamed: Map<string, string>): 
     if (!isMap(template) || !isMap(template.spec)) continue;
     const pod = template.spec;
     for (const v of Array.isArray(pod.volumes) ? pod.volumes : []) if (isMap(v)) rename(v.configMap, 'name');
-    for (const c of [...(Array.isArray(pod.containers) ? pod.containers : []), ...(Array.isArray(pod.initContainers) ? pod.initContainers : [])]) {
+    for (const c of [...(Array.isArray(pod.containers) ? (pod.containers as unknown[]) : []), ...(Array.isArray(pod.initContainers) ? (pod.initContainers as unknown[]) : [])]) {
       if (!isMap(c)) continue;
       for (const e of Array.isArray(c.env) ? c.env : []) if (isMap(e) && isMap(e.valueFrom)) rename(e.valueFrom.configMapKeyRef, 'name');
       for (const e of Array.isArray(c.envFrom) ? c.envFrom : []) if (isMap(e)) rename(e.configMapRef, 'name');

@@ -158,7 +158,7 @@ for (const overlay of overlays) {
       t.same(job?.jobTemplate.spec.template.spec.volumes.find((v) => v.name === 'config'), configVolume, 'with the same configuration as the registry');
 
       // The MinIO example, uncommented, disables redirects: nodes cannot resolve the in-cluster endpoint name.
-      const minio = configMapConfig(objects).replace(/^(\s*)# (regionendpoint|forcepathstyle|redirect|  disable):/gm, '$1$2:');
+      const minio = configMapConfig(objects).replace(/^(\s*)# (regionendpoint|forcepathstyle|redirect| {2}disable):/gm, '$1$2:');
       const minioConfig = berthConfig(minio, 's3-redis with MinIO');
       t.same(minioConfig.warnings, [], 'the uncommented MinIO example loads');
       t.match(minioConfig.config.storage.s3, { endpoint: /\.svc[:/]/ });

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import t from 'tap';
-import { builtinAuth, writeUsers } from '../helpers/auth.js';
+import { writeUsers } from '../helpers/auth.js';
 import { startBerth } from '../helpers/berth.js';
 import { startEventReceiver } from '../helpers/event-receiver.js';
 import { randomLayer, RegistryClient } from '../helpers/registry-client.js';

@@ -48,10 +48,21 @@ t.test('berth du, gc and fsck on the command line', async (t) => {
   t.equal(du.code, 0, du.stderr);
   const report = JSON.parse(du.stdout) as UsageJson;
   const appBytes = a.manifest.size + a.config.size + 3000 + b.manifest.size + b.config.size + 4000 + 2048;
-  t.same(report.repositories.map((r) => ({ ...r })), [
-    { repository: 'app', tags: 1, manifests: 2, blobs: 7, bytes: appBytes, uniqueBytes: appBytes - 2048, sharedBytes: 2048 },
-    { repository: 'other', tags: 1, manifests: 1, blobs: 3, bytes: c.manifest.size + c.config.size + 2048, uniqueBytes: c.manifest.size + c.config.size, sharedBytes: 2048 },
-  ]);
+  t.same(
+    report.repositories.map((r) => ({ ...r })),
+    [
+      { repository: 'app', tags: 1, manifests: 2, blobs: 7, bytes: appBytes, uniqueBytes: appBytes - 2048, sharedBytes: 2048 },
+      {
+        repository: 'other',
+        tags: 1,
+        manifests: 1,
+        blobs: 3,
+        bytes: c.manifest.size + c.config.size + 2048,
+        uniqueBytes: c.manifest.size + c.config.size,
+        sharedBytes: 2048,
+      },
+    ],
+  );
   t.equal(report.totals.storedBytes, appBytes + c.manifest.size + c.config.size, 'every stored byte counted once');
   t.equal(report.reclaimable.gc.bytes, 0, 'plain gc would reclaim nothing (the untagged manifest is kept)');
   t.equal(report.reclaimable.deleteUntagged.bytes, a.manifest.size + a.config.size + 3000);
@@ -63,12 +74,7 @@ t.test('berth du, gc and fsck on the command line', async (t) => {
   t.match(table.stdout, /Reclaimable:/);
 
   // ---- gc: dry run, then the real run reports the same lines ----
-  const expected = [
-    `manifest app@${a.manifest.digest}`,
-    `blob ${a.manifest.digest}`,
-    `blob ${a.config.digest}`,
-    `blob ${a.layers[1]?.digest}`,
-  ];
+  const expected = [`manifest app@${a.manifest.digest}`, `blob ${a.manifest.digest}`, `blob ${a.config.digest}`, `blob ${a.layers[1]?.digest}`];
   const dry = await berth(['gc', cfg, '--dry-run', '--delete-untagged', '--grace', '0']);
   t.equal(dry.code, 0, dry.stderr);
   const dryLines = dry.stdout.split('\n').filter((l) => l.startsWith('would delete '));
@@ -101,4 +107,40 @@ t.test('berth du, gc and fsck on the command line', async (t) => {
   t.equal(wrong.code, 2);
   t.match(wrong.stderr, /--grace: expected a duration/);
   t.equal((await berth(['du', cfg, '--bogus'])).code, 2);
+});
+
+t.test('berth gc from the command line records its outcome where the server metrics show it', async (t) => {
+  // Issue 17: "`berth gc` run from the CLI reports its outcome where the server's metrics can show it (last run,
+  // bytes freed)."
+  const running = await startBerth(t, { storage: { delete: { enabled: true } } });
+  const client = new RegistryClient(running.url);
+  const gone = await client.pushImage('app', 'old', [randomLayer(5000)]);
+  await client.pushImage('app', 'kept', [randomLayer(1000)]);
+  await client.deleteManifest('app', gone.manifest.digest);
+  const sample = (text: string, name: string) =>
+    text
+      .split('\n')
+      .find((l) => l.startsWith(`${name} `))
+      ?.slice(name.length + 1);
+  const before = await (await fetch(`${running.url}/metrics`)).text();
+  t.equal(sample(before, 'berth_gc_last_run_freed_bytes'), '0', 'no run recorded yet');
+
+  const dir = await tempDir(t, 'berth-gc-last-');
+  const cfg = join(dir, 'config.yml');
+  await writeFile(cfg, `version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: ${running.root}\n`);
+  const t0 = Date.now();
+  const gc = await berth(['gc', cfg, '--grace', '0']);
+  t.equal(gc.code, 0, gc.stderr);
+  const freed = gone.manifest.size + gone.config.size + 5000;
+  const status = JSON.parse(await readFile(join(running.root, '_berth/gc-last.json'), 'utf8')) as Record<string, unknown>;
+  t.match(status, { bytesFreed: freed, blobsDeleted: 3, source: 'cli', interrupted: false });
+
+  const after = await (await fetch(`${running.url}/metrics`)).text();
+  t.equal(sample(after, 'berth_gc_last_run_freed_bytes'), String(freed), 'the server shows the bytes the CLI run freed');
+  const at = Number(sample(after, 'berth_gc_last_run_timestamp_seconds'));
+  t.ok(at * 1000 >= t0 - 1000, 'and when it ran');
+  t.same(await client.pull('app', 'kept'), [], 'the kept image still pulls');
+  const dry = await berth(['gc', cfg, '--grace', '0', '--dry-run']);
+  t.equal(dry.code, 0);
+  t.match(JSON.parse(await readFile(join(running.root, '_berth/gc-last.json'), 'utf8')), { bytesFreed: freed }, 'a dry run records nothing');
 });

@@ -1,8 +1,9 @@
-import { readFile, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import t from 'tap';
 import { fsck } from '../../src/gc/fsck.js';
 import { FilesystemDriver } from '../../src/storage/drivers/filesystem.js';
+import { purgeUploads } from '../../src/uploads/upload-purger.js';
 import { startBerth } from '../helpers/berth.js';
 import { sha256 } from '../helpers/digest.js';
 import { randomLayer, RegistryClient } from '../helpers/registry-client.js';
@@ -79,11 +80,7 @@ t.test('fsck --repair of a corrupt manifest removes the revision and the tag tha
   const repaired = await fsck(driver, { repair: true });
   t.same(
     repaired.problems.map((p) => `${p.kind} ${p.digest} ${p.quarantined === true || p.removed === true}`).sort(),
-    [
-      `corrupt-blob ${img.manifest.digest} true`,
-      `dangling-link ${img.manifest.digest} true`,
-      `dangling-link ${img.manifest.digest} true`,
-    ],
+    [`corrupt-blob ${img.manifest.digest} true`, `dangling-link ${img.manifest.digest} true`, `dangling-link ${img.manifest.digest} true`],
     'the manifest is quarantined, its revision link and the tag pointing at it removed',
   );
   t.same((await fsck(driver)).problems, [], 'a second run finds nothing');
@@ -92,3 +89,71 @@ t.test('fsck --repair of a corrupt manifest removes the revision and the tag tha
   await client.pushImage('app', 'v1', [randomLayer(3000)]);
   t.same((await fsck(driver)).problems, [], 'and the tag can be pushed again');
 });
+
+t.test(
+  'what a kill -9 during writes leaves (a tag without current, temporary files) is reported, and removed by --repair and by upload purging',
+  async (t) => {
+    // Issue 11, item 6: "kill -9 during a tag PUT can leave a tag without its current link, which fsck reports on every
+    // run and fsck --repair cannot fix; temporary files (*.tmp-*) left by interrupted writes ... are never removed."
+    const berth = await startBerth(t);
+    const client = new RegistryClient(berth.url);
+    const driver = new FilesystemDriver({ rootDirectory: berth.root });
+    const img = await client.pushImage('app', 'v1', [randomLayer(3000)]);
+    const v2 = join(berth.root, 'docker/registry/v2');
+    const hex = img.manifest.digest.slice(7);
+    // A first PUT of tag v2 killed after its index link and before its current link.
+    const tagIndex = join(v2, 'repositories/app/_manifests/tags/v2/index/sha256', hex);
+    await mkdir(tagIndex, { recursive: true });
+    await writeFile(join(tagIndex, 'link'), img.manifest.digest);
+    // Temporary files of writes killed before their rename, as the filesystem driver names them: one under blobs/,
+    // one of a tag's current link; both old. A fresh one belongs to a write in progress and stays.
+    const old = new Date(Date.now() - 10 * 60 * 1000);
+    const leftovers = [
+      join(v2, 'blobs/sha256/aa', 'a'.repeat(64), 'data.tmp-0123456789ab~'),
+      join(v2, 'repositories/app/_manifests/tags/v1/current/link.tmp-ba9876543210~'),
+    ];
+    for (const f of leftovers) {
+      await mkdir(dirname(f), { recursive: true });
+      await writeFile(f, 'partial');
+      await utimes(f, old, old);
+    }
+    const fresh = join(v2, 'repositories/app/_manifests/tags/v1/current/link.tmp-00000000000f~');
+    await writeFile(fresh, 'in progress');
+
+    t.same((await client.request('GET', '/v2/app/tags/list')).body.toString(), '{"name":"app","tags":["v1"]}', 'the half-written tag is not listed');
+    const found = await fsck(driver);
+    t.same(
+      found.problems.map((p) => `${p.kind} ${p.path ?? ''} ${p.removed === true}`).sort(),
+      [
+        'interrupted-write /docker/registry/v2/blobs/sha256/aa/' + 'a'.repeat(64) + '/data.tmp-0123456789ab~ false',
+        'interrupted-write /docker/registry/v2/repositories/app/_manifests/tags/v1/current/link.tmp-ba9876543210~ false',
+        'invalid-link /docker/registry/v2/repositories/app/_manifests/tags/v2/current/link false',
+      ],
+      'fsck reports the tag without current and the two stale temporary files, and removes nothing',
+    );
+    for (const f of leftovers) t.ok((await stat(f)).isFile());
+
+    const repaired = await fsck(driver, { repair: true });
+    t.same(
+      repaired.problems.map((p) => p.removed),
+      [true, true, true],
+      '--repair removes all three',
+    );
+    for (const f of leftovers) await t.rejects(stat(f), `${f} is gone`);
+    await t.rejects(stat(join(v2, 'repositories/app/_manifests/tags/v2')), 'the tag folder without current is gone');
+    t.ok((await stat(fresh)).isFile(), 'a temporary file of a write that may be in progress stays');
+    t.same((await fsck(driver)).problems, [], 'a second fsck is clean');
+    t.equal((await client.getManifest('app', 'v1')).digest, img.manifest.digest, 'the tag v1 is untouched');
+
+    // Upload purging removes stale temporary files too (the server runs it on its schedule).
+    const again = join(v2, 'blobs/sha256/bb', 'b'.repeat(64), 'data.tmp-0123456789ac~');
+    await mkdir(dirname(again), { recursive: true });
+    await writeFile(again, 'partial');
+    await utimes(again, old, old);
+    t.equal(await purgeUploads(driver, undefined, { ageMs: 60_000, dryRun: true }), 0);
+    t.ok((await stat(again)).isFile(), 'a dry run keeps it');
+    await purgeUploads(driver, undefined, { ageMs: 60_000, dryRun: false });
+    await t.rejects(stat(again), 'upload purging removed the stale temporary file');
+    t.ok((await stat(fresh)).isFile(), 'and kept the fresh one');
+  },
+);

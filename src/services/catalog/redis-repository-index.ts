@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { BackendUnavailableError } from '../../errors/registry-error.js';
-import { parseRedisAddr } from '../../uploads/redis-session-store.js';
+import { parseRedisAddr } from '../../config/redis-addr.js';
 import type { IndexEntry, RepositoryIndex } from './repository-index.js';
 
 /*
@@ -76,7 +76,7 @@ export class RedisRepositoryIndex implements RepositoryIndex {
       return await run();
     } catch (err) {
       if (err instanceof Error && err.name === 'ReplyError') throw err;
-      throw new BackendUnavailableError('redis catalog index', { cause: err });
+      throw new BackendUnavailableError('redis catalog index', { cause: err, backend: 'redis' });
     }
   }
 
@@ -92,14 +92,11 @@ export class RedisRepositoryIndex implements RepositoryIndex {
   }
 
   async put(e: IndexEntry): Promise<void> {
-    await this.script(PUT, [this.namesKey, this.entryKey(e.name)], [
-      e.name,
-      String(e.tagCount),
-      String(e.size),
-      e.lastPush ?? '',
-      e.description,
-      String(e.stamp),
-    ]);
+    await this.script(
+      PUT,
+      [this.namesKey, this.entryKey(e.name)],
+      [e.name, String(e.tagCount), String(e.size), e.lastPush ?? '', e.description, String(e.stamp)],
+    );
   }
 
   async remove(name: string, before?: number): Promise<void> {

@@ -1,17 +1,5 @@
 import { constants, createReadStream } from 'node:fs';
-import {
-  lstat,
-  mkdir,
-  open,
-  readdir,
-  readFile,
-  realpath,
-  rename,
-  rm,
-  stat,
-  writeFile,
-  type FileHandle,
-} from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, readFile, realpath, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { addAbortSignal, Readable } from 'node:stream';
@@ -47,6 +35,9 @@ const MISSING = ['ENOENT', 'ENOTDIR'];
 /** Bytes buffered by a writer before one `writev`: fewer syscalls, bounded memory. */
 const WRITE_BATCH = 1024 * 1024;
 
+/** How often an operation that lost a race against a concurrent delete or write of the same directory is retried. */
+const RACE_RETRIES = 10;
+
 /** `O_NOFOLLOW` where the platform has it: a writer never writes through a symlink at its final path component. */
 const NOFOLLOW = constants.O_NOFOLLOW ?? 0;
 
@@ -56,6 +47,8 @@ const NOFOLLOW = constants.O_NOFOLLOW ?? 0;
  */
 const TMP_MARK = '.tmp-';
 const TMP_END = '~';
+/** The name of a temporary file: `<target>.tmp-<12 hex>~`. */
+const TMP_NAME = /\.tmp-[0-9a-f]{12}~$/;
 
 /** True when `name` can be a driver path component (temporary files and foreign names cannot). */
 function isDriverName(name: string): boolean {
@@ -105,14 +98,20 @@ export class FilesystemDriver implements StorageDriver {
   }
 
   async putContent(path: string, content: Buffer): Promise<void> {
-    const full = await this.prepareTarget(path);
-    const tmp = `${full}${TMP_MARK}${randomBytes(6).toString('hex')}${TMP_END}`;
-    try {
-      await writeFile(tmp, content, { flag: constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | NOFOLLOW });
-      await rename(tmp, full);
-    } catch (err) {
-      await rm(tmp, { force: true });
-      throw err;
+    // A concurrent delete of the parent (DELETE of a tag while it is being PUT) removes the directory between its
+    // creation and the write or the rename (ENOENT): the directory is made again and the write retried, so the
+    // writer wins or loses the race cleanly instead of failing.
+    for (let attempt = 1; ; attempt++) {
+      const full = await this.prepareTarget(path);
+      const tmp = `${full}${TMP_MARK}${randomBytes(6).toString('hex')}${TMP_END}`;
+      try {
+        await writeFile(tmp, content, { flag: constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | NOFOLLOW });
+        await rename(tmp, full);
+        return;
+      } catch (err) {
+        await rm(tmp, { force: true });
+        if (!isErrno(err, 'ENOENT') || attempt >= RACE_RETRIES) throw err;
+      }
     }
   }
 
@@ -274,12 +273,21 @@ export class FilesystemDriver implements StorageDriver {
       if (isErrno(err, ...MISSING)) throw new PathNotFoundError(source);
       throw err;
     }
-    const to = await this.prepareTarget(dest);
-    try {
-      await rename(from, to);
-    } catch (err) {
-      if (isErrno(err, 'ENOENT')) throw new PathNotFoundError(source);
-      throw err;
+    for (let attempt = 1; ; attempt++) {
+      const to = await this.prepareTarget(dest);
+      try {
+        await rename(from, to);
+        return;
+      } catch (err) {
+        if (!isErrno(err, 'ENOENT')) throw err;
+        // ENOENT is the source gone, or the destination's directory removed by a concurrent delete: retry the latter.
+        const sourceGone = await lstat(from).then(
+          () => false,
+          () => true,
+        );
+        if (sourceGone) throw new PathNotFoundError(source);
+        if (attempt >= RACE_RETRIES) throw err;
+      }
     }
   }
 
@@ -291,13 +299,44 @@ export class FilesystemDriver implements StorageDriver {
       if (isErrno(err, ...MISSING)) throw new PathNotFoundError(path);
       throw err;
     }
-    // rm removes a symlink itself, never what it points at.
-    await rm(target, { recursive: true, force: true });
+    // rm removes a symlink itself, never what it points at. A concurrent writer may add a file to a directory
+    // while it is being removed (ENOTEMPTY): rm retries, so the delete still removes the whole tree.
+    await rm(target, { recursive: true, force: true, maxRetries: RACE_RETRIES, retryDelay: 5 });
   }
 
   async redirectURL(path: string): Promise<string | null> {
     assertDriverPath(path);
     return null;
+  }
+
+  async removeStaleTemporaryFiles(before: Date, options: { dryRun?: boolean } = {}): Promise<string[]> {
+    const root = await this.realRoot();
+    const found: string[] = [];
+    // Depth first over host directories, never following symlinks (a symlinked directory is not descended).
+    const stack = [root];
+    while (stack.length > 0) {
+      const dir = stack.pop() as string;
+      let entries;
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch (err) {
+        if (isErrno(err, ...MISSING)) continue; // removed meanwhile
+        throw err;
+      }
+      for (const e of entries) {
+        const host = join(dir, e.name);
+        if (e.isDirectory()) {
+          stack.push(host);
+          continue;
+        }
+        if (!e.isFile() || !TMP_NAME.test(e.name)) continue;
+        const info = await lstat(host).catch(() => null);
+        if (!info || info.mtime >= before) continue;
+        found.push(host.slice(root.length).split(sep).join('/'));
+        if (!options.dryRun) await rm(host, { force: true });
+      }
+    }
+    return found.sort();
   }
 
   async health(): Promise<void> {
