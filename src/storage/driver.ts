@@ -21,8 +21,12 @@ export interface StorageDriver {
   getContent(path: string): Promise<Buffer>;
   /** Writes a whole small file atomically, creating parents. */
   putContent(path: string, content: Buffer): Promise<void>;
-  /** Streams `length` bytes (default: to the end) starting at `offset` (default 0). */
-  reader(path: string, offset?: number, length?: number): Promise<Readable>;
+  /**
+   * Streams `length` bytes (default: to the end) starting at `offset` (default 0). Aborting `signal` destroys the
+   * stream with an `AbortError` whose `cause` is the signal's reason (and rejects the call with the reason when it
+   * has not resolved yet).
+   */
+  reader(path: string, offset?: number, length?: number, options?: SignalOption): Promise<Readable>;
   /**
    * Opens a writer at `path`. A new writer truncates; a writer given the `state` a previous writer's
    * {@link FileWriter.close} returned continues after exactly the bytes that state records (any bytes a crashed
@@ -32,9 +36,20 @@ export interface StorageDriver {
   /** Size and modification time of a file, or `isDir` for a directory. */
   stat(path: string): Promise<FileInfo>;
   /** Full paths of the direct children of a directory. Throws PathNotFoundError when it does not exist. */
-  list(path: string): Promise<string[]>;
-  /** Moves a file, replacing the destination atomically. */
-  move(source: string, dest: string): Promise<void>;
+  list(path: string, options?: SignalOption): Promise<string[]>;
+  /**
+   * Every file and directory below `path` (not `path` itself), recursively, in byte-wise order of their
+   * {@link walkKey}s: a file's key is its path, a directory's its path followed by `/`, so a directory comes right
+   * before its contents and `/a/b-c` (`-` < `/`) before the directory `/a/b`. Only entries whose key is greater
+   * than `startAfter` are yielded, and subtrees that hold only earlier keys are not read at all: passing the key
+   * of the last entry seen resumes a walk. Directories for which `skip` returns true are yielded but not entered.
+   * Throws PathNotFoundError (on the first `next()`) when `path` does not exist. Aborting `signal` rejects the
+   * next step with the signal's reason. Drivers with implied directories (S3) yield only non-empty directories,
+   * with `size` 0 and `modTime` of the epoch.
+   */
+  walk(path: string, options?: WalkOptions): AsyncGenerator<FileInfo>;
+  /** Moves a file, replacing the destination atomically. Aborting `signal` stops a long (multipart) copy. */
+  move(source: string, dest: string, options?: SignalOption): Promise<void>;
   /** Deletes a file or a directory tree. Throws PathNotFoundError when nothing is there. */
   delete(path: string): Promise<void>;
   /** A URL a client may fetch the file from directly (e.g. a presigned S3 URL), or null when unsupported. */
@@ -57,6 +72,29 @@ export interface StorageDriver {
   health(): Promise<void>;
   /** Releases clients and timers. */
   close(): Promise<void>;
+}
+
+/** An `AbortSignal` for a long driver call. */
+export interface SignalOption {
+  signal?: AbortSignal;
+}
+
+/** Options of {@link StorageDriver.walk}. */
+export interface WalkOptions extends SignalOption {
+  /** Only entries whose {@link walkKey} is byte-wise greater than this string. */
+  startAfter?: string;
+  /** Directories not to descend into (they are still yielded). */
+  skip?: (dir: FileInfo) => boolean;
+}
+
+/** The key {@link StorageDriver.walk} orders and resumes by: the path, with a `/` appended for a directory. */
+export function walkKey(info: Pick<FileInfo, 'path' | 'isDir'>): string {
+  return info.isDir ? `${info.path}/` : info.path;
+}
+
+/** Byte-wise comparison of two ASCII strings (what driver paths are). */
+export function compareBytes(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 /**

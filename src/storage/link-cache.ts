@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { PathNotFoundError, type FileInfo, type FileWriter, type StorageDriver, type WriterState } from './driver.js';
+import { PathNotFoundError, type FileInfo, type FileWriter, type SignalOption, type StorageDriver, type WalkOptions, type WriterState } from './driver.js';
 import type { Config } from '../config/config.js';
 import { paths } from './paths.js';
 
@@ -220,8 +220,8 @@ export class CachingDriver implements StorageDriver {
     return this.changing([path], () => this.inner.putContent(path, content));
   }
 
-  reader(path: string, offset?: number, length?: number): Promise<Readable> {
-    return this.inner.reader(path, offset, length);
+  reader(path: string, offset?: number, length?: number, options?: SignalOption): Promise<Readable> {
+    return this.inner.reader(path, offset, length, options);
   }
 
   async writer(path: string, state?: WriterState): Promise<FileWriter> {
@@ -238,12 +238,16 @@ export class CachingDriver implements StorageDriver {
     };
   }
 
-  list(path: string): Promise<string[]> {
-    return this.inner.list(path);
+  list(path: string, options?: SignalOption): Promise<string[]> {
+    return this.inner.list(path, options);
   }
 
-  move(source: string, dest: string): Promise<void> {
-    return this.changing([source, dest], () => this.inner.move(source, dest));
+  walk(path: string, options?: WalkOptions): AsyncGenerator<FileInfo> {
+    return this.inner.walk(path, options);
+  }
+
+  move(source: string, dest: string, options?: SignalOption): Promise<void> {
+    return this.changing([source, dest], () => this.inner.move(source, dest, options));
   }
 
   delete(path: string): Promise<void> {

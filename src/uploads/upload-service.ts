@@ -3,8 +3,8 @@ import type { Readable } from 'node:stream';
 import { RegistryError, registryError } from '../errors/registry-error.js';
 import { digestFromHash, newHash, type Digest } from '../oci/digest.js';
 import { isNotFound, type StorageDriver, type WriterState } from '../storage/driver.js';
-import { paths } from '../storage/paths.js';
 import type { RegistryStore } from '../storage/registry-store.js';
+import { UploadDataStore } from '../storage/upload-data-store.js';
 import type { UploadSession, UploadSessionStore } from './session-store.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -27,7 +27,8 @@ export function uploadRangeHeader(offset: number): string {
 }
 
 /**
- * Blob uploads: sessions in an {@link UploadSessionStore}, bytes in the storage driver under `_uploads/<id>/data`.
+ * Blob uploads: sessions in an {@link UploadSessionStore}, bytes in storage's {@link UploadDataStore} (which alone
+ * knows where they live).
  *
  * The digest of the common path (POST, one PATCH or a PUT with the whole body) is computed while the bytes stream
  * in, with no second read: the running sha256 stays in this process keyed by upload id and offset. When a request
@@ -36,18 +37,21 @@ export function uploadRangeHeader(offset: number): string {
  */
 export class UploadService {
   private readonly hashers = new Map<string, { offset: number; hash: Hash }>();
+  private readonly data: UploadDataStore;
 
   constructor(
-    private readonly driver: StorageDriver,
+    driver: StorageDriver,
     private readonly sessions: UploadSessionStore,
-    private readonly store: RegistryStore,
-  ) {}
+    store: RegistryStore,
+  ) {
+    this.data = new UploadDataStore(driver, store);
+  }
 
   /** Starts an upload session for `repo`. */
   async start(repo: string): Promise<UploadSession> {
     const session: UploadSession = { id: randomUUID(), repository: repo, offset: 0, startedAt: Date.now() };
     // registry:2 writes `startedat` (RFC 3339); its purger and ours both read it.
-    await this.driver.putContent(paths.uploadStartedAt(repo, session.id), Buffer.from(new Date(session.startedAt).toISOString()));
+    await this.data.recordStart(repo, session.id, new Date(session.startedAt));
     await this.sessions.create(session);
     return session;
   }
@@ -111,9 +115,8 @@ export class UploadService {
         headers: { Range: uploadRangeHeader(session.offset) },
       });
     }
-    const path = paths.uploadData(session.repository, session.id);
     let hasher = this.takeHasher(session);
-    const writer = await this.driver.writer(path, session.writerState);
+    const writer = await this.data.writer(session.repository, session.id, session.writerState);
     let received = 0;
     let hashed = 0;
     let failed: unknown;
@@ -203,18 +206,10 @@ export class UploadService {
     }
     const hash = newHash(algorithm);
     if (session.offset > 0) {
-      const stream = await this.driver.reader(paths.uploadData(session.repository, session.id), 0, session.offset);
+      const stream = await this.data.reader(session.repository, session.id, 0, session.offset);
       for await (const chunk of stream as AsyncIterable<Buffer>) hash.update(chunk);
     }
     return digestFromHash(algorithm, hash);
-  }
-
-  /** Makes upload data readable where it is (S3 completes its multipart upload); a no-op once committed. */
-  private async commitInPlace(path: string, state: WriterState): Promise<WriterState> {
-    if (isCommitted(state)) return state;
-    const writer = await this.driver.writer(path, state);
-    await writer.commit();
-    return committedState(state.size);
   }
 
   /**
@@ -226,7 +221,6 @@ export class UploadService {
   async complete(repo: string, id: string, digest: Digest, body: Readable | null, range: ChunkRange = {}): Promise<void> {
     if (body) await this.append(repo, id, body, range);
     const { session, token } = await this.lease(repo, id, undefined);
-    const dataPath = paths.uploadData(repo, id);
     let state = session.writerState;
     let discarded = false;
     try {
@@ -234,7 +228,7 @@ export class UploadService {
         // The bytes have to be hashed from storage (another instance received some of them). Drivers that assemble
         // the data only at commit (S3 multipart uploads) make it readable then, so commit it where it is; the blob's
         // own key is still untouched until the digest matches.
-        state = await this.commitInPlace(dataPath, state);
+        state = await this.data.commitInPlace(repo, id, state);
       }
       const computed = await this.digestOf(session, digest.algorithm);
       if (computed.value !== digest.value) {
@@ -242,16 +236,7 @@ export class UploadService {
         await this.discard({ ...session, ...withState(session.offset, state) });
         throw registryError('DIGEST_INVALID', { expected: digest.value, computed: computed.value });
       }
-      const target = paths.blobData(digest);
-      if ((await this.store.blobSize(digest)) !== session.offset) {
-        if (state) {
-          state = await this.commitInPlace(dataPath, state);
-          await this.driver.move(dataPath, target);
-        } else {
-          await this.driver.putContent(target, Buffer.alloc(0));
-        }
-      }
-      await this.store.linkBlob(repo, digest);
+      state = await this.data.commitUpload(repo, id, digest, state ? { size: session.offset, state } : { size: session.offset });
       discarded = true;
       await this.discard({ ...session, ...withState(session.offset, state) });
     } catch (err) {
@@ -283,24 +268,14 @@ export class UploadService {
   /** Forgets an upload whose data is gone; returns the error to answer (BLOB_UPLOAD_UNKNOWN). */
   private async vanished(session: UploadSession): Promise<RegistryError> {
     this.hashers.delete(session.id);
-    await this.driver.delete(paths.uploadDir(session.repository, session.id)).catch(() => undefined);
+    await this.data.remove(session.repository, session.id).catch(() => undefined);
     await this.sessions.delete(session.id).catch(() => undefined);
     return registryError('BLOB_UPLOAD_UNKNOWN', { uuid: session.id, reason: 'upload data not found' });
   }
 
   private async discard(session: UploadSession): Promise<void> {
     this.hashers.delete(session.id);
-    if (session.writerState && !isCommitted(session.writerState)) {
-      try {
-        const writer = await this.driver.writer(paths.uploadData(session.repository, session.id), session.writerState);
-        await writer.cancel();
-      } catch (err) {
-        if (!isNotFound(err)) throw err;
-      }
-    }
-    await this.driver.delete(paths.uploadDir(session.repository, session.id)).catch((err: unknown) => {
-      if (!isNotFound(err)) throw err;
-    });
+    await this.data.remove(session.repository, session.id, session.writerState);
     await this.sessions.delete(session.id);
   }
 }
@@ -309,17 +284,6 @@ function withState(offset: number, writerState: WriterState | undefined): { offs
   return writerState ? { offset, writerState } : { offset };
 }
 
-/**
- * The writer state of upload data already committed at the upload path (during a completion that then failed):
- * it is read and moved as is, never resumed by a driver writer.
- */
-function committedState(size: number): WriterState {
-  return { size, committed: true };
-}
-
-function isCommitted(state: WriterState): boolean {
-  return state.committed === true;
-}
 
 function isSizeError(err: unknown): boolean {
   return err instanceof RegistryError && err.descriptor.code === 'SIZE_INVALID';

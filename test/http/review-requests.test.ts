@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import t from 'tap';
-import type { FileInfo, FileWriter, StorageDriver, WriterState } from '../../src/storage/driver.js';
+import type { FileInfo, FileWriter, SignalOption, StorageDriver, WalkOptions, WriterState } from '../../src/storage/driver.js';
 import { FilesystemDriver } from '../../src/storage/drivers/filesystem.js';
 import { paths } from '../../src/storage/paths.js';
 import { startBerth } from '../helpers/berth.js';
@@ -146,12 +146,12 @@ class VanishingBlobDriver implements StorageDriver {
   putContent(path: string, content: Buffer): Promise<void> {
     return this.inner.putContent(path, content);
   }
-  async reader(path: string, offset?: number, length?: number): Promise<Readable> {
+  async reader(path: string, offset?: number, length?: number, options?: SignalOption): Promise<Readable> {
     if (this.vanishNext && path.startsWith(`${paths.blobsRoot}/`)) {
       this.vanishNext = false;
       await this.inner.delete(path.slice(0, path.lastIndexOf('/')));
     }
-    return this.inner.reader(path, offset, length);
+    return this.inner.reader(path, offset, length, options);
   }
   writer(path: string, state?: WriterState): Promise<FileWriter> {
     return this.inner.writer(path, state);
@@ -159,11 +159,14 @@ class VanishingBlobDriver implements StorageDriver {
   stat(path: string): Promise<FileInfo> {
     return this.inner.stat(path);
   }
-  list(path: string): Promise<string[]> {
-    return this.inner.list(path);
+  list(path: string, options?: SignalOption): Promise<string[]> {
+    return this.inner.list(path, options);
   }
-  move(source: string, dest: string): Promise<void> {
-    return this.inner.move(source, dest);
+  walk(path: string, options?: WalkOptions): AsyncGenerator<FileInfo> {
+    return this.inner.walk(path, options);
+  }
+  move(source: string, dest: string, options?: SignalOption): Promise<void> {
+    return this.inner.move(source, dest, options);
   }
   delete(path: string): Promise<void> {
     return this.inner.delete(path);

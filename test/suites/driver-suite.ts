@@ -7,6 +7,7 @@ import {
   PathNotFoundError,
   type FileWriter,
   type StorageDriver,
+  type WalkOptions,
   type WriterState,
 } from '../../src/storage/driver.js';
 import { digestStream, sha256Hex } from '../helpers/digest.js';
@@ -498,6 +499,80 @@ export function driverSuite(t: Test, name: string, makeDriver: MakeDriver): Prom
         t.equal(sha256Hex(await driver.getContent(path)), sha256Hex(content), `writer ${i}: exact bytes`);
         await driver.delete(path);
       }
+    });
+
+    await sub('walk yields every entry below a path in walk-key order, resuming after startAfter', async (t, driver, p) => {
+      const files: Array<[string[], number]> = [
+        [['a', '1'], 1],
+        [['a-b', 'x'], 2],
+        [['a.c'], 3],
+        [['a', 'b', 'c'], 4],
+        [['a', 'b', 'd'], 5],
+        [['a', 'b', 'e', 'f'], 6],
+        [['z'], 7],
+      ];
+      for (const [parts, n] of files) await driver.putContent(p('t', ...parts), Buffer.alloc(n, 1));
+      const root = p('t');
+      const walk = async (options: WalkOptions = {}) => {
+        const out: string[] = [];
+        for await (const e of driver.walk(root, options)) out.push(`${e.path.slice(root.length)}${e.isDir ? '/' : `:${e.size}`}`);
+        return out;
+      };
+      // "-" (0x2d) and "." (0x2e) sort before "/" (0x2f): a-b and a.c come before the directory a.
+      const whole = ['/a-b/', '/a-b/x:2', '/a.c:3', '/a/', '/a/1:1', '/a/b/', '/a/b/c:4', '/a/b/d:5', '/a/b/e/', '/a/b/e/f:6', '/z:7'];
+      t.same(await walk(), whole, 'the whole tree, directories before their contents, files with their sizes');
+      t.same(await walk({ startAfter: p('t', 'a', '1') }), whole.slice(5), 'startAfter a file in the middle of a nested tree');
+      t.same(await walk({ startAfter: p('t', 'a', 'b', 'c') }), whole.slice(7), 'startAfter a file two levels down');
+      t.same(await walk({ startAfter: `${p('t', 'a', 'b')}/` }), whole.slice(6), 'startAfter the walk key of a directory: its contents follow');
+      t.same(await walk({ startAfter: p('t', 'a') }), whole, 'startAfter a directory path without its slash: everything from a-b on');
+      t.same(await walk({ startAfter: p('t', 'a', 'b', 'e', 'f') }), ['/z:7'], 'startAfter the deepest file');
+      t.same(await walk({ startAfter: p('t', 'zz') }), [], 'startAfter past the end');
+      t.same(await walk({ skip: (d) => d.path.endsWith('/a/b') }), ['/a-b/', '/a-b/x:2', '/a.c:3', '/a/', '/a/1:1', '/a/b/', '/z:7'], 'a skipped directory is yielded, not entered');
+      t.same(await walk({ startAfter: p('t', 'a', '1'), skip: (d) => d.path.endsWith('/a/b') }), ['/a/b/', '/z:7'], 'skip with startAfter');
+      const sub: string[] = [];
+      for await (const e of driver.walk(p('t', 'a', 'b'))) sub.push(e.path.slice(root.length));
+      t.same(sub, ['/a/b/c', '/a/b/d', '/a/b/e', '/a/b/e/f'], 'a walk of a subdirectory');
+      await expectReject(t, 'walk of a missing path', () => driver.walk(p('missing')).next(), PathNotFoundError);
+
+      const controller = new AbortController();
+      const seen: string[] = [];
+      let error: unknown;
+      try {
+        for await (const e of driver.walk(root, { signal: controller.signal })) {
+          seen.push(e.path);
+          if (seen.length === 2) controller.abort(new Error('walk stopped'));
+        }
+      } catch (err) {
+        error = err;
+      }
+      t.equal(seen.length, 2, 'an aborted walk yields nothing more');
+      t.match(error, { message: 'walk stopped' }, 'and rejects with the signal\'s reason');
+      await driver.delete(root);
+    });
+
+    await sub('aborting a signal stops list, reader and move', async (t, driver, p) => {
+      await driver.putContent(p('d', 'f'), randomBytes(4 * MiB));
+      const aborted = AbortSignal.abort(new Error('given up'));
+      await t.rejects(driver.list(p('d'), { signal: aborted }), { message: 'given up' }, 'list with an aborted signal');
+      await t.rejects(driver.reader(p('d', 'f'), 0, undefined, { signal: aborted }), { message: 'given up' }, 'reader with an aborted signal');
+      await t.rejects(driver.move(p('d', 'f'), p('d', 'g'), { signal: aborted }), { message: 'given up' }, 'move with an aborted signal');
+      t.equal((await driver.stat(p('d', 'f'))).size, 4 * MiB, 'the aborted move left the source');
+      const controller = new AbortController();
+      const stream = await driver.reader(p('d', 'f'), 0, undefined, { signal: controller.signal });
+      let got = 0;
+      await t.rejects(
+        (async () => {
+          for await (const chunk of stream) {
+            got += (chunk as Buffer).length;
+            controller.abort(new Error('client left'));
+          }
+        })(),
+        { name: 'AbortError', cause: { message: 'client left' } },
+        'a reader stream is destroyed with an AbortError (cause: the reason) when its signal aborts',
+      );
+      t.ok(got < 4 * MiB, `the stream stopped early (${got} bytes)`);
+      t.same(await driver.list(p('d')), [p('d', 'f')], 'list with a live signal');
+      await driver.delete(p('d'));
     });
 
     await sub('a 64 MiB file streams back exactly', async (t, driver, p) => {

@@ -2,7 +2,8 @@ import { constants, createReadStream } from 'node:fs';
 import { lstat, mkdir, open, readdir, readFile, realpath, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { Readable } from 'node:stream';
+import { addAbortSignal, Readable } from 'node:stream';
+import type { Dirent } from 'node:fs';
 import {
   assertDriverPath,
   InvalidOffsetError,
@@ -10,7 +11,9 @@ import {
   PathNotFoundError,
   type FileInfo,
   type FileWriter,
+  type SignalOption,
   type StorageDriver,
+  type WalkOptions,
   type WriterState,
 } from '../driver.js';
 
@@ -112,7 +115,8 @@ export class FilesystemDriver implements StorageDriver {
     }
   }
 
-  async reader(path: string, offset = 0, length?: number): Promise<Readable> {
+  async reader(path: string, offset = 0, length?: number, options: SignalOption = {}): Promise<Readable> {
+    options.signal?.throwIfAborted();
     if (!isSafeOffset(offset)) {
       assertDriverPath(path);
       throw new InvalidOffsetError(path, offset);
@@ -138,7 +142,8 @@ export class FilesystemDriver implements StorageDriver {
         return Readable.from([]);
       }
       const end = length === undefined ? Infinity : offset + length - 1;
-      return createReadStream('', { fd: handle, start: offset, end, highWaterMark: 1024 * 1024, autoClose: true });
+      const stream = createReadStream('', { fd: handle, start: offset, end, highWaterMark: 1024 * 1024, autoClose: true });
+      return options.signal ? addAbortSignal(options.signal, stream) : stream;
     } catch (err) {
       await handle.close();
       throw err;
@@ -184,7 +189,8 @@ export class FilesystemDriver implements StorageDriver {
     }
   }
 
-  async list(path: string): Promise<string[]> {
+  async list(path: string, options: SignalOption = {}): Promise<string[]> {
+    options.signal?.throwIfAborted();
     const real = await this.resolveExisting(path);
     try {
       const entries = await readdir(real);
@@ -196,7 +202,69 @@ export class FilesystemDriver implements StorageDriver {
     }
   }
 
-  async move(source: string, dest: string): Promise<void> {
+  /** Sorted directory reads, one directory at a time; symlinks inside the root are followed once per chain. */
+  async *walk(path: string, options: WalkOptions = {}): AsyncGenerator<FileInfo> {
+    options.signal?.throwIfAborted();
+    const real = await this.resolveExisting(path);
+    let info;
+    try {
+      info = await stat(real);
+    } catch (err) {
+      if (isErrno(err, ...MISSING)) throw new PathNotFoundError(path);
+      throw err;
+    }
+    if (!info.isDirectory()) throw new PathNotFoundError(path);
+    yield* this.walkDir(path, real, options, new Set([real]));
+  }
+
+  private async *walkDir(path: string, real: string, options: WalkOptions, chain: Set<string>): AsyncGenerator<FileInfo> {
+    options.signal?.throwIfAborted();
+    let entries: Dirent[];
+    try {
+      entries = await readdir(real, { withFileTypes: true });
+    } catch (err) {
+      if (isErrno(err, ...MISSING)) return; // removed while the walk was under way
+      throw err;
+    }
+    const prefix = path === '/' ? '' : path;
+    const after = options.startAfter;
+    const items: Array<{ info: FileInfo; key: string; real: string }> = [];
+    for (const e of entries) {
+      if (!isDriverName(e.name)) continue;
+      const childPath = `${prefix}/${e.name}`;
+      let childReal = join(real, e.name);
+      try {
+        if (e.isSymbolicLink()) childReal = await this.resolveExisting(childPath);
+        const s = await stat(childReal);
+        const isDir = s.isDirectory();
+        items.push({ info: { path: childPath, size: isDir ? 0 : s.size, modTime: s.mtime, isDir }, key: isDir ? `${childPath}/` : childPath, real: childReal });
+      } catch (err) {
+        // Gone since the directory was read, or a symlink pointing outside the root: not part of the walk.
+        if (isErrno(err, ...MISSING) || err instanceof PathNotFoundError || err instanceof InvalidPathError) continue;
+        throw err;
+      }
+    }
+    items.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    for (const item of items) {
+      if (after !== undefined && item.key <= after) {
+        // Earlier than the start: skipped, unless the start lies inside this directory.
+        if (!item.info.isDir || !after.startsWith(item.key)) continue;
+      } else {
+        options.signal?.throwIfAborted();
+        yield item.info;
+      }
+      if (!item.info.isDir || chain.has(item.real) || options.skip?.(item.info)) continue;
+      chain.add(item.real);
+      try {
+        yield* this.walkDir(item.info.path, item.real, options, chain);
+      } finally {
+        chain.delete(item.real);
+      }
+    }
+  }
+
+  async move(source: string, dest: string, options: SignalOption = {}): Promise<void> {
+    options.signal?.throwIfAborted();
     assertDriverPath(dest);
     const from = await this.resolveEntry(source);
     try {

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
-import { Readable } from 'node:stream';
+import { addAbortSignal, Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   AbortMultipartUploadCommand,
@@ -33,7 +33,9 @@ import {
   PathNotFoundError,
   type FileInfo,
   type FileWriter,
+  type SignalOption,
   type StorageDriver,
+  type WalkOptions,
   type WriterState,
 } from '../driver.js';
 import { MAX_SINGLE_OBJECT, MIN_PART_SIZE, parseS3Config, type S3DriverOptions } from './s3-config.js';
@@ -219,11 +221,13 @@ export class S3Driver implements StorageDriver {
     return params;
   }
 
-  /** Runs one SDK call, translating outages. */
-  async send<T>(fn: () => Promise<T>): Promise<T> {
+  /** Runs one SDK call, translating outages; an aborted `signal` rejects with its reason, not as an outage. */
+  async send<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    signal?.throwIfAborted();
     try {
       return await fn();
     } catch (err) {
+      signal?.throwIfAborted();
       throw translate(err);
     }
   }
@@ -287,14 +291,17 @@ export class S3Driver implements StorageDriver {
     offset: number,
     length: number | undefined,
     etag: string | undefined,
+    signal?: AbortSignal,
   ): Promise<{ body: Readable; bytes: number; etag: string } | null> {
     const range = offset === 0 && length === undefined ? undefined : `bytes=${offset}-${length === undefined ? '' : offset + length - 1}`;
     try {
-      const out = await this.client.send(new GetObjectCommand({ Bucket: this.options.bucket, Key: key, Range: range, IfMatch: etag }));
+      signal?.throwIfAborted();
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.options.bucket, Key: key, Range: range, IfMatch: etag }), { abortSignal: signal });
       const body = out.Body;
       if (!(body instanceof Readable)) throw new Error('S3 GetObject returned no stream');
       return { body, bytes: out.ContentLength ?? 0, etag: out.ETag ?? '' };
     } catch (err) {
+      signal?.throwIfAborted();
       if (isNoSuchKey(err)) throw new PathNotFoundError(path);
       if (statusOf(err) === 416 || errorName(err) === 'InvalidRange') {
         // S3 answers 416 for a range starting at (or past) the end; only past the end is an error.
@@ -307,7 +314,13 @@ export class S3Driver implements StorageDriver {
     }
   }
 
-  async reader(path: string, offset = 0, length?: number): Promise<Readable> {
+  async reader(path: string, offset = 0, length?: number, options: SignalOption = {}): Promise<Readable> {
+    const stream = await this.openReader(path, offset, length, options.signal);
+    return options.signal ? addAbortSignal(options.signal, stream) : stream;
+  }
+
+  private async openReader(path: string, offset: number, length: number | undefined, signal: AbortSignal | undefined): Promise<Readable> {
+    signal?.throwIfAborted();
     const key = this.key(path);
     if (offset < 0 || !Number.isSafeInteger(offset)) throw new InvalidOffsetError(path, offset);
     if (length === 0) {
@@ -316,11 +329,11 @@ export class S3Driver implements StorageDriver {
       if (offset > info.size) throw new InvalidOffsetError(path, offset);
       return Readable.from([]);
     }
-    const first = await this.openRange(path, key, offset, length, undefined);
+    const first = await this.openRange(path, key, offset, length, undefined, signal);
     if (!first) return Readable.from([]);
     const end = offset + first.bytes;
     const etag = first.etag;
-    const reopen = (position: number) => this.openRange(path, key, position, end - position, etag || undefined);
+    const reopen = (position: number) => this.openRange(path, key, position, end - position, etag || undefined, signal);
     const firstBody = first.body;
     async function* resumable(): AsyncGenerator<Buffer> {
       let body: Readable = firstBody;
@@ -337,6 +350,7 @@ export class S3Driver implements StorageDriver {
             throw new Error(`S3 body ended after ${position - offset} of ${end - offset} bytes`);
           } catch (err) {
             body.destroy();
+            signal?.throwIfAborted();
             // Resume after a broken connection, from the byte we got to, only while the object is unchanged
             // (If-Match on the first response's ETag).
             if (resumes >= READ_RESUMES) throw new BackendUnavailableError('s3', { cause: err });
@@ -383,13 +397,15 @@ export class S3Driver implements StorageDriver {
     throw new PathNotFoundError(path);
   }
 
-  async list(path: string): Promise<string[]> {
+  async list(path: string, options: SignalOption = {}): Promise<string[]> {
+    const signal = options.signal;
     const prefix = this.dirPrefix(path);
     const out: string[] = [];
     let token: string | undefined;
     do {
-      const page = await this.send(() =>
-        this.client.send(new ListObjectsV2Command({ Bucket: this.options.bucket, Prefix: prefix, Delimiter: '/', ContinuationToken: token })),
+      const page = await this.send(
+        () => this.client.send(new ListObjectsV2Command({ Bucket: this.options.bucket, Prefix: prefix, Delimiter: '/', ContinuationToken: token }), { abortSignal: signal }),
+        signal,
       );
       for (const p of page.CommonPrefixes ?? []) {
         if (p.Prefix) out.push(this.pathOf(p.Prefix.slice(0, -1)));
@@ -404,19 +420,95 @@ export class S3Driver implements StorageDriver {
     return out;
   }
 
-  async move(source: string, dest: string): Promise<void> {
+  /**
+   * Key listing (ListObjectsV2 without a delimiter, StartAfter for `startAfter`): directories are implied by the keys,
+   * so the walk costs one LIST per 1000 keys and never a HEAD. When a page ends inside a skipped directory the next
+   * LIST starts after that directory instead of continuing through it.
+   */
+  async *walk(path: string, options: WalkOptions = {}): AsyncGenerator<FileInfo> {
+    const { signal, skip } = options;
+    const bucket = this.options.bucket;
+    const prefix = this.dirPrefix(path);
+    const root = this.options.rootDirectory;
+    let after = options.startAfter;
+    if (after !== undefined && !after.startsWith('/')) {
+      if (after > '/') return;
+      after = undefined;
+    }
+    const startKey = after === undefined ? undefined : root === '' ? after.slice(1) : `${root}${after}`;
+    let listAfter = startKey !== undefined && startKey > prefix ? startKey : undefined;
+    let token: string | undefined;
+    let previous: string | undefined;
+    let skipped: string | undefined;
+    let seen = false;
+    for (;;) {
+      const page = await this.send(
+        () => this.client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, StartAfter: token ? undefined : listAfter, ContinuationToken: token }), { abortSignal: signal }),
+        signal,
+      );
+      let last: string | undefined;
+      for (const o of page.Contents ?? []) {
+        const k = o.Key;
+        if (!k) continue;
+        last = k;
+        seen = true;
+        if (skipped !== undefined && k.startsWith(skipped)) continue;
+        skipped = undefined;
+        const parts = k.slice(prefix.length).split('/');
+        if (k.includes(TAIL_MARKER) || !parts.every(isDriverName)) continue;
+        let dirKey = prefix;
+        let skipHere = false;
+        for (const part of parts.slice(0, -1)) {
+          dirKey += `${part}/`;
+          if (previous !== undefined && previous.startsWith(dirKey)) continue;
+          const info: FileInfo = { path: this.pathOf(dirKey.slice(0, -1)), size: 0, modTime: new Date(0), isDir: true };
+          if (startKey === undefined || dirKey > startKey) {
+            signal?.throwIfAborted();
+            yield info;
+          }
+          if (skip?.(info)) {
+            skipped = dirKey;
+            skipHere = true;
+            break;
+          }
+        }
+        previous = k;
+        if (skipHere) continue;
+        signal?.throwIfAborted();
+        yield { path: this.pathOf(k), size: o.Size ?? 0, modTime: o.LastModified ?? new Date(0), isDir: false };
+      }
+      if (!page.IsTruncated) break;
+      if (skipped !== undefined && last !== undefined && last.startsWith(skipped)) {
+        // Jump over the rest of the skipped directory rather than listing it.
+        token = undefined;
+        listAfter = `${skipped}\u{10FFFF}`;
+      } else {
+        token = page.NextContinuationToken;
+      }
+    }
+    if (!seen && path !== '/') {
+      const out = await this.send(() => this.client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, MaxKeys: 1 }), { abortSignal: signal }), signal);
+      if ((out.KeyCount ?? out.Contents?.length ?? 0) === 0) throw new PathNotFoundError(path);
+    }
+  }
+
+  async move(source: string, dest: string, options: SignalOption = {}): Promise<void> {
+    const signal = options.signal;
+    signal?.throwIfAborted();
     const from = this.key(source);
     const to = this.key(dest);
     const info = await this.head(from);
     if (!info) throw new PathNotFoundError(source);
     if (info.size > this.options.multipartCopyThresholdSize || info.size > MAX_SINGLE_OBJECT) {
-      await this.multipartCopy(from, to, info.size);
+      await this.multipartCopy(from, to, info.size, signal);
     } else {
       try {
         await this.client.send(
           new CopyObjectCommand({ Bucket: this.options.bucket, Key: to, CopySource: copySource(this.options.bucket, from), ...this.newObjectParams() }),
+          { abortSignal: signal },
         );
       } catch (err) {
+        signal?.throwIfAborted();
         if (isNoSuchKey(err)) throw new PathNotFoundError(source);
         throw translate(err);
       }
@@ -425,7 +517,7 @@ export class S3Driver implements StorageDriver {
   }
 
   /** Server-side copy in parts (S3 copies at most 5 GiB in one CopyObject); the destination appears at Complete. */
-  private async multipartCopy(from: string, to: string, size: number): Promise<void> {
+  private async multipartCopy(from: string, to: string, size: number, signal?: AbortSignal): Promise<void> {
     const bucket = this.options.bucket;
     const partSize = Math.max(this.options.multipartCopyChunkSize, Math.ceil(size / MAX_PARTS));
     const count = Math.max(1, Math.ceil(size / partSize));
@@ -436,6 +528,7 @@ export class S3Driver implements StorageDriver {
       let next = 0;
       const worker = async (): Promise<void> => {
         while (next < count) {
+          signal?.throwIfAborted();
           const i = next++;
           const first = i * partSize;
           const last = Math.min(size, first + partSize) - 1;
@@ -449,7 +542,9 @@ export class S3Driver implements StorageDriver {
                 CopySource: copySource(bucket, from),
                 CopySourceRange: `bytes=${first}-${last}`,
               }),
+              { abortSignal: signal },
             ),
+            signal,
           );
           etags[i] = out.CopyPartResult?.ETag ?? '';
         }
@@ -467,6 +562,7 @@ export class S3Driver implements StorageDriver {
       );
     } catch (err) {
       await this.abortQuietly(to, uploadId);
+      signal?.throwIfAborted();
       throw translate(err);
     }
   }
@@ -596,6 +692,13 @@ export class S3Driver implements StorageDriver {
     this.client.destroy();
     for (const a of this.agents) a.destroy();
   }
+}
+
+const DRIVER_NAME = /^[A-Za-z0-9._-]+$/;
+
+/** True when a key component can be a driver path component (see assertDriverPath). */
+function isDriverName(name: string): boolean {
+  return DRIVER_NAME.test(name) && name !== '.' && name !== '..';
 }
 
 /** `<key>.berth-tail-<size, 15 digits>-<random>`: the tail that completes an upload of `size` bytes. */
