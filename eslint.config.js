@@ -41,7 +41,13 @@ export default defineConfig(
   {
     // Callbacks handed to the browser (page.evaluate, $$eval) use DOM types the Node test project does not load.
     files: ['test/ui/ui-browser.test.ts'],
-    rules: { '@typescript-eslint/no-unsafe-return': 'off', '@typescript-eslint/no-unsafe-member-access': 'off', '@typescript-eslint/no-unsafe-call': 'off', '@typescript-eslint/no-unsafe-assignment': 'off', '@typescript-eslint/no-unsafe-argument': 'off' },
+    rules: {
+      '@typescript-eslint/no-unsafe-return': 'off',
+      '@typescript-eslint/no-unsafe-member-access': 'off',
+      '@typescript-eslint/no-unsafe-call': 'off',
+      '@typescript-eslint/no-unsafe-assignment': 'off',
+      '@typescript-eslint/no-unsafe-argument': 'off',
+    },
   },
   {
     // The folders of src/ form layers (oci → storage → registry → services → http → app/cli): no import cycles.

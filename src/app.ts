@@ -252,7 +252,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     }
     const status = !ok ? 'unavailable' : degraded.length > 0 ? 'degraded' : 'ok';
     // Upstreams are listed but never make the replica unready: cached content still serves while one is down.
-    return reply.code(ok ? 200 : 503).send(pullThrough ? { status, degraded, checks, upstreams: pullThrough.upstreams() } : { status, degraded, checks });
+    return reply
+      .code(ok ? 200 : 503)
+      .send(pullThrough ? { status, degraded, checks, upstreams: pullThrough.upstreams() } : { status, degraded, checks });
   });
 
   const mc = metricsConfig(config);

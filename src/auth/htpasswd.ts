@@ -46,7 +46,10 @@ export class HtpasswdStore {
   private readonly verified = new Set<string>();
   private readonly secret = randomBytes(32);
 
-  constructor(readonly path: string, private readonly logger?: Logger) {}
+  constructor(
+    readonly path: string,
+    private readonly logger?: Logger,
+  ) {}
 
   /** Re-reads the file when it changed. A missing file is an empty user list (with a warning). */
   async refresh(): Promise<void> {
@@ -81,7 +84,9 @@ export class HtpasswdStore {
   async verify(name: string, password: string): Promise<boolean> {
     await this.refresh();
     const hash = this.users.get(name);
-    const key = createHmac('sha256', this.secret).update(`${name}\0${password}\0${hash ?? ''}`).digest('base64');
+    const key = createHmac('sha256', this.secret)
+      .update(`${name}\0${password}\0${hash ?? ''}`)
+      .digest('base64');
     if (hash !== undefined && this.verified.has(key)) return true;
     const ok = await bcrypt.compare(password, hash ?? (await dummy()));
     if (!ok || hash === undefined) return false;

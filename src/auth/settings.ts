@@ -124,7 +124,8 @@ export function parseAuthSettings(raw: RawSection, warn: (msg: string) => void):
     const groupsRaw = section(b, 'groups', p);
     for (const name of Object.keys(groupsRaw)) groups[name] = stringList(groupsRaw, name, `${p}groups.`);
     const expirationMs = duration(b, 'expiration', p, 5 * 60_000);
-    if (expirationMs < 60_000) throw new ConfigError(`${p}expiration: at least 60s (clients treat shorter tokens as 60s), got ${JSON.stringify(b.expiration)}`);
+    if (expirationMs < 60_000)
+      throw new ConfigError(`${p}expiration: at least 60s (clients treat shorter tokens as 60s), got ${JSON.stringify(b.expiration)}`);
     const builtin: BuiltinSettings = {
       groups,
       expirationMs,
@@ -149,7 +150,7 @@ export function parseAuthSettings(raw: RawSection, warn: (msg: string) => void):
   }
 
   if (settings.htpasswd && settings.token && !settings.builtin) {
-    throw new ConfigError('auth: configure one of htpasswd or token (with auth.builtin, htpasswd.path is the token server\'s user file)');
+    throw new ConfigError("auth: configure one of htpasswd or token (with auth.builtin, htpasswd.path is the token server's user file)");
   }
 
   if (raw.ratelimit !== undefined && raw.ratelimit !== null) {

@@ -26,7 +26,10 @@ export function parseScopes(values: string[]): AccessRecord[] {
       if (first <= 0 || last === first) continue;
       const type = scope.slice(0, first).replace(/\([^)]*\)$/, '');
       const name = scope.slice(first + 1, last);
-      const actions = scope.slice(last + 1).split(',').filter((a): a is Action => TOKEN_ACTIONS.includes(a));
+      const actions = scope
+        .slice(last + 1)
+        .split(',')
+        .filter((a): a is Action => TOKEN_ACTIONS.includes(a));
       let kind: AccessRecord['type'];
       if (type === 'repository' && isValidName(name)) kind = 'repository';
       else if (type === 'registry' && name === 'catalog') kind = 'registry';
@@ -140,7 +143,12 @@ export class TokenIssuer {
   }
 
   /** Issues an access token for `account` (undefined: anonymous), plus a refresh token when `offline`. */
-  async issue(account: string | undefined, requested: AccessRecord[], offline: boolean, who: { ip?: string; requestId?: string } = {}): Promise<TokenResponse> {
+  async issue(
+    account: string | undefined,
+    requested: AccessRecord[],
+    offline: boolean,
+    who: { ip?: string; requestId?: string } = {},
+  ): Promise<TokenResponse> {
     const rules = await this.options.rules.rules();
     const access = grant(rules, account, requested);
     // `registry:catalog:search` (what `docker search` asks for) is granted to everyone: search results only ever
@@ -179,10 +187,14 @@ export class TokenIssuer {
       }
     }
     this.options.logger?.debug({ account: account ?? '(anonymous)', access }, 'token issued');
-    this.options.audit?.record('token grant', { user: account, addr: who.ip, requestId: who.requestId }, {
-      access: access.map((a) => `${a.type}:${a.name}:${a.actions.join(',')}`),
-      ...(response.refresh_token ? { refreshToken: true } : {}),
-    });
+    this.options.audit?.record(
+      'token grant',
+      { user: account, addr: who.ip, requestId: who.requestId },
+      {
+        access: access.map((a) => `${a.type}:${a.name}:${a.actions.join(',')}`),
+        ...(response.refresh_token ? { refreshToken: true } : {}),
+      },
+    );
     return response;
   }
 }

@@ -62,7 +62,10 @@ export function covers(granted: AccessRecord[], required: AccessRecord[]): boole
 export class TokenVerifier {
   private readonly leeway: number;
 
-  constructor(private readonly trust: TrustStore, private readonly options: VerifierOptions) {
+  constructor(
+    private readonly trust: TrustStore,
+    private readonly options: VerifierOptions,
+  ) {
     this.leeway = options.leewaySeconds ?? 30;
   }
 

@@ -9,8 +9,18 @@ import { CONFIG_OPTION, configFile, UsageError, type Command } from './command.j
 
 /** Keys whose values are secrets wherever they appear (compared in lower case). */
 const SECRET_KEYS = new Set([
-  'password', 'secret', 'secretkey', 'secretaccesskey', 'accesskey', 'accesskeyid', 'sessiontoken', 'authorization',
-  'proxy-authorization', 'cookie', 'x-api-key', 'token',
+  'password',
+  'secret',
+  'secretkey',
+  'secretaccesskey',
+  'accesskey',
+  'accesskeyid',
+  'sessiontoken',
+  'authorization',
+  'proxy-authorization',
+  'cookie',
+  'x-api-key',
+  'token',
 ]);
 
 /** A copy of `value` with every secret (by key name, at any depth) replaced by `<redacted>`. */
@@ -52,7 +62,8 @@ proxy, storage, metrics, gc) without starting anything. Warnings go to stderr. E
   maxPositionals: 2,
   async run({ values, positionals }) {
     const [action, file] = positionals;
-    if (action !== 'check') throw new UsageError(action === undefined ? 'expected a subcommand: check' : `unknown subcommand ${JSON.stringify(action)}; expected check`);
+    if (action !== 'check')
+      throw new UsageError(action === undefined ? 'expected a subcommand: check' : `unknown subcommand ${JSON.stringify(action)}; expected check`);
     const path = configFile(values.config, file);
     const config = await loadConfig(path);
     const warn = (m: string) => {
@@ -64,7 +75,9 @@ proxy, storage, metrics, gc) without starting anything. Warnings go to stderr. E
     parseGcSchedule(config.berth.raw, warn);
     for (const w of config.warnings) process.stderr.write(`warning: ${w}\n`);
     if (values.quiet !== true) {
-      process.stdout.write(`# ${path ?? 'no config file: defaults'}${Object.keys(process.env).some((k) => k.startsWith('REGISTRY_')) ? ' with REGISTRY_* overrides' : ''}: valid\n`);
+      process.stdout.write(
+        `# ${path ?? 'no config file: defaults'}${Object.keys(process.env).some((k) => k.startsWith('REGISTRY_')) ? ' with REGISTRY_* overrides' : ''}: valid\n`,
+      );
       process.stdout.write(stringify(effectiveConfig(config)));
     }
     return 0;

@@ -107,7 +107,13 @@ export function stringList(obj: RawSection, key: string, path: string): string[]
  * Warns about keys of `obj` that are not in `known`; `ignored` keys are Distribution options berth accepts but does
  * not act on (they warn differently, so a registry:2 config still loads).
  */
-export function checkKeys(obj: RawSection, path: string, known: readonly string[], warn: (msg: string) => void, ignored: readonly string[] = []): void {
+export function checkKeys(
+  obj: RawSection,
+  path: string,
+  known: readonly string[],
+  warn: (msg: string) => void,
+  ignored: readonly string[] = [],
+): void {
   for (const key of Object.keys(obj)) {
     if (known.includes(key)) continue;
     if (ignored.includes(key)) warn(`${path}${key}: accepted for registry:2 compatibility but not used by berth`);

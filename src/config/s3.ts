@@ -81,7 +81,17 @@ const KNOWN = [
 /** Distribution keys berth accepts without acting on them. */
 const IGNORED = ['loglevel', 'checksum_disabled', 'checksum_algorithm', 'logging'] as const;
 
-const STORAGE_CLASSES = ['STANDARD', 'REDUCED_REDUNDANCY', 'STANDARD_IA', 'ONEZONE_IA', 'INTELLIGENT_TIERING', 'GLACIER_IR', 'OUTPOSTS', 'EXPRESS_ONEZONE', 'NONE'];
+const STORAGE_CLASSES = [
+  'STANDARD',
+  'REDUCED_REDUNDANCY',
+  'STANDARD_IA',
+  'ONEZONE_IA',
+  'INTELLIGENT_TIERING',
+  'GLACIER_IR',
+  'OUTPOSTS',
+  'EXPRESS_ONEZONE',
+  'NONE',
+];
 
 /**
  * Reads Distribution's `storage.s3` section (same keys, same defaults where berth implements them) into
@@ -111,7 +121,8 @@ export function parseS3Config(raw: RawSection, warn: (message: string) => void):
   const secretKey = optString(raw, 'secretkey', p);
   if (Boolean(accessKey) !== Boolean(secretKey)) throw new ConfigError(`${p}accesskey and ${p}secretkey: set both or neither`);
   const sessionToken = optString(raw, 'sessiontoken', p);
-  const credentials = accessKey && secretKey ? { accessKeyId: accessKey, secretAccessKey: secretKey, ...(sessionToken ? { sessionToken } : {}) } : undefined;
+  const credentials =
+    accessKey && secretKey ? { accessKeyId: accessKey, secretAccessKey: secretKey, ...(sessionToken ? { sessionToken } : {}) } : undefined;
 
   // "chunksize … The default is 10 MB. Must be at least 5 MB" (Distribution's S3 driver).
   const chunkSize = int(raw, 'chunksize', p, 10 * MiB, MIN_PART_SIZE);

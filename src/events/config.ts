@@ -80,7 +80,8 @@ export function parseNotifications(raw: unknown, warn: (msg: string) => void): N
     } catch {
       throw new ConfigError(`${path}url: not a URL: ${JSON.stringify(url)}`);
     }
-    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new ConfigError(`${path}url: expected an http or https URL, got ${JSON.stringify(url)}`);
+    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')
+      throw new ConfigError(`${path}url: expected an http or https URL, got ${JSON.stringify(url)}`);
     const headers: Record<string, string[]> = {};
     for (const [k, v] of Object.entries(section(entry, 'headers', path))) {
       if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(k)) throw new ConfigError(`${path}headers: invalid header name ${JSON.stringify(k)}`);

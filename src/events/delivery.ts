@@ -98,7 +98,10 @@ export class EndpointDelivery {
               this.metrics.failed.inc({ endpoint: this.endpoint.name });
               wait = this.failures >= this.endpoint.threshold ? this.endpoint.backoffMs : 10;
               if (this.failures === this.endpoint.threshold) {
-                this.logger.warn({ endpoint: this.endpoint.name, err: (err as Error).message, failures: this.failures }, 'event delivery failing; backing off');
+                this.logger.warn(
+                  { endpoint: this.endpoint.name, err: (err as Error).message, failures: this.failures },
+                  'event delivery failing; backing off',
+                );
               }
               break;
             }

@@ -139,7 +139,11 @@ export function envelope(events: RegistryEvent[]): string {
  * The address registry:2 reports for a client (`RemoteAddr` in its context package): the first `X-Forwarded-For`
  * entry, else `X-Real-Ip`, else the socket's `ip:port`.
  */
-export function clientAddr(headers: Record<string, string | string[] | undefined>, remoteAddress: string | undefined, remotePort: number | undefined): string {
+export function clientAddr(
+  headers: Record<string, string | string[] | undefined>,
+  remoteAddress: string | undefined,
+  remotePort: number | undefined,
+): string {
   const first = (v: string | string[] | undefined): string | undefined => (Array.isArray(v) ? v[0] : v);
   const forwarded = first(headers['x-forwarded-for']);
   if (forwarded) {
@@ -177,6 +181,8 @@ export function manifestReferences(bytes: Buffer): EventReference[] {
   }
   if (typeof body !== 'object' || body === null) return [];
   const m = body as { manifests?: unknown; config?: unknown; layers?: unknown };
-  const list: unknown[] = Array.isArray(m.manifests) ? (m.manifests as unknown[]) : [m.config, ...(Array.isArray(m.layers) ? (m.layers as unknown[]) : [])];
+  const list: unknown[] = Array.isArray(m.manifests)
+    ? (m.manifests as unknown[])
+    : [m.config, ...(Array.isArray(m.layers) ? (m.layers as unknown[]) : [])];
   return list.map(descriptorOf).filter((d): d is EventReference => d !== null);
 }

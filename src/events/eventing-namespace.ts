@@ -18,7 +18,10 @@ import type { EventSink } from './registry-events.js';
  *   of a tag.
  */
 export class EventingNamespace implements Namespace {
-  constructor(private readonly inner: Namespace, private readonly events: EventSink) {}
+  constructor(
+    private readonly inner: Namespace,
+    private readonly events: EventSink,
+  ) {}
 
   repository(name: string, ns?: string, ctx?: RequestContext): Repository {
     const repo = this.inner.repository(name, ns);
@@ -39,7 +42,11 @@ class EventingRepository implements Repository {
   private readonly pushed: (d: Digest) => Promise<void>;
   private wrappedUploads: BlobUploads | undefined;
 
-  constructor(private readonly inner: Repository, events: EventSink, ctx: RequestContext) {
+  constructor(
+    private readonly inner: Repository,
+    events: EventSink,
+    ctx: RequestContext,
+  ) {
     const name = inner.name;
     this.name = name;
     if (inner.namespace !== undefined) this.namespace = inner.namespace;

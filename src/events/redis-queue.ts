@@ -48,7 +48,11 @@ export class RedisEventQueue implements EventQueue {
   /** This process's claim id. */
   readonly owner = randomUUID();
 
-  constructor(private readonly redis: Redis, private readonly keyPrefix: string, private readonly ownsClient = false) {}
+  constructor(
+    private readonly redis: Redis,
+    private readonly keyPrefix: string,
+    private readonly ownsClient = false,
+  ) {}
 
   /** A queue with its own client (closed by `close`). */
   static connect(options: RedisEventQueueOptions): RedisEventQueue {

@@ -22,7 +22,10 @@ export class StorageEventQueue implements EventQueue {
   private seq = 0;
   private readonly instance = randomBytes(4).toString('hex');
 
-  constructor(private readonly driver: StorageDriver, private readonly root = '/berth/events') {}
+  constructor(
+    private readonly driver: StorageDriver,
+    private readonly root = '/berth/events',
+  ) {}
 
   private dir(queue: string): string {
     return `${this.root}/${queue}`;

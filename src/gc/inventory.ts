@@ -84,8 +84,6 @@ export async function forEachLimit<T>(items: Iterable<T>, limit: number, fn: (it
   if (hasFailed) throw failed;
 }
 
-
-
 /** Digests stored as `<dir>/<alg>/<hex>` (the `_layers`, `revisions` and referrer shape). */
 async function listDigestDirs(driver: StorageDriver, dir: string): Promise<Digest[]> {
   const out: Digest[] = [];
@@ -236,10 +234,7 @@ export function manifestDigestsOf(repo: Pick<RepoInventory, 'tags' | 'revisions'
 }
 
 /** Builds the inventory of all repositories. */
-export async function scanInventory(
-  driver: StorageDriver,
-  options: { concurrency?: number; progress?: ProgressSink } = {},
-): Promise<Inventory> {
+export async function scanInventory(driver: StorageDriver, options: { concurrency?: number; progress?: ProgressSink } = {}): Promise<Inventory> {
   const concurrency = options.concurrency ?? DEFAULT_CONCURRENCY;
   const names = await listRepositoryNames(driver);
   options.progress?.start('scanning repositories', names.length);

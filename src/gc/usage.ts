@@ -161,7 +161,10 @@ export function formatUsage(report: UsageReport): string {
   const all = [header, ...rows, footer];
   const widths = header.map((_, i) => Math.max(...all.map((r) => (r[i] ?? '').length)));
   const line = (r: string[]) =>
-    r.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ').trimEnd();
+    r
+      .map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0)))
+      .join('  ')
+      .trimEnd();
   const pct = (n: number) => (t.storedBytes > 0 ? ` (${Math.round((n / t.storedBytes) * 100)}%)` : '');
   const g = report.reclaimable;
   return [

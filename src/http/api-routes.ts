@@ -51,7 +51,8 @@ export function matchApiRoute(rawPath: string): RouteMatch | null {
 
 function pageSize(query: Query, fallback: number, max: number): number {
   if (query.n === undefined || query.n === '') return fallback;
-  if (!/^\d{1,9}$/.test(query.n)) throw registryError('PAGINATION_NUMBER_INVALID', { n: query.n.slice(0, 20) }, { message: 'n must be a non-negative integer' });
+  if (!/^\d{1,9}$/.test(query.n))
+    throw registryError('PAGINATION_NUMBER_INVALID', { n: query.n.slice(0, 20) }, { message: 'n must be a non-negative integer' });
   const n = Number(query.n);
   if (n > max) throw registryError('PAGINATION_NUMBER_INVALID', { n, max }, { message: `n must be at most ${max}` });
   return n;

@@ -169,7 +169,7 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
     }),
     proxyRateRemaining: new Gauge({
       name: 'berth_proxy_upstream_ratelimit_remaining',
-      help: 'Pulls left in the window, from the upstream\'s ratelimit-remaining header, by upstream.',
+      help: "Pulls left in the window, from the upstream's ratelimit-remaining header, by upstream.",
       labelNames: ['upstream'] as const,
       registers,
     }),
@@ -294,7 +294,10 @@ function debugMetrics(config: Config): MetricsConfig | null {
   const prometheus = isSection(debug.prometheus) ? debug.prometheus : {};
   const enabled = bool(prometheus, 'enabled', 'http.debug.prometheus.', false);
   if (!enabled) {
-    if (addr !== undefined) throw new ConfigError('http.debug.addr: berth serves only Prometheus metrics there; set http.debug.prometheus.enabled: true (or remove http.debug)');
+    if (addr !== undefined)
+      throw new ConfigError(
+        'http.debug.addr: berth serves only Prometheus metrics there; set http.debug.prometheus.enabled: true (or remove http.debug)',
+      );
     return null;
   }
   if (addr === undefined) throw new ConfigError('http.debug.prometheus: needs http.debug.addr');

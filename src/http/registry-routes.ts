@@ -85,7 +85,9 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
         if (method !== 'GET') throw methodNotAllowed();
         return tagsList(repo, reply, query);
       case 'manifest':
-        return method === 'GET' || method === 'HEAD' ? manifest(repo, route, request, reply) : opts.locks.shared(repo.name, () => manifest(repo, route, request, reply));
+        return method === 'GET' || method === 'HEAD'
+          ? manifest(repo, route, request, reply)
+          : opts.locks.shared(repo.name, () => manifest(repo, route, request, reply));
       case 'blob':
         return blob(repo, route, request, reply);
       case 'upload-start':
@@ -134,7 +136,8 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
   async function catalog(principal: Principal, reply: FastifyReply, query: Query): Promise<void> {
     let n = DEFAULT_PAGE;
     if (query.n !== undefined && query.n !== '') {
-      if (!/^\d{1,9}$/.test(query.n)) throw registryError('PAGINATION_NUMBER_INVALID', { n: query.n.slice(0, 20) }, { message: 'n must be a non-negative integer' });
+      if (!/^\d{1,9}$/.test(query.n))
+        throw registryError('PAGINATION_NUMBER_INVALID', { n: query.n.slice(0, 20) }, { message: 'n must be a non-negative integer' });
       n = Number(query.n);
       if (n > MAX_PAGE) throw registryError('PAGINATION_NUMBER_INVALID', { n, max: MAX_PAGE }, { message: `n must be at most ${MAX_PAGE}` });
     }

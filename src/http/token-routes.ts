@@ -73,7 +73,10 @@ export function tokenRoutes(issuer: TokenIssuer, signer: TokenSigner): FastifyPl
       } else {
         throw registryError('BAD_REQUEST', { grantType: grantType ?? '' }, { message: `unsupported grant_type ${JSON.stringify(grantType ?? '')}` });
       }
-      return send(reply, await issuer.issue(account, parseScopes(list(form.scope)), one(form.access_type) === 'offline', { ip: req.ip, requestId: req.id }));
+      return send(
+        reply,
+        await issuer.issue(account, parseScopes(list(form.scope)), one(form.access_type) === 'offline', { ip: req.ip, requestId: req.id }),
+      );
     });
 
     app.get('/auth/jwks.json', async (_req, reply) => reply.header('cache-control', 'max-age=300').send({ keys: [signer.jwk()] }));

@@ -149,7 +149,10 @@ export class BlobFill {
       await writer.cancel().catch(() => undefined);
       await this.removeTemp(id);
       const reason = this.controller.signal.aborted ? String(this.controller.signal.reason) : (err as Error).message;
-      logger.warn({ upstream: client.name, repository: this.remoteName, digest: this.digest.value, received: this.spooled, reason }, 'blob fill failed; nothing cached');
+      logger.warn(
+        { upstream: client.name, repository: this.remoteName, digest: this.digest.value, received: this.spooled, reason },
+        'blob fill failed; nothing cached',
+      );
       if (err instanceof UpstreamError || this.controller.signal.aborted) client.health.failed(reason);
       this.fail(new Error(`upstream transfer failed: ${reason}`), rejectReady);
       return;
@@ -230,9 +233,15 @@ export class BlobFill {
         wanted = true;
         if (running) return;
         running = true;
-        this.pump(stream, end, () => pos, (n) => (pos += n), () => wanted, () => (wanted = false), () => (running = false)).catch((err: unknown) =>
-          stream.destroy(err instanceof Error ? err : new Error(String(err))),
-        );
+        this.pump(
+          stream,
+          end,
+          () => pos,
+          (n) => (pos += n),
+          () => wanted,
+          () => (wanted = false),
+          () => (running = false),
+        ).catch((err: unknown) => stream.destroy(err instanceof Error ? err : new Error(String(err))));
       },
       destroy: (err, callback) => {
         release();
@@ -292,15 +301,23 @@ export class BlobFill {
 export function toClientError(err: unknown, digest?: Digest): RegistryError | Error {
   if (err instanceof UpstreamError) {
     if (err.status === 429) {
-      return registryError('TOOMANYREQUESTS', { upstream: err.upstream }, {
-        message: `upstream ${err.upstream} is rate limiting`,
-        ...(err.retryAfter ? { headers: { 'Retry-After': err.retryAfter } } : {}),
-      });
+      return registryError(
+        'TOOMANYREQUESTS',
+        { upstream: err.upstream },
+        {
+          message: `upstream ${err.upstream} is rate limiting`,
+          ...(err.retryAfter ? { headers: { 'Retry-After': err.retryAfter } } : {}),
+        },
+      );
     }
-    return registryError('UNAVAILABLE', { upstream: err.upstream, ...(digest ? { digest: digest.value } : {}) }, {
-      message: `${err.message}, and the content is not cached`,
-      headers: { 'Retry-After': '10' },
-    });
+    return registryError(
+      'UNAVAILABLE',
+      { upstream: err.upstream, ...(digest ? { digest: digest.value } : {}) },
+      {
+        message: `${err.message}, and the content is not cached`,
+        headers: { 'Retry-After': '10' },
+      },
+    );
   }
   return err instanceof Error ? err : new Error(String(err));
 }

@@ -116,7 +116,12 @@ function prefixFor(name: string, path: string): string {
   return prefix;
 }
 
-function parseUpstream(raw: RawSection, path: string, warn: (msg: string) => void, fallbackName?: string): UpstreamSettings & { explicitDefault: boolean } {
+function parseUpstream(
+  raw: RawSection,
+  path: string,
+  warn: (msg: string) => void,
+  fallbackName?: string,
+): UpstreamSettings & { explicitDefault: boolean } {
   const urlRaw = optString(raw, 'url', path) ?? optString(raw, 'remoteurl', path);
   if (urlRaw === undefined) throw new ConfigError(`${path}url: required`);
   const url = parseUrl(urlRaw, `${path}url`);
@@ -164,7 +169,12 @@ function parseUpstream(raw: RawSection, path: string, warn: (msg: string) => voi
  * `warn`. Returns null when the section configures no upstream.
  */
 export function parseProxySettings(raw: RawSection, warn: (msg: string) => void): ProxySettings | null {
-  checkKeys(raw, 'proxy.', ['remoteurl', 'username', 'password', 'ttl', 'tagttl', 'timeout', 'repositories', 'upstreams', 'expiryinterval', 'spooldirectory'], warn);
+  checkKeys(
+    raw,
+    'proxy.',
+    ['remoteurl', 'username', 'password', 'ttl', 'tagttl', 'timeout', 'repositories', 'upstreams', 'expiryinterval', 'spooldirectory'],
+    warn,
+  );
   const parsed: Array<UpstreamSettings & { explicitDefault: boolean }> = [];
   if (raw.remoteurl !== undefined && raw.remoteurl !== null && raw.remoteurl !== '') {
     const single = parseUpstream(raw, 'proxy.', warn);
@@ -187,7 +197,8 @@ export function parseProxySettings(raw: RawSection, warn: (msg: string) => void)
   for (const u of parsed) {
     for (const key of [...u.aliases, `prefix:${u.prefix}`]) {
       const other = seen.get(key);
-      if (other !== undefined && other !== u.name) throw new ConfigError(`proxy.upstreams: ${u.name} and ${other} both claim ${key.replace(/^prefix:/, '')}`);
+      if (other !== undefined && other !== u.name)
+        throw new ConfigError(`proxy.upstreams: ${u.name} and ${other} both claim ${key.replace(/^prefix:/, '')}`);
       seen.set(key, u.name);
     }
     if (seen.get(`name:${u.name}`) !== undefined) throw new ConfigError(`proxy.upstreams: ${u.name} is listed twice`);

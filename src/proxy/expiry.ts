@@ -18,8 +18,6 @@ export interface ExpiryResult {
   repositories: number;
 }
 
-
-
 /** Link directories `<dir>/<alg>/<hex>` whose `link` was last written (= last pulled) before `cutoff`. */
 async function expiredLinks(driver: StorageDriver, dir: string, cutoff: number): Promise<Array<{ dir: string; digest: string }>> {
   const out: Array<{ dir: string; digest: string }> = [];
@@ -88,7 +86,13 @@ export async function expireCachedContent(
     }
     if (left === 0 && (await listOrEmpty(driver, paths.uploadsDir(repo))).length === 0) {
       // Only this repository's own directories: a nested repository (`a/b` under `a`) stays.
-      for (const own of [paths.manifestsDir(repo), paths.layersDir(repo), `${paths.repository(repo)}/_referrers`, `${paths.repository(repo)}/_uploads`, `${paths.repository(repo)}/_proxy`]) {
+      for (const own of [
+        paths.manifestsDir(repo),
+        paths.layersDir(repo),
+        `${paths.repository(repo)}/_referrers`,
+        `${paths.repository(repo)}/_uploads`,
+        `${paths.repository(repo)}/_proxy`,
+      ]) {
         await deleteIfPresent(driver, own);
       }
       if ((await listOrEmpty(driver, paths.repository(repo))).length === 0) await deleteIfPresent(driver, paths.repository(repo));

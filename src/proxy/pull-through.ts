@@ -184,9 +184,13 @@ export class PullThroughCache implements PullThrough {
   /** The repository `name` as served from `target` (see {@link Repository}). */
   private mirrored(name: string, target: MirrorTarget): Repository {
     const unsupported = (): never => {
-      throw registryError('UNSUPPORTED', { name, upstream: target.upstream.name }, {
-        message: `${name} is a mirror of ${target.upstream.name}: push to the upstream, or to a repository no upstream mirrors`,
-      });
+      throw registryError(
+        'UNSUPPORTED',
+        { name, upstream: target.upstream.name },
+        {
+          message: `${name} is a mirror of ${target.upstream.name}: push to the upstream, or to a repository no upstream mirrors`,
+        },
+      );
     };
     return {
       name,
@@ -282,7 +286,9 @@ export class PullThroughCache implements PullThrough {
       this.count(target.upstream).hits++;
       if (Date.now() - link.modTime < target.upstream.tagTtlMs || client.health.skipRevalidation) return current;
       try {
-        const fresh = await this.singleFlight(`h|${target.upstream.name}|${target.remoteName}|${tag}`, () => this.revalidate(target, tag, link.digest));
+        const fresh = await this.singleFlight(`h|${target.upstream.name}|${target.remoteName}|${tag}`, () =>
+          this.revalidate(target, tag, link.digest),
+        );
         return fresh ?? current;
       } catch (err) {
         if (err instanceof UpstreamError) return current;
@@ -321,7 +327,8 @@ export class PullThroughCache implements PullThrough {
   /** GETs a manifest from the upstream, verifies it and caches it (and the tag). */
   private async fetchManifest(target: MirrorTarget, reference: string, tag: string | undefined, expected?: Digest): Promise<CachedManifest> {
     const client = this.client(target.upstream);
-    const unknown = () => registryError('MANIFEST_UNKNOWN', { name: target.localName, reference }, { message: `manifest unknown to upstream ${client.name}` });
+    const unknown = () =>
+      registryError('MANIFEST_UNKNOWN', { name: target.localName, reference }, { message: `manifest unknown to upstream ${client.name}` });
     const signal = AbortSignal.timeout(target.upstream.timeoutMs * 2);
     let bytes: Buffer;
     let res: Response;
@@ -329,7 +336,8 @@ export class PullThroughCache implements PullThrough {
       res = await client.request({ method: 'GET', repository: target.remoteName, path: `manifests/${reference}`, accept: MANIFEST_ACCEPT, signal });
       if (res.status !== 200) {
         await res.body?.cancel().catch(() => undefined);
-        if (res.status === 401 || res.status === 403) this.logger.info({ upstream: client.name, repository: target.remoteName, status: res.status }, 'upstream refused a manifest');
+        if (res.status === 401 || res.status === 403)
+          this.logger.info({ upstream: client.name, repository: target.remoteName, status: res.status }, 'upstream refused a manifest');
         throw unknown();
       }
       bytes = await readBody(res, MAX_MANIFEST_BYTES);
@@ -337,14 +345,24 @@ export class PullThroughCache implements PullThrough {
     } catch (err) {
       if (err instanceof RegistryError) throw err;
       if (!(err instanceof UpstreamError)) client.health.failed((err as Error).message);
-      throw toClientError(err instanceof UpstreamError ? err : new UpstreamError(client.name, 'timeout', `upstream ${client.name} failed while sending a manifest`), expected);
+      throw toClientError(
+        err instanceof UpstreamError ? err : new UpstreamError(client.name, 'timeout', `upstream ${client.name} failed while sending a manifest`),
+        expected,
+      );
     }
     // Spec: "If <reference> is a digest, clients SHOULD verify that the returned manifest matches that digest", and
     // Docker-Content-Digest, when used, "MUST" match the returned manifest: berth is the client here.
     const headerDigest = tryParseDigest(res.headers.get('docker-content-digest') ?? '');
     const digest = digestOf(bytes, expected?.algorithm ?? headerDigest?.algorithm ?? 'sha256');
-    if ((expected && expected.value !== digest.value) || (headerDigest && headerDigest.algorithm === digest.algorithm && headerDigest.value !== digest.value)) {
-      throw registryError('UNAVAILABLE', { upstream: client.name, reference }, { message: `upstream ${client.name} sent a manifest that does not match its digest` });
+    if (
+      (expected && expected.value !== digest.value) ||
+      (headerDigest && headerDigest.algorithm === digest.algorithm && headerDigest.value !== digest.value)
+    ) {
+      throw registryError(
+        'UNAVAILABLE',
+        { upstream: client.name, reference },
+        { message: `upstream ${client.name} sent a manifest that does not match its digest` },
+      );
     }
     const parsed = parseManifest(bytes);
     const { driver, store } = this.deps;
@@ -472,7 +490,12 @@ export class PullThroughCache implements PullThrough {
     const suffix = qs.size > 0 ? `?${qs.toString()}` : '';
     let res: Response | undefined;
     try {
-      res = await client.request({ method: 'GET', repository: target.remoteName, path: `tags/list${suffix}`, signal: AbortSignal.timeout(target.upstream.timeoutMs * 2) });
+      res = await client.request({
+        method: 'GET',
+        repository: target.remoteName,
+        path: `tags/list${suffix}`,
+        signal: AbortSignal.timeout(target.upstream.timeoutMs * 2),
+      });
     } catch (err) {
       if (!(err instanceof UpstreamError)) throw err;
       // Stale-if-error: the tags this cache knows.

@@ -67,7 +67,8 @@ export class Router {
       }
     }
     const d = this.settings.defaultUpstream;
-    if (d && servesRepository(d, remoteNameOf(d, name))) return { kind: 'mirror', target: { upstream: d, remoteName: remoteNameOf(d, name), localName: name } };
+    if (d && servesRepository(d, remoteNameOf(d, name)))
+      return { kind: 'mirror', target: { upstream: d, remoteName: remoteNameOf(d, name), localName: name } };
     return { kind: 'local' };
   }
 }

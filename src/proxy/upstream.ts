@@ -221,7 +221,13 @@ export class UpstreamClient {
     this.noteRateLimit(res);
     if (res.status === 429 || res.status >= 500) {
       await res.body?.cancel().catch(() => undefined);
-      const err = new UpstreamError(this.name, 'status', `upstream ${this.name} answered ${res.status}`, res.status, res.headers.get('retry-after') ?? undefined);
+      const err = new UpstreamError(
+        this.name,
+        'status',
+        `upstream ${this.name} answered ${res.status}`,
+        res.status,
+        res.headers.get('retry-after') ?? undefined,
+      );
       this.health.failed(err.message);
       throw err;
     }

@@ -81,7 +81,12 @@ export class LocalRepository implements Repository {
         else if (options.automaticCrossMount && source.candidates === 'anywhere') mountable = (await store.blobSize(d)) !== null;
         else if (options.automaticCrossMount) {
           for (const candidate of source.candidates) {
-            if (await store.repositoryBlobSize(candidate, d).then((size) => size !== null, () => false)) {
+            if (
+              await store.repositoryBlobSize(candidate, d).then(
+                (size) => size !== null,
+                () => false,
+              )
+            ) {
               mountable = true;
               break;
             }

@@ -1,5 +1,13 @@
 import type { Readable } from 'node:stream';
-import { PathNotFoundError, type FileInfo, type FileWriter, type SignalOption, type StorageDriver, type WalkOptions, type WriterState } from './driver.js';
+import {
+  PathNotFoundError,
+  type FileInfo,
+  type FileWriter,
+  type SignalOption,
+  type StorageDriver,
+  type WalkOptions,
+  type WriterState,
+} from './driver.js';
 import type { Config } from '../config/config.js';
 import { paths } from './paths.js';
 

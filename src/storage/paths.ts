@@ -45,10 +45,8 @@ export const paths = {
   tagsDir: (name: string) => `${ROOT}/repositories/${name}/_manifests/tags`,
   tagDir: (name: string, tag: string) => `${ROOT}/repositories/${name}/_manifests/tags/${tag}`,
   tagCurrentLink: (name: string, tag: string) => `${ROOT}/repositories/${name}/_manifests/tags/${tag}/current/link`,
-  tagIndexLink: (name: string, tag: string, d: Digest) =>
-    `${ROOT}/repositories/${name}/_manifests/tags/${tag}/index/${d.algorithm}/${d.hex}/link`,
-  referrersDir: (name: string, subject: Digest) =>
-    `${ROOT}/repositories/${name}/_referrers/subjects/${subject.algorithm}/${subject.hex}`,
+  tagIndexLink: (name: string, tag: string, d: Digest) => `${ROOT}/repositories/${name}/_manifests/tags/${tag}/index/${d.algorithm}/${d.hex}/link`,
+  referrersDir: (name: string, subject: Digest) => `${ROOT}/repositories/${name}/_referrers/subjects/${subject.algorithm}/${subject.hex}`,
   referrerDir: (name: string, subject: Digest, d: Digest) =>
     `${ROOT}/repositories/${name}/_referrers/subjects/${subject.algorithm}/${subject.hex}/${d.algorithm}/${d.hex}`,
   referrerLink: (name: string, subject: Digest, d: Digest) =>

@@ -17,8 +17,6 @@ export function pendingPath(runId: string, d: Digest): string {
   return `${PENDING_ROOT}/${runId}/${d.algorithm}/${d.hex}`;
 }
 
-
-
 /**
  * Moves a pending blob back to `/blobs` (or drops the pending copy when the blob was uploaded again meanwhile).
  * False when `pending` is gone (someone else restored or deleted it first: moves are atomic, one wins).

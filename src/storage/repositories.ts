@@ -101,7 +101,11 @@ function lowerBound(position: string): string {
 }
 
 /** The names {@link enumerateRepositories} yields that satisfy `which`, collected (lexically ordered). */
-export async function repositoryNames(driver: StorageDriver, which: (e: RepositoryEntry) => boolean, options: EnumerateOptions = {}): Promise<string[]> {
+export async function repositoryNames(
+  driver: StorageDriver,
+  which: (e: RepositoryEntry) => boolean,
+  options: EnumerateOptions = {},
+): Promise<string[]> {
   const out: string[] = [];
   for await (const e of enumerateRepositories(driver, options)) if (which(e)) out.push(e.name);
   return out;

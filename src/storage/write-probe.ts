@@ -38,7 +38,8 @@ export class WriteProbe {
       this.last = { at: this.now() };
     } catch (err) {
       const code = (err as { code?: unknown }).code;
-      const reason = code === 'ENOSPC' ? 'no space left' : code === 'EROFS' ? 'read-only' : code === 'EDQUOT' ? 'quota exceeded' : (err as Error).message;
+      const reason =
+        code === 'ENOSPC' ? 'no space left' : code === 'EROFS' ? 'read-only' : code === 'EDQUOT' ? 'quota exceeded' : (err as Error).message;
       this.last = { at: this.now(), error: new Error(`not writable: ${reason}`) };
       await this.driver.delete(path).catch(() => undefined);
     }

@@ -63,7 +63,8 @@ export class AcmeCertificateSource implements CertificateSource {
     try {
       text = await readFile(file, 'utf8');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`http.tls.letsencrypt.cachefile ${file}: ${(err as Error).message}`, { cause: err });
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+        throw new Error(`http.tls.letsencrypt.cachefile ${file}: ${(err as Error).message}`, { cause: err });
     }
     if (text !== undefined) {
       let cache: CacheFile;
@@ -72,7 +73,8 @@ export class AcmeCertificateSource implements CertificateSource {
       } catch {
         throw new Error(`http.tls.letsencrypt.cachefile ${file}: not a berth ACME cache file (invalid JSON)`);
       }
-      if (typeof cache.accountKey !== 'string') throw new Error(`http.tls.letsencrypt.cachefile ${file}: not a berth ACME cache file (no account key)`);
+      if (typeof cache.accountKey !== 'string')
+        throw new Error(`http.tls.letsencrypt.cachefile ${file}: not a berth ACME cache file (no account key)`);
       // An account belongs to one CA: a cache from another directory keeps nothing but is overwritten on the next order.
       if (cache.directoryUrl === options.settings.directoryUrl) {
         source.cache = cache;
@@ -117,11 +119,14 @@ export class AcmeCertificateSource implements CertificateSource {
   private schedule(delayMs: number): void {
     if (this.closed) return;
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
-      this.running = this.check().finally(() => {
-        this.running = undefined;
-      });
-    }, Math.max(0, Math.min(delayMs, MAX_TIMER_MS)));
+    this.timer = setTimeout(
+      () => {
+        this.running = this.check().finally(() => {
+          this.running = undefined;
+        });
+      },
+      Math.max(0, Math.min(delayMs, MAX_TIMER_MS)),
+    );
     this.timer.unref();
   }
 
@@ -143,7 +148,10 @@ export class AcmeCertificateSource implements CertificateSource {
     } catch (err) {
       if (this.closed) return;
       const retryMs = this.options.retryMs ?? 10 * 60_000;
-      logger.error({ err: { message: (err as Error).message }, directory: settings.directoryUrl, hosts: settings.hosts, retryInMs: retryMs }, 'ACME order failed');
+      logger.error(
+        { err: { message: (err as Error).message }, directory: settings.directoryUrl, hosts: settings.hosts, retryInMs: retryMs },
+        'ACME order failed',
+      );
       this.schedule(retryMs);
     }
   }
@@ -161,7 +169,10 @@ export class AcmeCertificateSource implements CertificateSource {
       accountKey: this.cache.accountKey,
       ...(this.cache.accountUrl ? { accountUrl: this.cache.accountUrl } : {}),
     });
-    const [key, csr] = await acme.crypto.createCsr({ commonName: settings.hosts[0], altNames: settings.hosts }, await acme.crypto.createPrivateEcdsaKey());
+    const [key, csr] = await acme.crypto.createCsr(
+      { commonName: settings.hosts[0], altNames: settings.hosts },
+      await acme.crypto.createPrivateEcdsaKey(),
+    );
     const cert = await client.auto({
       csr,
       ...(settings.email ? { email: settings.email } : {}),

@@ -71,9 +71,13 @@ export class UploadService {
     if (result.reason === 'busy') throw registryError('BLOB_UPLOAD_BUSY', { uuid: id });
     // Spec: "If a chunk is uploaded out of order, the registry MUST respond with a 416 Requested Range Not
     // Satisfiable code." The Range header tells the client where to continue.
-    throw registryError('RANGE_INVALID', { uuid: id, offset: result.session.offset }, {
-      headers: { Range: uploadRangeHeader(result.session.offset), 'Docker-Upload-UUID': id, Location: '' },
-    });
+    throw registryError(
+      'RANGE_INVALID',
+      { uuid: id, offset: result.session.offset },
+      {
+        headers: { Range: uploadRangeHeader(result.session.offset), 'Docker-Upload-UUID': id, Location: '' },
+      },
+    );
   }
 
   /**
@@ -107,13 +111,16 @@ export class UploadService {
 
   private async receive(session: UploadSession, body: Readable, range: ChunkRange): Promise<{ offset: number; writerState?: WriterState }> {
     const unchanged = withState(session.offset, session.writerState);
-    const expected =
-      range.start !== undefined && range.end !== undefined ? range.end - range.start + 1 : range.length;
+    const expected = range.start !== undefined && range.end !== undefined ? range.end - range.start + 1 : range.length;
     if (range.start !== undefined && range.end !== undefined && range.length !== undefined && range.length !== expected) {
       body.resume();
-      throw registryError('RANGE_INVALID', { reason: 'Content-Range and Content-Length disagree' }, {
-        headers: { Range: uploadRangeHeader(session.offset) },
-      });
+      throw registryError(
+        'RANGE_INVALID',
+        { reason: 'Content-Range and Content-Length disagree' },
+        {
+          headers: { Range: uploadRangeHeader(session.offset) },
+        },
+      );
     }
     let hasher = this.takeHasher(session);
     const writer = await this.data.writer(session.repository, session.id, session.writerState);
@@ -283,7 +290,6 @@ export class UploadService {
 function withState(offset: number, writerState: WriterState | undefined): { offset: number; writerState?: WriterState } {
   return writerState ? { offset, writerState } : { offset };
 }
-
 
 function isSizeError(err: unknown): boolean {
   return err instanceof RegistryError && err.descriptor.code === 'SIZE_INVALID';

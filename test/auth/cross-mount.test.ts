@@ -28,7 +28,10 @@ t.test('a mount without from only takes a blob from a repository the caller may 
   const shared = Buffer.from('a layer alice may read');
   const digestOf = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
   const admin = await token('admin', ['repository:admin/private:pull,push', 'repository:shared/base:pull,push']);
-  for (const [repo, data] of [['admin/private', secret], ['shared/base', shared]] as const) {
+  for (const [repo, data] of [
+    ['admin/private', secret],
+    ['shared/base', shared],
+  ] as const) {
     const r = await fetch(`${berth.url}/v2/${repo}/blobs/uploads/?digest=${digestOf(data)}`, { method: 'POST', headers: admin, body: data });
     t.equal(r.status, 201, `admin pushed to ${repo}`);
   }
@@ -38,7 +41,7 @@ t.test('a mount without from only takes a blob from a repository the caller may 
   t.equal(steal.status, 202, 'no mount from admin/private: a normal upload starts');
   t.ok(steal.headers.get('location')?.includes('/v2/alice/x/blobs/uploads/'));
   const read = await fetch(`${berth.url}/v2/alice/x/blobs/${digestOf(secret)}`, { headers: alice });
-  t.equal(read.status, 404, 'alice cannot read admin/private\'s layer through her repository');
+  t.equal(read.status, 404, "alice cannot read admin/private's layer through her repository");
 
   const from = await fetch(`${berth.url}/v2/alice/x/blobs/uploads/?mount=${digestOf(secret)}&from=admin/private`, { method: 'POST', headers: alice });
   t.equal(from.status, 401, 'with from, pull on from is required');

@@ -87,4 +87,3 @@ t.test('Basic authorizer', async (t) => {
   await userAdd(file, 'bob', 'bob-pw');
   t.same(await authz.authorize(basic('bob', 'bob-pw', '10.0.0.2'), access), { account: 'bob' }, 'other accounts elsewhere unaffected');
 });
-

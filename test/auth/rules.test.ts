@@ -62,7 +62,10 @@ t.test('rules: union of every matching rule', async (t) => {
       { type: 'repository', name: 'bob/x', actions: ['pull', 'delete'] },
     ],
   );
-  t.throws(() => parseRulesDocument({ rules: [{ who: 'x', repository: '**', actions: ['pull'], extra: 1 }] }, 'f.yaml'), /f\.yaml\.rules\[0\]\.extra: unknown key/);
+  t.throws(
+    () => parseRulesDocument({ rules: [{ who: 'x', repository: '**', actions: ['pull'], extra: 1 }] }, 'f.yaml'),
+    /f\.yaml\.rules\[0\]\.extra: unknown key/,
+  );
   t.throws(() => parseRulesDocument({ rules: [{ repository: '**', actions: ['pull'] }] }, 'f.yaml'), /f\.yaml\.rules\[0\]\.who/);
   t.throws(() => parseRulesDocument({ rules: [{ who: 'x', registry: 'other', actions: ['pull'] }] }, 'f.yaml'), /registry: only "catalog"/);
 });
@@ -85,7 +88,8 @@ t.test('self-signed certificate is valid X.509 (openssl) and named by its libtru
     ['ec', { namedCurve: 'P-256' }],
     ['rsa', { modulusLength: 2048 }],
   ] as const) {
-    const { privateKey, publicKey } = type === 'ec' ? generateKeyPairSync('ec', opts as { namedCurve: string }) : generateKeyPairSync('rsa', opts as { modulusLength: number });
+    const { privateKey, publicKey } =
+      type === 'ec' ? generateKeyPairSync('ec', opts as { namedCurve: string }) : generateKeyPairSync('rsa', opts as { modulusLength: number });
     const pem = selfSignedCertificate(privateKey, publicKey, { commonName: 'berth test' });
     const file = join(dir, `${type}.pem`);
     await writeFile(file, pem);

@@ -29,7 +29,10 @@ interface Server {
 async function start(t: Test, builtin: RawSection, extra: RawSection = {}, dirIn?: string): Promise<Server> {
   const dir = dirIn ?? (await tempDir(t, 'berth-token-'));
   const root = join(dir, 'storage');
-  const config = configFrom({ storage: { filesystem: { rootdirectory: root } }, auth: { builtin: { users: join(dir, 'htpasswd'), ...builtin }, ...extra } });
+  const config = configFrom({
+    storage: { filesystem: { rootdirectory: root } },
+    auth: { builtin: { users: join(dir, 'htpasswd'), ...builtin }, ...extra },
+  });
   const driver = new FilesystemDriver({ rootDirectory: root });
   const auth = await createAuth(config, { driver, logger, storageRoot: root });
   const app = fastify();
@@ -138,7 +141,11 @@ t.test('token server', async (t) => {
 
   t.test('users get the intersection of requested and allowed', async (t) => {
     const alice = await tokenAccess(
-      await getToken(s, ['repository:team/app:pull,push,delete', 'repository:other/x:pull', 'repository:alice/tools:delete registry:catalog:*'], basic('alice', 'alice-pw')),
+      await getToken(
+        s,
+        ['repository:team/app:pull,push,delete', 'repository:other/x:pull', 'repository:alice/tools:delete registry:catalog:*'],
+        basic('alice', 'alice-pw'),
+      ),
     );
     t.same(alice.access, [repo('team/app', 'pull', 'push'), repo('alice/tools', 'delete')]);
     t.equal(decodeJwt(alice.token).sub, 'alice');
@@ -166,20 +173,39 @@ t.test('token server', async (t) => {
 
   t.test('OAuth2 password and refresh_token grants', async (t) => {
     const post = (form: Record<string, string>) =>
-      fetch(`${s.url}/auth/token`, { method: 'POST', body: new URLSearchParams(form), headers: { 'content-type': 'application/x-www-form-urlencoded' } });
-    const first = await post({ grant_type: 'password', username: 'alice', password: 'alice-pw', service: 'registry.test', client_id: 'test', access_type: 'offline', scope: 'repository:team/app:pull repository:team/lib:push' });
+      fetch(`${s.url}/auth/token`, {
+        method: 'POST',
+        body: new URLSearchParams(form),
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      });
+    const first = await post({
+      grant_type: 'password',
+      username: 'alice',
+      password: 'alice-pw',
+      service: 'registry.test',
+      client_id: 'test',
+      access_type: 'offline',
+      scope: 'repository:team/app:pull repository:team/lib:push',
+    });
     t.equal(first.status, 200);
     const body = (await first.json()) as Record<string, string>;
     t.same(decodeJwt(body.access_token ?? '').access, [repo('team/app', 'pull'), repo('team/lib', 'push')]);
     t.type(body.refresh_token, 'string');
     const refresh = body.refresh_token ?? '';
 
-    const noOffline = (await (await post({ grant_type: 'password', username: 'alice', password: 'alice-pw', service: 'registry.test' })).json()) as Record<string, string>;
+    const noOffline = (await (
+      await post({ grant_type: 'password', username: 'alice', password: 'alice-pw', service: 'registry.test' })
+    ).json()) as Record<string, string>;
     t.notOk('refresh_token' in noOffline, 'no refresh token unless access_type=offline');
 
     await t.rejects(s.auth.authorizer.authorize(bearer(refresh), []), RegistryError, 'a refresh token is not an access token');
 
-    const second = await post({ grant_type: 'refresh_token', refresh_token: refresh, service: 'registry.test', scope: 'repository:team/other:pull,push' });
+    const second = await post({
+      grant_type: 'refresh_token',
+      refresh_token: refresh,
+      service: 'registry.test',
+      scope: 'repository:team/other:pull,push',
+    });
     t.equal(second.status, 200);
     const token2 = ((await second.json()) as Record<string, string>).access_token ?? '';
     t.equal(decodeJwt(token2).sub, 'alice');
@@ -196,7 +222,11 @@ t.test('token server', async (t) => {
     t.equal(((await wrong.json()) as { errors: Array<{ code: string }> }).errors[0]?.code, 'UNAUTHORIZED');
     const unsupportedGrant = await post({ grant_type: 'client_credentials' });
     t.equal(unsupportedGrant.status, 400);
-    t.equal(((await unsupportedGrant.json()) as { errors: Array<{ code: string }> }).errors[0]?.code, 'BAD_REQUEST', 'a bad request, not UNSUPPORTED');
+    t.equal(
+      ((await unsupportedGrant.json()) as { errors: Array<{ code: string }> }).errors[0]?.code,
+      'BAD_REQUEST',
+      'a bad request, not UNSUPPORTED',
+    );
     // A body fastify itself refuses goes through the same error handler as the /v2/ API.
     const badJson = await fetch(`${s.url}/auth/token`, { method: 'POST', body: '{', headers: { 'content-type': 'application/json' } });
     t.equal(badJson.status, 400, 'an unparsable body is a 400');
@@ -269,7 +299,9 @@ t.test('default rules: authenticated users may do everything, anonymous nothing'
   await userAdd(join(dir, 'htpasswd'), 'alice', 'alice-pw');
   const s = await start(t, {}, { token: { service: 'registry.test', issuer: 'berth' } }, dir);
   t.same((await tokenAccess(await getToken(s, ['repository:a/b:pull']))).access, []);
-  t.same((await tokenAccess(await getToken(s, ['repository:a/b:pull,push,delete'], basic('alice', 'alice-pw')))).access, [repo('a/b', 'pull', 'push', 'delete')]);
+  t.same((await tokenAccess(await getToken(s, ['repository:a/b:pull,push,delete'], basic('alice', 'alice-pw')))).access, [
+    repo('a/b', 'pull', 'push', 'delete'),
+  ]);
 });
 
 t.test('configuration errors name the key', async (t) => {
@@ -279,13 +311,28 @@ t.test('configuration errors name the key', async (t) => {
   await t.rejects(make({ htpasswd: { realm: 'x' } }), /auth\.htpasswd\.path: required/);
   await t.rejects(make({ token: { service: 's', issuer: 'i', rootcertbundle: '/x' } }), /auth\.token\.realm: required/);
   await t.rejects(make({ token: { realm: 'http://x/t', service: 's', issuer: 'i' } }), /auth\.token\.rootcertbundle: required/);
-  await t.rejects(make({ token: { realm: 'http://x/t', service: 's', issuer: 'i', rootcertbundle: join(dir, 'missing.pem') } }), /auth\.token\.rootcertbundle: cannot load/);
-  await t.rejects(make({ token: { realm: 'http://x/t', service: 's', issuer: 'i', rootcertbundle: '/x', signingalgorithms: ['HS256'] } }), /auth\.token\.signingalgorithms: "HS256" is not allowed/);
-  await t.rejects(make({ builtin: { rules: [{ who: 'anonymous', repository: '**', actions: ['fly'] }] } }), /auth\.builtin\.rules\[0\]\.actions: unknown action "fly"/);
-  await t.rejects(make({ builtin: { rules: [{ who: 'anonymous', actions: ['pull'] }] } }), /auth\.builtin\.rules\[0\]: needs exactly one of repository or registry/);
+  await t.rejects(
+    make({ token: { realm: 'http://x/t', service: 's', issuer: 'i', rootcertbundle: join(dir, 'missing.pem') } }),
+    /auth\.token\.rootcertbundle: cannot load/,
+  );
+  await t.rejects(
+    make({ token: { realm: 'http://x/t', service: 's', issuer: 'i', rootcertbundle: '/x', signingalgorithms: ['HS256'] } }),
+    /auth\.token\.signingalgorithms: "HS256" is not allowed/,
+  );
+  await t.rejects(
+    make({ builtin: { rules: [{ who: 'anonymous', repository: '**', actions: ['fly'] }] } }),
+    /auth\.builtin\.rules\[0\]\.actions: unknown action "fly"/,
+  );
+  await t.rejects(
+    make({ builtin: { rules: [{ who: 'anonymous', actions: ['pull'] }] } }),
+    /auth\.builtin\.rules\[0\]: needs exactly one of repository or registry/,
+  );
   await t.rejects(make({ builtin: { expiration: '10s' } }), /auth\.builtin\.expiration: at least 60s/);
   await t.rejects(make({ builtin: { rules: join(dir, 'no-rules.yaml') } }), /auth\.builtin\.rules: cannot read/);
-  await t.rejects(make({ htpasswd: { path: '/x' }, token: { realm: 'http://x/t', service: 's', issuer: 'i', rootcertbundle: '/x' } }), /auth: configure one of htpasswd or token/);
+  await t.rejects(
+    make({ htpasswd: { path: '/x' }, token: { realm: 'http://x/t', service: 's', issuer: 'i', rootcertbundle: '/x' } }),
+    /auth: configure one of htpasswd or token/,
+  );
 
   const none = await createAuth(configFrom({}), { driver, logger });
   t.equal(none.authorizer.name, 'none');
@@ -308,7 +355,10 @@ t.test('configured RSA signing key (RS256) and certificate', async (t) => {
   t.ok(await s.auth.authorizer.authorize(bearer(token), [repo('a/b', 'pull')]), 'the registry accepts RS256 tokens from its own server');
   t.notOk(existsSync(join(s.root, 'berth', 'token-key.pem')), 'no key generated when one is configured');
   const cert = new X509Certificate(await (await fetch(`${s.url}/auth/cert.pem`)).text());
-  t.ok(cert.publicKey.export({ type: 'spki', format: 'der' }).equals(rsa.publicKey.export({ type: 'spki', format: 'der' })), 'certificate for the configured key');
+  t.ok(
+    cert.publicKey.export({ type: 'spki', format: 'der' }).equals(rsa.publicKey.export({ type: 'spki', format: 'der' })),
+    'certificate for the configured key',
+  );
 
   const other = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const certFile = join(dir, 'wrong-cert.pem');

@@ -146,7 +146,11 @@ t.test('token verifier', async (t) => {
     const expired = (await authz.authorize(req(await sign(issuer, claims({ exp: now() - 600 }))), pull).catch((e: unknown) => e)) as RegistryError;
     t.match(expired.headers['WWW-Authenticate'], /error="invalid_token"/);
 
-    t.same(await authz.authorize(req(await sign(issuer, claims({ access: [] }))), []), { account: 'alice', granted: [] }, 'base route: any valid token');
+    t.same(
+      await authz.authorize(req(await sign(issuer, claims({ access: [] }))), []),
+      { account: 'alice', granted: [] },
+      'base route: any valid token',
+    );
     const catalog = [{ type: 'registry' as const, name: 'catalog', actions: ['*' as const] }];
     await t.rejects(authz.authorize(req(pullOnly), catalog), RegistryError);
     const star = await sign(issuer, claims({ access: [{ type: 'registry', name: 'catalog', actions: ['*'] }] }));
@@ -182,7 +186,11 @@ t.test('token verifier', async (t) => {
     const jwksKey = makeSigner();
     const file = join(dir, 'jwks.json');
     await writeFile(file, JSON.stringify({ keys: [{ ...(jwksKey.publicKey.export({ format: 'jwk' }) as object), kid: 'k1' }] }));
-    const v = new TokenVerifier(await TrustStore.create({ jwks: file }), { issuers: ['test-issuer'], audience: 'registry.test', algorithms: ['ES256'] });
+    const v = new TokenVerifier(await TrustStore.create({ jwks: file }), {
+      issuers: ['test-issuer'],
+      audience: 'registry.test',
+      algorithms: ['ES256'],
+    });
     t.equal((await v.verify(await sign(jwksKey, claims(), { kid: 'k1' }))).subject, 'alice');
     await t.rejects(v.verify(await sign(issuer, claims(), { kid: 'k1' })), InvalidTokenError, 'bundle key not trusted here');
   });

@@ -59,7 +59,14 @@ interface Target {
   dir: string;
 }
 
-async function spawnServer(name: Target['name'], dir: string, command: string, args: string[], env: NodeJS.ProcessEnv, port: number): Promise<Target> {
+async function spawnServer(
+  name: Target['name'],
+  dir: string,
+  command: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  port: number,
+): Promise<Target> {
   // stdout and stderr (access log and application log) go to one file, as a deployment writing its logs would.
   const log = openSync(join(dir, 'server.log'), 'a');
   const proc = spawn(command, args, { env, stdio: ['ignore', log, log] });
@@ -172,7 +179,14 @@ async function push(t: Target, repo: string, bytes: number): Promise<{ mibs: num
 
 /** One blob GET with curl (body to /dev/null); MiB/s. */
 async function curlGet(t: Target, repo: string, digest: string, bytes: number): Promise<number> {
-  const { stdout } = await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_download} %{time_total}', `${t.url}/v2/${repo}/blobs/${digest}`]);
+  const { stdout } = await run('curl', [
+    '-sS',
+    '-o',
+    '/dev/null',
+    '-w',
+    '%{http_code} %{size_download} %{time_total}',
+    `${t.url}/v2/${repo}/blobs/${digest}`,
+  ]);
   const [code, size, seconds] = stdout.trim().split(' ');
   if (code !== '200' || Number(size) !== bytes) throw new Error(`${t.name}: blob GET answered ${code} with ${size} bytes`);
   return bytes / MiB / Number(seconds);
@@ -305,7 +319,12 @@ async function compare(cases: Set<CaseName>, rounds: number): Promise<Row[]> {
     }
     if (cases.has('get')) {
       process.stderr.write(`blob GET ${BLOB_MIB} MiB x${rounds} ...\n`);
-      row(`blob GET ${BLOB_MIB} MiB (MiB/s)`, await alternate(targets, rounds, (t) => curlGet(t, 'bench/blob', last.get(t.name)!, bytes)), 'higher', '≥ 1.2x');
+      row(
+        `blob GET ${BLOB_MIB} MiB (MiB/s)`,
+        await alternate(targets, rounds, (t) => curlGet(t, 'bench/blob', last.get(t.name)!, bytes)),
+        'higher',
+        '≥ 1.2x',
+      );
     }
     if (cases.has('manifest')) {
       process.stderr.write(`manifest GET by tag x${CONNECTIONS} connections ...\n`);
@@ -319,7 +338,9 @@ async function compare(cases: Set<CaseName>, rounds: number): Promise<Row[]> {
       const pick = (k: 'rps' | 'p99'): Samples => new Map([...loads].map(([n, xs]) => [n, xs.map((x) => x[k])]));
       const rps: Samples = pick('rps');
       // Server CPU per 1000 answers, from each run's CPU time and request count.
-      rps.cpu = new Map([...loads.keys()].map((n) => [n, (loadCpu.cpu?.get(n) ?? []).map((ms, i) => (ms / (loads.get(n)![i]!.rps * SECONDS)) * 1000)]));
+      rps.cpu = new Map(
+        [...loads.keys()].map((n) => [n, (loadCpu.cpu?.get(n) ?? []).map((ms, i) => (ms / (loads.get(n)![i]!.rps * SECONDS)) * 1000)]),
+      );
       row(`manifest GET by tag, ${CONNECTIONS} connections (req/s)`, rps, 'higher', '≥ 10x');
       row('  p99 latency (ms)', pick('p99'), 'lower', 'lower');
     }
@@ -330,7 +351,11 @@ async function compare(cases: Set<CaseName>, rounds: number): Promise<Row[]> {
     }
     if (cases.has('parallel')) {
       process.stderr.write(`8 parallel blob GETs ...\n`);
-      row(`8 parallel GETs of ${BLOB_MIB} MiB, aggregate (MiB/s)`, await alternate(targets, 3, (t) => parallelGet(t, 'bench/blob', last.get(t.name)!, bytes)), 'higher');
+      row(
+        `8 parallel GETs of ${BLOB_MIB} MiB, aggregate (MiB/s)`,
+        await alternate(targets, 3, (t) => parallelGet(t, 'bench/blob', last.get(t.name)!, bytes)),
+        'higher',
+      );
     }
     if (cases.has('skopeo')) {
       process.stderr.write(`skopeo push and pull of a ${SKOPEO_MIB} MiB image ...\n`);
@@ -376,7 +401,15 @@ function printTable(rows: Row[]): void {
     ...rows.map((r) => {
       const ratio = r.berth / r.registry2;
       const cpu = (n: number | undefined) => (n === undefined ? '' : fmt(n));
-      return [r.what, fmt(r.berth), fmt(r.registry2), Number.isFinite(ratio) ? `${ratio.toFixed(2)}x` : '-', r.target ?? '', cpu(r.berthCpuMs), cpu(r.registry2CpuMs)];
+      return [
+        r.what,
+        fmt(r.berth),
+        fmt(r.registry2),
+        Number.isFinite(ratio) ? `${ratio.toFixed(2)}x` : '-',
+        r.target ?? '',
+        cpu(r.berthCpuMs),
+        cpu(r.registry2CpuMs),
+      ];
     }),
   ];
   const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));

@@ -93,7 +93,11 @@ async function main(): Promise<void> {
     const rows: Record<string, Record<string, number | string>> = {};
 
     const started = performance.now();
-    const berth = await spawnBerth(undefined, { REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: root, REGISTRY_LOG_LEVEL: 'info', REGISTRY_BERTH_INDEX_RECONCILEINTERVAL: '0' });
+    const berth = await spawnBerth(undefined, {
+      REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: root,
+      REGISTRY_LOG_LEVEL: 'info',
+      REGISTRY_BERTH_INDEX_RECONCILEINTERVAL: '0',
+    });
     teardowns.push(() => berth.stop());
     const firstPage = await timed(() => fetch(`${berth.url}/v2/_catalog?n=1000`).then((r) => r.arrayBuffer()));
     while (!berth.output().includes('catalog index built from storage')) await new Promise((r) => setTimeout(r, 50));

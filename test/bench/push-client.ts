@@ -11,7 +11,12 @@ import http from 'node:http';
 
 const MiB = 1024 * 1024;
 
-function request(url: string, method: string, headers: http.OutgoingHttpHeaders, body?: { block: Buffer; size: number }): Promise<{ status: number; headers: http.IncomingHttpHeaders }> {
+function request(
+  url: string,
+  method: string,
+  headers: http.OutgoingHttpHeaders,
+  body?: { block: Buffer; size: number },
+): Promise<{ status: number; headers: http.IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {
     const req = http.request(url, { method, headers }, (res) => {
       res.resume();

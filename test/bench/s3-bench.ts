@@ -111,7 +111,10 @@ export const s3Bench: BenchCase = async () => {
     const big = blobSource(bigMiB * MiB);
     let sampledPeak = 0;
     const sampler = setInterval(() => {
-      memoryMiB(pid, 'VmRSS').then((m) => (sampledPeak = Math.max(sampledPeak, m)), () => undefined);
+      memoryMiB(pid, 'VmRSS').then(
+        (m) => (sampledPeak = Math.max(sampledPeak, m)),
+        () => undefined,
+      );
     }, 50);
     let bigSeconds: number;
     try {

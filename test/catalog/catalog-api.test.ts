@@ -21,7 +21,11 @@ async function pushRich(
   client: RegistryClient,
   repo: string,
   tag: string,
-  options: { labels?: Record<string, string>; annotations?: Record<string, string>; platform?: { os: string; architecture: string; variant?: string } } = {},
+  options: {
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    platform?: { os: string; architecture: string; variant?: string };
+  } = {},
 ) {
   const layers = [randomLayer(1000), randomLayer(2000)];
   const layerDescs = [];
@@ -96,7 +100,10 @@ t.test('catalog, search and the JSON API without auth', async (t) => {
     t.equal(results[0]?.description, 'from the label');
     t.equal(results[2]?.description, '');
     const paged = await getJson(`${berth.url}/v1/search?q=web&n=3&page=2`);
-    t.strictSame((paged.body.results as Json[]).map((x) => x.name), ['myweb']);
+    t.strictSame(
+      (paged.body.results as Json[]).map((x) => x.name),
+      ['myweb'],
+    );
     t.equal(paged.body.num_pages, 2);
   });
 
@@ -113,7 +120,9 @@ t.test('catalog, search and the JSON API without auth', async (t) => {
 
     const tags = await getJson(`${berth.url}/api/v1/repositories/web/tags`);
     t.equal(tags.status, 200);
-    t.match(tags.body.tags, [{ name: 'v1', digest: web.manifest.digest, mediaType: OCI_MANIFEST, size: w.size, platforms: ['linux/amd64'], created: '2026-11-30T10:00:00Z' }]);
+    t.match(tags.body.tags, [
+      { name: 'v1', digest: web.manifest.digest, mediaType: OCI_MANIFEST, size: w.size, platforms: ['linux/amd64'], created: '2026-11-30T10:00:00Z' },
+    ]);
 
     const detail = await getJson(`${berth.url}/api/v1/repositories/web/manifests/v1`);
     t.equal(detail.status, 200);
@@ -281,7 +290,9 @@ t.test('a page costs work in proportion to the page, not to the registry (10 000
       return orig(...a);
     };
   }
-  const answers = await Promise.all(Array.from({ length: 30 }, (_, i) => getJson(`${berth.url}/v2/_catalog?n=1&last=r0${String(i).padStart(4, '0')}`)));
+  const answers = await Promise.all(
+    Array.from({ length: 30 }, (_, i) => getJson(`${berth.url}/v2/_catalog?n=1&last=r0${String(i).padStart(4, '0')}`)),
+  );
   t.ok(answers.every((a) => a.status === 200 && (a.body.repositories as string[]).length === 1));
   t.equal(spy.n, 0, '30 parallel ?n=1 pages: no storage calls');
   const full = await getJson(`${berth.url}/v2/_catalog`);

@@ -42,7 +42,8 @@ t.test('lists are filtered by pull access; repository operations need their acti
   const aliceAll = await token('alice', 'repository:team/app:pull,push repository:private/secret:pull,push repository:public/base:pull,push');
   const origFetch = globalThis.fetch;
   const client = new RegistryClient(berth.url);
-  globalThis.fetch = (input, init = {}) => origFetch(input, { ...init, headers: { ...(init.headers as Record<string, string>), authorization: `Bearer ${aliceAll}` } });
+  globalThis.fetch = (input, init = {}) =>
+    origFetch(input, { ...init, headers: { ...(init.headers as Record<string, string>), authorization: `Bearer ${aliceAll}` } });
   try {
     for (const repo of ['team/app', 'private/secret', 'public/base']) await client.pushImage(repo, '1', [randomLayer()]);
   } finally {
@@ -53,17 +54,28 @@ t.test('lists are filtered by pull access; repository operations need their acti
 
   t.test('_catalog', async (t) => {
     t.strictSame(names((await get('/v2/_catalog', await token('alice', 'registry:catalog:*'))).body), ['private/secret', 'public/base', 'team/app']);
-    t.strictSame(names((await get('/v2/_catalog', await token('bob', 'registry:catalog:*'))).body), ['public/base', 'team/app'], 'bob never sees private/secret (anonymous rules apply to him too)');
+    t.strictSame(
+      names((await get('/v2/_catalog', await token('bob', 'registry:catalog:*'))).body),
+      ['public/base', 'team/app'],
+      'bob never sees private/secret (anonymous rules apply to him too)',
+    );
     t.equal((await get('/v2/_catalog')).status, 401, 'anonymous: no catalog scope');
   });
 
   t.test('search: with a token for registry:catalog:search, and anonymous without credentials', async (t) => {
     const bob = await get('/v1/search?q=e', await token('bob', 'registry:catalog:search'));
     t.equal(bob.status, 200);
-    t.strictSame((bob.body.results as Json[]).map((r) => r.name), ['public/base', 'team/app']);
+    t.strictSame(
+      (bob.body.results as Json[]).map((r) => r.name),
+      ['public/base', 'team/app'],
+    );
     const anon = await get('/v1/search?q=e');
     t.equal(anon.status, 200);
-    t.strictSame((anon.body.results as Json[]).map((r) => r.name), ['public/base'], 'anonymous: what anonymous may pull');
+    t.strictSame(
+      (anon.body.results as Json[]).map((r) => r.name),
+      ['public/base'],
+      'anonymous: what anonymous may pull',
+    );
     const anonToken = await get('/v1/search?q=secret', await token(null, 'registry:catalog:search'));
     t.equal(anonToken.status, 200, 'the search scope is granted to everyone');
     t.equal(anonToken.body.num_results, 0);

@@ -21,7 +21,12 @@ t.test('berth repo rm and berth index rebuild', async (t) => {
   const client = new RegistryClient(berth.url);
   await client.pushImage('doomed', '1', [randomLayer()]);
   await client.pushImage('kept', '1', [randomLayer()]);
-  const env = { REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: root, REGISTRY_REDIS_ADDR: redis.addr, REGISTRY_REDIS_KEYPREFIX: 'clitest-', REGISTRY_STORAGE_DELETE_ENABLED: 'true' };
+  const env = {
+    REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: root,
+    REGISTRY_REDIS_ADDR: redis.addr,
+    REGISTRY_REDIS_KEYPREFIX: 'clitest-',
+    REGISTRY_STORAGE_DELETE_ENABLED: 'true',
+  };
   const catalog = async () => ((await (await fetch(`${berth.url}/v2/_catalog`)).json()) as { repositories: string[] }).repositories;
 
   const removed = await runBerth(['repo', 'rm', 'doomed'], { env });

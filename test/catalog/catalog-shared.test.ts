@@ -18,7 +18,11 @@ t.test('two berth instances sharing storage and Redis see each other’s pushes 
   const redis = await startRedis(t);
   const root = await mkdtemp(join(tmpdir(), 'berth-shared-'));
   t.teardown(() => rm(root, { recursive: true, force: true }));
-  const raw = { storage: { filesystem: { rootdirectory: root } }, redis: { addr: redis.addr, keyprefix: 'shared:' }, berth: { index: { reconcileinterval: 0 } } };
+  const raw = {
+    storage: { filesystem: { rootdirectory: root } },
+    redis: { addr: redis.addr, keyprefix: 'shared:' },
+    berth: { index: { reconcileinterval: 0 } },
+  };
   const a = await startBerth(t, raw);
   await a.app.berth.catalog.idle();
   const b = await startBerth(t, raw);

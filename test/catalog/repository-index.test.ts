@@ -25,7 +25,10 @@ t.test('redis', async (t) => {
       await b.close();
     });
     await a.put({ name: 'x/y', tagCount: 2, size: 3, lastPush: null, description: 'd', stamp: 1 });
-    t.strictSame((await b.page(undefined, 10)).map((e) => e.name), ['x/y']);
+    t.strictSame(
+      (await b.page(undefined, 10)).map((e) => e.name),
+      ['x/y'],
+    );
     await b.markBuilt(7);
     t.equal(await a.builtAt(), 7);
   });

@@ -34,7 +34,11 @@ const MISTAKES: Array<[string, string, RegExp]> = [
   ['redis key misspelt', 'redis:\n  addr: 127.0.0.1:6379\n  passwd: x\n', /redis\.passwd: unknown key/],
   ['storage driver berth lacks', 'storage:\n  azure:\n    accountname: a\n', /storage\.azure: not supported/],
   ['silly auth', 'auth:\n  silly:\n    realm: r\n    service: s\n', /auth\.silly: not supported/],
-  ['duration without a unit', 'storage:\n  maintenance:\n    uploadpurging:\n      age: 168\n', /storage\.maintenance\.uploadpurging\.age: 168 needs a unit, e\.g\. 168h/],
+  [
+    'duration without a unit',
+    'storage:\n  maintenance:\n    uploadpurging:\n      age: 168\n',
+    /storage\.maintenance\.uploadpurging\.age: 168 needs a unit, e\.g\. 168h/,
+  ],
 ];
 
 t.test('berth serve refuses a config with a mistake that would open access or move data, naming the key', async (t) => {
@@ -164,7 +168,15 @@ notifications:
   t.match(r.stdout, /bucket: registry/);
   t.match(r.stdout, /driver: s3/);
   t.match(r.stdout, /remoteurl: https:\/\/registry-1\.docker\.io/);
-  for (const secret of ['http-secret-value', 'AKIAEXAMPLEKEY', 's3-secret-value', 's3-session-value', 'redis-secret-value', 'hub-secret-value', 'hook-secret-value']) {
+  for (const secret of [
+    'http-secret-value',
+    'AKIAEXAMPLEKEY',
+    's3-secret-value',
+    's3-session-value',
+    'redis-secret-value',
+    'hub-secret-value',
+    'hook-secret-value',
+  ]) {
     t.notMatch(r.output, secret, `${secret} is not printed`);
   }
   t.match(r.stdout, /<redacted>/);

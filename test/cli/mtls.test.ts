@@ -20,16 +20,63 @@ async function openssl(dir: string, args: string[]): Promise<void> {
 
 /** A CA (`NAME-ca.pem`, `NAME-ca.key`). */
 async function makeCa(dir: string, name: string): Promise<void> {
-  await openssl(dir, ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', `/CN=${name} test CA`,
-    '-keyout', `${name}-ca.key`, '-out', `${name}-ca.pem`, '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign']);
+  await openssl(dir, [
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-days',
+    '2',
+    '-subj',
+    `/CN=${name} test CA`,
+    '-keyout',
+    `${name}-ca.key`,
+    '-out',
+    `${name}-ca.pem`,
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign',
+  ]);
 }
 
 /** A leaf certificate `NAME.pem`/`NAME.key` signed by CA `ca`. */
 async function makeLeaf(dir: string, name: string, ca: string, ext: string): Promise<void> {
-  await openssl(dir, ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', `/CN=${name}`, '-keyout', `${name}.key`, '-out', `${name}.csr`]);
+  await openssl(dir, [
+    'req',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-subj',
+    `/CN=${name}`,
+    '-keyout',
+    `${name}.key`,
+    '-out',
+    `${name}.csr`,
+  ]);
   await writeFile(join(dir, `${name}.ext`), ext);
-  await openssl(dir, ['x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}-ca.pem`, '-CAkey', `${ca}-ca.key`, '-CAcreateserial', '-days', '2',
-    '-extfile', `${name}.ext`, '-out', `${name}.pem`]);
+  await openssl(dir, [
+    'x509',
+    '-req',
+    '-in',
+    `${name}.csr`,
+    '-CA',
+    `${ca}-ca.pem`,
+    '-CAkey',
+    `${ca}-ca.key`,
+    '-CAcreateserial',
+    '-days',
+    '2',
+    '-extfile',
+    `${name}.ext`,
+    '-out',
+    `${name}.pem`,
+  ]);
 }
 
 interface Outcome {
@@ -82,7 +129,9 @@ t.test('http.tls.minimumtls: older protocol versions are refused', async (t) => 
   const dir = await tempDir(t, 'berth-mintls-');
   await makeCa(dir, 'server');
   await makeLeaf(dir, 'localhost', 'server', 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
-  const berth = await startBerth(t, { http: { tls: { certificate: join(dir, 'localhost.pem'), key: join(dir, 'localhost.key'), minimumtls: 'tls1.3' } } });
+  const berth = await startBerth(t, {
+    http: { tls: { certificate: join(dir, 'localhost.pem'), key: join(dir, 'localhost.key'), minimumtls: 'tls1.3' } },
+  });
   const port = Number(new URL(berth.url).port);
   const ca = await readFile(join(dir, 'server-ca.pem'));
   const attempt = (maxVersion: 'TLSv1.2' | 'TLSv1.3') =>

@@ -39,9 +39,15 @@ t.test('REGISTRY_STORAGE=s3 with REGISTRY_STORAGE_S3_*: skopeo pushes into the b
   const keys = s3.keys();
   for (const digest of image.blobs) {
     const hex = digest.slice('sha256:'.length);
-    t.ok(keys.some((k) => k.endsWith(`/blobs/sha256/${hex.slice(0, 2)}/${hex}/data`)), `blob ${digest.slice(0, 19)} is in the bucket`);
+    t.ok(
+      keys.some((k) => k.endsWith(`/blobs/sha256/${hex.slice(0, 2)}/${hex}/data`)),
+      `blob ${digest.slice(0, 19)} is in the bucket`,
+    );
   }
-  t.ok(keys.some((k) => k.includes('/repositories/helm/app/_manifests/tags/v1/current/link')), 'the tag is in the bucket');
+  t.ok(
+    keys.some((k) => k.includes('/repositories/helm/app/_manifests/tags/v1/current/link')),
+    'the tag is in the bucket',
+  );
   t.same(await readdir(fsRoot).catch(() => []), [], 'nothing was written to the filesystem root of the file');
 
   const back = join(dir, 'back');

@@ -5,14 +5,27 @@ import { tempDir } from '../helpers/ports.js';
 
 t.test('berth serve: one startup line, serves /v2/, exits 0 on SIGTERM', async (t) => {
   const dir = await tempDir(t, 'berth-cli-');
-  const berth = await spawnBerth(t, { REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: dir }, { readyPath: '/v2/', timeoutMs: 30_000, allInterfaces: true });
+  const berth = await spawnBerth(
+    t,
+    { REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: dir },
+    { readyPath: '/v2/', timeoutMs: 30_000, allInterfaces: true },
+  );
   const { url, port } = berth;
-  t.equal(await fetch(`${url}/v2/`).then((r) => r.status, () => 0), 200);
+  t.equal(
+    await fetch(`${url}/v2/`).then(
+      (r) => r.status,
+      () => 0,
+    ),
+    200,
+  );
   const res = await fetch(`${url}/v2/`);
   t.equal(res.headers.get('docker-distribution-api-version'), 'registry/2.0');
   t.equal((await fetch(`${url}/healthz`)).status, 200);
   t.equal((await fetch(`${url}/readyz`)).status, 200);
-  const startup = berth.output().split('\n').filter((l) => l.includes('listening'));
+  const startup = berth
+    .output()
+    .split('\n')
+    .filter((l) => l.includes('listening'));
   t.equal(startup.length, 1, 'exactly one startup line');
   t.match(startup[0], new RegExp(`0\\.0\\.0\\.0:${port}`), 'one line even when bound to every interface');
   t.match(startup[0], /storage: filesystem/);

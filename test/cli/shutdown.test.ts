@@ -45,5 +45,12 @@ t.test('SIGTERM lets an in-flight upload finish, refuses new connections, then e
   });
   t.equal(status, 201, 'the in-flight upload completed');
   t.equal(await exited, 0, 'exit 0 after draining');
-  t.equal(await fetch(`${base}/v2/`).then((r) => r.status, () => 0), 0, 'no longer listening');
+  t.equal(
+    await fetch(`${base}/v2/`).then(
+      (r) => r.status,
+      () => 0,
+    ),
+    0,
+    'no longer listening',
+  );
 });

@@ -26,7 +26,7 @@ t.test('berth user add / rm edit an htpasswd file with bcrypt entries', async (t
   t.equal(missing.code, 1);
   t.match(missing.err, /no user bob/);
   const noFile = await run(['user', 'add', 'carol'], 'x\n');
-  t.equal(noFile.code, 2, "a usage error");
+  t.equal(noFile.code, 2, 'a usage error');
   t.match(noFile.err, /--file/);
 });
 
@@ -42,7 +42,16 @@ t.test('berth user add / rm write audit lines (stderr, and berth.audit.file of -
   const line = added.err.split('\n').find((l) => l.startsWith('{'));
   t.match(JSON.parse(line ?? '{}'), { logger: 'audit', msg: 'audit', action: 'user add', name: 'dave', file, origin: 'cli' });
   t.equal((await run(['user', 'rm', 'dave', '--config', config], '')).code, 0);
-  const lines = (await readFile(auditFile, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
-  t.same(lines.map((l) => [l.action, l.name]), [['user add', 'dave'], ['user rm', 'dave']]);
+  const lines = (await readFile(auditFile, 'utf8'))
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  t.same(
+    lines.map((l) => [l.action, l.name]),
+    [
+      ['user add', 'dave'],
+      ['user rm', 'dave'],
+    ],
+  );
   t.type(lines[0]?.user, 'string');
 });

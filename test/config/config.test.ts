@@ -42,7 +42,10 @@ t.test('a registry:2 config file loads as is', async (t) => {
   t.equal(c.http.addr, ':5000');
   t.same(c.http.headers, { 'X-Content-Type-Options': ['nosniff'] });
   t.same(c.log.fields, { service: 'registry' });
-  t.ok(c.warnings.some((w) => w.startsWith('health:')), 'ignored registry:2 options are reported');
+  t.ok(
+    c.warnings.some((w) => w.startsWith('health:')),
+    'ignored registry:2 options are reported',
+  );
 });
 
 t.test('defaults without a file', async (t) => {

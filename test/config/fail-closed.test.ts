@@ -9,7 +9,11 @@ const REFUSED: Array<[string, Record<string, unknown>, RegExp]> = [
   ['misspelt auth type (registry would be open)', { auth: { htpaswd: { path: '/x' } } }, /^auth\.htpaswd: unknown key \(did you mean "htpasswd"\?\)/],
   ['misspelt key inside an auth type', { auth: { htpasswd: { pth: '/x' } } }, /^auth\.htpasswd\.pth: unknown key/],
   ['registry:2 silly auth', { auth: { silly: { realm: 'x' } } }, /^auth\.silly: not supported/],
-  ['misspelt top-level section (data in ./data)', { stroage: { filesystem: { rootdirectory: '/srv' } } }, /^stroage: unknown key \(did you mean "storage"\?\)/],
+  [
+    'misspelt top-level section (data in ./data)',
+    { stroage: { filesystem: { rootdirectory: '/srv' } } },
+    /^stroage: unknown key \(did you mean "storage"\?\)/,
+  ],
   ['unknown top-level section', { frobnicate: {} }, /^frobnicate: unknown key/],
   ['misspelt storage key', { storage: { filesytem: { rootdirectory: '/srv' } } }, /^storage\.filesytem: unknown key/],
   ['misspelt filesystem key', { storage: { filesystem: { rootdir: '/srv' } } }, /^storage\.filesystem\.rootdir: unknown key/],
@@ -17,19 +21,35 @@ const REFUSED: Array<[string, Record<string, unknown>, RegExp]> = [
   ['storage driver berth lacks', { storage: { gcs: { bucket: 'b' } } }, /^storage\.gcs: not supported: berth has no such storage driver/],
   ['inmemory driver', { storage: { inmemory: {} } }, /^storage\.inmemory: not supported/],
   ['misspelt delete', { storage: { delete: { enable: true } } }, /^storage\.delete\.enable: unknown key/],
-  ['misspelt http.tls key', { http: { tls: { certificate: 'c', key: 'k', clientca: ['x'] } } }, /^http\.tls\.clientca: unknown key \(did you mean "clientcas"\?\)/],
-  ['cipher suites', { http: { tls: { certificate: 'c', key: 'k', ciphersuites: ['TLS_AES_128_GCM_SHA256'] } } }, /^http\.tls\.ciphersuites: not supported/],
+  [
+    'misspelt http.tls key',
+    { http: { tls: { certificate: 'c', key: 'k', clientca: ['x'] } } },
+    /^http\.tls\.clientca: unknown key \(did you mean "clientcas"\?\)/,
+  ],
+  [
+    'cipher suites',
+    { http: { tls: { certificate: 'c', key: 'k', ciphersuites: ['TLS_AES_128_GCM_SHA256'] } } },
+    /^http\.tls\.ciphersuites: not supported/,
+  ],
   ['clientcas without a certificate', { http: { tls: { clientcas: ['/ca.pem'] } } }, /^http\.tls\.clientcas: needs http\.tls\.certificate/],
   ['bad minimumtls', { http: { tls: { certificate: 'c', key: 'k', minimumtls: 'ssl3' } } }, /^http\.tls\.minimumtls: expected one of/],
   ['proxy as a string', { proxy: 'https://registry-1.docker.io' }, /^proxy: expected a section/],
   ['misspelt proxy key', { proxy: { remoteur: 'https://registry-1.docker.io' } }, /^proxy\.remoteur: unknown key \(did you mean "remoteurl"\?\)/],
-  ['misspelt upstream key', { proxy: { upstreams: [{ name: 'docker.io', url: 'https://x', passwort: 'p' }] } }, /^proxy\.upstreams\[0\]\.passwort: unknown key/],
+  [
+    'misspelt upstream key',
+    { proxy: { upstreams: [{ name: 'docker.io', url: 'https://x', passwort: 'p' }] } },
+    /^proxy\.upstreams\[0\]\.passwort: unknown key/,
+  ],
   ['misspelt redis key', { redis: { addr: 'r:6379', pasword: 'p' } }, /^redis\.pasword: unknown key/],
   ['redis without addr', { redis: { password: 'p' } }, /^redis\.addr: required/],
   ['redis tls', { redis: { addr: 'r:6379', tls: { enabled: true } } }, /^redis\.tls: not supported/],
   ['auth as a string', { auth: 'htpasswd' }, /^auth: expected a section/],
   ['storage as a string', { storage: 's3' }, /^storage: expected a section/],
-  ['duration without a unit', { storage: { maintenance: { uploadpurging: { age: 168 } } } }, /^storage\.maintenance\.uploadpurging\.age: 168 needs a unit, e\.g\. 168h/],
+  [
+    'duration without a unit',
+    { storage: { maintenance: { uploadpurging: { age: 168 } } } },
+    /^storage\.maintenance\.uploadpurging\.age: 168 needs a unit, e\.g\. 168h/,
+  ],
   ['duration without a unit (string)', { berth: { uploadsessionttl: '90' } }, /^berth\.uploadsessionttl: "90" needs a unit, e\.g\. 90h/],
   ['not a boolean', { storage: { delete: { enabled: 'maybe' } } }, /^storage\.delete\.enabled: expected a boolean/],
 ];
@@ -80,12 +100,36 @@ t.test('the schema: a section added in one line is checked', async (t) => {
 
 // registry:2 reads YAML 1.1 booleans (gopkg.in/yaml.v2): every spelling below, nothing else.
 const BOOLEANS: Array<[unknown, boolean | undefined]> = [
-  [true, true], [false, false],
-  ['true', true], ['True', true], ['TRUE', true], ['yes', true], ['Yes', true], ['YES', true], ['y', true], ['Y', true],
-  ['on', true], ['On', true], ['ON', true],
-  ['false', false], ['False', false], ['FALSE', false], ['no', false], ['No', false], ['NO', false], ['n', false],
-  ['N', false], ['off', false], ['Off', false], ['OFF', false],
-  ['tRUE', undefined], ['1', undefined], [1, undefined], ['0', undefined], ['enabled', undefined], ['', undefined],
+  [true, true],
+  [false, false],
+  ['true', true],
+  ['True', true],
+  ['TRUE', true],
+  ['yes', true],
+  ['Yes', true],
+  ['YES', true],
+  ['y', true],
+  ['Y', true],
+  ['on', true],
+  ['On', true],
+  ['ON', true],
+  ['false', false],
+  ['False', false],
+  ['FALSE', false],
+  ['no', false],
+  ['No', false],
+  ['NO', false],
+  ['n', false],
+  ['N', false],
+  ['off', false],
+  ['Off', false],
+  ['OFF', false],
+  ['tRUE', undefined],
+  ['1', undefined],
+  [1, undefined],
+  ['0', undefined],
+  ['enabled', undefined],
+  ['', undefined],
 ];
 
 t.test('booleans as registry:2 reads them', async (t) => {
@@ -97,9 +141,24 @@ t.test('booleans as registry:2 reads them', async (t) => {
 });
 
 const DURATIONS: Array<[unknown, number | null]> = [
-  ['168h', 168 * 3_600_000], ['1h30m', 5_400_000], ['90s', 90_000], ['500ms', 500], ['1.5h', 5_400_000],
-  ['250us', 0.25], ['2d', 172_800_000], ['0', 0], [0, 0], ['0s', 0],
-  ['90', null], [168, null], ['', null], ['10x', null], ['h', null], ['1h 30m', null], ['-1h', null], [true, null],
+  ['168h', 168 * 3_600_000],
+  ['1h30m', 5_400_000],
+  ['90s', 90_000],
+  ['500ms', 500],
+  ['1.5h', 5_400_000],
+  ['250us', 0.25],
+  ['2d', 172_800_000],
+  ['0', 0],
+  [0, 0],
+  ['0s', 0],
+  ['90', null],
+  [168, null],
+  ['', null],
+  ['10x', null],
+  ['h', null],
+  ['1h 30m', null],
+  ['-1h', null],
+  [true, null],
 ];
 
 t.test('durations', async (t) => {
@@ -109,18 +168,22 @@ t.test('durations', async (t) => {
 
 t.test('REGISTRY_STORAGE and REGISTRY_AUTH pick the type, as registry:2 env-only setups do', async (t) => {
   const raw: Record<string, unknown> = { storage: { filesystem: { rootdirectory: '/srv' }, delete: { enabled: true } } };
-  applyEnvOverrides(raw, {
-    REGISTRY_STORAGE: 's3',
-    REGISTRY_STORAGE_S3_BUCKET: 'registry',
-    REGISTRY_STORAGE_S3_REGION: 'eu-west-1',
-    REGISTRY_STORAGE_S3_ACCESSKEY: 'AK',
-    REGISTRY_STORAGE_S3_SECRETKEY: 'SK',
-    REGISTRY_AUTH: 'htpasswd',
-    REGISTRY_AUTH_HTPASSWD_REALM: 'Registry Realm',
-    REGISTRY_AUTH_HTPASSWD_PATH: '/auth/htpasswd',
-  }, () => t.fail('no warning'));
+  applyEnvOverrides(
+    raw,
+    {
+      REGISTRY_STORAGE: 's3',
+      REGISTRY_STORAGE_S3_BUCKET: 'registry',
+      REGISTRY_STORAGE_S3_REGION: 'eu-west-1',
+      REGISTRY_STORAGE_S3_ACCESSKEY: 'AK',
+      REGISTRY_STORAGE_S3_SECRETKEY: 'SK',
+      REGISTRY_AUTH: 'htpasswd',
+      REGISTRY_AUTH_HTPASSWD_REALM: 'Registry Realm',
+      REGISTRY_AUTH_HTPASSWD_PATH: '/auth/htpasswd',
+    },
+    () => t.fail('no warning'),
+  );
   const c = normalizeConfig(raw);
-  t.equal(c.storage.driver, 's3', 'the named driver replaces the file\'s');
+  t.equal(c.storage.driver, 's3', "the named driver replaces the file's");
   t.equal(c.storage.s3?.bucket, 'registry');
   t.same(c.storage.s3?.credentials, { accessKeyId: 'AK', secretAccessKey: 'SK' });
   t.equal(c.storage.deleteEnabled, true, 'the other storage keys stay');
@@ -133,14 +196,20 @@ t.test('REGISTRY_STORAGE and REGISTRY_AUTH pick the type, as registry:2 env-only
     REGISTRY_AUTH_TOKEN_ISSUER: 'issuer',
     REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE: '/certs/bundle.pem',
   });
-  t.same(token.auth, { token: { realm: 'https://auth.example.com/token', service: 'registry', issuer: 'issuer', rootcertbundle: '/certs/bundle.pem' } });
+  t.same(token.auth, {
+    token: { realm: 'https://auth.example.com/token', service: 'registry', issuer: 'issuer', rootcertbundle: '/certs/bundle.pem' },
+  });
   await t.rejects(loadConfig(undefined, { REGISTRY_STORAGE: 'gcs' }), /^storage\.gcs: not supported/);
   await t.rejects(loadConfig(undefined, { REGISTRY_AUTH: 'silly' }), /^auth\.silly: not supported/);
   await t.rejects(loadConfig(undefined, { REGISTRY_AUTH_HTPASWD_PATH: '/x' }), /^auth\.htpaswd: unknown key/, 'a typo in a variable is a typo');
 });
 
 t.test('variables that name no section are ignored with a warning (Kubernetes service links)', async (t) => {
-  const c = await loadConfig(undefined, { REGISTRY_PORT: 'tcp://10.0.0.1:5000', REGISTRY_SERVICE_HOST: '10.0.0.1', REGISTRY_CONFIGURATION_PATH: '/x' });
+  const c = await loadConfig(undefined, {
+    REGISTRY_PORT: 'tcp://10.0.0.1:5000',
+    REGISTRY_SERVICE_HOST: '10.0.0.1',
+    REGISTRY_CONFIGURATION_PATH: '/x',
+  });
   t.same(c.warnings, [
     'REGISTRY_PORT: no configuration section "port"; variable ignored',
     'REGISTRY_SERVICE_HOST: no configuration section "service"; variable ignored',
@@ -150,7 +219,10 @@ t.test('variables that name no section are ignored with a warning (Kubernetes se
 t.test('S3 settings are parsed with the rest: their errors stop loading, their warnings are in the one list', async (t) => {
   t.throws(() => normalizeConfig({ storage: { s3: { region: 'r' } } }), /^storage\.s3\.bucket: required/);
   const c = normalizeConfig({ storage: { s3: { bucket: 'b', region: 'r', keyid: 'k', v4auth: false } } });
-  t.same(c.warnings, ['storage.s3.keyid: ignored because storage.s3.encrypt is false', 'storage.s3.v4auth: signature version 2 is not supported; berth signs with version 4']);
+  t.same(c.warnings, [
+    'storage.s3.keyid: ignored because storage.s3.encrypt is false',
+    'storage.s3.v4auth: signature version 2 is not supported; berth signs with version 4',
+  ]);
 });
 
 t.test('http.secret is accepted and not kept (berth keeps upload state on the server)', async (t) => {

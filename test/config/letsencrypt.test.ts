@@ -12,7 +12,11 @@ const rows: [string, Record<string, unknown>, RegExp][] = [
   ['no cachefile', { hosts: ['a.example'] }, /http\.tls\.letsencrypt\.cachefile: required/],
   ['no hosts', { cachefile: '/c' }, /http\.tls\.letsencrypt\.hosts: list/],
   ['a host that is not a name', { cachefile: '/c', hosts: ['a b'] }, /http\.tls\.letsencrypt\.hosts: "a b"/],
-  ['plain http directory', { cachefile: '/c', hosts: ['a.example'], directoryurl: 'http://ca.example/dir' }, /directoryurl: an ACME directory is an https URL/],
+  [
+    'plain http directory',
+    { cachefile: '/c', hosts: ['a.example'], directoryurl: 'http://ca.example/dir' },
+    /directoryurl: an ACME directory is an https URL/,
+  ],
   ['not a URL', { cachefile: '/c', hosts: ['a.example'], directoryurl: 'nope' }, /directoryurl: not a URL/],
 ];
 for (const [name, section, error] of rows) {

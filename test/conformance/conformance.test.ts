@@ -644,7 +644,11 @@ async function runConformance(t: Test, s: SuiteSettings): Promise<void> {
         t.ok(tagList.includes(last), 'the first page contains last');
         const page2 = tagsOf(r);
         t.ok(page2.length <= numResults, 'the second page has at most n tags', { page2 });
-        t.ok(page2.every((x) => x > last), 'every tag of the second page sorts after last', { page2, last });
+        t.ok(
+          page2.every((x) => x > last),
+          'every tag of the second page sorts after last',
+          { page2, last },
+        );
         t.same(page2, [...page2].sort(), 'the second page is in lexical order');
         if (s.berth) t.same([...tagList, ...page2], ['tagtest0', 'test0', 'test1', 'test2'], 'berth: the pages follow on');
       });
@@ -740,7 +744,14 @@ async function runConformance(t: Test, s: SuiteSettings): Promise<void> {
       });
       if (!s.deleteManifestBeforeBlobs) await deleteManifests();
       await specify(t, 'References teardown', async (t) => {
-        const artifacts = [f.refsIndex.digest, f.refsManifestAConfig.digest, f.refsManifestALayer.digest, m4.digest, f.refsManifestBConfig.digest, f.refsManifestBLayer.digest];
+        const artifacts = [
+          f.refsIndex.digest,
+          f.refsManifestAConfig.digest,
+          f.refsManifestALayer.digest,
+          m4.digest,
+          f.refsManifestBConfig.digest,
+          f.refsManifestBLayer.digest,
+        ];
         const del = async (path: string) => deleteAccepted(t, await req('DELETE', path), `DELETE ${path}`, true);
         if (s.deleteManifestBeforeBlobs) for (const d of artifacts) await del(manifestPath(d));
         for (const d of [(f.configs[4] as TestBlob).digest, f.refBlobA.digest, f.refBlobB.digest, f.emptyJSON.digest]) await del(blobPath(d));

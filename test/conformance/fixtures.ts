@@ -132,9 +132,7 @@ const WORKFLOW_CONTENT = 5;
 export function makeFixtures(): Fixtures {
   const configs: TestBlob[] = [];
   for (let i = 0; i < WORKFLOW_CONTENT; i++) {
-    configs.push(
-      encode({ author: randomString(16), architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] } }),
-    );
+    configs.push(encode({ author: randomString(16), architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] } }));
   }
   const layer = blobOf(tarGz('conformance.txt', Buffer.from(`berth conformance layer ${randomString(8)}\n`)));
   const layers = [descriptor(MediaType.layerGzip, layer)];
@@ -144,9 +142,7 @@ export function makeFixtures(): Fixtures {
       data: c.content.toString('base64'),
       newUnspecifiedField: Buffer.from('hello world').toString('base64'),
     });
-  const manifests = configs.map((c) =>
-    encode({ schemaVersion: 2, mediaType: MediaType.manifest, config: configDescriptor(c), layers }),
-  );
+  const manifests = configs.map((c) => encode({ schemaVersion: 2, mediaType: MediaType.manifest, config: configDescriptor(c), layers }));
   // No mediaType field, no layers: the registry must work the type out from the Content-Type / body.
   const emptyLayerManifest = encode({ schemaVersion: 2, config: configDescriptor(configs[1] as TestBlob), layers: [] });
 
@@ -169,11 +165,23 @@ export function makeFixtures(): Fixtures {
   };
   // artifact type given by config.mediaType
   const refsManifestAConfig = annotated(
-    { schemaVersion: 2, mediaType: MediaType.manifest, config: descriptor(artifactTypeA, refBlobA), layers: [emptyJSONDescriptor], subject: subject4 },
+    {
+      schemaVersion: 2,
+      mediaType: MediaType.manifest,
+      config: descriptor(artifactTypeA, refBlobA),
+      layers: [emptyJSONDescriptor],
+      subject: subject4,
+    },
     'test config a',
   );
   const refsManifestBConfig = annotated(
-    { schemaVersion: 2, mediaType: MediaType.manifest, config: descriptor(artifactTypeB, refBlobB), layers: [emptyJSONDescriptor], subject: subject4 },
+    {
+      schemaVersion: 2,
+      mediaType: MediaType.manifest,
+      config: descriptor(artifactTypeB, refBlobB),
+      layers: [emptyJSONDescriptor],
+      subject: subject4,
+    },
     'test config b',
   );
   // artifact type given by artifactType, config is the empty JSON

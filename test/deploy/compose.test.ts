@@ -15,7 +15,9 @@ import { isMap, repoRoot } from './kustomize.js';
 
 const root = repoRoot(fileURLToPath(new URL('.', import.meta.url)));
 const composeDir = join(root, 'deploy', 'compose');
-const composeFiles = readdirSync(composeDir).filter((f) => /docker-compose\.ya?ml$/.test(f)).sort();
+const composeFiles = readdirSync(composeDir)
+  .filter((f) => /docker-compose\.ya?ml$/.test(f))
+  .sort();
 const run = promisify(execFile);
 
 /** The Compose specification's schema (test/fixtures/compose-spec.json, see the README there). */
@@ -34,7 +36,11 @@ function describe(errors: ErrorObject[] | null | undefined): string {
   return (errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message ?? ''} ${JSON.stringify(e.params)}`).join('; ');
 }
 
-type Service = Record<string, unknown> & { volumes?: unknown[]; environment?: Record<string, unknown>; depends_on?: Record<string, { condition?: string }> };
+type Service = Record<string, unknown> & {
+  volumes?: unknown[];
+  environment?: Record<string, unknown>;
+  depends_on?: Record<string, { condition?: string }>;
+};
 
 function services(file: string): Record<string, Service> {
   const doc = parseYaml(readFileSync(join(composeDir, file), 'utf8')) as { services: Record<string, Service> };
@@ -88,8 +94,11 @@ t.test('docker-compose.yml: berth on MinIO and Redis, bucket created first', asy
   if (!s3) throw new Error('storage.s3 missing');
   t.equal(s3.endpoint, 'http://minio:9000', 'the S3 endpoint is the minio service');
   t.equal(s3.forcePathStyle, true);
-  t.same(s3.credentials, { accessKeyId: s.minio?.environment?.MINIO_ROOT_USER, secretAccessKey: s.minio?.environment?.MINIO_ROOT_PASSWORD },
-    'berth uses the MinIO credentials');
+  t.same(
+    s3.credentials,
+    { accessKeyId: s.minio?.environment?.MINIO_ROOT_USER, secretAccessKey: s.minio?.environment?.MINIO_ROOT_PASSWORD },
+    'berth uses the MinIO credentials',
+  );
   const mc = JSON.stringify(s.createbucket?.command);
   t.match(mc, new RegExp(`local/${s3.bucket}\\b`), 'the one-shot job creates the bucket berth uses');
   t.equal(config.redis?.addr, 'redis:6379', 'Redis is the redis service');
@@ -100,7 +109,10 @@ t.test('mirror.docker-compose.yml: a pull-through cache of Docker Hub on the dat
   const mirror = s.mirror as Service;
   t.ok(mirror, 'a mirror service');
   t.equal(mirror.read_only, true);
-  t.ok((mirror.volumes ?? []).some((v) => typeof v === 'string' && v.endsWith(':/var/lib/registry')), 'cache on a volume');
+  t.ok(
+    (mirror.volumes ?? []).some((v) => typeof v === 'string' && v.endsWith(':/var/lib/registry')),
+    'cache on a volume',
+  );
   const { config, proxy, warnings } = mountedBerthConfig('mirror.docker-compose.yml', mirror);
   t.same(warnings, []);
   t.equal(config.storage.filesystem.rootDirectory, '/var/lib/registry');
@@ -130,16 +142,24 @@ const compose129 = await run('docker-compose', ['version', '--short'], { timeout
   () => null,
 );
 
-t.test("Debian's docker-compose 1.29 accepts both files", { skip: compose129 ? false : 'docker-compose is not installed (apt-get install docker-compose)' }, async (t) => {
-  for (const file of composeFiles) {
-    const { stdout } = await run('docker-compose', ['-f', file, 'config'], { cwd: composeDir, timeout: 60_000 });
-    const resolved = parseYaml(stdout) as { services: Record<string, { image?: string }> };
-    t.same(Object.keys(resolved.services).sort(), Object.keys(services(file)).sort(), `${file}: docker-compose ${compose129} resolves every service`);
-  }
-  // What 1.29 rejects and the Compose specification allows: a top-level name.
-  const dir = mkdtempSync(join(tmpdir(), 'berth-compose-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  writeFileSync(join(dir, 'docker-compose.yml'), 'name: berth\nservices:\n  a:\n    image: redis:7.4.2-bookworm\n');
-  const broken = await run('docker-compose', ['config'], { cwd: dir, timeout: 60_000 }).catch((err: unknown) => err);
-  t.match(String(broken), /'name' does not match/, 'the check can fail: 1.29 rejects a top-level name');
-});
+t.test(
+  "Debian's docker-compose 1.29 accepts both files",
+  { skip: compose129 ? false : 'docker-compose is not installed (apt-get install docker-compose)' },
+  async (t) => {
+    for (const file of composeFiles) {
+      const { stdout } = await run('docker-compose', ['-f', file, 'config'], { cwd: composeDir, timeout: 60_000 });
+      const resolved = parseYaml(stdout) as { services: Record<string, { image?: string }> };
+      t.same(
+        Object.keys(resolved.services).sort(),
+        Object.keys(services(file)).sort(),
+        `${file}: docker-compose ${compose129} resolves every service`,
+      );
+    }
+    // What 1.29 rejects and the Compose specification allows: a top-level name.
+    const dir = mkdtempSync(join(tmpdir(), 'berth-compose-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    writeFileSync(join(dir, 'docker-compose.yml'), 'name: berth\nservices:\n  a:\n    image: redis:7.4.2-bookworm\n');
+    const broken = await run('docker-compose', ['config'], { cwd: dir, timeout: 60_000 }).catch((err: unknown) => err);
+    t.match(String(broken), /'name' does not match/, 'the check can fail: 1.29 rejects a top-level name');
+  },
+);

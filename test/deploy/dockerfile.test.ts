@@ -63,7 +63,15 @@ function dockerignore(text: string): (path: string) => boolean {
     .split('\n')
     .map((l) => l.trim())
     .filter((l) => l !== '' && !l.startsWith('#'))
-    .map((p) => new RegExp(`^${p.replace(/^\//, '').replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '[^/]*')}(/.*)?$`));
+    .map(
+      (p) =>
+        new RegExp(
+          `^${p
+            .replace(/^\//, '')
+            .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+            .replace(/\*/g, '[^/]*')}(/.*)?$`,
+        ),
+    );
   return (path) => patterns.some((re) => re.test(path));
 }
 
@@ -86,7 +94,10 @@ const image = (from: Instruction): string => (from.args.split(/\s+/)[0] ?? '').r
 
 t.test('the parser sees flags, continuations and exec form', async (t) => {
   const parsed = parseDockerfile('FROM a AS b\n# c\nRUN x \\\n  # inner comment\n  && y\ncopy --from=b /s /d\nCMD ["node", "x"]\n');
-  t.same(parsed.map((i) => i.keyword), ['FROM', 'RUN', 'COPY', 'CMD']);
+  t.same(
+    parsed.map((i) => i.keyword),
+    ['FROM', 'RUN', 'COPY', 'CMD'],
+  );
   t.equal(parsed[1]?.args.replace(/\s+/g, ' '), 'x && y', 'continuation joined, inner comment dropped');
   t.same(parsed[2]?.flags, ['--from=b']);
   t.same(execForm(parsed[3]?.args ?? ''), ['node', 'x']);
@@ -106,23 +117,50 @@ t.test('multi-stage build: node:<LTS>-bookworm-slim to build, Debian slim with t
   t.equal(image(finalStage[0] as Instruction), 'debian:bookworm-slim', 'the runtime is Debian slim (same glibc as the build)');
 
   const build = stages[0] ?? [];
-  t.ok(build.some((i) => i.keyword === 'RUN' && /\bnpm ci\b/.test(i.args) && !/--omit=dev/.test(i.args)), 'build stage installs dev dependencies');
-  t.ok(build.some((i) => i.keyword === 'RUN' && /\btsc\b|npm run build/.test(i.args)), 'build stage compiles');
+  t.ok(
+    build.some((i) => i.keyword === 'RUN' && /\bnpm ci\b/.test(i.args) && !/--omit=dev/.test(i.args)),
+    'build stage installs dev dependencies',
+  );
+  t.ok(
+    build.some((i) => i.keyword === 'RUN' && /\btsc\b|npm run build/.test(i.args)),
+    'build stage compiles',
+  );
   const deps = stageNamed('deps');
-  t.ok(deps?.some((i) => i.keyword === 'RUN' && /\bnpm ci\b.*--omit=dev/.test(i.args)), 'a stage installs production dependencies only');
+  t.ok(
+    deps?.some((i) => i.keyword === 'RUN' && /\bnpm ci\b.*--omit=dev/.test(i.args)),
+    'a stage installs production dependencies only',
+  );
   const copies = finalStage.filter((i) => i.keyword === 'COPY' && i.flags.some((f) => /^--from=/.test(f)));
-  t.ok(copies.some((i) => i.flags.includes('--from=deps') && /node_modules/.test(i.args)), 'runtime copies the production node_modules');
-  t.ok(copies.some((i) => i.flags.includes('--from=build') && /dist\/src/.test(i.args)), 'runtime copies the compiled code');
-  t.ok(copies.some((i) => /^\/usr\/local\/bin\/node\s/.test(i.args)), 'runtime copies the node binary alone');
-  t.notOk(finalStage.some((i) => i.keyword === 'RUN' && /\b(npm|npx|corepack|yarn|apt-get|gcc|make)\b/.test(i.args)), 'no npm or build tools run (or land) in the runtime stage');
-  t.notOk(copies.some((i) => /node_modules\/npm|\/usr\/local\/lib\/node_modules/.test(i.args)), 'npm itself is not copied');
+  t.ok(
+    copies.some((i) => i.flags.includes('--from=deps') && /node_modules/.test(i.args)),
+    'runtime copies the production node_modules',
+  );
+  t.ok(
+    copies.some((i) => i.flags.includes('--from=build') && /dist\/src/.test(i.args)),
+    'runtime copies the compiled code',
+  );
+  t.ok(
+    copies.some((i) => /^\/usr\/local\/bin\/node\s/.test(i.args)),
+    'runtime copies the node binary alone',
+  );
+  t.notOk(
+    finalStage.some((i) => i.keyword === 'RUN' && /\b(npm|npx|corepack|yarn|apt-get|gcc|make)\b/.test(i.args)),
+    'no npm or build tools run (or land) in the runtime stage',
+  );
+  t.notOk(
+    copies.some((i) => /node_modules\/npm|\/usr\/local\/lib\/node_modules/.test(i.args)),
+    'npm itself is not copied',
+  );
 });
 
 t.test('berth is on PATH', async (t) => {
   t.match(text, /ln -s \/app\/dist\/src\/cli\/main\.js \/usr\/local\/bin\/berth/, '/usr/local/bin/berth runs the CLI');
   t.match(text, /chmod 0?755 \/app\/dist\/src\/cli\/main\.js/, 'executable');
   t.match(readFileSync(join(root, 'src', 'cli', 'main.ts'), 'utf8'), /^#!\/usr\/bin\/env node\n/, 'with a node shebang');
-  t.ok(finalStage.some((i) => i.keyword === 'COPY' && /\bpackage\.json\b/.test(i.args)), 'package.json ("type": "module") sits next to dist/');
+  t.ok(
+    finalStage.some((i) => i.keyword === 'COPY' && /\bpackage\.json\b/.test(i.args)),
+    'package.json ("type": "module") sits next to dist/',
+  );
 });
 
 t.test("plain syntax Docker 20.10's builder accepts", async (t) => {

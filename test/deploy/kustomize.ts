@@ -36,7 +36,11 @@ const GENERATED = new WeakSet<object>();
  * 0/1/3/a/e replaced by g/h/k/m/t.
  */
 export function configMapHash(data: Record<string, string>): string {
-  const sorted = Object.fromEntries(Object.keys(data).sort().map((k) => [k, data[k]]));
+  const sorted = Object.fromEntries(
+    Object.keys(data)
+      .sort()
+      .map((k) => [k, data[k]]),
+  );
   const json = JSON.stringify({ data: sorted, kind: 'ConfigMap', name: '' })
     .replace(/</g, '\\u003c')
     .replace(/>/g, '\\u003e')
@@ -201,7 +205,10 @@ function renameConfigMapReferences(o: K8sObject, renamed: Map<string, string>): 
     if (!isMap(template) || !isMap(template.spec)) continue;
     const pod = template.spec;
     for (const v of Array.isArray(pod.volumes) ? pod.volumes : []) if (isMap(v)) rename(v.configMap, 'name');
-    for (const c of [...(Array.isArray(pod.containers) ? (pod.containers as unknown[]) : []), ...(Array.isArray(pod.initContainers) ? (pod.initContainers as unknown[]) : [])]) {
+    for (const c of [
+      ...(Array.isArray(pod.containers) ? (pod.containers as unknown[]) : []),
+      ...(Array.isArray(pod.initContainers) ? (pod.initContainers as unknown[]) : []),
+    ]) {
       if (!isMap(c)) continue;
       for (const e of Array.isArray(c.env) ? c.env : []) if (isMap(e) && isMap(e.valueFrom)) rename(e.valueFrom.configMapKeyRef, 'name');
       for (const e of Array.isArray(c.envFrom) ? c.envFrom : []) if (isMap(e)) rename(e.configMapRef, 'name');
@@ -214,7 +221,8 @@ function renameConfigMapReferences(o: K8sObject, renamed: Map<string, string>): 
 function generate(dir: string, confine: string, entry: unknown, kfile: string): { object: K8sObject; behavior: string; file: string[] } {
   if (!isMap(entry) || typeof entry.name !== 'string') throw new Error(`${kfile}: configMapGenerator entries need a name`);
   for (const key of Object.keys(entry)) {
-    if (!['name', 'files', 'behavior'].includes(key)) throw new Error(`${kfile}: configMapGenerator ${key} is not modelled by this test's kustomize subset`);
+    if (!['name', 'files', 'behavior'].includes(key))
+      throw new Error(`${kfile}: configMapGenerator ${key} is not modelled by this test's kustomize subset`);
   }
   const behavior = entry.behavior === undefined ? 'create' : String(entry.behavior);
   if (!['create', 'replace'].includes(behavior)) throw new Error(`${kfile}: configMapGenerator behavior ${behavior} is not modelled`);
@@ -270,7 +278,8 @@ function buildTree(dir: string, confine: string, seen: string[]): Build {
     file.forEach((f) => (files.add(f), generatorFiles.add(f)));
     const at = objects.findIndex((o) => idOf(o) === idOf(object));
     if (behavior === 'replace') {
-      if (at < 0 || !GENERATED.has(objects[at]!)) throw new Error(`${kfile}: configMapGenerator ${object.metadata.name} replaces nothing generated below`);
+      if (at < 0 || !GENERATED.has(objects[at]!))
+        throw new Error(`${kfile}: configMapGenerator ${object.metadata.name} replaces nothing generated below`);
       objects[at] = object;
     } else {
       objects.push(object);

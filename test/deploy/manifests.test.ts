@@ -27,7 +27,9 @@ function yamlFiles(dir: string): string[] {
 
 /** Every directory under deploy/kubernetes holding a kustomization.yaml. */
 function kustomizations(): string[] {
-  return yamlFiles(k8sDir).filter((f) => f.endsWith('/kustomization.yaml')).map((f) => f.slice(0, -'/kustomization.yaml'.length));
+  return yamlFiles(k8sDir)
+    .filter((f) => f.endsWith('/kustomization.yaml'))
+    .map((f) => f.slice(0, -'/kustomization.yaml'.length));
 }
 
 /** Loads berth's config.yml from a ConfigMap the way the server does, collecting warnings (unknown keys). */
@@ -75,7 +77,10 @@ t.test('every YAML file is part of a kustomization or a complete, valid object',
       continue;
     }
     if (generated.has(file)) {
-      t.ok(berthConfig(readFileSync(file, 'utf8'), name).warnings.length === 0, `${name}: a berth config.yml (ConfigMap generator input) that loads without warnings`);
+      t.ok(
+        berthConfig(readFileSync(file, 'utf8'), name).warnings.length === 0,
+        `${name}: a berth config.yml (ConfigMap generator input) that loads without warnings`,
+      );
       continue;
     }
     if (used.has(file) && !readYamlDocs(file).every((d) => isMap(d) && isMap(d.metadata) && 'apiVersion' in d && 'kind' in d)) {
@@ -122,7 +127,11 @@ for (const overlay of overlays) {
     t.same(warnings, [], 'berth loads the ConfigMap without warnings');
     t.equal(config.http.addr, ':5000');
     const deployment = berthDeployment(objects);
-    const spec = deployment.spec as { replicas: number; strategy?: { type?: string }; template: { spec: { volumes: Array<Record<string, unknown>> } } };
+    const spec = deployment.spec as {
+      replicas: number;
+      strategy?: { type?: string };
+      template: { spec: { volumes: Array<Record<string, unknown>> } };
+    };
     const secret = objects.find((o) => o.kind === 'Secret' && o.metadata.name === 'berth-auth');
     t.ok(secret && isMap(secret.stringData) && typeof secret.stringData.htpasswd === 'string', 'berth-auth holds htpasswd');
     t.ok(isSection(config.auth) && isSection(config.auth.htpasswd), 'auth.htpasswd configured');
@@ -134,7 +143,10 @@ for (const overlay of overlays) {
 
     if (overlay === 'single-node') {
       t.equal(spec.replicas, 1, 'one replica, set by the overlay');
-      t.notOk(objects.some((o) => o.kind === 'HorizontalPodAutoscaler'), 'no autoscaler for a ReadWriteOnce volume');
+      t.notOk(
+        objects.some((o) => o.kind === 'HorizontalPodAutoscaler'),
+        'no autoscaler for a ReadWriteOnce volume',
+      );
       t.match(config.berth.raw, { gc: { interval: '24h' } }, 'gc runs inside the server (a CronJob could not mount the volume)');
       t.equal(spec.strategy?.type, 'Recreate', 'a ReadWriteOnce volume: the old pod stops first');
       t.equal(config.storage.driver, 'filesystem');
@@ -146,16 +158,34 @@ for (const overlay of overlays) {
       t.match(objects.find((o) => o.kind === 'HorizontalPodAutoscaler')?.spec, { minReplicas: 3 });
       t.equal(config.storage.driver, 's3');
       t.ok(config.redis, 'upload sessions in Redis');
-      t.ok(objects.some((o) => o.kind === 'Service' && o.metadata.name === config.redis?.addr.split(':')[0]), 'redis.addr names a Service of the build');
+      t.ok(
+        objects.some((o) => o.kind === 'Service' && o.metadata.name === config.redis?.addr.split(':')[0]),
+        'redis.addr names a Service of the build',
+      );
       const redis = objects.find((o) => o.metadata.name === 'berth-redis' && o.kind === 'StatefulSet');
       t.ok(redis, 'Redis is a StatefulSet');
       t.match(redis?.spec, { volumeClaimTemplates: [{ metadata: { name: 'data' } }] }, 'Redis keeps its data on a PersistentVolumeClaim');
-      const args = JSON.stringify((redis?.spec as { template: { spec: { containers: Array<{ args: string[] }> } } }).template.spec.containers[0]?.args);
+      const args = JSON.stringify(
+        (redis?.spec as { template: { spec: { containers: Array<{ args: string[] }> } } }).template.spec.containers[0]?.args,
+      );
       t.match(args, /"--appendonly","yes"/, 'with the append-only file on');
       const gc = objects.find((o) => o.kind === 'CronJob' && o.metadata.name === 'berth-gc');
-      const job = gc?.spec as { concurrencyPolicy: string; jobTemplate: { spec: { template: { spec: { containers: Array<{ command: string[] }>; volumes: Array<Record<string, unknown>> } } } } } | undefined;
-      t.same(job?.jobTemplate.spec.template.spec.containers[0]?.command.slice(0, 3), ['berth', 'gc', '/etc/berth/config.yml'], 'a gc CronJob runs berth gc (on PATH in the image)');
-      t.same(job?.jobTemplate.spec.template.spec.volumes.find((v) => v.name === 'config'), configVolume, 'with the same configuration as the registry');
+      const job = gc?.spec as
+        | {
+            concurrencyPolicy: string;
+            jobTemplate: { spec: { template: { spec: { containers: Array<{ command: string[] }>; volumes: Array<Record<string, unknown>> } } } };
+          }
+        | undefined;
+      t.same(
+        job?.jobTemplate.spec.template.spec.containers[0]?.command.slice(0, 3),
+        ['berth', 'gc', '/etc/berth/config.yml'],
+        'a gc CronJob runs berth gc (on PATH in the image)',
+      );
+      t.same(
+        job?.jobTemplate.spec.template.spec.volumes.find((v) => v.name === 'config'),
+        configVolume,
+        'with the same configuration as the registry',
+      );
 
       // The MinIO example, uncommented, disables redirects: nodes cannot resolve the in-cluster endpoint name.
       const minio = configMapConfig(objects).replace(/^(\s*)# (regionendpoint|forcepathstyle|redirect| {2}disable):/gm, '$1$2:');
@@ -184,8 +214,15 @@ t.test('examples: NodePort and Ingress in front of the berth Service', async (t)
   t.match(nodePort?.spec, { type: 'NodePort', ports: [{ nodePort: 30500, targetPort: 'http' }] });
   const ingress = examples.find((o) => o.kind === 'Ingress');
   t.match(ingress?.spec, { rules: [{ http: { paths: [{ backend: { service: { name: 'berth', port: { name: 'http' } } } }] } }] });
-  t.ok(objects.some((o) => o.kind === 'Service' && o.metadata.name === 'berth'), 'the Ingress backend is the overlay\'s Service');
-  t.equal((ingress?.metadata.annotations as Record<string, string>)['nginx.ingress.kubernetes.io/proxy-body-size'], '0', 'no body size limit for layers');
+  t.ok(
+    objects.some((o) => o.kind === 'Service' && o.metadata.name === 'berth'),
+    "the Ingress backend is the overlay's Service",
+  );
+  t.equal(
+    (ingress?.metadata.annotations as Record<string, string>)['nginx.ingress.kubernetes.io/proxy-body-size'],
+    '0',
+    'no body size limit for layers',
+  );
 });
 
 t.test('the policy catches broken manifests', async (t) => {
@@ -198,20 +235,31 @@ t.test('the policy catches broken manifests', async (t) => {
   t.match(breakIt(container({ livenessProbe: { httpGet: { path: '/healthz', port: 'metrics' } } })), [/livenessProbe port metrics is not a port/]);
   t.match(breakIt(container({ securityContext: { readOnlyRootFilesystem: false } })), [/readOnlyRootFilesystem must be true/]);
   t.match(
-    breakIt({ spec: { template: { spec: { securityContext: { runAsUser: null }, containers: [{ name: 'berth', securityContext: { runAsUser: null } }] } } } }),
+    breakIt({
+      spec: { template: { spec: { securityContext: { runAsUser: null }, containers: [{ name: 'berth', securityContext: { runAsUser: null } }] } } },
+    }),
     [/runAsUser must be a numeric non-root uid/],
   );
   t.match(breakIt(container({ resources: { requests: { cpu: null } } })), [/requests\.cpu is required/, /scales on cpu/]);
   t.match(breakIt({ spec: { replicas: 3 } }), [/sets replicas while .*HorizontalPodAutoscaler\/berth scales it/]);
   t.match(
-    breakIt({ spec: { metrics: [{ type: 'Resource', resource: { name: 'memory', target: { type: 'Utilization', averageUtilization: 80 } } }] } }, 'HorizontalPodAutoscaler'),
+    breakIt(
+      { spec: { metrics: [{ type: 'Resource', resource: { name: 'memory', target: { type: 'Utilization', averageUtilization: 80 } } }] } },
+      'HorizontalPodAutoscaler',
+    ),
     [/scales on memory/],
   );
-  t.match(breakIt({ spec: { template: { spec: { securityContext: { fsGroupChangePolicy: null } } } } }), [/fsGroup without fsGroupChangePolicy: OnRootMismatch/]);
-  const plainConfigMap = objects.map((o) => (o.kind === 'ConfigMap' && o.metadata.name.startsWith('berth-config-') ? { ...o, metadata: { ...o.metadata, name: 'berth-config' } } : o));
-  const pointed = plainConfigMap.map((o) => (o.kind === 'Deployment' && o.metadata.name === 'berth'
-    ? (strategicMerge(o, { spec: { template: { spec: { volumes: [{ name: 'config', configMap: { name: 'berth-config' } }] } } } }) as K8sObject)
-    : o));
+  t.match(breakIt({ spec: { template: { spec: { securityContext: { fsGroupChangePolicy: null } } } } }), [
+    /fsGroup without fsGroupChangePolicy: OnRootMismatch/,
+  ]);
+  const plainConfigMap = objects.map((o) =>
+    o.kind === 'ConfigMap' && o.metadata.name.startsWith('berth-config-') ? { ...o, metadata: { ...o.metadata, name: 'berth-config' } } : o,
+  );
+  const pointed = plainConfigMap.map((o) =>
+    o.kind === 'Deployment' && o.metadata.name === 'berth'
+      ? (strategicMerge(o, { spec: { template: { spec: { volumes: [{ name: 'config', configMap: { name: 'berth-config' } }] } } } }) as K8sObject)
+      : o,
+  );
   t.match(policyViolations(pointed), [/mounts ConfigMap berth-config without a content hash/], 'a hand-written ConfigMap would not roll the pods');
   t.match(
     policyViolations(objects.map((o) => (o.kind === 'CronJob' ? (strategicMerge(o, { spec: { concurrencyPolicy: 'Allow' } }) as K8sObject) : o))),
@@ -269,7 +317,12 @@ function canonical(v: unknown): unknown {
     const key = (x: unknown) => (isMap(x) ? String(x.name ?? x.mountPath ?? x.containerPort ?? x.port ?? JSON.stringify(x)) : JSON.stringify(x));
     return items.every(isMap) ? [...items].sort((a, b) => key(a).localeCompare(key(b))) : items;
   }
-  if (isMap(v)) return Object.fromEntries(Object.keys(v).sort().map((k) => [k, canonical(v[k])]));
+  if (isMap(v))
+    return Object.fromEntries(
+      Object.keys(v)
+        .sort()
+        .map((k) => [k, canonical(v[k])]),
+    );
   return v;
 }
 
@@ -298,10 +351,16 @@ function readYamlDocsFromText(text: string): K8sObject[] {
 
 t.test('client snippets', async (t) => {
   const daemon = JSON.parse(readFileSync(join(clientsDir, 'daemon.json'), 'utf8')) as Record<string, unknown>;
-  t.ok(Array.isArray(daemon['registry-mirrors']) && (daemon['registry-mirrors'] as unknown[]).every((m) => typeof m === 'string' && /^https?:\/\//.test(m)),
-    'registry-mirrors: a list of URLs');
-  t.ok(Array.isArray(daemon['insecure-registries']) && (daemon['insecure-registries'] as unknown[]).every((m) => typeof m === 'string' && !m.includes('://')),
-    'insecure-registries: a list of host[:port]');
+  t.ok(
+    Array.isArray(daemon['registry-mirrors']) &&
+      (daemon['registry-mirrors'] as unknown[]).every((m) => typeof m === 'string' && /^https?:\/\//.test(m)),
+    'registry-mirrors: a list of URLs',
+  );
+  t.ok(
+    Array.isArray(daemon['insecure-registries']) &&
+      (daemon['insecure-registries'] as unknown[]).every((m) => typeof m === 'string' && !m.includes('://')),
+    'insecure-registries: a list of host[:port]',
+  );
 
   for (const host of ['docker.io', 'registry.example.com', 'localhost:30500']) {
     const text = readFileSync(join(clientsDir, 'containerd', host, 'hosts.toml'), 'utf8');
@@ -309,10 +368,16 @@ t.test('client snippets', async (t) => {
     t.match(text, /^\[host\."https?:\/\/[^"]+"\]$/m, `${host}: a host table`);
     t.match(text, /^\s+capabilities = \["pull", "resolve"(, "push")?\]$/m, `${host}: capabilities`);
   }
-  t.notMatch(readFileSync(join(clientsDir, 'containerd', 'docker.io', 'hosts.toml'), 'utf8'), /^\s+capabilities = .*push/m,
-    'a mirror is for pulls only');
-  t.match(readFileSync(join(clientsDir, 'containerd', 'registry.example.com', 'hosts.toml'), 'utf8'),
-    /^\s+ca = "\/etc\/containerd\/certs\.d\/registry\.example\.com\/ca\.crt"$/m, 'a private CA is trusted per host');
+  t.notMatch(
+    readFileSync(join(clientsDir, 'containerd', 'docker.io', 'hosts.toml'), 'utf8'),
+    /^\s+capabilities = .*push/m,
+    'a mirror is for pulls only',
+  );
+  t.match(
+    readFileSync(join(clientsDir, 'containerd', 'registry.example.com', 'hosts.toml'), 'utf8'),
+    /^\s+ca = "\/etc\/containerd\/certs\.d\/registry\.example\.com\/ca\.crt"$/m,
+    'a private CA is trusted per host',
+  );
   const nodePort = readFileSync(join(clientsDir, 'containerd', 'localhost:30500', 'hosts.toml'), 'utf8');
   t.match(nodePort, /^server = "http:\/\/localhost:30500"$/m, 'nodes pull over plain HTTP from the NodePort on loopback');
   t.match(readFileSync(join(k8sDir, 'examples', 'nodeport.yaml'), 'utf8'), /nodePort: 30500/, 'the port the hosts.toml names');

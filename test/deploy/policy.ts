@@ -26,8 +26,7 @@ const MODELS: Record<string, (data: K8sObject) => { validate(): void }> = {
   'policy/v1/PodDisruptionBudget': (d) => new PodDisruptionBudget(d as ConstructorParameters<typeof PodDisruptionBudget>[0]),
   'batch/v1/CronJob': (d) => new CronJob(d as ConstructorParameters<typeof CronJob>[0]),
   'networking.k8s.io/v1/Ingress': (d) => new Ingress(d as ConstructorParameters<typeof Ingress>[0]),
-  'autoscaling/v2/HorizontalPodAutoscaler': (d) =>
-    new HorizontalPodAutoscaler(d as ConstructorParameters<typeof HorizontalPodAutoscaler>[0]),
+  'autoscaling/v2/HorizontalPodAutoscaler': (d) => new HorizontalPodAutoscaler(d as ConstructorParameters<typeof HorizontalPodAutoscaler>[0]),
 };
 
 /** Validates one object against its Kubernetes schema; returns the error text, or null when valid. */
@@ -86,7 +85,9 @@ export function quantity(q: unknown): number {
 /** The replica count a scaled workload can go down to: its HPA's minReplicas, else its own replicas. */
 export function minReplicas(objects: K8sObject[], workload: K8sObject): number {
   const hpa = objects.find(
-    (o) => o.kind === 'HorizontalPodAutoscaler' && get(o, 'spec', 'scaleTargetRef', 'kind') === workload.kind &&
+    (o) =>
+      o.kind === 'HorizontalPodAutoscaler' &&
+      get(o, 'spec', 'scaleTargetRef', 'kind') === workload.kind &&
       get(o, 'spec', 'scaleTargetRef', 'name') === workload.metadata.name,
   );
   const fromHpa = hpa ? get(hpa, 'spec', 'minReplicas') : undefined;
@@ -101,8 +102,7 @@ export function minReplicas(objects: K8sObject[], workload: K8sObject): number {
  * (percentages round up, as the disruption controller does).
  */
 export function allowedDisruptions(pdb: K8sObject, replicas: number): number {
-  const count = (v: unknown): number =>
-    typeof v === 'string' && v.endsWith('%') ? Math.ceil((Number(v.slice(0, -1)) / 100) * replicas) : Number(v);
+  const count = (v: unknown): number => (typeof v === 'string' && v.endsWith('%') ? Math.ceil((Number(v.slice(0, -1)) / 100) * replicas) : Number(v));
   const maxUnavailable = get(pdb, 'spec', 'maxUnavailable');
   const minAvailable = get(pdb, 'spec', 'minAvailable');
   if (maxUnavailable !== undefined) return Math.max(0, Math.min(replicas, count(maxUnavailable)));
@@ -140,7 +140,8 @@ export function policyViolations(objects: K8sObject[]): string[] {
     const containers = [...list(pod.initContainers), ...list(pod.containers)];
     if (containers.length === 0) problems.push(`${where}: no containers`);
     const volumes = list(pod.volumes);
-    const claimTemplates = owner.kind === 'StatefulSet' ? list(get(owner, 'spec', 'volumeClaimTemplates')).map((v) => get(v, 'metadata', 'name')) : [];
+    const claimTemplates =
+      owner.kind === 'StatefulSet' ? list(get(owner, 'spec', 'volumeClaimTemplates')).map((v) => get(v, 'metadata', 'name')) : [];
     const serving = owner.kind !== 'CronJob';
     if (podSec.fsGroup !== undefined && podSec.fsGroupChangePolicy !== 'OnRootMismatch') {
       problems.push(`${where}: fsGroup without fsGroupChangePolicy: OnRootMismatch changes every file's group at each start`);
@@ -161,7 +162,11 @@ export function policyViolations(objects: K8sObject[]): string[] {
       for (const r of ['cpu', 'memory']) {
         if (!isMap(requests) || !(quantity(requests[r]) > 0)) problems.push(`${cw}: resources.requests.${r} is required`);
       }
-      const portNames = new Set(list(c.ports).map((p) => p.name).filter((n) => typeof n === 'string'));
+      const portNames = new Set(
+        list(c.ports)
+          .map((p) => p.name)
+          .filter((n) => typeof n === 'string'),
+      );
       for (const probe of ['readinessProbe', 'livenessProbe', 'startupProbe']) {
         const p = get(c, probe);
         if (p === undefined) continue;
@@ -172,7 +177,8 @@ export function policyViolations(objects: K8sObject[]): string[] {
       if (serving && get(c, 'readinessProbe') === undefined) problems.push(`${cw}: readinessProbe is required`);
       if (serving && get(c, 'livenessProbe') === undefined) problems.push(`${cw}: livenessProbe is required`);
       for (const m of list(c.volumeMounts)) {
-        if (!volumes.some((v) => v.name === m.name) && !claimTemplates.includes(m.name)) problems.push(`${cw}: mounts volume ${String(m.name)} the pod does not have`);
+        if (!volumes.some((v) => v.name === m.name) && !claimTemplates.includes(m.name))
+          problems.push(`${cw}: mounts volume ${String(m.name)} the pod does not have`);
       }
       for (const e of list(c.env)) {
         const ref = get(e, 'valueFrom', 'secretKeyRef');
@@ -180,7 +186,8 @@ export function policyViolations(objects: K8sObject[]): string[] {
           const secret = objects.find((o) => o.kind === 'Secret' && o.metadata.name === ref.name);
           const keys = secret ? [...Object.keys((secret.data ?? {}) as Map), ...Object.keys((secret.stringData ?? {}) as Map)] : [];
           if (!secret) problems.push(`${cw}: env ${String(e.name)} names Secret ${String(ref.name)}, not in the build`);
-          else if (!keys.includes(String(ref.key))) problems.push(`${cw}: env ${String(e.name)}: Secret ${String(ref.name)} has no key ${String(ref.key)}`);
+          else if (!keys.includes(String(ref.key)))
+            problems.push(`${cw}: env ${String(e.name)}: Secret ${String(ref.name)} has no key ${String(ref.key)}`);
         }
       }
       if (c.name === 'berth') {
@@ -195,13 +202,18 @@ export function policyViolations(objects: K8sObject[]): string[] {
       const cm = get(v, 'configMap', 'name');
       const secret = get(v, 'secret', 'secretName');
       const claim = get(v, 'persistentVolumeClaim', 'claimName');
-      if (cm !== undefined && !has('ConfigMap', cm)) problems.push(`${where}: volume ${String(v.name)} names ConfigMap ${String(cm)}, not in the build`);
+      if (cm !== undefined && !has('ConfigMap', cm))
+        problems.push(`${where}: volume ${String(v.name)} names ConfigMap ${String(cm)}, not in the build`);
       const configMap = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === cm);
       if (configMap && !String(cm).endsWith(`-${configMapHash((configMap.data ?? {}) as Record<string, string>)}`)) {
-        problems.push(`${where}: volume ${String(v.name)} mounts ConfigMap ${String(cm)} without a content hash in its name (use configMapGenerator, so config edits roll the pods)`);
+        problems.push(
+          `${where}: volume ${String(v.name)} mounts ConfigMap ${String(cm)} without a content hash in its name (use configMapGenerator, so config edits roll the pods)`,
+        );
       }
-      if (secret !== undefined && !has('Secret', secret)) problems.push(`${where}: volume ${String(v.name)} names Secret ${String(secret)}, not in the build`);
-      if (claim !== undefined && !has('PersistentVolumeClaim', claim)) problems.push(`${where}: volume ${String(v.name)} names PVC ${String(claim)}, not in the build`);
+      if (secret !== undefined && !has('Secret', secret))
+        problems.push(`${where}: volume ${String(v.name)} names Secret ${String(secret)}, not in the build`);
+      if (claim !== undefined && !has('PersistentVolumeClaim', claim))
+        problems.push(`${where}: volume ${String(v.name)} names PVC ${String(claim)}, not in the build`);
     }
   }
 
@@ -232,7 +244,9 @@ export function policyViolations(objects: K8sObject[]): string[] {
   }
 
   for (const pdb of objects.filter((o) => o.kind === 'PodDisruptionBudget')) {
-    const owners = servingTemplates(objects).filter((x) => x.owner.kind !== 'Pod' && selects(get(pdb, 'spec', 'selector'), get(x.template, 'metadata', 'labels')));
+    const owners = servingTemplates(objects).filter(
+      (x) => x.owner.kind !== 'Pod' && selects(get(pdb, 'spec', 'selector'), get(x.template, 'metadata', 'labels')),
+    );
     if (owners.length === 0) {
       problems.push(`${idOf(pdb)}: selects no workload in the build`);
       continue;
@@ -246,7 +260,9 @@ export function policyViolations(objects: K8sObject[]): string[] {
   }
 
   for (const svc of objects.filter((o) => o.kind === 'Service')) {
-    const pods = servingTemplates(objects).filter((x) => selects({ matchLabels: get(svc, 'spec', 'selector') }, get(x.template, 'metadata', 'labels')));
+    const pods = servingTemplates(objects).filter((x) =>
+      selects({ matchLabels: get(svc, 'spec', 'selector') }, get(x.template, 'metadata', 'labels')),
+    );
     if (pods.length === 0) problems.push(`${idOf(svc)}: selects no pods in the build`);
     for (const port of list(get(svc, 'spec', 'ports'))) {
       const target = port.targetPort;

@@ -70,14 +70,22 @@ t.test('Distribution 2.8 accepts tokens from berth', async (t) => {
     const kid = libtrustKeyId(createPublicKey(key));
     const good = await new SignJWT(claims).setProtectedHeader({ alg: 'ES256', typ: 'JWT', kid }).sign(key);
     const res = await fetch(`${registry.url}/v2/`, { headers: { authorization: `Bearer ${good}` } });
-    t.equal(res.status, 200, 'Distribution found the key by berth\'s libtrust kid');
+    t.equal(res.status, 200, "Distribution found the key by berth's libtrust kid");
 
     const other = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const forged = await new SignJWT(claims).setProtectedHeader({ alg: 'ES256', typ: 'JWT', kid }).sign(other.privateKey);
-    t.equal((await fetch(`${registry.url}/v2/`, { headers: { authorization: `Bearer ${forged}` } })).status, 401, 'control: a forged token is refused');
+    t.equal(
+      (await fetch(`${registry.url}/v2/`, { headers: { authorization: `Bearer ${forged}` } })).status,
+      401,
+      'control: a forged token is refused',
+    );
 
     const foreignCert = selfSignedCertificate(other.privateKey, other.publicKey, { commonName: 'not berth' }).replace(/-----[A-Z ]+-----|\s/g, '');
     const x5cForged = await new SignJWT(claims).setProtectedHeader({ alg: 'ES256', typ: 'JWT', x5c: [foreignCert] }).sign(other.privateKey);
-    t.equal((await fetch(`${registry.url}/v2/`, { headers: { authorization: `Bearer ${x5cForged}` } })).status, 401, 'control: an untrusted x5c is refused');
+    t.equal(
+      (await fetch(`${registry.url}/v2/`, { headers: { authorization: `Bearer ${x5cForged}` } })).status,
+      401,
+      'control: an untrusted x5c is refused',
+    );
   });
 });

@@ -25,7 +25,9 @@ t.test('credentials and tokens never reach the log', async (t) => {
 
   const basic = `Basic ${Buffer.from('alice:alice-secret-pw').toString('base64')}`;
   const wrongBasic = `Basic ${Buffer.from('alice:wrong-secret-pw').toString('base64')}`;
-  const res = await fetch(`${berth.url}/auth/token?service=berth&scope=repository:team/app:pull,push&offline_token=true`, { headers: { authorization: basic } });
+  const res = await fetch(`${berth.url}/auth/token?service=berth&scope=repository:team/app:pull,push&offline_token=true`, {
+    headers: { authorization: basic },
+  });
   t.equal(res.status, 200);
   const body = (await res.json()) as { token: string; refresh_token: string };
   t.equal((await fetch(`${berth.url}/auth/token?service=berth`, { headers: { authorization: wrongBasic } })).status, 401);
@@ -44,7 +46,11 @@ t.test('credentials and tokens never reach the log', async (t) => {
   t.equal(pwForm.status, 401);
 
   t.equal((await fetch(`${berth.url}/v2/`, { headers: { authorization: `Bearer ${body.token}` } })).status, 200);
-  t.equal((await fetch(`${berth.url}/v2/_catalog`, { headers: { authorization: `Bearer ${catalogToken}` } })).status, 200, 'catalog with registry:catalog:*');
+  t.equal(
+    (await fetch(`${berth.url}/v2/_catalog`, { headers: { authorization: `Bearer ${catalogToken}` } })).status,
+    200,
+    'catalog with registry:catalog:*',
+  );
   t.equal((await fetch(`${berth.url}/v2/_catalog`, { headers: { authorization: `Bearer ${body.token}` } })).status, 401, 'catalog needs its scope');
   t.equal((await fetch(`${berth.url}/v2/team/app/tags/list`, { headers: { authorization: `Bearer ${body.token}x` } })).status, 401);
   t.equal((await fetch(`${berth.url}/v2/team/app/tags/list`, { headers: { authorization: basic } })).status, 401);

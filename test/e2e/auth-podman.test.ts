@@ -21,7 +21,7 @@ async function localDigest(env: ContainersEnv, ref: string): Promise<string> {
   return (await env.podman(['image', 'inspect', '--format', '{{.Digest}}', ref])).stdout.trim();
 }
 
-t.test('podman login and push/pull against berth\'s built-in token server', { skip: skipUnlessInstalled('podman', 'buildah') }, async (t) => {
+t.test("podman login and push/pull against berth's built-in token server", { skip: skipUnlessInstalled('podman', 'buildah') }, async (t) => {
   const dir = await tempDir(t, 'berth-e2e-podman-auth-');
   const users = await writeUsers(dir);
   const log = captureAccessLog();
@@ -87,15 +87,24 @@ t.test('podman login and push/pull against berth\'s built-in token server', { sk
     await t.rejects(bob.podman(['push', ...bob.remoteFlags, `${host}/team/app:1`, `${host}/team/bobs:1`]), REFUSED, 'bob may not push');
     t.notOk(existsSync(repoDir('team/bobs')), 'nothing written for the refused push');
     // bob may pull team/** (so a HEAD of a blob in team/bobs is a plain 404), but every write must be refused.
-    const writes = log.entries().slice(before).filter((e) => e.url.startsWith('/v2/team/bobs/') && !['GET', 'HEAD'].includes(e.method));
+    const writes = log
+      .entries()
+      .slice(before)
+      .filter((e) => e.url.startsWith('/v2/team/bobs/') && !['GET', 'HEAD'].includes(e.method));
     t.ok(writes.length > 0, 'podman did try to upload');
     t.ok(
       writes.every((e) => e.status === 401 || e.status === 403),
       `every write to team/bobs was refused\n${log.dump()}`,
     );
-    await t.rejects(bob.podman(['push', ...bob.remoteFlags, `${host}/team/app:1`, `${host}/team/app:2`]), REFUSED, 'nor overwrite tags in a repository he can pull');
+    await t.rejects(
+      bob.podman(['push', ...bob.remoteFlags, `${host}/team/app:1`, `${host}/team/app:2`]),
+      REFUSED,
+      'nor overwrite tags in a repository he can pull',
+    );
     const token = await aliceToken('repository:team/app:pull');
-    const tags = (await (await fetch(`${berth.url}/v2/team/app/tags/list`, { headers: { authorization: `Bearer ${token}` } })).json()) as { tags: string[] };
+    const tags = (await (await fetch(`${berth.url}/v2/team/app/tags/list`, { headers: { authorization: `Bearer ${token}` } })).json()) as {
+      tags: string[];
+    };
     t.same(tags.tags, ['1'], 'no tag was added');
   });
 

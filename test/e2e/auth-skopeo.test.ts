@@ -25,10 +25,7 @@ t.test('skopeo against berth with the built-in token server', async (t) => {
   await t.test('without credentials the registry challenges for a Bearer token', async (t) => {
     const res = await fetch(`${berth.url}/v2/team/app/manifests/v1`);
     t.equal(res.status, 401);
-    t.equal(
-      res.headers.get('www-authenticate'),
-      `Bearer realm="${berth.url}/auth/token",service="berth",scope="repository:team/app:pull"`,
-    );
+    t.equal(res.headers.get('www-authenticate'), `Bearer realm="${berth.url}/auth/token",service="berth",scope="repository:team/app:pull"`);
     t.equal(((await res.json()) as { errors: Array<{ code: string }> }).errors[0]?.code, 'UNAUTHORIZED');
   });
 

@@ -68,7 +68,12 @@ async function imageDigests(ctd: ContainerdProcess): Promise<Map<string, string>
 
 /** `ctr content ls -q`: the digests in containerd's content store. */
 async function contentDigests(ctd: ContainerdProcess): Promise<Set<string>> {
-  return new Set((await ctd.ctr(['content', 'ls', '-q'])).stdout.split('\n').map((l) => l.trim()).filter(Boolean));
+  return new Set(
+    (await ctd.ctr(['content', 'ls', '-q'])).stdout
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean),
+  );
 }
 
 /** Asserts containerd's copy of the JSON document `digest` (manifest, index, config) hashes to it. */
@@ -153,7 +158,7 @@ t.test('containerd pulls from berth', { skip: skipUnlessInstalled('containerd', 
   });
 });
 
-t.test('containerd logs in to berth\'s built-in token server', { skip: skipUnlessInstalled('containerd', 'ctr', 'buildah') }, async (t) => {
+t.test("containerd logs in to berth's built-in token server", { skip: skipUnlessInstalled('containerd', 'ctr', 'buildah') }, async (t) => {
   const dir = await tempDir(t, 'berth-e2e-ctd-auth-');
   const users = join(dir, 'htpasswd');
   await userAdd(users, 'kube', 'kube-pw');
@@ -176,13 +181,20 @@ t.test('containerd logs in to berth\'s built-in token server', { skip: skipUnles
   const ref = `${host}/ctd/private:1`;
 
   await t.rejects(ctd.ctr(['image', 'pull', '--plain-http', ref]), /401|unauthorized|authorization/i, 'no credentials: refused');
-  await t.rejects(ctd.ctr(['image', 'pull', '--plain-http', '--user', 'kube:wrong', ref]), /401|unauthorized|authorization/i, 'wrong password: refused');
+  await t.rejects(
+    ctd.ctr(['image', 'pull', '--plain-http', '--user', 'kube:wrong', ref]),
+    /401|unauthorized|authorization/i,
+    'wrong password: refused',
+  );
   t.notOk((await imageDigests(ctd)).has(ref), 'nothing pulled so far');
 
   const before = log.entries().length;
   await ctd.ctr(['image', 'pull', '--plain-http', '--user', 'kube:kube-pw', ref]);
   t.equal((await imageDigests(ctd)).get(ref), pushed, 'pulled with the right password: ctr image ls shows the pushed digest');
-  const tokenRequests = log.entries().slice(before).filter((e) => e.url.startsWith('/auth/token'));
+  const tokenRequests = log
+    .entries()
+    .slice(before)
+    .filter((e) => e.url.startsWith('/auth/token'));
   // Docker token spec (oauth.md): containerd fetches its token with `POST /auth/token`, `grant_type=password`.
   t.ok(
     tokenRequests.some((e) => e.method === 'POST' && e.status === 200),

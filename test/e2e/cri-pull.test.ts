@@ -69,7 +69,15 @@ t.test('the kubelet pulls through the CRI image service', { skip: skipUnlessInst
   );
   const host = registryHost(berth.url);
   const push = (tag: string, repo: string) =>
-    skopeo(['copy', '--preserve-digests', '--dest-tls-verify=false', '--dest-creds', 'kube:kube-pw', `oci:${src}:${tag}`, dockerRef(berth.url, repo, '1')]);
+    skopeo([
+      'copy',
+      '--preserve-digests',
+      '--dest-tls-verify=false',
+      '--dest-creds',
+      'kube:kube-pw',
+      `oci:${src}:${tag}`,
+      dockerRef(berth.url, repo, '1'),
+    ]);
   await push('web', 'apps/web');
   await push('secret', 'private/db');
 
@@ -94,7 +102,10 @@ t.test('the kubelet pulls through the CRI image service', { skip: skipUnlessInst
     t.same(status?.repoDigests, [`${host}/apps/web@${web.manifest}`], 'repo_digests carry the manifest digest berth reports');
     t.ok(Number(status?.size) > 0, 'a size');
     const listed = await cri.listImages();
-    t.ok(listed.some((i) => i.id === web.config && i.repoTags.includes(ref)), 'ListImages has it');
+    t.ok(
+      listed.some((i) => i.id === web.config && i.repoTags.includes(ref)),
+      'ListImages has it',
+    );
     t.ok(
       log.entries().some((e) => e.method === 'GET' && e.url === `/v2/apps/web/blobs/${web.layer}` && e.status === 200),
       'containerd fetched the layer from berth',
@@ -118,26 +129,41 @@ t.test('the kubelet pulls through the CRI image service', { skip: skipUnlessInst
       { accessLog: log.dump() },
     );
     t.ok(
-      accessLog(hub.registry).slice(upstreamMark).some((e) => e.method === 'GET' && e.path === `/v2/library/bbox/blobs/${bbox.layer}` && e.status === 200),
+      accessLog(hub.registry)
+        .slice(upstreamMark)
+        .some((e) => e.method === 'GET' && e.path === `/v2/library/bbox/blobs/${bbox.layer}` && e.status === 200),
       'berth filled its cache from the upstream',
     );
   });
 
-  await t.test('an image pull secret: AuthConfig against berth\'s token server', async (t) => {
+  await t.test("an image pull secret: AuthConfig against berth's token server", async (t) => {
     const ref = `${host}/private/db:1`;
-    const noCreds = await cri.pullImage(ref).then(() => undefined, (err: unknown) => err);
+    const noCreds = await cri.pullImage(ref).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
     t.ok(isGrpcError(noCreds), 'without credentials PullImage fails');
     t.match(isGrpcError(noCreds) ? noCreds.details : '', /401|unauthorized|authoriz/i, 'because berth refused', { error: String(noCreds) });
-    const wrong = await cri.pullImage(ref, { username: 'kube', password: 'wrong' }).then(() => undefined, (err: unknown) => err);
+    const wrong = await cri.pullImage(ref, { username: 'kube', password: 'wrong' }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
     t.ok(isGrpcError(wrong), 'a wrong password fails');
     t.equal(await cri.imageStatus(ref), undefined, 'nothing pulled so far');
 
     const before = log.entries().length;
     const imageRef = await cri.pullImage(ref, { username: 'kube', password: 'kube-pw' });
-    t.equal(imageRef, secret.config, 'pulled with the secret\'s credentials');
+    t.equal(imageRef, secret.config, "pulled with the secret's credentials");
     const status = await cri.imageStatus(ref);
     t.same(status?.repoDigests, [`${host}/private/db@${secret.manifest}`], 'repo_digests: the pushed manifest digest');
-    const tokenRequests = log.entries().slice(before).filter((e) => e.url.startsWith('/auth/token'));
-    t.ok(tokenRequests.some((e) => e.status === 200), 'containerd got a token from berth', { accessLog: log.dump() });
+    const tokenRequests = log
+      .entries()
+      .slice(before)
+      .filter((e) => e.url.startsWith('/auth/token'));
+    t.ok(
+      tokenRequests.some((e) => e.status === 200),
+      'containerd got a token from berth',
+      { accessLog: log.dump() },
+    );
   });
 });

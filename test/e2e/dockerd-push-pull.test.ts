@@ -34,7 +34,11 @@ interface Inspected {
 async function inspect(dockerd: Dockerd, ref: string): Promise<Inspected> {
   const out = await dockerd.docker(['image', 'inspect', '--format', '{{json .Id}} {{json .RepoDigests}} {{json .RootFS.Layers}}', ref]);
   const [id, repoDigests, layers] = out.stdout.trim().split(' ');
-  return { id: JSON.parse(id ?? '""') as string, repoDigests: JSON.parse(repoDigests ?? '[]') as string[], layers: JSON.parse(layers ?? '[]') as string[] };
+  return {
+    id: JSON.parse(id ?? '""') as string,
+    repoDigests: JSON.parse(repoDigests ?? '[]') as string[],
+    layers: JSON.parse(layers ?? '[]') as string[],
+  };
 }
 
 /** The `<tag>: digest: sha256:... size: N` line `docker push` ends with. */
@@ -54,7 +58,12 @@ async function failing(run: Promise<unknown>): Promise<ClientError> {
 }
 
 /** The distribution API with optional headers (a Bearer token); body and digest of a manifest GET. */
-async function getManifest(url: string, repo: string, ref: string, headers: Record<string, string> = {}): Promise<{ status: number; body: Buffer; type: string | null }> {
+async function getManifest(
+  url: string,
+  repo: string,
+  ref: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: Buffer; type: string | null }> {
   const res = await fetch(`${url}/v2/${repo}/manifests/${ref}`, { headers: { accept: MANIFEST_ACCEPT, ...headers } });
   return { status: res.status, body: Buffer.from(await res.arrayBuffer()), type: res.headers.get('content-type') };
 }
@@ -114,10 +123,18 @@ t.test('the Docker daemon pushes to and pulls from berth', { skip: skipUnlessDoc
     // distribution-spec: "mount ... from ... If the registry has the blob in the source repository, it SHOULD
     // respond with 201 Created": dockerd remembers the layer came from seed and mounts it instead of uploading.
     t.match(push.stdout, /Mounted from seed/, 'docker push reports the layer mounted from seed', { stdout: push.stdout });
-    const pushLog = log.entries().slice(mark).map((e) => ({ ...e, query: new URL(e.url, berth.url).searchParams }));
+    const pushLog = log
+      .entries()
+      .slice(mark)
+      .map((e) => ({ ...e, query: new URL(e.url, berth.url).searchParams }));
     t.ok(
       pushLog.some(
-        (e) => e.method === 'POST' && e.url.startsWith('/v2/app/blobs/uploads/?') && e.query.get('mount') === image.layer && e.query.get('from') === 'seed' && e.status === 201,
+        (e) =>
+          e.method === 'POST' &&
+          e.url.startsWith('/v2/app/blobs/uploads/?') &&
+          e.query.get('mount') === image.layer &&
+          e.query.get('from') === 'seed' &&
+          e.status === 201,
       ),
       'berth answered POST /v2/app/blobs/uploads/?mount=<layer>&from=seed with 201 Created',
       { accessLog: log.dump() },
@@ -160,7 +177,15 @@ t.test('the Docker daemon pushes to and pulls from berth', { skip: skipUnlessDoc
     const host = registryHost(berth.url);
     const src = await tempDir(t, 'berth-e2e-docker-auth-src-');
     const image = await makeRunnableImageLayout(src, { tag: 'seed', fileSize: 128 * 1024 });
-    await skopeo(['copy', '--preserve-digests', '--dest-tls-verify=false', '--dest-creds', 'alice:alice-pw', `oci:${src}:seed`, dockerRef(berth.url, 'team/seed', '1')]);
+    await skopeo([
+      'copy',
+      '--preserve-digests',
+      '--dest-tls-verify=false',
+      '--dest-creds',
+      'alice:alice-pw',
+      `oci:${src}:seed`,
+      dockerRef(berth.url, 'team/seed', '1'),
+    ]);
     const seedRef = `${host}/team/seed:1`;
     const appRef = `${host}/team/app:1`;
 

@@ -26,12 +26,19 @@ function rows(stdout: string): string[][] {
 async function pushDescribed(client: RegistryClient, repo: string, description: string): Promise<void> {
   const layer = randomLayer();
   const l = await client.pushBlob(repo, layer);
-  const config = Buffer.from(JSON.stringify({ os: 'linux', architecture: 'amd64', config: { Labels: { 'org.opencontainers.image.description': description } } }));
+  const config = Buffer.from(
+    JSON.stringify({ os: 'linux', architecture: 'amd64', config: { Labels: { 'org.opencontainers.image.description': description } } }),
+  );
   const c = await client.pushBlob(repo, config);
   await client.putManifest(
     repo,
     '1',
-    { schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: OCI_CONFIG, digest: c.digest, size: config.length }, layers: [{ mediaType: l.mediaType, digest: l.digest, size: l.size }] },
+    {
+      schemaVersion: 2,
+      mediaType: OCI_MANIFEST,
+      config: { mediaType: OCI_CONFIG, digest: c.digest, size: config.length },
+      layers: [{ mediaType: l.mediaType, digest: l.digest, size: l.size }],
+    },
     OCI_MANIFEST,
   );
 }
@@ -65,12 +72,15 @@ t.test('docker search with the token server: anonymous, then after docker login'
   const token = async () => {
     const basic = Buffer.from(`alice:${TEAM_USERS.alice}`).toString('base64');
     const scope = ['public/app', 'team/app', 'private/app'].map((r) => `repository:${r}:pull,push`).join(' ');
-    const res = await fetch(`${berth.url}/auth/token?service=berth&scope=${encodeURIComponent(scope)}`, { headers: { authorization: `Basic ${basic}` } });
+    const res = await fetch(`${berth.url}/auth/token?service=berth&scope=${encodeURIComponent(scope)}`, {
+      headers: { authorization: `Basic ${basic}` },
+    });
     return ((await res.json()) as { token: string }).token;
   };
   const bearer = await token();
   const origFetch = globalThis.fetch;
-  globalThis.fetch = (input, init = {}) => origFetch(input, { ...init, headers: { ...(init.headers as Record<string, string>), authorization: `Bearer ${bearer}` } });
+  globalThis.fetch = (input, init = {}) =>
+    origFetch(input, { ...init, headers: { ...(init.headers as Record<string, string>), authorization: `Bearer ${bearer}` } });
   try {
     const client = new RegistryClient(berth.url);
     for (const repo of ['public/app', 'team/app', 'private/app']) await pushDescribed(client, repo, `the ${repo.split('/')[0]} app`);

@@ -27,7 +27,12 @@ async function imageDigests(ctd: ContainerdProcess): Promise<Map<string, string>
 
 /** `ctr content ls -q`: the digests in containerd's content store. */
 async function contentDigests(ctd: ContainerdProcess): Promise<Set<string>> {
-  return new Set((await ctd.ctr(['content', 'ls', '-q'])).stdout.split('\n').map((l) => l.trim()).filter(Boolean));
+  return new Set(
+    (await ctd.ctr(['content', 'ls', '-q'])).stdout
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean),
+  );
 }
 
 t.test('containerd pulls Docker Hub images through berth as its docker.io mirror', { skip: skipUnlessInstalled('containerd', 'ctr') }, async (t) => {
@@ -60,17 +65,26 @@ t.test('containerd pulls Docker Hub images through berth as its docker.io mirror
       { accessLog: log.dump() },
     );
     const upstream = accessLog(hub.registry).slice(upstreamMark);
-    t.ok(upstream.some((e) => e.status === 401), 'the upstream demanded a token (Docker Hub\'s token dance)');
+    t.ok(
+      upstream.some((e) => e.status === 401),
+      "the upstream demanded a token (Docker Hub's token dance)",
+    );
     t.ok(
       upstream.some((e) => e.method === 'GET' && e.path === `/v2/library/bbox/blobs/${image.layer}` && e.status === 200),
-      'berth fetched the layer from the upstream (without ns: it is berth\'s own query)',
+      "berth fetched the layer from the upstream (without ns: it is berth's own query)",
     );
-    t.notOk(seen.some((e) => e.url.includes('?ns=') && !e.url.includes('ns=docker.io')), 'no other namespace asked for');
+    t.notOk(
+      seen.some((e) => e.url.includes('?ns=') && !e.url.includes('ns=docker.io')),
+      'no other namespace asked for',
+    );
   });
 
-  await t.test('with the upstream stopped, a fresh containerd still pulls (from berth\'s cache)', async (t) => {
+  await t.test("with the upstream stopped, a fresh containerd still pulls (from berth's cache)", async (t) => {
     await hub.registry.stop();
-    const down = await fetch(`${hub.registry.url}/v2/`).then(() => 'up', () => 'down');
+    const down = await fetch(`${hub.registry.url}/v2/`).then(
+      () => 'up',
+      () => 'down',
+    );
     t.equal(down, 'down', 'the upstream no longer answers');
     const ctd = await startContainerd(t);
     const mark = log.entries().length;

@@ -22,13 +22,17 @@ t.test('dockerd pulls Docker Hub images through berth as its registry mirror', {
   const upstreamMark = accessLog(hub.registry).length;
 
   const pulled = await dockerd.docker(['pull', 'bbox:1']).catch((err: unknown) => err);
-  t.notOk(pulled instanceof Error, 'docker pull bbox:1 succeeds', { error: String(pulled), accessLog: log.dump(), daemon: dockerd.log().slice(-5000) });
+  t.notOk(pulled instanceof Error, 'docker pull bbox:1 succeeds', {
+    error: String(pulled),
+    accessLog: log.dump(),
+    daemon: dockerd.log().slice(-5000),
+  });
   const seen = log.entries();
   // The daemon's mirror shape: Docker Hub's name with library/ and no ns query. Docker 20.10 resolves the tag with
   // HEAD (it does not count against Docker Hub's pull limit), then GETs the manifest by digest.
   t.ok(
     seen.some((e) => e.method === 'HEAD' && e.url === '/v2/library/bbox/manifests/1' && e.status === 200),
-    'berth answered the daemon\'s HEAD /v2/library/bbox/manifests/1',
+    "berth answered the daemon's HEAD /v2/library/bbox/manifests/1",
     { accessLog: log.dump() },
   );
   t.ok(
@@ -36,14 +40,20 @@ t.test('dockerd pulls Docker Hub images through berth as its registry mirror', {
     'and its GET of the manifest by digest',
     { accessLog: log.dump() },
   );
-  t.notOk(seen.some((e) => e.url.includes('ns=')), 'the daemon sends no ns', { accessLog: log.dump() });
+  t.notOk(
+    seen.some((e) => e.url.includes('ns=')),
+    'the daemon sends no ns',
+    { accessLog: log.dump() },
+  );
   t.ok(
     seen.some((e) => e.method === 'GET' && e.url === `/v2/library/bbox/blobs/${image.layer}` && e.status === 200),
     'the layer came from berth',
     { accessLog: log.dump() },
   );
   t.ok(
-    accessLog(hub.registry).slice(upstreamMark).some((e) => e.method === 'GET' && e.path === '/v2/library/bbox/manifests/1' && e.status === 200),
+    accessLog(hub.registry)
+      .slice(upstreamMark)
+      .some((e) => e.method === 'GET' && e.path === '/v2/library/bbox/manifests/1' && e.status === 200),
     'berth fetched the manifest from the upstream',
   );
 
@@ -59,7 +69,10 @@ t.test('dockerd pulls Docker Hub images through berth as its registry mirror', {
   const again = await dockerd.docker(['pull', 'bbox:1']).catch((err: unknown) => err);
   t.notOk(again instanceof Error, 'with the upstream stopped, docker pull bbox:1 still succeeds', { error: String(again), accessLog: log.dump() });
   t.ok(
-    log.entries().slice(mark).some((e) => e.method === 'GET' && e.url === `/v2/library/bbox/blobs/${image.layer}` && e.status === 200),
+    log
+      .entries()
+      .slice(mark)
+      .some((e) => e.method === 'GET' && e.url === `/v2/library/bbox/blobs/${image.layer}` && e.status === 200),
     'the layer was served again by berth',
     { accessLog: log.dump() },
   );

@@ -158,7 +158,11 @@ t.test('buildah and podman push to and pull from berth', { skip: skipUnlessInsta
     t.equal(got.body.layers[0]?.digest, baseManifest?.layers[0]?.digest, 'the base layer is the very blob pulled from berth');
     t.equal(got.body.annotations?.['org.opencontainers.image.base.digest'], baseDigest, 'buildah names the base digest it pulled');
     for (const layer of got.body.layers) {
-      t.equal((await fetch(`${berth.url}/v2/e2e/derived/blobs/${layer.digest}`, { method: 'HEAD' })).status, 200, `layer ${layer.digest} in e2e/derived`);
+      t.equal(
+        (await fetch(`${berth.url}/v2/e2e/derived/blobs/${layer.digest}`, { method: 'HEAD' })).status,
+        200,
+        `layer ${layer.digest} in e2e/derived`,
+      );
     }
     const check = await containersEnv(t);
     await check.podman(['pull', ...check.remoteFlags, derived]);

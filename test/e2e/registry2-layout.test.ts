@@ -68,7 +68,11 @@ async function pullAndCompare(t: Test, url: string, src: string, items: Pushed[]
     ]);
     t.equal(await layoutTagDigest(dst, p.tag), p.image.digest, `${what}: ${p.repo}:${p.tag} has the pushed digest`);
     const pulled = await walkBlobs(dst, p.image.digest, p.image.mediaType);
-    t.same(pulled.map((b) => b.digest), [...p.image.blobs].sort(), `${what}: ${p.repo}:${p.tag} has exactly the pushed blobs`);
+    t.same(
+      pulled.map((b) => b.digest),
+      [...p.image.blobs].sort(),
+      `${what}: ${p.repo}:${p.tag} has exactly the pushed blobs`,
+    );
     let intact = 0;
     for (const blob of pulled) {
       if (blob.actual === blob.digest && (await fileDigest(blobPath(src, blob.digest))) === blob.actual) intact++;

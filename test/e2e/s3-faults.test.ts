@@ -128,14 +128,22 @@ t.test('S3 answering 503 persistently during a PATCH, then recovering', async (t
   r.proxy.failNext(ALWAYS, 503);
   const patch = await send(new URL(location, r.berth.url).href, 'PATCH', { 'Content-Type': 'application/octet-stream' }, blob);
   assertUnavailable(t, patch, 'PATCH');
-  t.ok(r.proxy.requests.some((q) => q.fault === '503'), 'S3 requests were answered 503 by the proxy');
+  t.ok(
+    r.proxy.requests.some((q) => q.fault === '503'),
+    'S3 requests were answered 503 by the proxy',
+  );
   r.proxy.clear();
   await assertAliveAndClean(t, r, digest);
 
   const status = await send(new URL(location, r.berth.url).href, 'GET');
   t.equal(status.status, 204, 'the upload still exists');
   t.equal(status.headers.range, '0-0', 'and holds none of the failed PATCH');
-  const retry = await send(new URL(location, r.berth.url).href, 'PATCH', { 'Content-Type': 'application/octet-stream', 'Content-Range': `0-${blob.length - 1}` }, blob);
+  const retry = await send(
+    new URL(location, r.berth.url).href,
+    'PATCH',
+    { 'Content-Type': 'application/octet-stream', 'Content-Range': `0-${blob.length - 1}` },
+    blob,
+  );
   t.equal(retry.status, 202, `the same PATCH succeeds once S3 is back: ${retry.text}`);
   const put = await send(withDigest(r, String(retry.headers.location ?? location), digest), 'PUT');
   t.equal(put.status, 201, `PUT: ${put.text}`);
@@ -166,13 +174,26 @@ t.test('S3 answering 503 persistently during the closing PUT, then recovering', 
     const digest = sha256(blob);
     const location = await startUpload(t, r);
     const cut = 11 * MiB;
-    const patch = await send(new URL(location, r.berth.url).href, 'PATCH', { 'Content-Type': 'application/octet-stream', 'Content-Range': `0-${cut - 1}` }, blob.subarray(0, cut));
+    const patch = await send(
+      new URL(location, r.berth.url).href,
+      'PATCH',
+      { 'Content-Type': 'application/octet-stream', 'Content-Range': `0-${cut - 1}` },
+      blob.subarray(0, cut),
+    );
     t.equal(patch.status, 202);
     const next = String(patch.headers.location ?? location);
     r.proxy.failNext(ALWAYS, 500, s3Op.completeMultipart);
-    const put = await send(withDigest(r, next, digest), 'PUT', { 'Content-Type': 'application/octet-stream', 'Content-Range': `${cut}-${blob.length - 1}` }, blob.subarray(cut));
+    const put = await send(
+      withDigest(r, next, digest),
+      'PUT',
+      { 'Content-Type': 'application/octet-stream', 'Content-Range': `${cut}-${blob.length - 1}` },
+      blob.subarray(cut),
+    );
     assertUnavailable(t, put, 'PUT');
-    t.ok(r.proxy.requests.some((q) => q.fault === '500' && q.method === 'POST'), 'CompleteMultipartUpload was refused');
+    t.ok(
+      r.proxy.requests.some((q) => q.fault === '500' && q.method === 'POST'),
+      'CompleteMultipartUpload was refused',
+    );
     r.proxy.clear();
     await assertAliveAndClean(t, r, digest);
     const status = await send(new URL(next, r.berth.url).href, 'GET');
@@ -201,7 +222,12 @@ t.test('connections to S3 dropped mid-upload', async (t) => {
 
   // A single drop is absorbed by the retry (the part body is a Buffer, resent byte for byte).
   r.proxy.dropMidRequest(1, MiB, s3Op.uploadPart);
-  const retry = await send(new URL(location, r.berth.url).href, 'PATCH', { 'Content-Type': 'application/octet-stream', 'Content-Range': `0-${blob.length - 1}` }, blob);
+  const retry = await send(
+    new URL(location, r.berth.url).href,
+    'PATCH',
+    { 'Content-Type': 'application/octet-stream', 'Content-Range': `0-${blob.length - 1}` },
+    blob,
+  );
   t.equal(retry.status, 202, `the same PATCH succeeds, one dropped part retried: ${retry.text}`);
   const put = await send(withDigest(r, String(retry.headers.location ?? location), digest), 'PUT');
   t.equal(put.status, 201, `PUT: ${put.text}`);
@@ -224,7 +250,10 @@ t.test('connections to S3 dropped mid-download', async (t) => {
     t.notOk(got.aborted);
     t.equal(got.bytes, blob.length);
     t.equal(got.sha256, digest, 'every byte arrives, once');
-    t.ok(r.proxy.requests.some((q) => q.fault === 'drop-response'), 'the proxy did cut a GetObject');
+    t.ok(
+      r.proxy.requests.some((q) => q.fault === 'drop-response'),
+      'the proxy did cut a GetObject',
+    );
   });
 
   await t.test('S3 keeps dropping: the body is cut short, never padded or corrupt', async (t) => {
@@ -260,7 +289,10 @@ t.test('the client drops mid-PATCH: what arrived is kept (tail in S3) and the up
   const sent = 3 * MiB + 5;
   // Announce the whole blob, send part of it, then cut the connection.
   await new Promise<void>((resolve) => {
-    const req = httpRequest(new URL(location, r.berth.url), { method: 'PATCH', headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(blob.length) } });
+    const req = httpRequest(new URL(location, r.berth.url), {
+      method: 'PATCH',
+      headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(blob.length) },
+    });
     req.on('error', () => resolve());
     req.write(blob.subarray(0, sent), () => {
       setTimeout(() => {
@@ -280,8 +312,17 @@ t.test('the client drops mid-PATCH: what arrived is kept (tail in S3) and the up
   }
   t.ok(offset > 0 && offset <= sent, `the upload kept ${offset} of the ${sent} bytes that arrived`);
   t.same(committedBlobs(r.s3, digest), [], 'nothing committed');
-  const rest = await send(withDigest(r, location, digest), 'PUT', { 'Content-Type': 'application/octet-stream', 'Content-Range': `${offset}-${blob.length - 1}` }, blob.subarray(offset));
+  const rest = await send(
+    withDigest(r, location, digest),
+    'PUT',
+    { 'Content-Type': 'application/octet-stream', 'Content-Range': `${offset}-${blob.length - 1}` },
+    blob.subarray(offset),
+  );
   t.equal(rest.status, 201, `the rest in the closing PUT completes the upload: ${rest.text}`);
   await assertServed(t, r, blob, digest);
-  t.same(r.s3.keys().filter((k) => k.includes('.berth-tail-') || k.includes('/_uploads/')), [], 'no tail or upload data left');
+  t.same(
+    r.s3.keys().filter((k) => k.includes('.berth-tail-') || k.includes('/_uploads/')),
+    [],
+    'no tail or upload data left',
+  );
 });

@@ -87,14 +87,22 @@ t.test('berth on S3: skopeo, chunked and single-PATCH uploads, redirects, readin
     await skopeo(['copy', '--preserve-digests', '--dest-tls-verify=false', `oci:${src}:v1`, ref], { timeoutMs: 50_000 });
     t.ok(s3.keys().includes(blobKey('skopeo', bigDigest)), 'the big layer is stored at its registry:2 key in the bucket');
     t.same(s3.uploads(), [], 'no multipart upload is left in progress');
-    t.same(s3.keys().filter((k) => k.includes('.berth-tail-')), [], 'no tail side object is left behind');
+    t.same(
+      s3.keys().filter((k) => k.includes('.berth-tail-')),
+      [],
+      'no tail side object is left behind',
+    );
 
     const dst = await tempDir(t, 'berth-s3-dst-');
     // Blob GETs answer 307 to presigned S3 URLs (redirects are on by default); skopeo follows them.
     await skopeo(['copy', '--preserve-digests', '--src-tls-verify=false', ref, `oci:${dst}:v1`], { timeoutMs: 50_000 });
     t.equal(await layoutTagDigest(dst, 'v1'), image.digest, 'the pulled tag names the pushed manifest digest');
     const pulled = await walkBlobs(dst, image.digest, image.mediaType);
-    t.same(pulled.map((b) => b.digest), [...image.blobs].sort(), 'exactly the pushed blobs come back');
+    t.same(
+      pulled.map((b) => b.digest),
+      [...image.blobs].sort(),
+      'exactly the pushed blobs come back',
+    );
     for (const b of pulled) t.equal(b.actual, b.digest, `${b.mediaType} ${b.digest} hashes to its digest`);
   });
 
@@ -122,7 +130,7 @@ t.test('berth on S3: skopeo, chunked and single-PATCH uploads, redirects, readin
   const stream = await startBerth(t, { storage: { s3: s3Section(s3, 'streamed'), redirect: { disable: true } } });
   const single = await startBerth(t, { storage: { s3: s3Section(s3, 'single') } });
 
-  await t.test('the big blob in 3 MiB PATCHes (below S3\'s 5 MiB minimum part)', async (t) => {
+  await t.test("the big blob in 3 MiB PATCHes (below S3's 5 MiB minimum part)", async (t) => {
     const post = await send(`${stream.url}/v2/s3/chunked/blobs/uploads/`, 'POST');
     t.equal(post.status, 202);
     let location = String(post.headers.location ?? '');
@@ -135,11 +143,16 @@ t.test('berth on S3: skopeo, chunked and single-PATCH uploads, redirects, readin
         const buf = Buffer.allocUnsafe(length);
         const { bytesRead } = await file.read(buf, 0, length, start);
         t.equal(bytesRead, length);
-        const res = await send(new URL(location, stream.url).href, 'PATCH', {
-          'Content-Type': 'application/octet-stream',
-          'Content-Range': `${start}-${start + length - 1}`,
-          'Content-Length': String(length),
-        }, buf);
+        const res = await send(
+          new URL(location, stream.url).href,
+          'PATCH',
+          {
+            'Content-Type': 'application/octet-stream',
+            'Content-Range': `${start}-${start + length - 1}`,
+            'Content-Length': String(length),
+          },
+          buf,
+        );
         chunks += 1;
         if (res.status !== 202) {
           t.fail(`PATCH ${start}-${start + length - 1} answered ${res.status}: ${res.text}`);
@@ -155,12 +168,18 @@ t.test('berth on S3: skopeo, chunked and single-PATCH uploads, redirects, readin
     }
     t.ok(chunks > 20, `${chunks} PATCH requests`);
     t.ok(sawTail, 'tails below 5 MiB were kept in S3 between requests');
-    const put = await send(`${new URL(location, stream.url).href}${location.includes('?') ? '&' : '?'}digest=${bigDigest}`, 'PUT', { 'Content-Length': '0' });
+    const put = await send(`${new URL(location, stream.url).href}${location.includes('?') ? '&' : '?'}digest=${bigDigest}`, 'PUT', {
+      'Content-Length': '0',
+    });
     t.equal(put.status, 201, `closing PUT: ${put.text}`);
     t.equal(put.headers['docker-content-digest'], bigDigest);
     t.ok(s3.keys().includes(blobKey('streamed', bigDigest)), 'committed at the blob key');
     t.same(s3.uploads(), [], 'no multipart upload is left in progress');
-    t.same(s3.keys().filter((k) => k.startsWith('streamed/') && (k.includes('.berth-tail-') || k.includes('/_uploads/'))), [], 'no tails or upload data left');
+    t.same(
+      s3.keys().filter((k) => k.startsWith('streamed/') && (k.includes('.berth-tail-') || k.includes('/_uploads/'))),
+      [],
+      'no tails or upload data left',
+    );
 
     const get = await send(`${stream.url}/v2/s3/chunked/blobs/${bigDigest}`, 'GET');
     t.equal(get.status, 200, 'with redirects disabled, GET streams the blob itself');
@@ -178,10 +197,15 @@ t.test('berth on S3: skopeo, chunked and single-PATCH uploads, redirects, readin
     const post = await send(`${single.url}/v2/s3/single/blobs/uploads/`, 'POST');
     t.equal(post.status, 202);
     const location = String(post.headers.location ?? '');
-    const patch = await send(new URL(location, single.url).href, 'PATCH', {
-      'Content-Type': 'application/octet-stream',
-      'Content-Length': String(bigSize),
-    }, createReadStream(bigFile, { highWaterMark: MiB }));
+    const patch = await send(
+      new URL(location, single.url).href,
+      'PATCH',
+      {
+        'Content-Type': 'application/octet-stream',
+        'Content-Length': String(bigSize),
+      },
+      createReadStream(bigFile, { highWaterMark: MiB }),
+    );
     t.equal(patch.status, 202, `PATCH: ${patch.text}`);
     t.equal(patch.headers.range, `0-${bigSize - 1}`);
     const next = String(patch.headers.location ?? location);

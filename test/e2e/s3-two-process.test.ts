@@ -63,7 +63,10 @@ t.test('two berth processes on one bucket and one Redis', async (t) => {
       if (tails().length > 0) tailSeen += 1;
     }
     t.ok(tailSeen > 0, 'PATCHes ending below a part boundary left their tail in S3 for the other process');
-    t.ok(s3.requests.some((r) => r.method === 'PUT' && r.query.partNumber !== undefined && r.status === 200), 'and full parts went into a multipart upload');
+    t.ok(
+      s3.requests.some((r) => r.method === 'PUT' && r.query.partNumber !== undefined && r.status === 200),
+      'and full parts went into a multipart upload',
+    );
 
     node = other(node);
     const status = await fetch(new URL(location, node.url));
@@ -87,7 +90,11 @@ t.test('two berth processes on one bucket and one Redis', async (t) => {
     }
     t.same(s3.uploads(), [], 'no multipart upload is left in progress');
     t.same(tails(), [], 'no tail side object is left');
-    t.same(s3.keys().filter((k) => k.includes('/_uploads/')), [], 'the upload directory is gone');
+    t.same(
+      s3.keys().filter((k) => k.includes('/_uploads/')),
+      [],
+      'the upload directory is gone',
+    );
   });
 
   await t.test('a PUT without body on one process after the last PATCH on the other', async (t) => {
@@ -96,7 +103,10 @@ t.test('two berth processes on one bucket and one Redis', async (t) => {
     const post = await fetch(`${b.url}/v2/${REPO}/blobs/uploads/`, { method: 'POST' });
     t.equal(post.status, 202);
     let location = post.headers.get('location') ?? '';
-    for (const [n, start, end] of [[a, 0, 4 * MiB], [b, 4 * MiB, blob.length]] as const) {
+    for (const [n, start, end] of [
+      [a, 0, 4 * MiB],
+      [b, 4 * MiB, blob.length],
+    ] as const) {
       const res = await fetch(new URL(location, n.url), {
         method: 'PATCH',
         headers: { 'Content-Type': 'application/octet-stream', 'Content-Range': `${start}-${end - 1}` },
@@ -128,12 +138,23 @@ t.test('two berth processes on one bucket and one Redis', async (t) => {
       t.notOk(s3.keys().includes(`docker/registry/v2/blobs/sha256/${hex.slice(0, 2)}/${hex}/data`), 'nothing at its key in the bucket');
     }
     t.same(s3.uploads(), [], 'the multipart upload was aborted');
-    t.same(s3.keys().filter((k) => k.includes('/_uploads/') || k.includes('.berth-tail-')), [], 'and the upload data removed');
+    t.same(
+      s3.keys().filter((k) => k.includes('/_uploads/') || k.includes('.berth-tail-')),
+      [],
+      'and the upload data removed',
+    );
   });
 
   await t.test('both processes exit 0 on SIGTERM without error logs', async (t) => {
     const results = (await Promise.all(nodes.map((n) => n.stop()))).map(({ code, signal }) => ({ code, signal }));
-    t.same(results, [{ code: 0, signal: null }, { code: 0, signal: null }]);
-    t.same([...a.logs, ...b.logs].filter((l) => /"level":(50|60)/.test(l)), [], 'no error-level log lines');
+    t.same(results, [
+      { code: 0, signal: null },
+      { code: 0, signal: null },
+    ]);
+    t.same(
+      [...a.logs, ...b.logs].filter((l) => /"level":(50|60)/.test(l)),
+      [],
+      'no error-level log lines',
+    );
   });
 });

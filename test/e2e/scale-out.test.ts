@@ -59,15 +59,12 @@ async function startFront(t: Test, instances: BerthProcess[]): Promise<Front> {
     const target = instances[i] as BerthProcess;
     served[i] = (served[i] ?? 0) + 1;
     log.push({ method: req.method ?? '', path: req.url ?? '', instance: i });
-    const up = httpRequest(
-      { host: '127.0.0.1', port: target.port, method: req.method, path: req.url, headers: req.headers, agent },
-      (upRes) => {
-        const started = UPLOAD_ID.exec(String(upRes.headers.location ?? ''))?.[1];
-        if (started !== undefined && !lastOfUpload.has(started)) lastOfUpload.set(started, i);
-        res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-        upRes.pipe(res);
-      },
-    );
+    const up = httpRequest({ host: '127.0.0.1', port: target.port, method: req.method, path: req.url, headers: req.headers, agent }, (upRes) => {
+      const started = UPLOAD_ID.exec(String(upRes.headers.location ?? ''))?.[1];
+      if (started !== undefined && !lastOfUpload.has(started)) lastOfUpload.set(started, i);
+      res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+      upRes.pipe(res);
+    });
     up.on('error', () => {
       if (!res.headersSent) res.writeHead(502).end();
       else res.destroy();
@@ -98,7 +95,9 @@ t.test('three berth processes on one S3 bucket and one Redis behind a round-robi
   const ref = (i: number) => dockerRef(front.url, `scale/app${i}`, 'v1');
 
   await t.test(`${IMAGES} concurrent skopeo pushes`, async (t) => {
-    await Promise.all(images.map((_, i) => skopeo(['copy', '--preserve-digests', '--dest-tls-verify=false', `oci:${src}:img${i}`, ref(i)], { timeoutMs: 50_000 })));
+    await Promise.all(
+      images.map((_, i) => skopeo(['copy', '--preserve-digests', '--dest-tls-verify=false', `oci:${src}:img${i}`, ref(i)], { timeoutMs: 50_000 })),
+    );
     for (const [i, image] of images.entries()) {
       const head = await fetch(`${front.url}/v2/scale/app${i}/manifests/v1`, { method: 'HEAD', headers: { Accept: image.mediaType } });
       t.equal(head.headers.get('docker-content-digest'), image.digest, `app${i}:v1 resolves to the pushed manifest`);
@@ -110,27 +109,53 @@ t.test('three berth processes on one S3 bucket and one Redis behind a round-robi
       if (id) byUpload.set(id, (byUpload.get(id) ?? new Set()).add(r.instance));
     }
     t.ok(byUpload.size >= IMAGES * 3, `${byUpload.size} blob uploads (two layers and a config per image)`);
-    t.same([...byUpload.values()].filter((s) => s.size < 2).map((s) => [...s]), [], 'no upload had all its requests on one instance');
+    t.same(
+      [...byUpload.values()].filter((s) => s.size < 2).map((s) => [...s]),
+      [],
+      'no upload had all its requests on one instance',
+    );
     t.same(s3.uploads(), [], 'no multipart upload is left in progress');
-    t.same(s3.keys().filter((k) => k.includes('.berth-tail-') || k.includes('/_uploads/')), [], 'no upload data left in the bucket');
+    t.same(
+      s3.keys().filter((k) => k.includes('.berth-tail-') || k.includes('/_uploads/')),
+      [],
+      'no upload data left in the bucket',
+    );
   });
 
   await t.test(`${IMAGES} concurrent skopeo pulls, all digests verified`, async (t) => {
     const dsts = await Promise.all(images.map(() => tempDir(t, 'berth-scale-dst-')));
-    await Promise.all(images.map((_, i) => skopeo(['copy', '--preserve-digests', '--src-tls-verify=false', ref(i), `oci:${dsts[i]}:v1`], { timeoutMs: 50_000 })));
+    await Promise.all(
+      images.map((_, i) => skopeo(['copy', '--preserve-digests', '--src-tls-verify=false', ref(i), `oci:${dsts[i]}:v1`], { timeoutMs: 50_000 })),
+    );
     for (const [i, image] of images.entries()) {
       const dst = dsts[i] as string;
       t.equal(await layoutTagDigest(dst, 'v1'), image.digest, `app${i}: the pulled tag names the pushed manifest`);
       const pulled = await walkBlobs(dst, image.digest, image.mediaType);
-      t.same(pulled.map((b) => b.digest), [...image.blobs].sort(), `app${i}: exactly the pushed blobs`);
-      t.same(pulled.filter((b) => b.actual !== b.digest), [], `app${i}: every pulled blob hashes to its digest`);
+      t.same(
+        pulled.map((b) => b.digest),
+        [...image.blobs].sort(),
+        `app${i}: exactly the pushed blobs`,
+      );
+      t.same(
+        pulled.filter((b) => b.actual !== b.digest),
+        [],
+        `app${i}: every pulled blob hashes to its digest`,
+      );
     }
   });
 
   await t.test('every instance served requests; all exit 0 without error logs', async (t) => {
     for (const [i, n] of instances.entries()) t.ok((front.served[i] ?? 0) > 0, `${n.name} served ${front.served[i]} requests`);
     const results = (await Promise.all(instances.map((n) => n.stop()))).map(({ code, signal }) => ({ code, signal }));
-    t.same(results, instances.map(() => ({ code: 0, signal: null })), 'every instance exits 0 on SIGTERM');
-    t.same(instances.flatMap((n) => n.logs.filter((l) => /"level":(50|60)/.test(l))), [], 'no error-level log lines');
+    t.same(
+      results,
+      instances.map(() => ({ code: 0, signal: null })),
+      'every instance exits 0 on SIGTERM',
+    );
+    t.same(
+      instances.flatMap((n) => n.logs.filter((l) => /"level":(50|60)/.test(l))),
+      [],
+      'no error-level log lines',
+    );
   });
 });

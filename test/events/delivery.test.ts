@@ -59,7 +59,19 @@ t.test('an event reaches the endpoint as registry:2 sends it: one per POST, its 
   ]);
   t.same(warnings, []);
   await events.emit('push', { repository: 'a/b', digest: D1, mediaType: 'application/octet-stream', size: 12, kind: 'blob' }, ctx);
-  await events.emit('push', { repository: 'a/b', digest: D2, mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 300, kind: 'manifest', tag: 'v1', references: [{ mediaType: 'x', size: 1, digest: D1 }] }, ctx);
+  await events.emit(
+    'push',
+    {
+      repository: 'a/b',
+      digest: D2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      size: 300,
+      kind: 'manifest',
+      tag: 'v1',
+      references: [{ mediaType: 'x', size: 1, digest: D1 }],
+    },
+    ctx,
+  );
   const got = await rx.waitFor((e) => e.length === 2);
   t.equal(rx.requests.length, 2, 'one request per event');
   const req = rx.requests[0];
@@ -80,7 +92,11 @@ t.test('an event reaches the endpoint as registry:2 sends it: one per POST, its 
   t.same(got[0]?.actor, { name: 'alice' });
   t.match(got[0]?.source, { addr: /:5000$/, instanceID: /^[0-9a-f-]{36}$/ });
   t.match(got[0]?.timestamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/);
-  t.same(Object.keys((got[1]?.target as object) ?? {}), ['mediaType', 'size', 'digest', 'length', 'repository', 'url', 'tag'], 'references only when asked');
+  t.same(
+    Object.keys((got[1]?.target as object) ?? {}),
+    ['mediaType', 'size', 'digest', 'length', 'repository', 'url', 'tag'],
+    'references only when asked',
+  );
   // The receiver has the body before berth has its answer: the counters follow a moment later.
   while ((await metric(registry, 'berth_events_pending', 'rx')) !== 0) await new Promise((r) => setTimeout(r, 20));
   t.equal(await metric(registry, 'berth_events_delivered_total', 'rx'), 2);
@@ -93,7 +109,10 @@ t.test('receiver down, then up: retried with backoff, delivered in order, each o
   for (let i = 0; i < 5; i++) await events.emit('pull', { repository: `r/${i}`, digest: D1, mediaType: 'm', size: 1, kind: 'blob' }, ctx);
   while (rx.requests.length < 4) await new Promise((r) => setTimeout(r, 20));
   t.equal(rx.events().length, 0, 'nothing accepted while the receiver fails');
-  t.ok(rx.requests.every((r) => (JSON.parse(r.body) as { events: { target: { repository: string } }[] }).events[0]?.target.repository === 'r/0'), 'the head event is retried, never skipped');
+  t.ok(
+    rx.requests.every((r) => (JSON.parse(r.body) as { events: { target: { repository: string } }[] }).events[0]?.target.repository === 'r/0'),
+    'the head event is retried, never skipped',
+  );
   t.equal(await metric(registry, 'berth_events_pending', 'rx'), 5);
   t.ok(((await metric(registry, 'berth_events_failed_total', 'rx')) ?? 0) >= 4, 'failures counted');
   t.ok(((await metric(registry, 'berth_events_oldest_pending_age_seconds', 'rx')) ?? 0) > 0, 'oldest pending age');
@@ -101,7 +120,11 @@ t.test('receiver down, then up: retried with backoff, delivered in order, each o
   const got = await rx.waitFor((e) => e.length >= 5);
   while ((await metric(registry, 'berth_events_pending', 'rx')) !== 0) await new Promise((r) => setTimeout(r, 20));
   await new Promise((r) => setTimeout(r, 200));
-  t.same(rx.events().map((e) => (e.target as { repository: string }).repository), ['r/0', 'r/1', 'r/2', 'r/3', 'r/4'], 'in order, once each');
+  t.same(
+    rx.events().map((e) => (e.target as { repository: string }).repository),
+    ['r/0', 'r/1', 'r/2', 'r/3', 'r/4'],
+    'in order, once each',
+  );
   t.equal(new Set(got.map((e) => e.id)).size, 5, 'distinct ids');
   t.equal(await metric(registry, 'berth_events_pending', 'rx'), 0);
   t.equal(await metric(registry, 'berth_events_oldest_pending_age_seconds', 'rx'), 0);
@@ -134,7 +157,12 @@ t.test('filters: ignoredmediatypes, ignore.mediatypes, ignore.actions, disabled 
   const disabled = await startEventReceiver(t);
   const { events } = await setup(t, [
     { name: 'all', url: all.url },
-    { name: 'filtered', url: filtered.url, ignoredmediatypes: ['application/octet-stream'], ignore: { mediatypes: ['application/x-other'], actions: ['pull', 'mount'] } },
+    {
+      name: 'filtered',
+      url: filtered.url,
+      ignoredmediatypes: ['application/octet-stream'],
+      ignore: { mediatypes: ['application/x-other'], actions: ['pull', 'mount'] },
+    },
     { name: 'off', url: disabled.url, disabled: true },
   ]);
   await events.emit('push', { repository: 'a', digest: D1, mediaType: 'application/octet-stream', size: 1, kind: 'blob' }, ctx);
@@ -146,10 +174,10 @@ t.test('filters: ignoredmediatypes, ignore.mediatypes, ignore.actions, disabled 
   await all.waitFor((e) => e.length === 6);
   await filtered.waitFor((e) => e.length === 2);
   await new Promise((r) => setTimeout(r, 300));
-  t.same(filtered.events().map((e) => `${String(e.action)} ${String((e.target as { mediaType?: string }).mediaType)}`), [
-    'push application/vnd.oci.image.manifest.v1+json',
-    'delete undefined',
-  ]);
+  t.same(
+    filtered.events().map((e) => `${String(e.action)} ${String((e.target as { mediaType?: string }).mediaType)}`),
+    ['push application/vnd.oci.image.manifest.v1+json', 'delete undefined'],
+  );
   t.equal(all.events().length, 6);
   t.equal(disabled.requests.length, 0, 'a disabled endpoint gets nothing');
 });
@@ -158,7 +186,11 @@ t.test('references only with events.includereferences; audit lines for changes, 
   const rx = await startEventReceiver(t);
   const { events } = await setup(t, [{ name: 'rx', url: rx.url }], { events: { includereferences: true } });
   const refs = [{ mediaType: 'application/vnd.oci.image.config.v1+json', size: 2, digest: D1 }];
-  await events.emit('push', { repository: 'a', digest: D2, mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 3, kind: 'manifest', tag: 't', references: refs }, ctx);
+  await events.emit(
+    'push',
+    { repository: 'a', digest: D2, mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 3, kind: 'manifest', tag: 't', references: refs },
+    ctx,
+  );
   const [e] = await rx.waitFor((x) => x.length === 1);
   t.same((e?.target as { references: unknown }).references, refs);
 
@@ -185,10 +217,21 @@ t.test('references only with events.includereferences; audit lines for changes, 
   await sink.emit('mount', { repository: 'a', digest: D1, kind: 'blob', fromRepository: 'b' }, ctx);
   await sink.close();
   const parsed = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
-  t.same(parsed.map((l) => l.action), ['manifest push', 'tag delete', 'manifest delete', 'blob delete', 'repository delete', 'blob mount'], 'one line per change; pulls and blob uploads are not changes of record');
+  t.same(
+    parsed.map((l) => l.action),
+    ['manifest push', 'tag delete', 'manifest delete', 'blob delete', 'repository delete', 'blob mount'],
+    'one line per change; pulls and blob uploads are not changes of record',
+  );
   t.match(parsed[0], { logger: 'audit', msg: 'audit', user: 'alice', addr: '127.0.0.1:4242', reqId: 'req-1', repository: 'a', digest: D2, tag: 't' });
-  const fileLines = (await readFile(join(dir, 'sub', 'audit.log'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
-  t.same(fileLines.map((l) => l.action), parsed.map((l) => l.action), 'berth.audit.file gets the same lines');
+  const fileLines = (await readFile(join(dir, 'sub', 'audit.log'), 'utf8'))
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  t.same(
+    fileLines.map((l) => l.action),
+    parsed.map((l) => l.action),
+    'berth.audit.file gets the same lines',
+  );
   t.match(fileLines[0], { logger: 'audit', user: 'alice', reqId: 'req-1' });
 });
 
@@ -197,7 +240,9 @@ t.test('config: registry:2 keys, durations, fail closed on bad endpoints', async
   const n = parseNotifications(
     {
       events: { includereferences: true },
-      endpoints: [{ name: 'a b/c', url: 'https://hooks.example/x', timeout: '500ms', threshold: 5, backoff: '1m30s', ignoredmediatypes: 'x', bogus: 1 }],
+      endpoints: [
+        { name: 'a b/c', url: 'https://hooks.example/x', timeout: '500ms', threshold: 5, backoff: '1m30s', ignoredmediatypes: 'x', bogus: 1 },
+      ],
     },
     (m) => warnings.push(m),
   );
@@ -209,7 +254,15 @@ t.test('config: registry:2 keys, durations, fail closed on bad endpoints', async
     [{ endpoints: [{ url: 'http://x' }] }, /notifications\.endpoints\[0\]\.name: required/],
     [{ endpoints: [{ name: 'a' }] }, /endpoints\[0\]\.url: required/],
     [{ endpoints: [{ name: 'a', url: 'ftp://x' }] }, /endpoints\[0\]\.url: expected an http or https URL/],
-    [{ endpoints: [{ name: 'a', url: 'http://x' }, { name: 'a', url: 'http://y' }] }, /endpoints\[1\]\.name: "a" is used by two endpoints/],
+    [
+      {
+        endpoints: [
+          { name: 'a', url: 'http://x' },
+          { name: 'a', url: 'http://y' },
+        ],
+      },
+      /endpoints\[1\]\.name: "a" is used by two endpoints/,
+    ],
     [{ endpoints: [{ name: 'a', url: 'http://x', ignore: { actions: ['pul'] } }] }, /endpoints\[0\]\.ignore\.actions/],
     [{ endpoints: [{ name: 'a', url: 'http://x', timeout: 'soon' }] }, /endpoints\[0\]\.timeout/],
     [{ endpoints: [{ name: 'a', url: 'http://x', headers: { 'X-A': ['a\r\nb'] } }] }, /headers\.X-A/],
@@ -238,7 +291,10 @@ t.test('the commented notifications and berth.audit examples in config.example.y
   t.same(n.endpoints[0]?.ignoredActions, ['pull']);
   const { parseAuditConfig } = await import('../../src/events/config.js');
   const audit = parse(block(/^ {2}# audit:/).replace(/^ {2}/gm, '')) as Record<string, unknown>;
-  t.same(parseAuditConfig(audit, (m) => warnings.push(m)), { file: '/var/log/berth/audit.log' });
+  t.same(
+    parseAuditConfig(audit, (m) => warnings.push(m)),
+    { file: '/var/log/berth/audit.log' },
+  );
   t.same(warnings, []);
 });
 

@@ -36,7 +36,9 @@ t.test('kill -9 with events pending and the receiver down: a restarted berth del
   // Every answer came after its events were queued: they are all on disk now.
   const queueDir = join(root, 'berth', 'events', (await readdir(join(root, 'berth', 'events')))[0] ?? '');
   const names = (await readdir(queueDir)).sort();
-  const queued = await Promise.all(names.map(async (n) => (JSON.parse(await readFile(join(queueDir, n), 'utf8')) as { event: { id: string } }).event.id));
+  const queued = await Promise.all(
+    names.map(async (n) => (JSON.parse(await readFile(join(queueDir, n), 'utf8')) as { event: { id: string } }).event.id),
+  );
   t.equal(queued.length, 9, '3 images x (layer, config, manifest)');
   const exit = await first.stop('SIGKILL');
   t.equal(exit.signal, 'SIGKILL');
@@ -45,8 +47,15 @@ t.test('kill -9 with events pending and the receiver down: a restarted berth del
   const second = await serve(t, file, 'second');
   const got = await rx.waitFor((e) => e.length >= queued.length, 30_000);
   await new Promise((r) => setTimeout(r, 500));
-  t.same(rx.events().map((e) => e.id), queued, 'every queued event, once, in the order they were queued');
-  t.same(got.slice(-3).map((e) => e.action), ['push', 'push', 'push']);
+  t.same(
+    rx.events().map((e) => e.id),
+    queued,
+    'every queued event, once, in the order they were queued',
+  );
+  t.same(
+    got.slice(-3).map((e) => e.action),
+    ['push', 'push', 'push'],
+  );
   t.same(await readdir(queueDir), [], 'delivered events leave the queue');
   await second.stop();
 });
@@ -67,7 +76,9 @@ t.test('two replicas on one Redis: each event delivered once, whichever replica 
   const pulls = 30;
   await Promise.all(
     Array.from({ length: pulls }, async (_, i) => {
-      const res = await fetch(`${(i % 2 ? a : b).url}/v2/shared/img/manifests/v1`, { headers: { accept: image.manifest.mediaType, 'user-agent': `puller/${i}` } });
+      const res = await fetch(`${(i % 2 ? a : b).url}/v2/shared/img/manifests/v1`, {
+        headers: { accept: image.manifest.mediaType, 'user-agent': `puller/${i}` },
+      });
       await res.arrayBuffer();
       if (res.status !== 200) throw new Error(`pull ${i}: ${res.status}`);
     }),
@@ -79,7 +90,10 @@ t.test('two replicas on one Redis: each event delivered once, whichever replica 
   t.equal(events.length, total, 'nothing delivered twice');
   t.equal(new Set(events.map((e) => e.id)).size, total);
   t.same(
-    events.filter((e) => e.action === 'pull').map((e) => (e.request as { useragent: string }).useragent).sort(),
+    events
+      .filter((e) => e.action === 'pull')
+      .map((e) => (e.request as { useragent: string }).useragent)
+      .sort(),
     Array.from({ length: pulls }, (_, i) => `puller/${i}`).sort(),
     'every pull, from both replicas',
   );

@@ -65,26 +65,45 @@ t.test('with auth: actor.name is the user; tag deletes; audit and access log car
     { logger },
   );
   const basic = `Basic ${Buffer.from('alice:alice-pw').toString('base64')}`;
-  const authed: typeof fetch = (input, init = {}) => fetch(input, { ...init, headers: { ...(init.headers as Record<string, string>), authorization: basic } });
+  const authed: typeof fetch = (input, init = {}) =>
+    fetch(input, { ...init, headers: { ...(init.headers as Record<string, string>), authorization: basic } });
   const bad = await fetch(`${berth.url}/v2/`, { headers: { authorization: `Basic ${Buffer.from('alice:wrong').toString('base64')}` } });
   t.equal(bad.status, 401);
   const layer = randomLayer(100);
   const { createHash } = await import('node:crypto');
   const digest = `sha256:${createHash('sha256').update(layer).digest('hex')}`;
-  const put = await authed(`${berth.url}/v2/team/app/blobs/uploads/?digest=${digest}`, { method: 'POST', body: layer, headers: { 'content-type': 'application/octet-stream' } });
+  const put = await authed(`${berth.url}/v2/team/app/blobs/uploads/?digest=${digest}`, {
+    method: 'POST',
+    body: layer,
+    headers: { 'content-type': 'application/octet-stream' },
+  });
   t.equal(put.status, 201);
   const config = Buffer.from('{}');
   const cd = `sha256:${createHash('sha256').update(config).digest('hex')}`;
   t.equal((await authed(`${berth.url}/v2/team/app/blobs/uploads/?digest=${cd}`, { method: 'POST', body: config })).status, 201);
-  const manifest = JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: cd, size: 2 }, layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest, size: 100 }] });
-  t.equal((await authed(`${berth.url}/v2/team/app/manifests/v1`, { method: 'PUT', body: manifest, headers: { 'content-type': OCI_MANIFEST } })).status, 201);
+  const manifest = JSON.stringify({
+    schemaVersion: 2,
+    mediaType: OCI_MANIFEST,
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: cd, size: 2 },
+    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest, size: 100 }],
+  });
+  t.equal(
+    (await authed(`${berth.url}/v2/team/app/manifests/v1`, { method: 'PUT', body: manifest, headers: { 'content-type': OCI_MANIFEST } })).status,
+    201,
+  );
   t.equal((await authed(`${berth.url}/v2/team/app/manifests/v1`, { method: 'DELETE' })).status, 202);
   const events = await rx.waitFor((e) => e.length >= 4);
-  t.same(events.map((e) => e.actor), [{ name: 'alice' }, { name: 'alice' }, { name: 'alice' }, { name: 'alice' }]);
+  t.same(
+    events.map((e) => e.actor),
+    [{ name: 'alice' }, { name: 'alice' }, { name: 'alice' }, { name: 'alice' }],
+  );
   t.same(events[3]?.target, { repository: 'team/app', tag: 'v1' }, 'a tag delete (registry:2 3.x shape; 2.8 cannot delete tags)');
   const parsed = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
   const audit = parsed.filter((l) => l.logger === 'audit');
-  t.same(audit.map((l) => l.action), ['login failure', 'manifest push', 'tag delete']);
+  t.same(
+    audit.map((l) => l.action),
+    ['login failure', 'manifest push', 'tag delete'],
+  );
   t.match(audit[1], { user: 'alice', addr: /^127\.0\.0\.1:\d+$/, reqId: /.+/, repository: 'team/app', tag: 'v1' });
   t.match(audit[0], { user: 'alice', addr: '127.0.0.1' });
   const access = parsed.filter((l) => l.msg === 'request' && l.method === 'PUT');

@@ -60,13 +60,29 @@ async function scenario(url: string, c: Content, pullDir: string): Promise<void>
   put.searchParams.set('digest', sha(c.layer));
   await ok(await fetch(put, { method: 'PUT', body: c.layer, headers: { 'content-type': 'application/octet-stream' } }), 201, 'put');
   r = await ok(await fetch(`${url}/v2/a/b/blobs/uploads/`, { method: 'POST' }), 202, 'start');
-  r = await ok(await fetch(new URL(r.headers.get('location') ?? '', url), { method: 'PATCH', body: c.config, headers: { 'content-type': 'application/octet-stream' } }), 202, 'patch');
+  r = await ok(
+    await fetch(new URL(r.headers.get('location') ?? '', url), {
+      method: 'PATCH',
+      body: c.config,
+      headers: { 'content-type': 'application/octet-stream' },
+    }),
+    202,
+    'patch',
+  );
   const loc = new URL(r.headers.get('location') ?? '', url);
   loc.searchParams.set('digest', sha(c.config));
   await ok(await fetch(loc, { method: 'PUT' }), 201, 'close');
   const md = sha(c.manifest);
-  await ok(await fetch(`${url}/v2/a/b/manifests/v1`, { method: 'PUT', body: c.manifest, headers: { 'content-type': OCI_MANIFEST } }), 201, 'manifest by tag');
-  await ok(await fetch(`${url}/v2/a/b/manifests/${md}`, { method: 'PUT', body: c.manifest, headers: { 'content-type': OCI_MANIFEST } }), 201, 'manifest by digest');
+  await ok(
+    await fetch(`${url}/v2/a/b/manifests/v1`, { method: 'PUT', body: c.manifest, headers: { 'content-type': OCI_MANIFEST } }),
+    201,
+    'manifest by tag',
+  );
+  await ok(
+    await fetch(`${url}/v2/a/b/manifests/${md}`, { method: 'PUT', body: c.manifest, headers: { 'content-type': OCI_MANIFEST } }),
+    201,
+    'manifest by digest',
+  );
   await ok(await fetch(`${url}/v2/a/b/manifests/v1`, { headers: { accept: OCI_MANIFEST, 'user-agent': 'events-test/1.0' } }), 200, 'get by tag');
   await ok(await fetch(`${url}/v2/a/b/manifests/${md}`, { method: 'HEAD', headers: { accept: OCI_MANIFEST } }), 200, 'head by digest');
   await ok(await fetch(`${url}/v2/a/b/blobs/${sha(c.layer)}`), 200, 'get blob');
@@ -133,7 +149,11 @@ t.test('berth sends the events registry:2 sends, field by field', async (t) => {
   t.equal(rxb.requests[0]?.headers['content-type'], rx2.requests[0]?.headers['content-type'], 'same Content-Type');
   t.equal(rxb.requests[0]?.headers['x-secret'], 's', 'configured headers sent');
   t.match(rxb.requests[0]?.body, /^\{\n {3}"events": \[\n/, 'same indentation');
-  t.same(rxb.requests.map((r) => (JSON.parse(r.body) as { events: unknown[] }).events.length), rx2.requests.map(() => 1), 'one event per request, as registry:2');
+  t.same(
+    rxb.requests.map((r) => (JSON.parse(r.body) as { events: unknown[] }).events.length),
+    rx2.requests.map(() => 1),
+    'one event per request, as registry:2',
+  );
   const norm = (events: Record<string, unknown>[], port: number) => events.map((e) => normalise(t, e, port)).sort();
   const regPort = Number(new URL(reg.url).port);
   const berthPort = Number(new URL(berth.url).port);
@@ -141,6 +161,8 @@ t.test('berth sends the events registry:2 sends, field by field', async (t) => {
   t.equal(ours.length, theirs.length);
   // Per-operation order: what one client did in sequence arrives in that sequence.
   const seq = (events: Record<string, unknown>[]) =>
-    events.filter((e) => (e.target as { repository: string }).repository !== 'sk/img').map((e) => `${String(e.action)} ${JSON.stringify(e.target).length}`);
+    events
+      .filter((e) => (e.target as { repository: string }).repository !== 'sk/img')
+      .map((e) => `${String(e.action)} ${JSON.stringify(e.target).length}`);
   t.same(seq(ours), seq(theirs), 'in the same order');
 });

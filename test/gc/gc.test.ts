@@ -47,11 +47,17 @@ t.test('dry run reports exactly what the real run deletes; a deleted tag frees o
   t.same(await snapshot(berth.root), before, 'the dry run changed nothing on disk');
   const expectedBlobs = [a.manifest.digest, a.config.digest, a.layers[1]?.digest].sort();
   t.same(
-    dry.deletions.filter((d) => d.kind === 'blob').map((d) => d.digest).sort(),
+    dry.deletions
+      .filter((d) => d.kind === 'blob')
+      .map((d) => d.digest)
+      .sort(),
     expectedBlobs,
     'exactly the manifest, config and unshared layer of the untagged image',
   );
-  t.same(dry.deletions.filter((d) => d.kind === 'manifest').map((d) => `${d.repository}@${d.digest}`), [`app@${a.manifest.digest}`]);
+  t.same(
+    dry.deletions.filter((d) => d.kind === 'manifest').map((d) => `${d.repository}@${d.digest}`),
+    [`app@${a.manifest.digest}`],
+  );
   const sizes = [a.manifest.size, a.config.size, 3000].reduce((x, y) => x + y, 0);
   t.equal(dry.blobBytesReclaimed, sizes, 'dry run bytes = sizes of the three blobs');
 
@@ -98,8 +104,18 @@ t.test('multi-arch index children survive --delete-untagged', async (t) => {
   ]);
   const stray = await client.pushImage('multi', null, [randomLayer(1400)]);
   const r = await runGc(new FilesystemDriver({ rootDirectory: berth.root }), { deleteUntagged: true, graceMs: 0 });
-  t.same(r.deletions.filter((d) => d.kind === 'manifest').map((d) => d.digest), [stray.manifest.digest], 'only the stray manifest');
-  t.same(r.deletions.filter((d) => d.kind === 'blob').map((d) => d.digest).sort(), blobsOf(stray).sort());
+  t.same(
+    r.deletions.filter((d) => d.kind === 'manifest').map((d) => d.digest),
+    [stray.manifest.digest],
+    'only the stray manifest',
+  );
+  t.same(
+    r.deletions
+      .filter((d) => d.kind === 'blob')
+      .map((d) => d.digest)
+      .sort(),
+    blobsOf(stray).sort(),
+  );
   t.same(await client.pull('multi', 'latest'), [], 'the index and both children pull completely');
   t.equal((await client.getManifest('multi', index.digest)).status, 200);
 });
@@ -115,12 +131,18 @@ t.test('referrers of kept manifests survive --delete-untagged, recursively', asy
 
   const r = await runGc(new FilesystemDriver({ rootDirectory: berth.root }), { deleteUntagged: true, graceMs: 0 });
   t.same(
-    r.deletions.filter((d) => d.kind === 'manifest').map((d) => d.digest).sort(),
+    r.deletions
+      .filter((d) => d.kind === 'manifest')
+      .map((d) => d.digest)
+      .sort(),
     [orphan.manifest.digest, orphanSig.manifest.digest].sort(),
     'the untagged image and its referrer go',
   );
   t.same(
-    r.deletions.filter((d) => d.kind === 'blob').map((d) => d.digest).sort(),
+    r.deletions
+      .filter((d) => d.kind === 'blob')
+      .map((d) => d.digest)
+      .sort(),
     [...blobsOf(orphan), orphanSig.manifest.digest, orphanSig.layers[0]?.digest].sort(),
     'their blobs go; the shared empty config stays',
   );
@@ -147,7 +169,11 @@ t.test('the grace period protects young blobs and young links', async (t) => {
 
   await age(layerLinkFile(berth.root, 'app', lone.digest), 2 * HOURS);
   r = await runGc(driver, { graceMs: 1 * HOURS, settleMs: 100 });
-  t.same(r.deletions.map((d) => d.digest), [lone.digest], 'once data and link are older than the grace it goes');
+  t.same(
+    r.deletions.map((d) => d.digest),
+    [lone.digest],
+    'once data and link are older than the grace it goes',
+  );
   t.same(r.deletions[0]?.links, ['app']);
   t.equal(await client.getBlobDigest('app', lone.digest), 404);
 
@@ -157,7 +183,11 @@ t.test('the grace period protects young blobs and young links', async (t) => {
   t.same(r.deletions, [], 'younger than 1 s: kept');
   await sleep(1100);
   r = await runGc(driver, { graceMs: 1000, settleMs: 100 });
-  t.same(r.deletions.map((d) => d.digest), [fresh.digest], 'older than 1 s and unreferenced: deleted');
+  t.same(
+    r.deletions.map((d) => d.digest),
+    [fresh.digest],
+    'older than 1 s and unreferenced: deleted',
+  );
 });
 
 t.test('gc removes abandoned upload data, never an active upload', async (t) => {
@@ -191,7 +221,11 @@ t.test('an interrupted gc stops between deletions; a crashed run is undone by th
   const berth = await startBerth(t);
   const client = new RegistryClient(berth.url);
   const driver = new FilesystemDriver({ rootDirectory: berth.root });
-  const orphans = [await client.pushBlob('app', randomLayer(100)), await client.pushBlob('app', randomLayer(101)), await client.pushBlob('app', randomLayer(102))];
+  const orphans = [
+    await client.pushBlob('app', randomLayer(100)),
+    await client.pushBlob('app', randomLayer(101)),
+    await client.pushBlob('app', randomLayer(102)),
+  ];
   const controller = new AbortController();
   const r = await runGc(driver, { graceMs: 0, batchSize: 1, signal: controller.signal, onDeletion: () => controller.abort() });
   t.equal(r.interrupted, true);
@@ -243,12 +277,14 @@ t.test('the re-check keeps a pending blob that a manifest or a link started usin
   const slow = await client.pushBlob('app', randomLayer(720));
   await age(blobFile(berth.root, slow.digest), 2 * HOURS);
   await age(layerLinkFile(berth.root, 'app', slow.digest), 2 * HOURS);
-  const slowBody = Buffer.from(JSON.stringify({
-    schemaVersion: 2,
-    mediaType: 'application/vnd.oci.image.manifest.v1+json',
-    config: kept.config,
-    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: slow.digest, size: slow.size }],
-  }));
+  const slowBody = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: kept.config,
+      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: slow.digest, size: slow.size }],
+    }),
+  );
   const slowDigest = sha256Of(slowBody);
 
   /** The real filesystem driver; right after gc sets a blob aside, a client acts as if it had been a moment ahead. */
@@ -272,12 +308,14 @@ t.test('the re-check keeps a pending blob that a manifest or a link started usin
       if (dest.endsWith(layerA.slice(7))) {
         // A manifest push that checked its blobs just before the move now stores its manifest and tag
         // (what RegistryStore.putManifest writes after its check).
-        const body = Buffer.from(JSON.stringify({
-          schemaVersion: 2,
-          mediaType: 'application/vnd.oci.image.manifest.v1+json',
-          config: kept.config,
-          layers: [viaManifest.layers[0]],
-        }));
+        const body = Buffer.from(
+          JSON.stringify({
+            schemaVersion: 2,
+            mediaType: 'application/vnd.oci.image.manifest.v1+json',
+            config: kept.config,
+            layers: [viaManifest.layers[0]],
+          }),
+        );
         const digest = sha256Of(body);
         const hex = digest.slice(7);
         await this.putContent(`/docker/registry/v2/blobs/sha256/${hex.slice(0, 2)}/${hex}/data`, body);
@@ -289,7 +327,12 @@ t.test('the re-check keeps a pending blob that a manifest or a link started usin
         const res = await fetch(`${berth.url}/v2/app/manifests/via-put`, {
           method: 'PUT',
           headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' },
-          body: JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: kept.config, layers: [viaPut.layers[0]] }),
+          body: JSON.stringify({
+            schemaVersion: 2,
+            mediaType: 'application/vnd.oci.image.manifest.v1+json',
+            config: kept.config,
+            layers: [viaPut.layers[0]],
+          }),
         });
         putStatus = res.status;
       }
@@ -300,13 +343,23 @@ t.test('the re-check keeps a pending blob that a manifest or a link started usin
     }
   }
   const r = await runGc(new RacingDriver({ rootDirectory: berth.root }), { graceMs: 1 * HOURS, settleMs: 200, deleteUntagged: true });
-  t.same(r.deletions.filter((d) => d.kind === 'blob' && [layerA, layerB, slow.digest, slowDigest].includes(d.digest ?? '')), [], 'none of the raced blobs is deleted');
+  t.same(
+    r.deletions.filter((d) => d.kind === 'blob' && [layerA, layerB, slow.digest, slowDigest].includes(d.digest ?? '')),
+    [],
+    'none of the raced blobs is deleted',
+  );
   t.equal(r.blobsRescued, 5, 'the raced layers, the late manifest and its layer were kept');
   t.equal(putStatus, 201, 'a manifest PUT referencing a pending layer succeeds: the registry puts the layer back');
-  t.notOk(r.deletions.some((d) => d.digest === layerC), 'and gc, finding its pending copy gone, keeps it');
+  t.notOk(
+    r.deletions.some((d) => d.digest === layerC),
+    'and gc, finding its pending copy gone, keeps it',
+  );
   t.same(await client.pull('app', 'via-put'), [], 'that manifest pulls completely');
   t.same(await client.pull('app', 'slow'), [], 'the manifest that arrived after the scan pulls completely');
-  t.ok(r.deletions.some((d) => d.digest === dropped.layers[0]?.digest), 'the untouched unreferenced layer was deleted');
+  t.ok(
+    r.deletions.some((d) => d.digest === dropped.layers[0]?.digest),
+    'the untouched unreferenced layer was deleted',
+  );
   t.equal(await client.getBlobDigest('app', layerA), layerA, 'the layer the raced manifest uses is readable');
   t.same(await client.pull('app', 'raced'), [], 'the raced manifest pulls completely');
   t.equal(await client.getBlobDigest('later', layerB), layerB, 'the freshly linked layer is readable in the new repository');
@@ -323,11 +376,13 @@ t.test('an index pushed while its child is being deleted as untagged gets the ch
   }
   for (const d of [child.config.digest, ...child.layers.map((l) => l.digest)]) await age(layerLinkFile(berth.root, 'multi', d), 2 * HOURS);
   await age(join(berth.root, 'docker/registry/v2/repositories/multi/_manifests/revisions/sha256', hex, 'link'), 2 * HOURS);
-  const indexBody = Buffer.from(JSON.stringify({
-    schemaVersion: 2,
-    mediaType: 'application/vnd.oci.image.index.v1+json',
-    manifests: [{ ...child.manifest, platform: { os: 'linux', architecture: 'arm64' } }],
-  }));
+  const indexBody = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.index.v1+json',
+      manifests: [{ ...child.manifest, platform: { os: 'linux', architecture: 'arm64' } }],
+    }),
+  );
   const indexDigest = sha256Of(indexBody);
 
   /** Right after gc deletes the untagged child, an index push that checked its children a moment earlier lands. */

@@ -23,9 +23,19 @@ t.test('skopeo pushes continuously while gc runs repeatedly; everything pulls af
   const layouts: Array<{ dir: string; layout: GeneratedLayout }> = [];
   for (let i = 0; i < 10; i++) {
     const dir = join(work, `image-${i}`);
-    const layout = await makeImageLayout(dir, i === 9
-      ? { tag: 'v1', layers: [2048], platforms: [{ os: 'linux', architecture: 'amd64' }, { os: 'linux', architecture: 'arm64' }] }
-      : { tag: 'v1', layers: [4096, 512 * (i + 1)] });
+    const layout = await makeImageLayout(
+      dir,
+      i === 9
+        ? {
+            tag: 'v1',
+            layers: [2048],
+            platforms: [
+              { os: 'linux', architecture: 'amd64' },
+              { os: 'linux', architecture: 'arm64' },
+            ],
+          }
+        : { tag: 'v1', layers: [4096, 512 * (i + 1)] },
+    );
     layouts.push({ dir, layout });
   }
   const tagged = new Map<string, string>(); // repo:tag -> digest pushed last
@@ -54,8 +64,10 @@ t.test('skopeo pushes continuously while gc runs repeatedly; everything pulls af
   await pushing;
   await collecting;
   const sum = (k: 'blobsDeleted' | 'manifestsDeleted' | 'blobsRescued' | 'manifestsRestored') => runs.reduce((n, r) => n + r[k], 0);
-  t.comment(`${pushes} skopeo pushes, ${runs.length} gc runs: ${sum('manifestsDeleted')} manifests and ${sum('blobsDeleted')} ` +
-    `blobs deleted, ${sum('blobsRescued')} blobs rescued and ${sum('manifestsRestored')} manifests restored by the re-check`);
+  t.comment(
+    `${pushes} skopeo pushes, ${runs.length} gc runs: ${sum('manifestsDeleted')} manifests and ${sum('blobsDeleted')} ` +
+      `blobs deleted, ${sum('blobsRescued')} blobs rescued and ${sum('manifestsRestored')} manifests restored by the re-check`,
+  );
   t.ok(runs.length >= 3 && pushes >= 10, 'both ran repeatedly');
   t.ok(sum('manifestsDeleted') > 0 && sum('blobsDeleted') > 0, 'gc deleted manifests and blobs while skopeo pushed');
 

@@ -73,8 +73,10 @@ t.test('gc running repeatedly while images are pushed continuously loses nothing
   await gcLoop;
 
   const sum = (k: 'blobsDeleted' | 'manifestsDeleted' | 'blobsRescued') => runs.reduce((n, r) => n + r[k], 0);
-  t.comment(`${pushed.length} images pushed, ${runs.length} gc runs, ${sum('manifestsDeleted')} manifests and ` +
-    `${sum('blobsDeleted')} blobs deleted, ${sum('blobsRescued')} rescued by the re-check, ${retries} push retries`);
+  t.comment(
+    `${pushed.length} images pushed, ${runs.length} gc runs, ${sum('manifestsDeleted')} manifests and ` +
+      `${sum('blobsDeleted')} blobs deleted, ${sum('blobsRescued')} rescued by the re-check, ${retries} push retries`,
+  );
   t.ok(runs.length >= 3, 'gc ran repeatedly');
   t.ok(sum('manifestsDeleted') > 0 && sum('blobsDeleted') > 0, 'gc really deleted things while pushes ran');
   t.ok(pushed.length >= 20, 'pushes ran continuously');

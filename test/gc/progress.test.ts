@@ -37,7 +37,11 @@ t.test('log lines elsewhere', async (t) => {
   p.tick(1000);
   p.done();
   t.equal(out.text(), '', 'nothing drawn on a non-terminal');
-  const lines = logs.text().trim().split('\n').map((l) => JSON.parse(l) as { msg: string; phase: string; done: number; total: number });
+  const lines = logs
+    .text()
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { msg: string; phase: string; done: number; total: number });
   t.ok(lines.length >= 2);
   t.same(lines.map((l) => [l.msg, l.phase, l.done, l.total]).at(-1), ['progress', 'hashing blobs', 1000, 2000]);
 });

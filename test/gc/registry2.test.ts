@@ -40,7 +40,10 @@ t.test('gc cleans a directory registry:2 wrote, agreeing with registry:2 on what
 
   const driver = new FilesystemDriver({ rootDirectory: root });
   const dry = await runGc(driver, { dryRun: true, graceMs: 0 });
-  const ours = dry.deletions.filter((d) => d.kind === 'blob').map((d) => d.digest).sort();
+  const ours = dry.deletions
+    .filter((d) => d.kind === 'blob')
+    .map((d) => d.digest)
+    .sort();
   t.same(ours, [a.manifest.digest, a.config.digest, a.layers[1]?.digest, c.manifest.digest, c.config.digest, c.layers[0]?.digest].sort());
   t.same(ours, theirs, 'the same blobs registry:2 garbage-collect finds eligible');
 

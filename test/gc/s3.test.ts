@@ -38,11 +38,17 @@ t.test('gc, du and fsck work through the S3 driver', async (t) => {
   const real = await runGc(driver, { deleteUntagged: true, graceMs: 0 });
   t.same(real.deletions, dry.deletions, 'the real run deleted what the dry run reported');
   t.same(
-    real.deletions.filter((d) => d.kind === 'blob').map((d) => d.digest).sort(),
+    real.deletions
+      .filter((d) => d.kind === 'blob')
+      .map((d) => d.digest)
+      .sort(),
     [a.manifest.digest, a.config.digest, a.layers[1]?.digest].sort(),
   );
   t.same(await client.pull('app', 'b'), [], 'b pulls completely');
-  t.notOk(server.keys().some((k) => k.includes('gc-pending')), 'nothing left pending');
+  t.notOk(
+    server.keys().some((k) => k.includes('gc-pending')),
+    'nothing left pending',
+  );
   const check = await fsck(driver);
   t.same(check.problems, [], 'fsck is clean');
   t.equal(check.blobsChecked, 4, 'the four blobs of b re-hashed');

@@ -16,10 +16,16 @@ t.test('berth.gc config', async (t) => {
   });
   t.same(parseGcSchedule({ gc: {} }), { intervalMs: 24 * 3_600_000, graceMs: 3_600_000, deleteUntagged: false }, 'defaults');
   t.equal(parseGcSchedule({ gc: { interval: 0 } }), null, 'interval 0 disables it');
-  t.throws(() => parseGcSchedule({ gc: { grace: 'soon' } }), new ConfigError('berth.gc.grace: expected a duration such as 30s, 10m or 24h, got "soon"'));
+  t.throws(
+    () => parseGcSchedule({ gc: { grace: 'soon' } }),
+    new ConfigError('berth.gc.grace: expected a duration such as 30s, 10m or 24h, got "soon"'),
+  );
   const warnings: string[] = [];
   parseGcSchedule({ gc: { grace: '10s', intervall: '1h' } }, (w) => warnings.push(w));
-  t.same(warnings, ['berth.gc.intervall: unknown configuration key, ignored', 'berth.gc.grace: under a minute is unsafe while the registry serves pushes']);
+  t.same(warnings, [
+    'berth.gc.intervall: unknown configuration key, ignored',
+    'berth.gc.grace: under a minute is unsafe while the registry serves pushes',
+  ]);
 });
 
 t.test('the schedule runs gc periodically and reports results until stopped', async (t) => {

@@ -65,11 +65,7 @@ export interface SpawnBerthOptions {
  * meanwhile (EADDRINUSE in its output) it tries another one. Stopped at `t`'s teardown when `t` is given; without
  * it the caller stops it.
  */
-export async function spawnBerth(
-  t: Teardownable | undefined,
-  env: Record<string, string>,
-  opts: SpawnBerthOptions = {},
-): Promise<BerthProcess> {
+export async function spawnBerth(t: Teardownable | undefined, env: Record<string, string>, opts: SpawnBerthOptions = {}): Promise<BerthProcess> {
   const name = opts.name ?? 'berth';
   const graceMs = opts.graceMs ?? 5000;
   let portInUse = false;

@@ -286,7 +286,12 @@ export async function startContainerd(t: Teardownable, options: ContainerdOption
   };
   t.teardown(stop);
   const ctr = (args: string[], options?: RunOptions) => run(ContainerBinaries.ctr, ['-a', socket, ...args], env, options);
-  const answers = async () => existsSync(socket) && (await ctr(['version'], { timeoutMs: 5000 }).then(() => true, () => false));
+  const answers = async () =>
+    existsSync(socket) &&
+    (await ctr(['version'], { timeoutMs: 5000 }).then(
+      () => true,
+      () => false,
+    ));
   const state = await waitForChild(child, answers, { timeoutMs: CONTAINERD_START_TIMEOUT_MS, intervalMs: 100, sleepFirst: true });
   if (state === 'exited') throw new Error(`containerd exited during start-up:\n${log}`);
   if (state === 'timeout') {

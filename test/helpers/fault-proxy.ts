@@ -82,35 +82,32 @@ export async function startFaultProxy(t: TeardownHost, target: string): Promise<
     const headers = { ...req.headers };
     // The proxy already answered `100 Continue`; `expect` is never part of a SigV4 signature.
     delete headers.expect;
-    const up = httpRequest(
-      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers, agent },
-      (upRes) => {
-        if (fault?.kind === 'drop-response' && fault.afterBytes === 0) {
-          // The server did the work; the client never hears about it.
-          upRes.resume();
-          req.socket.destroy();
+    const up = httpRequest({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers, agent }, (upRes) => {
+      if (fault?.kind === 'drop-response' && fault.afterBytes === 0) {
+        // The server did the work; the client never hears about it.
+        upRes.resume();
+        req.socket.destroy();
+        return;
+      }
+      res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+      if (fault?.kind !== 'drop-response') {
+        upRes.pipe(res);
+        return;
+      }
+      let sent = 0;
+      upRes.on('data', (chunk: Buffer) => {
+        if (sent + chunk.length >= fault.afterBytes) {
+          res.write(chunk.subarray(0, Math.max(0, fault.afterBytes - sent)));
+          upRes.destroy();
+          // Let the partial bytes reach the client, then cut the connection.
+          setImmediate(() => req.socket.destroy());
           return;
         }
-        res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-        if (fault?.kind !== 'drop-response') {
-          upRes.pipe(res);
-          return;
-        }
-        let sent = 0;
-        upRes.on('data', (chunk: Buffer) => {
-          if (sent + chunk.length >= fault.afterBytes) {
-            res.write(chunk.subarray(0, Math.max(0, fault.afterBytes - sent)));
-            upRes.destroy();
-            // Let the partial bytes reach the client, then cut the connection.
-            setImmediate(() => req.socket.destroy());
-            return;
-          }
-          sent += chunk.length;
-          res.write(chunk);
-        });
-        upRes.on('end', () => res.end());
-      },
-    );
+        sent += chunk.length;
+        res.write(chunk);
+      });
+      upRes.on('end', () => res.end());
+    });
     up.on('error', () => req.socket.destroy());
     if (fault?.kind !== 'drop-request') {
       req.pipe(up);
@@ -133,7 +130,12 @@ export async function startFaultProxy(t: TeardownHost, target: string): Promise<
     const url = new URL(req.url ?? '/', 'http://proxy');
     const info: ProxiedRequest = { method: req.method ?? 'GET', path: url.pathname, query: url.searchParams };
     const fault = take(info);
-    requests.push({ method: info.method, path: decodeURIComponent(info.path), query: Object.fromEntries(url.searchParams), fault: fault?.kind === 'status' ? String(fault.status) : fault?.kind });
+    requests.push({
+      method: info.method,
+      path: decodeURIComponent(info.path),
+      query: Object.fromEntries(url.searchParams),
+      fault: fault?.kind === 'status' ? String(fault.status) : fault?.kind,
+    });
     if (!fault || fault.kind === 'drop-request' || fault.kind === 'drop-response') {
       forward(req, res, fault);
       return;

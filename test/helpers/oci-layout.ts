@@ -143,7 +143,12 @@ async function writeLayer(dir: string, size: number, gzip: boolean): Promise<{ d
   };
 }
 
-async function writeImage(dir: string, sizes: number[], platform: Platform, gzip: boolean): Promise<{ image: GeneratedImage; descriptor: Descriptor }> {
+async function writeImage(
+  dir: string,
+  sizes: number[],
+  platform: Platform,
+  gzip: boolean,
+): Promise<{ image: GeneratedImage; descriptor: Descriptor }> {
   const layers: Descriptor[] = [];
   const diffIds: string[] = [];
   for (const size of sizes) {

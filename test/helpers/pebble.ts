@@ -81,7 +81,9 @@ export async function startPebble(t: Test, options: PebbleOptions): Promise<Pebb
       proc,
       async () => {
         try {
-          return (await httpsGetText(directoryUrl, ca)).status === 200 && (await httpsGetText(`https://127.0.0.1:${mgmt}/roots/0`, ca)).status === 200;
+          return (
+            (await httpsGetText(directoryUrl, ca)).status === 200 && (await httpsGetText(`https://127.0.0.1:${mgmt}/roots/0`, ca)).status === 200
+          );
         } catch {
           return false;
         }

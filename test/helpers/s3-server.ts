@@ -143,7 +143,11 @@ interface Upload {
 
 /** An S3 error answered as `<Error>` XML. */
 class S3Error extends Error {
-  constructor(readonly status: number, readonly code: string, message: string) {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -258,7 +262,10 @@ class AwsChunkedDecoder extends Transform {
   private trailerLines: string[] = [];
   decoded = 0;
 
-  constructor(private readonly auth: AuthContext | undefined, private readonly signed: boolean) {
+  constructor(
+    private readonly auth: AuthContext | undefined,
+    private readonly signed: boolean,
+  ) {
     super();
     this.previousSignature = auth?.seedSignature ?? '';
   }
@@ -369,7 +376,13 @@ class AwsChunkedDecoder extends Transform {
     if (!this.signed || !this.auth || this.auth.payloadHash !== 'STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER') return;
     const given = this.trailers['x-amz-trailer-signature'];
     const lines = this.trailerLines.filter((l) => !l.startsWith('x-amz-trailer-signature:'));
-    const toSign = ['AWS4-HMAC-SHA256-TRAILER', this.auth.amzDate, this.auth.scope, this.previousSignature, sha256Hex(lines.map((l) => `${l}\n`).join(''))].join('\n');
+    const toSign = [
+      'AWS4-HMAC-SHA256-TRAILER',
+      this.auth.amzDate,
+      this.auth.scope,
+      this.previousSignature,
+      sha256Hex(lines.map((l) => `${l}\n`).join('')),
+    ].join('\n');
     if (!sameHex(hmac(this.auth.key, toSign).toString('hex'), given ?? '')) {
       throw new S3Error(403, 'SignatureDoesNotMatch', 'The trailer signature we calculated does not match the signature you provided.');
     }
@@ -494,10 +507,15 @@ export async function startS3Server(t: TeardownHost, opts: S3ServerOptions = {})
       const expires = Number(query.get('X-Amz-Expires') ?? 'NaN');
       const date = parseAmzDate(amzDate);
       if (!credential || !signedHeaders || !signature || !date || !Number.isInteger(expires) || expires < 0) {
-        throw new S3Error(400, 'AuthorizationQueryParametersError', 'Query-string authentication version 4 requires the X-Amz-Algorithm, X-Amz-Credential, X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, and X-Amz-Expires parameters.');
+        throw new S3Error(
+          400,
+          'AuthorizationQueryParametersError',
+          'Query-string authentication version 4 requires the X-Amz-Algorithm, X-Amz-Credential, X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, and X-Amz-Expires parameters.',
+        );
       }
       // "X-Amz-Expires must be less than a week (in seconds) that is; the maximum is 604800".
-      if (expires > 604800) throw new S3Error(400, 'AuthorizationQueryParametersError', 'X-Amz-Expires must be less than a week (in seconds) that is; 604800 seconds');
+      if (expires > 604800)
+        throw new S3Error(400, 'AuthorizationQueryParametersError', 'X-Amz-Expires must be less than a week (in seconds) that is; 604800 seconds');
       if (now().getTime() > date.getTime() + expires * 1000) throw new S3Error(403, 'AccessDenied', 'Request has expired');
       if (date.getTime() > now().getTime() + 15 * 60_000) throw new S3Error(403, 'AccessDenied', 'Request is not valid yet');
       payloadHash = header('x-amz-content-sha256') ?? 'UNSIGNED-PAYLOAD';
@@ -509,7 +527,11 @@ export async function startS3Server(t: TeardownHost, opts: S3ServerOptions = {})
       throw new S3Error(400, 'AuthorizationHeaderMalformed', 'The authorization header is malformed; the credential is mis-scoped');
     }
     if (credRegion !== region) {
-      throw new S3Error(400, 'AuthorizationHeaderMalformed', `The authorization header is malformed; the region '${credRegion}' is wrong; expecting '${region}'`);
+      throw new S3Error(
+        400,
+        'AuthorizationHeaderMalformed',
+        `The authorization header is malformed; the region '${credRegion}' is wrong; expecting '${region}'`,
+      );
     }
     const names = signedHeaders.split(';');
     if (!names.includes('host')) throw new S3Error(403, 'AccessDenied', 'host must be a signed header');
@@ -521,7 +543,10 @@ export async function startS3Server(t: TeardownHost, opts: S3ServerOptions = {})
       }
     }
     const canonicalHeaders = names.map((n) => `${n}:${header(n) ?? ''}\n`).join('');
-    const canonicalUri = rawPath.split('/').map((seg) => uriEncode(safeDecode(seg))).join('/');
+    const canonicalUri = rawPath
+      .split('/')
+      .map((seg) => uriEncode(safeDecode(seg)))
+      .join('/');
     const pairs: Array<[string, string]> = [];
     for (const piece of rawQuery === '' ? [] : rawQuery.split('&')) {
       const eq = piece.indexOf('=');
@@ -538,7 +563,11 @@ export async function startS3Server(t: TeardownHost, opts: S3ServerOptions = {})
     const key = signingKey(secretKey, credDate, credRegion);
     const expected = hmac(key, stringToSign).toString('hex');
     if (!sameHex(expected, signature)) {
-      throw new S3Error(403, 'SignatureDoesNotMatch', 'The request signature we calculated does not match the signature you provided. Check your key and signing method.');
+      throw new S3Error(
+        403,
+        'SignatureDoesNotMatch',
+        'The request signature we calculated does not match the signature you provided. Check your key and signing method.',
+      );
     }
     return { amzDate, scope, key, seedSignature: signature, payloadHash };
   }
@@ -559,8 +588,14 @@ export async function startS3Server(t: TeardownHost, opts: S3ServerOptions = {})
     }
     const payload = auth.payloadHash;
     const streaming = payload.startsWith('STREAMING-');
-    const encodings = (req.headers['content-encoding'] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
-    if (streaming && !['STREAMING-AWS4-HMAC-SHA256-PAYLOAD', 'STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER', 'STREAMING-UNSIGNED-PAYLOAD-TRAILER'].includes(payload)) {
+    const encodings = (req.headers['content-encoding'] ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+    if (
+      streaming &&
+      !['STREAMING-AWS4-HMAC-SHA256-PAYLOAD', 'STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER', 'STREAMING-UNSIGNED-PAYLOAD-TRAILER'].includes(payload)
+    ) {
       throw new S3Error(400, 'InvalidArgument', `x-amz-content-sha256 must be UNSIGNED-PAYLOAD, STREAMING-… or a SHA-256 value, got ${payload}`);
     }
     if (!streaming && payload !== 'UNSIGNED-PAYLOAD' && !/^[0-9a-f]{64}$/.test(payload)) {
@@ -598,14 +633,21 @@ export async function startS3Server(t: TeardownHost, opts: S3ServerOptions = {})
         throw new S3Error(400, 'BadDigest', 'The Content-MD5 you specified did not match what we received.');
       }
       const checks: Record<string, string> = { ...(decoder?.trailers ?? {}) };
-      for (const [k, v] of Object.entries(req.headers)) if (k.startsWith('x-amz-checksum-') && k !== 'x-amz-checksum-algorithm' && k !== 'x-amz-checksum-type' && typeof v === 'string') checks[k] = v;
+      for (const [k, v] of Object.entries(req.headers))
+        if (k.startsWith('x-amz-checksum-') && k !== 'x-amz-checksum-algorithm' && k !== 'x-amz-checksum-type' && typeof v === 'string')
+          checks[k] = v;
       for (const [k, v] of Object.entries(checks)) {
         if (!k.startsWith('x-amz-checksum-')) continue;
         if (checksumMatches(k, v, tap, sha256, sha1) === false) {
-          throw new S3Error(400, 'BadDigest', `The ${k.slice('x-amz-checksum-'.length).toUpperCase()} you specified did not match the calculated checksum.`);
+          throw new S3Error(
+            400,
+            'BadDigest',
+            `The ${k.slice('x-amz-checksum-'.length).toUpperCase()} you specified did not match the calculated checksum.`,
+          );
         }
       }
-      if (!streaming && tap.bytes !== Number(lengthHeader ?? '0')) throw new S3Error(400, 'IncompleteBody', 'The request body terminated unexpectedly');
+      if (!streaming && tap.bytes !== Number(lengthHeader ?? '0'))
+        throw new S3Error(400, 'IncompleteBody', 'The request body terminated unexpectedly');
       return { file, size: tap.bytes, md5: md5.toString('hex') };
     } catch (err) {
       await rm(file, { force: true });
@@ -653,7 +695,11 @@ export async function startS3Server(t: TeardownHost, opts: S3ServerOptions = {})
   function requireUpload(uploadId: string, key: string): Upload {
     const u = uploads.get(uploadId);
     if (!u || u.key !== key) {
-      throw new S3Error(404, 'NoSuchUpload', 'The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.');
+      throw new S3Error(
+        404,
+        'NoSuchUpload',
+        'The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.',
+      );
     }
     return u;
   }
@@ -668,14 +714,16 @@ export async function startS3Server(t: TeardownHost, opts: S3ServerOptions = {})
     const sc = req.headers['x-amz-storage-class'];
     if (sc === undefined) return 'STANDARD';
     const allowed = ['STANDARD', 'REDUCED_REDUNDANCY', 'STANDARD_IA', 'ONEZONE_IA', 'INTELLIGENT_TIERING', 'GLACIER', 'DEEP_ARCHIVE', 'GLACIER_IR'];
-    if (typeof sc !== 'string' || !allowed.includes(sc)) throw new S3Error(400, 'InvalidStorageClass', 'The storage class you specified is not valid');
+    if (typeof sc !== 'string' || !allowed.includes(sc))
+      throw new S3Error(400, 'InvalidStorageClass', 'The storage class you specified is not valid');
     return sc;
   }
 
   /** Parses `x-amz-copy-source` (`/bucket/key` or `bucket/key`, URL-encoded). */
   function copySource(req: IncomingMessage): StoredObject {
     const raw = req.headers['x-amz-copy-source'];
-    if (typeof raw !== 'string') throw new S3Error(400, 'InvalidArgument', 'Copy Source must mention the source bucket and key: sourcebucket/sourcekey');
+    if (typeof raw !== 'string')
+      throw new S3Error(400, 'InvalidArgument', 'Copy Source must mention the source bucket and key: sourcebucket/sourcekey');
     const decoded = safeDecode(raw.split('?')[0] ?? '').replace(/^\//, '');
     const slash = decoded.indexOf('/');
     if (slash <= 0) throw new S3Error(400, 'InvalidArgument', 'Copy Source must mention the source bucket and key: sourcebucket/sourcekey');
@@ -737,7 +785,8 @@ export async function startS3Server(t: TeardownHost, opts: S3ServerOptions = {})
     if (bucketName === '') throw new S3Error(501, 'NotImplemented', 'ListBuckets is not implemented by this test server');
 
     if (key === '' && method === 'PUT') {
-      if (buckets.has(bucketName)) throw new S3Error(409, 'BucketAlreadyOwnedByYou', 'Your previous request to create the named bucket succeeded and you already own it.');
+      if (buckets.has(bucketName))
+        throw new S3Error(409, 'BucketAlreadyOwnedByYou', 'Your previous request to create the named bucket succeeded and you already own it.');
       await readSmallBody(req, auth);
       buckets.set(bucketName, new Map());
       res.writeHead(200, { Location: `/${bucketName}` }).end();
@@ -762,7 +811,8 @@ export async function startS3Server(t: TeardownHost, opts: S3ServerOptions = {})
       const upload = requireUpload(query.get('uploadId') ?? '', key);
       const n = Number(query.get('partNumber'));
       // "Part numbers can be any number from 1 to 10,000, inclusive."
-      if (!Number.isInteger(n) || n < 1 || n > 10000) throw new S3Error(400, 'InvalidArgument', 'Part number must be an integer between 1 and 10000, inclusive');
+      if (!Number.isInteger(n) || n < 1 || n > 10000)
+        throw new S3Error(400, 'InvalidArgument', 'Part number must be an integer between 1 and 10000, inclusive');
       if (req.headers['x-amz-copy-source'] !== undefined) return uploadPartCopy(req, res, auth, upload, n);
       const body = await receiveBody(req, auth, true);
       if (body.size > 5 * 1024 * MiB) {
@@ -790,7 +840,15 @@ export async function startS3Server(t: TeardownHost, opts: S3ServerOptions = {})
         throw new S3Error(400, 'EntityTooLarge', 'Your proposed upload exceeds the maximum allowed size');
       }
       const ct = req.headers['content-type'] ?? 'binary/octet-stream';
-      await storeObject(objects, key, { file: body.file, size: body.size, etag: `"${body.md5}"`, lastModified: now(), contentType: ct, metadata: metadataFrom(req), storageClass });
+      await storeObject(objects, key, {
+        file: body.file,
+        size: body.size,
+        etag: `"${body.md5}"`,
+        lastModified: now(),
+        contentType: ct,
+        metadata: metadataFrom(req),
+        storageClass,
+      });
       record.bytes = body.size;
       res.writeHead(200, { ETag: `"${body.md5}"` }).end();
       return;
@@ -810,7 +868,8 @@ export async function startS3Server(t: TeardownHost, opts: S3ServerOptions = {})
       sendXml(res, 200, 'InitiateMultipartUploadResult', { Bucket: bucketName, Key: key, UploadId: uploadId });
       return;
     }
-    if (method === 'POST' && query.has('uploadId')) return completeMultipartUpload(req, res, auth, objects, bucketName, key, query.get('uploadId') ?? '');
+    if (method === 'POST' && query.has('uploadId'))
+      return completeMultipartUpload(req, res, auth, objects, bucketName, key, query.get('uploadId') ?? '');
     if (method === 'DELETE' && query.has('uploadId')) {
       const upload = requireUpload(query.get('uploadId') ?? '', key);
       uploads.delete(upload.uploadId);
@@ -833,11 +892,25 @@ export async function startS3Server(t: TeardownHost, opts: S3ServerOptions = {})
   function getObject(req: IncomingMessage, res: ServerResponse, objects: Map<string, StoredObject>, key: string, head: boolean): void {
     const o = requireObject(objects, key);
     const ifMatch = req.headers['if-match'];
-    if (ifMatch !== undefined && ifMatch !== '*' && !ifMatch.split(',').map((s) => s.trim()).includes(o.etag)) {
+    if (
+      ifMatch !== undefined &&
+      ifMatch !== '*' &&
+      !ifMatch
+        .split(',')
+        .map((s) => s.trim())
+        .includes(o.etag)
+    ) {
       throw new S3Error(412, 'PreconditionFailed', 'At least one of the pre-conditions you specified did not hold');
     }
     const ifNoneMatch = req.headers['if-none-match'];
-    if (ifNoneMatch !== undefined && (ifNoneMatch === '*' || ifNoneMatch.split(',').map((s) => s.trim()).includes(o.etag))) {
+    if (
+      ifNoneMatch !== undefined &&
+      (ifNoneMatch === '*' ||
+        ifNoneMatch
+          .split(',')
+          .map((s) => s.trim())
+          .includes(o.etag))
+    ) {
       objectHeaders(res, o);
       res.writeHead(304).end();
       return;
@@ -921,7 +994,13 @@ export async function startS3Server(t: TeardownHost, opts: S3ServerOptions = {})
       if (isPrefix) prefixes.push(entry);
       else {
         const o = objects.get(k) as StoredObject;
-        contents.push({ Key: encode ? uriEncode(k, true) : k, LastModified: o.lastModified.toISOString(), ETag: o.etag, Size: o.size, StorageClass: o.storageClass });
+        contents.push({
+          Key: encode ? uriEncode(k, true) : k,
+          LastModified: o.lastModified.toISOString(),
+          ETag: o.etag,
+          Size: o.size,
+          StorageClass: o.storageClass,
+        });
       }
     }
     // Skip past every key inside the last common prefix on the next page.
@@ -996,13 +1075,16 @@ export async function startS3Server(t: TeardownHost, opts: S3ServerOptions = {})
   }
 
   async function deleteObjects(req: IncomingMessage, res: ServerResponse, auth: AuthContext, objects: Map<string, StoredObject>): Promise<void> {
-    const hasChecksum = Object.keys(req.headers).some((h) => h === 'content-md5' || (h.startsWith('x-amz-checksum-') && h !== 'x-amz-checksum-algorithm'));
+    const hasChecksum = Object.keys(req.headers).some(
+      (h) => h === 'content-md5' || (h.startsWith('x-amz-checksum-') && h !== 'x-amz-checksum-algorithm'),
+    );
     // "The Content-MD5 or x-amz-checksum-algorithm header is required for all Multi-Object Delete requests."
     if (!hasChecksum && !(auth.payloadHash.startsWith('STREAMING-') && req.headers['x-amz-trailer'])) {
       throw new S3Error(400, 'InvalidRequest', 'Missing required header for this request: Content-MD5 OR x-amz-checksum-*');
     }
     const xml = (await readSmallBody(req, auth)).toString('utf8');
-    if (!/<Delete[\s>]/.test(xml)) throw new S3Error(400, 'MalformedXML', 'The XML you provided was not well-formed or did not validate against our published schema');
+    if (!/<Delete[\s>]/.test(xml))
+      throw new S3Error(400, 'MalformedXML', 'The XML you provided was not well-formed or did not validate against our published schema');
     const quiet = xmlOne(xml, 'Quiet') === 'true';
     const keys = xmlAll(xml, 'Object').map((o) => xmlOne(o, 'Key'));
     // "The request can contain a list of up to 1000 keys that you want to delete."
@@ -1019,12 +1101,22 @@ export async function startS3Server(t: TeardownHost, opts: S3ServerOptions = {})
     sendXml(res, 200, 'DeleteResult', { Deleted: deleted });
   }
 
-  async function copyObject(req: IncomingMessage, res: ServerResponse, auth: AuthContext, objects: Map<string, StoredObject>, key: string): Promise<void> {
+  async function copyObject(
+    req: IncomingMessage,
+    res: ServerResponse,
+    auth: AuthContext,
+    objects: Map<string, StoredObject>,
+    key: string,
+  ): Promise<void> {
     const src = copySource(req);
     await readSmallBody(req, auth);
     // "You can create a copy of your object up to 5 GB in size in a single atomic action using this API."
     if (src.size > maxCopyObjectSize) {
-      throw new S3Error(400, 'InvalidRequest', `The specified copy source is larger than the maximum allowable size for a copy source: ${maxCopyObjectSize}`);
+      throw new S3Error(
+        400,
+        'InvalidRequest',
+        `The specified copy source is larger than the maximum allowable size for a copy source: ${maxCopyObjectSize}`,
+      );
     }
     const directive = req.headers['x-amz-metadata-directive'] ?? 'COPY';
     const file = newFile();
@@ -1034,7 +1126,7 @@ export async function startS3Server(t: TeardownHost, opts: S3ServerOptions = {})
       size: src.size,
       etag: `"${md5}"`,
       lastModified: now(),
-      contentType: directive === 'REPLACE' ? req.headers['content-type'] ?? 'binary/octet-stream' : src.contentType,
+      contentType: directive === 'REPLACE' ? (req.headers['content-type'] ?? 'binary/octet-stream') : src.contentType,
       metadata: directive === 'REPLACE' ? metadataFrom(req) : { ...src.metadata },
       storageClass: storageClassFrom(req),
     };
@@ -1052,7 +1144,12 @@ export async function startS3Server(t: TeardownHost, opts: S3ServerOptions = {})
       // "The range value must use the form bytes=first-last … you can copy a range only if the source object is
       // greater than 5 MB."
       const m = /^bytes=(\d+)-(\d+)$/.exec(range);
-      if (!m) throw new S3Error(400, 'InvalidArgument', 'The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy');
+      if (!m)
+        throw new S3Error(
+          400,
+          'InvalidArgument',
+          'The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy',
+        );
       start = Number(m[1]);
       end = Number(m[2]);
       if (end < start || end >= src.size) {
@@ -1083,13 +1180,20 @@ export async function startS3Server(t: TeardownHost, opts: S3ServerOptions = {})
   ): Promise<void> {
     const upload = requireUpload(uploadId, key);
     const xml = (await readSmallBody(req, auth)).toString('utf8');
-    if (!/<CompleteMultipartUpload[\s>]/.test(xml)) throw new S3Error(400, 'MalformedXML', 'The XML you provided was not well-formed or did not validate against our published schema');
+    if (!/<CompleteMultipartUpload[\s>]/.test(xml))
+      throw new S3Error(400, 'MalformedXML', 'The XML you provided was not well-formed or did not validate against our published schema');
     const listed = xmlAll(xml, 'Part').map((p) => ({ n: Number(xmlOne(p, 'PartNumber')), etag: xmlOne(p, 'ETag') ?? '' }));
-    if (listed.length === 0) throw new S3Error(400, 'MalformedXML', 'The XML you provided was not well-formed or did not validate against our published schema');
+    if (listed.length === 0)
+      throw new S3Error(400, 'MalformedXML', 'The XML you provided was not well-formed or did not validate against our published schema');
     let previous = 0;
     for (const p of listed) {
       // "The list of parts was not in ascending order. The parts list must be specified in order by part number."
-      if (!Number.isInteger(p.n) || p.n <= previous) throw new S3Error(400, 'InvalidPartOrder', 'The list of parts was not in ascending order. The parts list must be specified in order by part number.');
+      if (!Number.isInteger(p.n) || p.n <= previous)
+        throw new S3Error(
+          400,
+          'InvalidPartOrder',
+          'The list of parts was not in ascending order. The parts list must be specified in order by part number.',
+        );
       previous = p.n;
     }
     const chosen: StoredPart[] = [];
@@ -1097,7 +1201,11 @@ export async function startS3Server(t: TeardownHost, opts: S3ServerOptions = {})
       const stored = upload.parts.get(p.n);
       const etag = p.etag.startsWith('"') ? p.etag : `"${p.etag}"`;
       if (!stored || stored.etag !== etag) {
-        throw new S3Error(400, 'InvalidPart', "One or more of the specified parts could not be found. The part might not have been uploaded, or the specified entity tag might not have matched the part's entity tag.");
+        throw new S3Error(
+          400,
+          'InvalidPart',
+          "One or more of the specified parts could not be found. The part might not have been uploaded, or the specified entity tag might not have matched the part's entity tag.",
+        );
       }
       chosen.push(stored);
     }
@@ -1114,12 +1222,15 @@ export async function startS3Server(t: TeardownHost, opts: S3ServerOptions = {})
     let size = 0;
     try {
       for (const p of chosen) {
-        await pipeline(createReadStream(p.file), new Writable({
-          write(chunk: Buffer, _e, cb) {
-            if (!out.write(chunk)) out.once('drain', () => cb());
-            else cb();
-          },
-        }));
+        await pipeline(
+          createReadStream(p.file),
+          new Writable({
+            write(chunk: Buffer, _e, cb) {
+              if (!out.write(chunk)) out.once('drain', () => cb());
+              else cb();
+            },
+          }),
+        );
         etagHash.update(Buffer.from(p.etag.slice(1, -1), 'hex'));
         size += p.size;
       }
@@ -1136,7 +1247,15 @@ export async function startS3Server(t: TeardownHost, opts: S3ServerOptions = {})
     uploads.delete(uploadId);
     for (const p of upload.parts.values()) await rm(p.file, { force: true });
     const etag = `"${etagHash.digest('hex')}-${chosen.length}"`;
-    await storeObject(objects, key, { file, size, etag, lastModified: now(), contentType: upload.contentType, metadata: upload.metadata, storageClass: upload.storageClass });
+    await storeObject(objects, key, {
+      file,
+      size,
+      etag,
+      lastModified: now(),
+      contentType: upload.contentType,
+      metadata: upload.metadata,
+      storageClass: upload.storageClass,
+    });
     sendXml(res, 200, 'CompleteMultipartUploadResult', { Location: `/${bucketName}/${key}`, Bucket: bucketName, Key: key, ETag: etag });
   }
 

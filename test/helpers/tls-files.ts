@@ -18,12 +18,54 @@ export interface TestCertificates {
  */
 export async function makeCertificates(dir: string, name = 'server', cn = 'localhost'): Promise<TestCertificates> {
   const p = (f: string) => join(dir, `${name}-${f}`);
-  await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', p('ca-key.pem'),
-    '-out', p('ca.pem'), '-days', '2', '-subj', `/CN=berth test CA ${name}`]);
-  await run('openssl', ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', p('key.pem'),
-    '-out', p('csr.pem'), '-subj', `/CN=${cn}`]);
+  await run('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    p('ca-key.pem'),
+    '-out',
+    p('ca.pem'),
+    '-days',
+    '2',
+    '-subj',
+    `/CN=berth test CA ${name}`,
+  ]);
+  await run('openssl', [
+    'req',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    p('key.pem'),
+    '-out',
+    p('csr.pem'),
+    '-subj',
+    `/CN=${cn}`,
+  ]);
   await writeFile(p('ext.cnf'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
-  await run('openssl', ['x509', '-req', '-in', p('csr.pem'), '-CA', p('ca.pem'), '-CAkey', p('ca-key.pem'), '-CAcreateserial',
-    '-out', p('cert.pem'), '-days', '2', '-extfile', p('ext.cnf')]);
+  await run('openssl', [
+    'x509',
+    '-req',
+    '-in',
+    p('csr.pem'),
+    '-CA',
+    p('ca.pem'),
+    '-CAkey',
+    p('ca-key.pem'),
+    '-CAcreateserial',
+    '-out',
+    p('cert.pem'),
+    '-days',
+    '2',
+    '-extfile',
+    p('ext.cnf'),
+  ]);
   return { caCert: p('ca.pem'), cert: p('cert.pem'), key: p('key.pem') };
 }

@@ -25,7 +25,12 @@ function digest(data: Buffer | string, algorithm: 'sha256' | 'sha512' = 'sha256'
   return `${algorithm}:${createHash(algorithm).update(data).digest('hex')}`;
 }
 
-async function call(base: string, method: string, path: string, init: { headers?: Record<string, string>; body?: Buffer | string } = {}): Promise<Reply> {
+async function call(
+  base: string,
+  method: string,
+  path: string,
+  init: { headers?: Record<string, string>; body?: Buffer | string } = {},
+): Promise<Reply> {
   const res = await fetch(new URL(path, base), {
     method,
     redirect: 'manual',
@@ -41,7 +46,13 @@ async function call(base: string, method: string, path: string, init: { headers?
  * One request over a raw socket: the path is sent exactly as given (no URL normalisation of `..` or `%2e`), and
  * everything the server writes is read, so a body sent after a HEAD response would be seen.
  */
-async function rawRequest(base: string, method: string, path: string, headers: Record<string, string> = {}, body?: Buffer): Promise<Reply & { rawBody: Buffer }> {
+async function rawRequest(
+  base: string,
+  method: string,
+  path: string,
+  headers: Record<string, string> = {},
+  body?: Buffer,
+): Promise<Reply & { rawBody: Buffer }> {
   const { hostname, port } = new URL(base);
   const socket = connect(Number(port), hostname);
   const lines = [`${method} ${path} HTTP/1.1`, `Host: ${hostname}:${port}`, 'Connection: close'];
@@ -109,7 +120,10 @@ async function isHeadError(t: Test, base: string, path: string, status: number, 
 
 async function pushBlob(base: string, repo: string, data: Buffer, algorithm: 'sha256' | 'sha512' = 'sha256'): Promise<string> {
   const d = digest(data, algorithm);
-  const r = await call(base, 'POST', `/v2/${repo}/blobs/uploads/?digest=${d}`, { body: data, headers: { 'Content-Type': 'application/octet-stream' } });
+  const r = await call(base, 'POST', `/v2/${repo}/blobs/uploads/?digest=${d}`, {
+    body: data,
+    headers: { 'Content-Type': 'application/octet-stream' },
+  });
   if (r.status !== 201) throw new Error(`blob push failed: ${r.status} ${r.body.toString()}`);
   return d;
 }
@@ -120,7 +134,11 @@ async function startSession(base: string, repo: string): Promise<string> {
   return r.headers.get('location') ?? '';
 }
 
-function imageManifest(config: { digest: string; size: number }, layers: Array<{ digest: string; size: number }>, mediaType = 'application/vnd.oci.image.manifest.v1+json'): Buffer {
+function imageManifest(
+  config: { digest: string; size: number },
+  layers: Array<{ digest: string; size: number }>,
+  mediaType = 'application/vnd.oci.image.manifest.v1+json',
+): Buffer {
   return Buffer.from(
     JSON.stringify({
       schemaVersion: 2,
@@ -228,7 +246,13 @@ t.test('DIGEST_INVALID', async (t) => {
   isError(t, await call(base, 'GET', `/v2/${repo}/blobs/sha256:xyz`), 400, 'DIGEST_INVALID', 'GET blob by a malformed digest');
   isError(t, await call(base, 'GET', `/v2/${repo}/blobs/md5:${'a'.repeat(32)}`), 400, 'DIGEST_INVALID', 'GET blob by an unsupported algorithm');
   await isHeadError(t, base, `/v2/${repo}/blobs/sha256:xyz`, 400, 'HEAD blob by a malformed digest');
-  isError(t, await call(base, 'POST', `/v2/${repo}/blobs/uploads/?digest=sha256:nope`, { body: 'x' }), 400, 'DIGEST_INVALID', 'monolithic POST with a malformed digest');
+  isError(
+    t,
+    await call(base, 'POST', `/v2/${repo}/blobs/uploads/?digest=sha256:nope`, { body: 'x' }),
+    400,
+    'DIGEST_INVALID',
+    'monolithic POST with a malformed digest',
+  );
 
   // Spec: "If the digest does not match the uploaded content, the registry MUST respond with DIGEST_INVALID" -- and
   // nothing becomes visible.
@@ -246,25 +270,49 @@ t.test('DIGEST_INVALID', async (t) => {
   await t.rejects(stat(uploadDir), 'its data is gone from storage');
 
   // the same through the single-request monolithic upload
-  isError(t, await call(base, 'POST', `/v2/${repo}/blobs/uploads/?digest=${claimed}`, { body: data }), 400, 'DIGEST_INVALID', 'monolithic POST with a wrong digest');
+  isError(
+    t,
+    await call(base, 'POST', `/v2/${repo}/blobs/uploads/?digest=${claimed}`, { body: data }),
+    400,
+    'DIGEST_INVALID',
+    'monolithic POST with a wrong digest',
+  );
   t.equal((await call(base, 'HEAD', `/v2/${repo}/blobs/${claimed}`)).status, 404, 'nothing is visible after the failed monolithic POST');
 
   // a sha512 claim for sha256 content is a mismatch too
   const loc2 = await startSession(base, repo);
-  isError(t, await call(base, 'PUT', `${loc2}?digest=${digest('other', 'sha512')}`, { body: data }), 400, 'DIGEST_INVALID', 'PUT with a wrong sha512 digest');
-  isError(t, await call(base, 'PUT', `/v2/${repo}/manifests/${digest('not the manifest')}`, {
-    body: goodManifest,
-    headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' },
-  }), 400, 'DIGEST_INVALID', 'PUT manifest by a digest that is not its own');
+  isError(
+    t,
+    await call(base, 'PUT', `${loc2}?digest=${digest('other', 'sha512')}`, { body: data }),
+    400,
+    'DIGEST_INVALID',
+    'PUT with a wrong sha512 digest',
+  );
+  isError(
+    t,
+    await call(base, 'PUT', `/v2/${repo}/manifests/${digest('not the manifest')}`, {
+      body: goodManifest,
+      headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' },
+    }),
+    400,
+    'DIGEST_INVALID',
+    'PUT manifest by a digest that is not its own',
+  );
 });
 
 t.test('MANIFEST_BLOB_UNKNOWN', async (t) => {
   // Spec: a manifest whose referenced blobs or manifests are unknown is refused with MANIFEST_BLOB_UNKNOWN.
   const missingConfig = imageManifest({ digest: digest('no such config'), size: 14 }, [{ digest: layerDigest, size: layer.length }]);
-  isError(t, await call(base, 'PUT', `/v2/${repo}/manifests/missing-config`, {
-    body: missingConfig,
-    headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' },
-  }), 400, 'MANIFEST_BLOB_UNKNOWN', 'manifest with an unknown config');
+  isError(
+    t,
+    await call(base, 'PUT', `/v2/${repo}/manifests/missing-config`, {
+      body: missingConfig,
+      headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' },
+    }),
+    400,
+    'MANIFEST_BLOB_UNKNOWN',
+    'manifest with an unknown config',
+  );
   const missingChild = Buffer.from(
     JSON.stringify({
       schemaVersion: 2,
@@ -272,25 +320,53 @@ t.test('MANIFEST_BLOB_UNKNOWN', async (t) => {
       manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: digest('no such manifest'), size: 10 }],
     }),
   );
-  isError(t, await call(base, 'PUT', `/v2/${repo}/manifests/missing-child`, {
-    body: missingChild,
-    headers: { 'Content-Type': 'application/vnd.oci.image.index.v1+json' },
-  }), 400, 'MANIFEST_BLOB_UNKNOWN', 'index with an unknown manifest');
+  isError(
+    t,
+    await call(base, 'PUT', `/v2/${repo}/manifests/missing-child`, {
+      body: missingChild,
+      headers: { 'Content-Type': 'application/vnd.oci.image.index.v1+json' },
+    }),
+    400,
+    'MANIFEST_BLOB_UNKNOWN',
+    'index with an unknown manifest',
+  );
   t.equal((await call(base, 'GET', `/v2/${repo}/manifests/missing-config`)).status, 404, 'the refused manifest was not tagged');
 });
 
 t.test('MANIFEST_INVALID and 413', async (t) => {
   const ct = { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' };
-  isError(t, await call(base, 'PUT', `/v2/${repo}/manifests/bad-json`, { body: '{"schemaVersion": 2,', headers: ct }), 400, 'MANIFEST_INVALID', 'body that is not JSON');
+  isError(
+    t,
+    await call(base, 'PUT', `/v2/${repo}/manifests/bad-json`, { body: '{"schemaVersion": 2,', headers: ct }),
+    400,
+    'MANIFEST_INVALID',
+    'body that is not JSON',
+  );
   // Spec: "the mediaType field MUST match the Content-Type header" when set.
-  isError(t, await call(base, 'PUT', `/v2/${repo}/manifests/mismatch`, {
-    body: goodManifest,
-    headers: { 'Content-Type': 'application/vnd.oci.image.index.v1+json' },
-  }), 400, 'MANIFEST_INVALID', 'Content-Type index, body mediaType image manifest');
-  isError(t, await call(base, 'PUT', `/v2/${repo}/manifests/no-layers-array`, {
-    body: JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { mediaType: 'x/y', digest: configDigest, size: config.length } }),
-    headers: ct,
-  }), 400, 'MANIFEST_INVALID', 'image manifest without layers array');
+  isError(
+    t,
+    await call(base, 'PUT', `/v2/${repo}/manifests/mismatch`, {
+      body: goodManifest,
+      headers: { 'Content-Type': 'application/vnd.oci.image.index.v1+json' },
+    }),
+    400,
+    'MANIFEST_INVALID',
+    'Content-Type index, body mediaType image manifest',
+  );
+  isError(
+    t,
+    await call(base, 'PUT', `/v2/${repo}/manifests/no-layers-array`, {
+      body: JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        config: { mediaType: 'x/y', digest: configDigest, size: config.length },
+      }),
+      headers: ct,
+    }),
+    400,
+    'MANIFEST_INVALID',
+    'image manifest without layers array',
+  );
   // Spec: a registry "SHOULD" accept manifests up to 4 MiB and answers 413 for larger ones.
   const big = Buffer.alloc(4 * 1024 * 1024 + 1, 0x20);
   big.write('{"schemaVersion":2,"padding":"');
@@ -326,7 +402,13 @@ t.test('NAME_INVALID', async (t) => {
     isError(t, await rawRequest(base, 'GET', path), 400, 'NAME_INVALID', what);
   }
   await isHeadError(t, base, '/v2/Errors/manifests/latest', 400, 'HEAD with an invalid name');
-  isError(t, await call(base, 'POST', `/v2/${repo}/blobs/uploads/?mount=${layerDigest}&from=..%2F..%2Fescape`), 400, 'NAME_INVALID', 'mount from an invalid name');
+  isError(
+    t,
+    await call(base, 'POST', `/v2/${repo}/blobs/uploads/?mount=${layerDigest}&from=..%2F..%2Fescape`),
+    400,
+    'NAME_INVALID',
+    'mount from an invalid name',
+  );
   // 255 characters is still a valid name (Distribution's limit)
   const long = `${'a'.repeat(100)}/${'b'.repeat(154)}`;
   t.equal((await call(base, 'GET', `/v2/${long}/tags/list`)).status, 404, 'a 255-character name is valid (and unknown)');
@@ -348,7 +430,11 @@ t.test('TAG_INVALID', async (t) => {
   ] as const) {
     isError(t, await call(base, 'PUT', `/v2/${repo}/manifests/${tag}`, { body: goodManifest, headers: ct }), 400, 'TAG_INVALID', `PUT tag: ${what}`);
   }
-  t.equal((await call(base, 'PUT', `/v2/${repo}/manifests/${'a'.repeat(128)}`, { body: goodManifest, headers: ct })).status, 201, 'a 128-character tag is valid');
+  t.equal(
+    (await call(base, 'PUT', `/v2/${repo}/manifests/${'a'.repeat(128)}`, { body: goodManifest, headers: ct })).status,
+    201,
+    'a 128-character tag is valid',
+  );
 });
 
 t.test('RANGE_INVALID on chunked uploads', async (t) => {
@@ -356,13 +442,22 @@ t.test('RANGE_INVALID on chunked uploads', async (t) => {
   const loc = await startSession(base, repo);
   // Spec: "If a chunk is uploaded out of order, the registry MUST respond with a 416 Requested Range Not
   // Satisfiable code." The Range header says where the upload stands.
-  let r = await call(base, 'PATCH', loc, { body: data.subarray(50), headers: { 'Content-Range': '50-99', 'Content-Type': 'application/octet-stream' } });
+  let r = await call(base, 'PATCH', loc, {
+    body: data.subarray(50),
+    headers: { 'Content-Range': '50-99', 'Content-Type': 'application/octet-stream' },
+  });
   isError(t, r, 416, 'RANGE_INVALID', 'a chunk that does not start at 0');
   t.equal(r.headers.get('range'), '0-0', 'Range says nothing was received');
-  r = await call(base, 'PATCH', loc, { body: data.subarray(0, 50), headers: { 'Content-Range': '0-49', 'Content-Type': 'application/octet-stream' } });
+  r = await call(base, 'PATCH', loc, {
+    body: data.subarray(0, 50),
+    headers: { 'Content-Range': '0-49', 'Content-Type': 'application/octet-stream' },
+  });
   t.equal(r.status, 202, 'the first chunk is accepted');
   t.equal(r.headers.get('range'), '0-49', 'Range covers it');
-  r = await call(base, 'PATCH', loc, { body: data.subarray(0, 50), headers: { 'Content-Range': '0-49', 'Content-Type': 'application/octet-stream' } });
+  r = await call(base, 'PATCH', loc, {
+    body: data.subarray(0, 50),
+    headers: { 'Content-Range': '0-49', 'Content-Type': 'application/octet-stream' },
+  });
   isError(t, r, 416, 'RANGE_INVALID', 'the same chunk again');
   t.equal(r.headers.get('range'), '0-49', 'Range still covers the first chunk');
   r = await call(base, 'PATCH', loc, { body: data.subarray(60), headers: { 'Content-Range': '60-99', 'Content-Type': 'application/octet-stream' } });
@@ -415,7 +510,10 @@ t.test('sha512 digests', async (t) => {
   t.ok((await call(base, 'GET', `/v2/${repo}/blobs/${digest(more, 'sha512')}`)).body.equals(more), 'served byte for byte');
   // a manifest pushed by its sha512 digest
   const md = digest(goodManifest, 'sha512');
-  r = await call(base, 'PUT', `/v2/${repo}/manifests/${md}`, { body: goodManifest, headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' } });
+  r = await call(base, 'PUT', `/v2/${repo}/manifests/${md}`, {
+    body: goodManifest,
+    headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' },
+  });
   t.equal(r.status, 201, 'PUT manifest by sha512 digest');
   t.equal(r.headers.get('docker-content-digest'), md, 'Docker-Content-Digest is the sha512 digest');
   r = await call(base, 'GET', `/v2/${repo}/manifests/${md}`);
@@ -448,9 +546,20 @@ t.test('path traversal never leaves the storage root', async (t) => {
   const outside = (await readdir(outer)).filter((e) => e !== 'root');
   t.same(outside, [], 'nothing was created next to the storage root');
   const inside = await walk(root);
-  t.ok(inside.some((p) => p.includes('_layers')), 'the walk sees the repositories berth wrote');
-  t.same(inside.filter((p) => !p.startsWith(`docker${sep}`) && p !== 'docker'), [], 'everything inside the root is under docker/');
-  t.same(inside.filter((p) => /escape|passwd/.test(p)), [], 'no file or directory is named after an attempt');
+  t.ok(
+    inside.some((p) => p.includes('_layers')),
+    'the walk sees the repositories berth wrote',
+  );
+  t.same(
+    inside.filter((p) => !p.startsWith(`docker${sep}`) && p !== 'docker'),
+    [],
+    'everything inside the root is under docker/',
+  );
+  t.same(
+    inside.filter((p) => /escape|passwd/.test(p)),
+    [],
+    'no file or directory is named after an attempt',
+  );
 });
 
 t.test('UNSUPPORTED when deletes are disabled', async (t) => {
@@ -459,7 +568,10 @@ t.test('UNSUPPORTED when deletes are disabled', async (t) => {
   const bd = await pushBlob(ro.url, 'nodelete/app', blob);
   const cfg = await pushBlob(ro.url, 'nodelete/app', config);
   const m = imageManifest({ digest: cfg, size: config.length }, [{ digest: bd, size: blob.length }]);
-  const put = await call(ro.url, 'PUT', '/v2/nodelete/app/manifests/v1', { body: m, headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' } });
+  const put = await call(ro.url, 'PUT', '/v2/nodelete/app/manifests/v1', {
+    body: m,
+    headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' },
+  });
   t.equal(put.status, 201, 'push works');
   // Spec: "If the registry does not support deletion ... it MUST respond with 405 Method Not Allowed" (tag
   // deletion disabled: "400 Bad Request or 405 Method Not Allowed").

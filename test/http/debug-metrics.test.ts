@@ -10,8 +10,16 @@ const rows: { name: string; http: Record<string, unknown>; berth?: Record<string
     http: { debug: { addr: '127.0.0.1:5001', prometheus: { enabled: true, path: '/metrics' } } },
     want: { enabled: true, path: '/metrics', addr: '127.0.0.1:5001' },
   },
-  { name: 'a path of its own', http: { debug: { addr: ':5001', prometheus: { enabled: 'yes', path: '/prom' } } }, want: { enabled: true, path: '/prom', addr: ':5001' } },
-  { name: 'addr without prometheus is refused, not ignored', http: { debug: { addr: ':5001' } }, want: /http\.debug\.addr: berth serves only Prometheus metrics/ },
+  {
+    name: 'a path of its own',
+    http: { debug: { addr: ':5001', prometheus: { enabled: 'yes', path: '/prom' } } },
+    want: { enabled: true, path: '/prom', addr: ':5001' },
+  },
+  {
+    name: 'addr without prometheus is refused, not ignored',
+    http: { debug: { addr: ':5001' } },
+    want: /http\.debug\.addr: berth serves only Prometheus metrics/,
+  },
   { name: 'prometheus without addr', http: { debug: { prometheus: { enabled: true } } }, want: /http\.debug\.prometheus: needs http\.debug\.addr/ },
   { name: 'a bad addr', http: { debug: { addr: 'nowhere', prometheus: { enabled: true } } }, want: /http\.debug\.addr: expected host:port/ },
   {

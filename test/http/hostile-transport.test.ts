@@ -99,7 +99,7 @@ t.test('raw UTF-8 in the path gets NAME_INVALID, an absolute-form target is rout
     Buffer.concat([Buffer.from('GET /v2/caf'), Buffer.from('é/manifests/latest', 'utf8'), Buffer.from(' HTTP/1.1\r\nHost: x\r\n\r\n')]),
   );
   t.equal(statusOf(utf8), 400);
-  t.equal(errorCodeOf(utf8), 'NAME_INVALID', 'the error JSON, not fastify\'s generic body');
+  t.equal(errorCodeOf(utf8), 'NAME_INVALID', "the error JSON, not fastify's generic body");
   t.match(utf8, /\r\nDocker-Distribution-API-Version: registry\/2\.0\r\n/i);
 
   const base = await raw(b.port, `GET http://127.0.0.1:${b.port}/v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);

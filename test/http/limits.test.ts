@@ -6,7 +6,10 @@ import { startBerth } from '../helpers/berth.js';
 t.test('an invalid n is 400 PAGINATION_NUMBER_INVALID on tags and catalog', async (t) => {
   const b = await startBerth(t);
   const blob = Buffer.from('x');
-  await fetch(`${b.url}/v2/p/q/blobs/uploads/?digest=sha256:2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881`, { method: 'POST', body: blob });
+  await fetch(`${b.url}/v2/p/q/blobs/uploads/?digest=sha256:2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881`, {
+    method: 'POST',
+    body: blob,
+  });
   for (const path of ['/v2/_catalog?n=abc', '/v2/_catalog?n=-1', '/v2/_catalog?n=1&n=2', '/v2/p/q/tags/list?n=1e3']) {
     const res = await fetch(`${b.url}${path}`);
     t.equal(res.status, 400, path);

@@ -100,8 +100,11 @@ t.test('GET /metrics reports requests by method, route kind and status, with lat
   const text = await res.text();
 
   t.equal(sample(text, 'berth_http_requests_total{method="GET",route="blob",status="200"}'), 1);
-  t.equal(sample(text, 'berth_http_requests_total{method="GET",route="manifest",status="200"}'), 2,
-    'two tags, one series: the route label is the kind, not the URL');
+  t.equal(
+    sample(text, 'berth_http_requests_total{method="GET",route="manifest",status="200"}'),
+    2,
+    'two tags, one series: the route label is the kind, not the URL',
+  );
   t.equal(sample(text, 'berth_http_requests_total{method="PATCH",route="upload",status="202"}'), 1);
   t.equal(sample(text, 'berth_http_requests_total{method="GET",route="unmatched",status="404"}'), 1);
   t.notMatch(text, /a8f3e1|1\.36/, 'raw URLs never become label values');
@@ -140,7 +143,10 @@ t.test('requestBody: the counted stream with the plugin, request.raw without it'
   const plain = Fastify();
   for (const app of [withPlugin, plain]) {
     app.addContentTypeParser('*', (_request, _payload, done) => done(null));
-    app.put('/x', async (request) => ({ raw: requestBody(request) === request.raw, ...(await digestStream(requestBody(request)).then(({ hex, size }) => ({ sha256: hex, size }))) }));
+    app.put('/x', async (request) => ({
+      raw: requestBody(request) === request.raw,
+      ...(await digestStream(requestBody(request)).then(({ hex, size }) => ({ sha256: hex, size }))),
+    }));
   }
   t.teardown(() => Promise.all([withPlugin.close(), plain.close()]));
   const body = randomBytes(1000);

@@ -24,7 +24,12 @@ interface Reply {
   body: string;
 }
 
-async function call(base: string, method: string, path: string, init: { headers?: Record<string, string>; body?: Buffer | string } = {}): Promise<Reply> {
+async function call(
+  base: string,
+  method: string,
+  path: string,
+  init: { headers?: Record<string, string>; body?: Buffer | string } = {},
+): Promise<Reply> {
   const res = await fetch(new URL(path, base), {
     method,
     headers: init.headers ?? {},
@@ -72,7 +77,10 @@ t.test('tags/list of the parent directory of a nested repository is NAME_UNKNOWN
     config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: cd, size: cfg.length },
     layers: [],
   });
-  const put = await call(base, 'PUT', '/v2/library/app/manifests/v1', { body: manifest, headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' } });
+  const put = await call(base, 'PUT', '/v2/library/app/manifests/v1', {
+    body: manifest,
+    headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' },
+  });
   t.equal(put.status, 201, 'library/app is pushed');
   t.same(JSON.parse((await call(base, 'GET', '/v2/library/app/tags/list')).body), { name: 'library/app', tags: ['v1'] }, 'its tags');
   const catalog = JSON.parse((await call(base, 'GET', '/v2/_catalog')).body) as { repositories: string[] };
@@ -101,7 +109,9 @@ t.test('a chunked PATCH body longer than its Content-Range is SIZE_INVALID, not 
     socket.on('error', (err: NodeJS.ErrnoException) => resolve(err.code));
     socket.on('close', () => resolve(undefined));
   });
-  socket.write(`PATCH ${location} HTTP/1.1\r\nHost: ${hostname}:${port}\r\nConnection: close\r\nContent-Range: 0-99\r\nTransfer-Encoding: chunked\r\n\r\n`);
+  socket.write(
+    `PATCH ${location} HTTP/1.1\r\nHost: ${hostname}:${port}\r\nConnection: close\r\nContent-Range: 0-99\r\nTransfer-Encoding: chunked\r\n\r\n`,
+  );
   // Many chunks well past the declared 100 bytes, so the server sees the excess before the body ends.
   const chunk = randomBytes(64 * 1024);
   for (let i = 0; i < 32; i++) {
@@ -269,7 +279,10 @@ t.test('tags/list and manifest PUT with more tags or layers than file descriptor
     config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: cd, size: cfg.length },
     layers: Array.from({ length: count }, () => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: ld, size: layer.length })),
   });
-  const put = await call(proc.url, 'PUT', '/v2/many/layers/manifests/v1', { body: manifest, headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' } });
+  const put = await call(proc.url, 'PUT', '/v2/many/layers/manifests/v1', {
+    body: manifest,
+    headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' },
+  });
   t.equal(put.status, 201, `a manifest with ${count} layer descriptors is accepted`, { body: put.body.slice(0, 300) });
   const got = await call(proc.url, 'GET', '/v2/many/layers/manifests/v1');
   t.equal(got.body, manifest, 'and served byte for byte');
@@ -282,7 +295,14 @@ t.test('tags/list and manifest PUT with more tags or layers than file descriptor
     config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: cd, size: cfg.length },
     layers: [missingB, ld, missingA, missingB].map((d) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: d, size: 1 })),
   });
-  const refused = await call(proc.url, 'PUT', '/v2/many/layers/manifests/bad', { body: bad, headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' } });
+  const refused = await call(proc.url, 'PUT', '/v2/many/layers/manifests/bad', {
+    body: bad,
+    headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' },
+  });
   t.equal(firstCode(refused), 'MANIFEST_BLOB_UNKNOWN', 'missing layers are MANIFEST_BLOB_UNKNOWN');
-  t.same((JSON.parse(refused.body) as { errors: Array<{ detail: unknown }> }).errors[0]?.detail, { digests: [missingA, missingB].sort() }, 'each named once');
+  t.same(
+    (JSON.parse(refused.body) as { errors: Array<{ detail: unknown }> }).errors[0]?.detail,
+    { digests: [missingA, missingB].sort() },
+    'each named once',
+  );
 });

@@ -50,7 +50,10 @@ async function startUpstream(): Promise<Proc> {
   const dir = await mkdtemp(join(tmpdir(), 'berth-bench-upstream-'));
   const port = await freePort();
   const config = join(dir, 'config.yml');
-  await writeFile(config, `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\nhttp:\n  addr: 127.0.0.1:${port}\n`);
+  await writeFile(
+    config,
+    `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\nhttp:\n  addr: 127.0.0.1:${port}\n`,
+  );
   const proc = spawn('/usr/bin/docker-registry', ['serve', config], { env: cleanEnv(), stdio: ['ignore', 'ignore', 'ignore'] });
   const p = { url: `http://127.0.0.1:${port}`, proc, dir };
   await waitReady(p.url, '/v2/', [200], { proc });
@@ -79,9 +82,11 @@ async function pushBlob(url: string, repo: string, size: number): Promise<string
   const hash = createHash('sha256');
   for (let off = 0; off < size; off += MiB) hash.update(block.subarray(0, Math.min(MiB, size - off)));
   const digest = `sha256:${hash.digest('hex')}`;
-  const body = Readable.from((function* () {
-    for (let off = 0; off < size; off += MiB) yield block.subarray(0, Math.min(MiB, size - off));
-  })());
+  const body = Readable.from(
+    (function* () {
+      for (let off = 0; off < size; off += MiB) yield block.subarray(0, Math.min(MiB, size - off));
+    })(),
+  );
   const start = await fetch(`${url}/v2/${repo}/blobs/uploads/`, { method: 'POST' });
   await start.arrayBuffer();
   const location = new URL(start.headers.get('location') ?? '', url);

@@ -60,27 +60,34 @@ export async function startTokenHub(t: Test): Promise<TokenHub> {
   await userAdd(users, SEED.user, SEED.password);
   await userAdd(users, MIRROR.user, MIRROR.password);
   const issuerLog: string[] = [];
-  const logger = pino({ level: 'debug' }, new Writable({
-    write(chunk: Buffer, _enc, done) {
-      issuerLog.push(...chunk.toString('utf8').split('\n').filter(Boolean));
-      done();
-    },
-  }));
-  const issuer = await startBerth(t, {
-    auth: {
-      builtin: {
-        users,
-        service: HUB_SERVICE,
-        issuer: 'hub-issuer',
-        rules: [
-          { who: SEED.user, repository: '**', actions: ['*'] },
-          { who: MIRROR.user, repository: 'private/**', actions: ['pull'] },
-          { who: 'anonymous', repository: 'library/**', actions: ['pull'] },
-          { who: 'anonymous', repository: 'org/**', actions: ['pull'] },
-        ],
+  const logger = pino(
+    { level: 'debug' },
+    new Writable({
+      write(chunk: Buffer, _enc, done) {
+        issuerLog.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+        done();
+      },
+    }),
+  );
+  const issuer = await startBerth(
+    t,
+    {
+      auth: {
+        builtin: {
+          users,
+          service: HUB_SERVICE,
+          issuer: 'hub-issuer',
+          rules: [
+            { who: SEED.user, repository: '**', actions: ['*'] },
+            { who: MIRROR.user, repository: 'private/**', actions: ['pull'] },
+            { who: 'anonymous', repository: 'library/**', actions: ['pull'] },
+            { who: 'anonymous', repository: 'org/**', actions: ['pull'] },
+          ],
+        },
       },
     },
-  }, { logger });
+    { logger },
+  );
   const cert = await fetch(`${issuer.url}/auth/cert.pem`);
   const bundle = join(dir, 'issuer.pem');
   const { writeFile } = await import('node:fs/promises');
@@ -97,8 +104,14 @@ export async function startTokenHub(t: Test): Promise<TokenHub> {
     root,
     seed: async (layoutDir, tag, repo, remoteTag) => {
       await skopeo([
-        'copy', '--all', '--preserve-digests', '--dest-tls-verify=false', '--dest-creds', `${SEED.user}:${SEED.password}`,
-        `oci:${layoutDir}:${tag}`, dockerRef(registry.url, repo, remoteTag ?? tag),
+        'copy',
+        '--all',
+        '--preserve-digests',
+        '--dest-tls-verify=false',
+        '--dest-creds',
+        `${SEED.user}:${SEED.password}`,
+        `oci:${layoutDir}:${tag}`,
+        dockerRef(registry.url, repo, remoteTag ?? tag),
       ]);
     },
   };
@@ -159,61 +172,64 @@ export async function startGateProxy(t: Test, target: string): Promise<GateProxy
     if (corrupt) corrupting = undefined;
     const active = rule && rule.match(method, path) ? rule : undefined;
     if (active) rule = undefined;
-    const up = httpRequest({ host: upstream.hostname, port: upstream.port, method, path: req.url, headers: { ...req.headers, host: upstream.host }, agent }, (upRes) => {
-      res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-      if (corrupt) {
-        let flipped = false;
-        upRes.on('data', (chunk: Buffer) => {
-          if (!flipped && chunk.length > 0) {
-            flipped = true;
-            chunk = Buffer.from(chunk);
-            chunk[0] = (chunk[0] ?? 0) ^ 0xff;
-          }
-          res.write(chunk);
-        });
-        upRes.on('end', () => res.end());
-        return;
-      }
-      if (!active) {
-        upRes.pipe(res);
-        return;
-      }
-      let sent = 0;
-      let paused = false;
-      upRes.on('data', (chunk: Buffer) => {
-        if (paused) return;
-        if (sent + chunk.length < active.afterBytes) {
-          sent += chunk.length;
-          forwardedBytes += chunk.length;
-          res.write(chunk);
+    const up = httpRequest(
+      { host: upstream.hostname, port: upstream.port, method, path: req.url, headers: { ...req.headers, host: upstream.host }, agent },
+      (upRes) => {
+        res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+        if (corrupt) {
+          let flipped = false;
+          upRes.on('data', (chunk: Buffer) => {
+            if (!flipped && chunk.length > 0) {
+              flipped = true;
+              chunk = Buffer.from(chunk);
+              chunk[0] = (chunk[0] ?? 0) ^ 0xff;
+            }
+            res.write(chunk);
+          });
+          upRes.on('end', () => res.end());
           return;
         }
-        const head = chunk.subarray(0, active.afterBytes - sent);
-        const tail = chunk.subarray(active.afterBytes - sent);
-        res.write(head);
-        sent += head.length;
-        forwardedBytes += head.length;
-        if (active.mode === 'cut') {
-          upRes.destroy();
-          setImmediate(() => req.socket.destroy());
-          return;
-        }
-        paused = true;
-        upRes.pause();
-        const resume = () => {
-          res.write(tail);
-          forwardedBytes += tail.length;
-          upRes.removeAllListeners('data');
+        if (!active) {
           upRes.pipe(res);
-          upRes.resume();
-        };
-        if (released) resume();
-        else releaseWaiters.push(resume);
-      });
-      upRes.on('end', () => {
-        if (!paused) res.end();
-      });
-    });
+          return;
+        }
+        let sent = 0;
+        let paused = false;
+        upRes.on('data', (chunk: Buffer) => {
+          if (paused) return;
+          if (sent + chunk.length < active.afterBytes) {
+            sent += chunk.length;
+            forwardedBytes += chunk.length;
+            res.write(chunk);
+            return;
+          }
+          const head = chunk.subarray(0, active.afterBytes - sent);
+          const tail = chunk.subarray(active.afterBytes - sent);
+          res.write(head);
+          sent += head.length;
+          forwardedBytes += head.length;
+          if (active.mode === 'cut') {
+            upRes.destroy();
+            setImmediate(() => req.socket.destroy());
+            return;
+          }
+          paused = true;
+          upRes.pause();
+          const resume = () => {
+            res.write(tail);
+            forwardedBytes += tail.length;
+            upRes.removeAllListeners('data');
+            upRes.pipe(res);
+            upRes.resume();
+          };
+          if (released) resume();
+          else releaseWaiters.push(resume);
+        });
+        upRes.on('end', () => {
+          if (!paused) res.end();
+        });
+      },
+    );
     up.on('error', () => req.socket.destroy());
     req.pipe(up);
   });

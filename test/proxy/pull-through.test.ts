@@ -39,7 +39,10 @@ t.test('pull-through cache against a token-protected upstream', async (t) => {
   const multi = await makeImageLayout(src, {
     layers: [20_000],
     tag: 'multi',
-    platforms: [{ os: 'linux', architecture: 'amd64' }, { os: 'linux', architecture: 'arm64' }],
+    platforms: [
+      { os: 'linux', architecture: 'amd64' },
+      { os: 'linux', architecture: 'arm64' },
+    ],
   });
   const big = await makeImageLayout(src, { layers: [64 * MiB], tag: 'big' });
   const app = await makeImageLayout(src, { layers: [300_000], tag: 'app' });
@@ -98,8 +101,14 @@ t.test('pull-through cache against a token-protected upstream', async (t) => {
     t.equal(res.headers.get('content-type'), 'application/vnd.oci.image.manifest.v1+json');
     t.equal(res.headers.get('oci-namespace'), null, 'no namespace echoed without ns');
     const seen = accessSince(hub.registry, mark);
-    t.ok(seen.some((e) => e.status === 401), 'the upstream demanded a token');
-    t.ok(seen.some((e) => e.method === 'GET' && e.path === '/v2/library/alpine/manifests/3' && e.status === 200), 'and answered once berth had one');
+    t.ok(
+      seen.some((e) => e.status === 401),
+      'the upstream demanded a token',
+    );
+    t.ok(
+      seen.some((e) => e.method === 'GET' && e.path === '/v2/library/alpine/manifests/3' && e.status === 200),
+      'and answered once berth had one',
+    );
     for (const layer of alpine.images[0]?.layers ?? []) {
       const b = await fetch(v2(`library/alpine/blobs/${layer}`));
       t.equal(b.status, 200);
@@ -162,7 +171,10 @@ t.test('pull-through cache against a token-protected upstream', async (t) => {
     t.equal(await layoutTagDigest(dst, 'multi'), multi.digest, 'the index digest');
     const walked = await walkBlobs(dst, multi.digest, 'application/vnd.oci.image.index.v1+json');
     t.equal(walked.length, multi.blobs.length, 'every blob of both platforms');
-    t.ok(walked.every((b) => b.actual === b.digest), 'every blob intact');
+    t.ok(
+      walked.every((b) => b.actual === b.digest),
+      'every blob intact',
+    );
     t.same(walked.map((b) => b.digest).sort(), [...multi.blobs].sort());
   });
 
@@ -189,11 +201,16 @@ t.test('pull-through cache against a token-protected upstream', async (t) => {
 
   await t.test('concurrent requests for an uncached manifest: one upstream GET', async (t) => {
     const mark = accessLog(hub.registry).length;
-    const all = await Promise.all(Array.from({ length: 10 }, async () => {
-      const res = await getManifest('library/conc/manifests/1');
-      return { status: res.status, digest: sha256(Buffer.from(await res.arrayBuffer())) };
-    }));
-    t.ok(all.every((r) => r.status === 200 && r.digest === tool.digest), 'all ten got the manifest');
+    const all = await Promise.all(
+      Array.from({ length: 10 }, async () => {
+        const res = await getManifest('library/conc/manifests/1');
+        return { status: res.status, digest: sha256(Buffer.from(await res.arrayBuffer())) };
+      }),
+    );
+    t.ok(
+      all.every((r) => r.status === 200 && r.digest === tool.digest),
+      'all ten got the manifest',
+    );
     const gets = accessSince(hub.registry, mark).filter((e) => e.method === 'GET' && e.path === '/v2/library/conc/manifests/1');
     t.equal(gets.length, 1, 'one upstream GET');
   });
@@ -228,11 +245,17 @@ t.test('pull-through cache against a token-protected upstream', async (t) => {
     gate.release();
     const results = await Promise.all(pulls);
     t.equal(results[0], 'aborted', 'one client left mid-transfer');
-    t.ok(results.slice(1).every((d) => d === layer), '19 clients received the verified layer');
+    t.ok(
+      results.slice(1).every((d) => d === layer),
+      '19 clients received the verified layer',
+    );
     const gets = accessSince(hub.registry, mark).filter((e) => e.method === 'GET' && e.path === path);
     t.equal(gets.length, 1, 'exactly one upstream GET for the blob');
     t.equal(gate.requests.filter((r) => r.method === 'GET' && r.path === path).length, 1, 'also seen by the proxy in between');
-    t.ok(await eventually(() => existsSync(join(berth.root, 'docker/registry/v2/blobs/sha256', layer.slice(7, 9), layer.slice(7), 'data'))), 'committed to storage');
+    t.ok(
+      await eventually(() => existsSync(join(berth.root, 'docker/registry/v2/blobs/sha256', layer.slice(7, 9), layer.slice(7), 'data'))),
+      'committed to storage',
+    );
     const again = await fetch(v2(`library/big/blobs/${layer}`), { headers: { range: 'bytes=10-19' } });
     t.equal(again.status, 206, 'served from storage afterwards, ranges too');
     t.equal((await again.arrayBuffer()).byteLength, 10);
@@ -246,10 +269,13 @@ t.test('pull-through cache against a token-protected upstream', async (t) => {
     t.equal(res.status, 200, 'the response had started');
     await t.rejects(res.arrayBuffer(), 'the client sees a broken transfer, not a complete blob');
     const blobFile = join(berth.root, 'docker/registry/v2/blobs/sha256', layer.slice(7, 9), layer.slice(7), 'data');
-    t.ok(await eventually(async () => {
-      const uploads = await readdir(join(berth.root, 'docker/registry/v2/repositories/org/app/_uploads')).catch(() => []);
-      return uploads.length === 0;
-    }), 'no temp files left');
+    t.ok(
+      await eventually(async () => {
+        const uploads = await readdir(join(berth.root, 'docker/registry/v2/repositories/org/app/_uploads')).catch(() => []);
+        return uploads.length === 0;
+      }),
+      'no temp files left',
+    );
     t.notOk(existsSync(blobFile), 'no blob stored');
     const retry = await fetch(v2(`org/app/blobs/${layer}`));
     t.equal(retry.status, 200);
@@ -264,7 +290,11 @@ t.test('pull-through cache against a token-protected upstream', async (t) => {
     t.equal(same.headers.get('docker-content-digest'), alpine.digest);
     await same.arrayBuffer();
     let seen = accessSince(hub.registry, mark).filter((e) => e.status !== 401);
-    t.same(seen.map((e) => `${e.method} ${e.path}`), ['HEAD /v2/library/alpine/manifests/3'], 'only a HEAD went upstream');
+    t.same(
+      seen.map((e) => `${e.method} ${e.path}`),
+      ['HEAD /v2/library/alpine/manifests/3'],
+      'only a HEAD went upstream',
+    );
 
     const again = await getManifest('library/alpine/manifests/3');
     await again.arrayBuffer();
@@ -291,7 +321,11 @@ t.test('pull-through cache against a token-protected upstream', async (t) => {
     const post = await fetch(v2('library/alpine/blobs/uploads/'), { method: 'POST' });
     t.equal(post.status, 405);
     t.match(await post.json(), { errors: [{ code: 'UNSUPPORTED' }] });
-    const put = await fetch(v2('org/app/manifests/v2'), { method: 'PUT', headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' }, body: '{}' });
+    const put = await fetch(v2('org/app/manifests/v2'), {
+      method: 'PUT',
+      headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' },
+      body: '{}',
+    });
     t.equal(put.status, 405);
     t.match(await put.json(), { errors: [{ code: 'UNSUPPORTED' }] });
     const del = await fetch(v2(`library/alpine/manifests/${alpine.digest}`), { method: 'DELETE' });
@@ -310,13 +344,19 @@ t.test('pull-through cache against a token-protected upstream', async (t) => {
     const clientAuth = `Basic ${Buffer.from('seeder:seeder-pw').toString('base64')}`;
     const issued = hub.issuerLog.length;
     const withClientCreds = await fetch(`${anonymous.url}/v2/private/secret/manifests/1`, { headers: { accept: ACCEPT, authorization: clientAuth } });
-    t.equal(withClientCreds.status, 404, 'the client\'s credentials did not open the private repository upstream');
+    t.equal(withClientCreds.status, 404, "the client's credentials did not open the private repository upstream");
     t.match(await withClientCreds.json(), { errors: [{ code: 'MANIFEST_UNKNOWN' }] });
     t.ok(watch.requests.length > 0, 'berth did ask the upstream');
-    t.notOk(watch.requests.some((r) => r.authorization === clientAuth), 'never with the client\'s Authorization header');
+    t.notOk(
+      watch.requests.some((r) => r.authorization === clientAuth),
+      "never with the client's Authorization header",
+    );
     const tokens = hub.issuerLog.slice(issued).filter((l) => l.includes('token issued'));
     t.ok(tokens.length > 0, 'berth asked the token server');
-    t.notOk(tokens.some((l) => l.includes('"seeder"')), 'never as the client\'s account');
+    t.notOk(
+      tokens.some((l) => l.includes('"seeder"')),
+      "never as the client's account",
+    );
     const viaMirrorCreds = await getManifest('private/secret/manifests/1');
     t.equal(viaMirrorCreds.status, 200, 'the configured upstream credentials did open it');
     t.equal(viaMirrorCreds.headers.get('docker-content-digest'), secret.digest);

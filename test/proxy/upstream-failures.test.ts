@@ -32,17 +32,32 @@ t.test('stale-if-error and Basic auth upstream', async (t) => {
   const image = await makeImageLayout(src, { layers: [40_000], tag: 'v1' });
   const other = await makeImageLayout(src, { layers: [1000], tag: 'v2' });
   for (const tag of ['v1', 'v2']) {
-    await skopeo(['copy', '--preserve-digests', '--dest-tls-verify=false', '--dest-creds', 'mirror:mirror-pw', `oci:${src}:${tag}`, dockerRef(upstream.url, 'team/app', tag)]);
+    await skopeo([
+      'copy',
+      '--preserve-digests',
+      '--dest-tls-verify=false',
+      '--dest-creds',
+      'mirror:mirror-pw',
+      `oci:${src}:${tag}`,
+      dockerRef(upstream.url, 'team/app', tag),
+    ]);
   }
   const gate = await startGateProxy(t, upstream.url);
   const lines: string[] = [];
-  const logger = pino({ level: 'info' }, new Writable({
-    write(chunk: Buffer, _enc, done) {
-      lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
-      done();
-    },
-  }));
-  const berth = await startBerth(t, { proxy: { remoteurl: gate.url, username: 'mirror', password: 'mirror-pw', ttl: '24h', tagttl: '1h', timeout: '1s' } }, { logger });
+  const logger = pino(
+    { level: 'info' },
+    new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+        done();
+      },
+    }),
+  );
+  const berth = await startBerth(
+    t,
+    { proxy: { remoteurl: gate.url, username: 'mirror', password: 'mirror-pw', ttl: '24h', tagttl: '1h', timeout: '1s' } },
+    { logger },
+  );
   const get = (path: string, method = 'GET') => fetch(`${berth.url}/v2/${path}`, { method, headers: { accept: ACCEPT } });
   const ageTag = async (tag: string) => {
     const old = new Date(Date.now() - 2 * 3_600_000);
@@ -58,7 +73,11 @@ t.test('stale-if-error and Basic auth upstream', async (t) => {
     t.equal(res.headers.get('docker-content-digest'), image.digest);
     t.equal(sha256(Buffer.from(await res.arrayBuffer())), image.digest);
     const seen = accessSince(upstream, mark);
-    t.same(seen.map((e) => e.status), [401, 200], 'challenged once, then accepted');
+    t.same(
+      seen.map((e) => e.status),
+      [401, 200],
+      'challenged once, then accepted',
+    );
   });
 
   await t.test('HEAD of an uncached blob asks the upstream with a HEAD only', async (t) => {
@@ -68,7 +87,11 @@ t.test('stale-if-error and Basic auth upstream', async (t) => {
     t.equal(res.status, 200);
     t.equal(res.headers.get('content-length'), '40000');
     t.equal(res.headers.get('docker-content-digest'), layer);
-    t.same(accessSince(upstream, mark).map((e) => e.method), ['HEAD'], 'nothing downloaded');
+    t.same(
+      accessSince(upstream, mark).map((e) => e.method),
+      ['HEAD'],
+      'nothing downloaded',
+    );
   });
 
   await t.test('content that does not match its digest is never served whole nor cached', async (t) => {
@@ -79,7 +102,10 @@ t.test('stale-if-error and Basic auth upstream', async (t) => {
     await t.rejects(res.arrayBuffer(), 'the client sees a broken transfer');
     const blobFile = join(berth.root, 'docker/registry/v2/blobs/sha256', layer.slice(7, 9), layer.slice(7), 'data');
     t.notOk(existsSync(blobFile), 'nothing stored');
-    t.ok(lines.some((l) => l.includes('blob fill failed') && l.includes('upstream sent content with digest')), 'the mismatch is logged');
+    t.ok(
+      lines.some((l) => l.includes('blob fill failed') && l.includes('upstream sent content with digest')),
+      'the mismatch is logged',
+    );
     const retry = await fetch(`${berth.url}/v2/team/app/blobs/${layer}`);
     t.equal(sha256(Buffer.from(await retry.arrayBuffer())), layer, 'the next pull gets the right bytes');
   });
@@ -131,7 +157,10 @@ t.test('stale-if-error and Basic auth upstream', async (t) => {
     t.equal(res.headers.get('docker-content-digest'), other.digest);
     await res.arrayBuffer();
     gate.release();
-    t.ok(lines.some((l) => l.includes('timed out')), 'the timeout is the logged reason');
+    t.ok(
+      lines.some((l) => l.includes('timed out')),
+      'the timeout is the logged reason',
+    );
   });
 
   await t.test('uncached content while the upstream is unreachable: 503 UNAVAILABLE', async (t) => {

@@ -63,10 +63,12 @@ t.test('files live at <root>/<path>, exactly as registry:2 lays them out', async
   const tagLink = join(root, 'docker/registry/v2/repositories/library/alpine/_manifests/tags/3.20/current/link');
   await mkdir(join(tagLink, '..'), { recursive: true });
   await writeFile(tagLink, d.value);
-  t.equal((await driver.getContent(paths.tagCurrentLink('library/alpine', '3.20'))).toString(), d.value,
-    'a file written on the host is read at its driver path');
-  t.same(await driver.list(paths.tagsDir('library/alpine')), [paths.tagDir('library/alpine', '3.20')],
-    'and listed there');
+  t.equal(
+    (await driver.getContent(paths.tagCurrentLink('library/alpine', '3.20'))).toString(),
+    d.value,
+    'a file written on the host is read at its driver path',
+  );
+  t.same(await driver.list(paths.tagsDir('library/alpine')), [paths.tagDir('library/alpine', '3.20')], 'and listed there');
 });
 
 t.test('putContent leaves no temporary files behind', async (t) => {
@@ -105,8 +107,7 @@ t.test('paths cannot escape the root', async (t) => {
   ];
   for (const path of escapes) {
     await rejectsWith(t, `getContent(${JSON.stringify(path)})`, () => driver.getContent(path), InvalidPathError);
-    await rejectsWith(t, `putContent(${JSON.stringify(path)})`, () => driver.putContent(path, Buffer.from('x')),
-      InvalidPathError);
+    await rejectsWith(t, `putContent(${JSON.stringify(path)})`, () => driver.putContent(path, Buffer.from('x')), InvalidPathError);
   }
   t.equal(await readFile(join(outside, 'secret'), 'utf8'), 'outside the root', 'the outside file is untouched');
   t.same(await onDisk(outside), ['secret'], 'nothing was written outside');
@@ -135,10 +136,13 @@ t.test('symlinks inside the root cannot reach outside it', async (t) => {
     ['writer(/filelink)', (d) => d.writer('/filelink')],
     ['writer(/filelink, state)', (d) => d.writer('/filelink', { size: 0 })],
     ['move(/dirlink/secret, /stolen)', (d) => d.move('/dirlink/secret', '/stolen')],
-    ['move(/stolen-src, /dirlink/planted)', async (d) => {
-      await d.putContent('/stolen-src', Buffer.from('x'));
-      return d.move('/stolen-src', '/dirlink/planted');
-    }],
+    [
+      'move(/stolen-src, /dirlink/planted)',
+      async (d) => {
+        await d.putContent('/stolen-src', Buffer.from('x'));
+        return d.move('/stolen-src', '/dirlink/planted');
+      },
+    ],
     ['delete(/dirlink/secret)', (d) => d.delete('/dirlink/secret')],
   ];
   for (const [what, call] of reads) await rejectsWith(t, what, () => call(driver), InvalidPathError);

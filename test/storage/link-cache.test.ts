@@ -32,7 +32,9 @@ async function pushBlob(url: string, repo: string, data: Buffer): Promise<string
 
 /** Pushes a fresh one-layer image to `url` as `repo:tag` (or untagged, by digest, when tag is undefined). */
 async function pushImage(url: string, repo: string, tag: string | undefined): Promise<string> {
-  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] }, n: randomBytes(8).toString('hex') }));
+  const config = Buffer.from(
+    JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] }, n: randomBytes(8).toString('hex') }),
+  );
   const layer = randomBytes(512);
   const manifest = Buffer.from(
     JSON.stringify({
@@ -43,7 +45,11 @@ async function pushImage(url: string, repo: string, tag: string | undefined): Pr
     }),
   );
   const digest = sha256(manifest);
-  const res = await fetch(`${url}/v2/${repo}/manifests/${tag ?? digest}`, { method: 'PUT', body: manifest, headers: { 'content-type': OCI_MANIFEST } });
+  const res = await fetch(`${url}/v2/${repo}/manifests/${tag ?? digest}`, {
+    method: 'PUT',
+    body: manifest,
+    headers: { 'content-type': OCI_MANIFEST },
+  });
   await res.arrayBuffer();
   if (res.status !== 201) throw new Error(`manifest push answered ${res.status}`);
   return digest;
@@ -97,7 +103,10 @@ t.test('one process: every change is seen by the next request', async (t) => {
   const untagged = await pushImage(url, repo, undefined);
   t.same(await getManifest(url, repo, untagged), { status: 200, digest: untagged }, 'an untagged manifest is served');
   const result = await runGc(berth.app.berth.driver, { deleteUntagged: true, graceMs: 0 });
-  t.ok(result.deletions.some((d) => d.kind === 'manifest' && d.digest === untagged), 'gc deletes it');
+  t.ok(
+    result.deletions.some((d) => d.kind === 'manifest' && d.digest === untagged),
+    'gc deletes it',
+  );
   t.equal((await getManifest(url, repo, untagged)).status, 404, 'and the next GET no longer finds it');
 });
 

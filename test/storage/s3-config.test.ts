@@ -50,7 +50,11 @@ t.test('a MinIO-style section', async (t) => {
   t.equal(options.keyId, 'kms-key');
   t.equal(options.storageClass, undefined, 'NONE sends no storage class');
   t.equal(options.redirectExpirySeconds, 300);
-  t.equal(parse({ bucket: 'b', regionendpoint: 'https://s3.example:8443' }).options.endpoint, 'https://s3.example:8443', 'an endpoint with a scheme is kept');
+  t.equal(
+    parse({ bucket: 'b', regionendpoint: 'https://s3.example:8443' }).options.endpoint,
+    'https://s3.example:8443',
+    'an endpoint with a scheme is kept',
+  );
 });
 
 t.test('invalid sections name the key', async (t) => {
@@ -66,8 +70,20 @@ t.test('invalid sections name the key', async (t) => {
 
 t.test('unknown and unused keys warn', async (t) => {
   const { warnings } = parse({ bucket: 'b', region: 'r', v4auth: false, loglevel: 'debug', bogus: 1, keyid: 'k' });
-  t.ok(warnings.some((w) => w.startsWith('storage.s3.v4auth')), 'v4auth: false warns (only SigV4 is implemented)');
-  t.ok(warnings.some((w) => w.startsWith('storage.s3.loglevel') && w.includes('not used')), 'loglevel is accepted, unused');
-  t.ok(warnings.some((w) => w.startsWith('storage.s3.bogus') && w.includes('unknown')), 'unknown key');
-  t.ok(warnings.some((w) => w.startsWith('storage.s3.keyid')), 'keyid without encrypt');
+  t.ok(
+    warnings.some((w) => w.startsWith('storage.s3.v4auth')),
+    'v4auth: false warns (only SigV4 is implemented)',
+  );
+  t.ok(
+    warnings.some((w) => w.startsWith('storage.s3.loglevel') && w.includes('not used')),
+    'loglevel is accepted, unused',
+  );
+  t.ok(
+    warnings.some((w) => w.startsWith('storage.s3.bogus') && w.includes('unknown')),
+    'unknown key',
+  );
+  t.ok(
+    warnings.some((w) => w.startsWith('storage.s3.keyid')),
+    'keyid without encrypt',
+  );
 });

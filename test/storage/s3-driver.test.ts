@@ -61,7 +61,7 @@ t.test('shared driver suite against the strict S3 server', async (t) => {
   t.same(server?.keys(), [], 'no object (tail side objects included) is left in the bucket');
 });
 
-t.test('keys use Distribution\'s layout: rootdirectory + path', async (t) => {
+t.test("keys use Distribution's layout: rootdirectory + path", async (t) => {
   const server = await startS3Server(t);
   const rooted = driverFor(t, server, { rootdirectory: '/registry/' });
   await rooted.putContent('/docker/registry/v2/repositories/a/_layers/x/link', Buffer.from('sha256:abc'));
@@ -101,7 +101,10 @@ t.test('an upload resumed by other processes, with tails under 5 MiB between req
     const total = pieces.slice(0, i + 1).reduce((n, p) => n + p.length, 0);
     t.equal(state.size, total, `request ${i + 1}: state records every byte`);
     t.ok((state.tail?.size ?? 0) < 5 * MiB, `request ${i + 1}: the tail kept between requests is under 5 MiB (${state.tail?.size ?? 0})`);
-    t.ok(state.parts.every((p) => p.size >= 5 * MiB), `request ${i + 1}: every recorded part is at least 5 MiB`);
+    t.ok(
+      state.parts.every((p) => p.size >= 5 * MiB),
+      `request ${i + 1}: every recorded part is at least 5 MiB`,
+    );
     t.ok(tailKeys(server).length <= 2, `request ${i + 1}: old tails are cleaned up as the upload goes (${tailKeys(server).length} left)`);
   }
   const finisher = driverFor(t, server);
@@ -112,9 +115,17 @@ t.test('an upload resumed by other processes, with tails under 5 MiB between req
   // "EntityTooSmall … Each part must be at least 5 MB in size, except the last part." The server enforces it at
   // Complete; the driver must never have sent a small part that another part followed.
   const completes = server.requests.filter((r) => r.method === 'POST' && 'uploadId' in r.query);
-  t.same(completes.map((r) => r.status), [200], 'one CompleteMultipartUpload, accepted');
+  t.same(
+    completes.map((r) => r.status),
+    [200],
+    'one CompleteMultipartUpload, accepted',
+  );
   const partSizes = server.requests.filter((r) => r.method === 'PUT' && 'partNumber' in r.query && r.status === 200).map((r) => r.bytes ?? 0);
-  t.ok(partSizes.slice(0, -1).every((n) => n >= 5 * MiB), 'every part but the last sent was at least 5 MiB', { partSizes });
+  t.ok(
+    partSizes.slice(0, -1).every((n) => n >= 5 * MiB),
+    'every part but the last sent was at least 5 MiB',
+    { partSizes },
+  );
   t.same(server.uploads(), [], 'no multipart upload left');
   t.same(server.keys(), ['docker/registry/v2/repositories/r/_uploads/u1/data'], 'no tail object left, only the data');
 });
@@ -129,7 +140,10 @@ t.test('a small upload commits as one PutObject, without a multipart upload', as
   await w2.write(randomBytes(24));
   await w2.commit();
   t.equal((await driver.stat('/up/data')).size, 1024, 'committed size');
-  t.notOk(server.requests.some((r) => 'uploads' in r.query), 'no CreateMultipartUpload was sent');
+  t.notOk(
+    server.requests.some((r) => 'uploads' in r.query),
+    'no CreateMultipartUpload was sent',
+  );
   t.same(server.keys(), ['up/data'], 'the tail is gone');
 });
 
@@ -166,7 +180,10 @@ t.test('move: server-side copy, multipart above the threshold', async (t) => {
   await t.rejects(driver.stat('/uploads/x/data'), PathNotFoundError, 'source is gone');
   const copies = server.requests.filter((r) => r.method === 'PUT' && 'partNumber' in r.query && r.path.includes('/blobs/'));
   t.equal(copies.length, 3, 'three UploadPartCopy requests (5 + 5 + 2 MiB)');
-  t.ok(copies.every((r) => r.status === 200), 'all accepted');
+  t.ok(
+    copies.every((r) => r.status === 200),
+    'all accepted',
+  );
 
   const small = randomBytes(100);
   await driver.putContent('/a', small);
@@ -209,7 +226,11 @@ t.test('faults: a 503 on a part upload is retried and the upload succeeds', asyn
   const w = await driver.writer('/up/data');
   await w.write(content);
   await w.commit();
-  t.same(proxy.requests.filter((r) => r.fault).map((r) => r.fault), ['503', '500'], 'both faults were injected');
+  t.same(
+    proxy.requests.filter((r) => r.fault).map((r) => r.fault),
+    ['503', '500'],
+    'both faults were injected',
+  );
   t.equal(sha256Hex(await driver.getContent('/up/data')), sha256Hex(content), 'the object is exact');
   t.same(server.uploads(), []);
 });
@@ -221,7 +242,10 @@ t.test('faults: a connection dropped mid part body is retried with the same byte
   const w = await driver.writer('/up/data');
   await w.write(content);
   await w.commit();
-  t.ok(proxy.requests.some((r) => r.fault === 'drop-request'), 'the drop was injected');
+  t.ok(
+    proxy.requests.some((r) => r.fault === 'drop-request'),
+    'the drop was injected',
+  );
   t.equal(sha256Hex(await driver.getContent('/up/data')), sha256Hex(content), 'the object is exact');
 });
 
@@ -232,7 +256,10 @@ t.test('faults: a lost CompleteMultipartUpload answer is recognised as success',
   const w = await driver.writer('/up/data');
   await w.write(content);
   await w.commit();
-  t.ok(proxy.requests.some((r) => r.fault === 'drop-response'), 'the drop was injected');
+  t.ok(
+    proxy.requests.some((r) => r.fault === 'drop-response'),
+    'the drop was injected',
+  );
   t.equal(sha256Hex(await driver.getContent('/up/data')), sha256Hex(content), 'the object is exact');
 });
 
@@ -290,7 +317,11 @@ t.test('faults: a download broken mid-body resumes from where it stopped', async
   t.equal(proxy.requests.filter((r) => r.fault === 'drop-response').length, 2, 'two drops were injected');
 
   proxy.dropMidResponse(1, MiB, s3Op.getObject);
-  t.equal(sha256Hex(await readAll(await driver.reader('/blob', 2 * MiB, 4 * MiB))), sha256Hex(content.subarray(2 * MiB, 6 * MiB)), 'ranged read: exact bytes');
+  t.equal(
+    sha256Hex(await readAll(await driver.reader('/blob', 2 * MiB, 4 * MiB))),
+    sha256Hex(content.subarray(2 * MiB, 6 * MiB)),
+    'ranged read: exact bytes',
+  );
 
   proxy.dropMidResponse(100, MiB, s3Op.getObject);
   await t.rejects(readAll(await driver.reader('/blob')), BackendUnavailableError, 'a download that keeps breaking fails as unavailable');
@@ -345,6 +376,12 @@ t.test('createS3Driver validates the section', async (t) => {
   t.throws(() => createS3Driver({ region: 'us-east-1' }, (m) => warnings.push(m)), /storage\.s3\.bucket/, 'bucket is required');
   const d = createS3Driver({ bucket: 'b', region: 'eu-west-1', surprise: 1, loglevel: 'debug' }, (m) => warnings.push(m));
   t.teardown(() => d.close());
-  t.ok(warnings.some((w) => w.includes('storage.s3.surprise')), 'unknown keys warn');
-  t.ok(warnings.some((w) => w.includes('storage.s3.loglevel') && w.includes('not used')), 'accepted Distribution keys warn as unused');
+  t.ok(
+    warnings.some((w) => w.includes('storage.s3.surprise')),
+    'unknown keys warn',
+  );
+  t.ok(
+    warnings.some((w) => w.includes('storage.s3.loglevel') && w.includes('not used')),
+    'accepted Distribution keys warn as unused',
+  );
 });

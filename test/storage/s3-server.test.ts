@@ -68,9 +68,17 @@ t.test('authentication', async (t) => {
   t.match(await plain.text(), /<Code>AccessDenied<\/Code>/, 'with an S3 XML error');
 
   const wrongSecret = client(server, { credentials: { accessKeyId: server.accessKey, secretAccessKey: 'not-the-secret' } });
-  t.same(await s3ErrorOf(wrongSecret.send(new GetObjectCommand({ Bucket: server.bucket, Key: 'k' }))), { name: 'SignatureDoesNotMatch', status: 403 }, 'a wrong secret');
+  t.same(
+    await s3ErrorOf(wrongSecret.send(new GetObjectCommand({ Bucket: server.bucket, Key: 'k' }))),
+    { name: 'SignatureDoesNotMatch', status: 403 },
+    'a wrong secret',
+  );
   const wrongKey = client(server, { credentials: { accessKeyId: 'SOMEONEELSE', secretAccessKey: server.secretKey } });
-  t.same(await s3ErrorOf(wrongKey.send(new GetObjectCommand({ Bucket: server.bucket, Key: 'k' }))), { name: 'InvalidAccessKeyId', status: 403 }, 'an unknown key id');
+  t.same(
+    await s3ErrorOf(wrongKey.send(new GetObjectCommand({ Bucket: server.bucket, Key: 'k' }))),
+    { name: 'InvalidAccessKeyId', status: 403 },
+    'an unknown key id',
+  );
   const skewed = client(server, { systemClockOffset: -3_600_000 });
   t.equal((await s3ErrorOf(skewed.send(new GetObjectCommand({ Bucket: server.bucket, Key: 'k' })))).status, 403, 'a request an hour old');
 
@@ -84,7 +92,11 @@ t.test('authentication', async (t) => {
     },
     { step: 'finalizeRequest', priority: 'low', name: 'swapBody' },
   );
-  t.same(await s3ErrorOf(swapped.send(new PutObjectCommand({ Bucket: server.bucket, Key: 'k', Body: 'v' }))), { name: 'XAmzContentSHA256Mismatch', status: 400 }, 'a body that does not match its signed hash');
+  t.same(
+    await s3ErrorOf(swapped.send(new PutObjectCommand({ Bucket: server.bucket, Key: 'k', Body: 'v' }))),
+    { name: 'XAmzContentSHA256Mismatch', status: 400 },
+    'a body that does not match its signed hash',
+  );
   t.equal((await body(c, server.bucket, 'k')).toString(), 'v', 'and the refused PUT changed nothing');
 });
 
@@ -93,7 +105,14 @@ t.test('aws-chunked streaming uploads are decoded, not stored', async (t) => {
   // The SDK's default: CRC32 in a trailer, body framed as aws-chunked (STREAMING-UNSIGNED-PAYLOAD-TRAILER).
   const c = client(server, { requestChecksumCalculation: 'WHEN_SUPPORTED' });
   const data = randomBytes(3 * MiB + 123);
-  await c.send(new PutObjectCommand({ Bucket: server.bucket, Key: 'streamed', Body: Readable.from([data.subarray(0, MiB), data.subarray(MiB)]), ContentLength: data.length }));
+  await c.send(
+    new PutObjectCommand({
+      Bucket: server.bucket,
+      Key: 'streamed',
+      Body: Readable.from([data.subarray(0, MiB), data.subarray(MiB)]),
+      ContentLength: data.length,
+    }),
+  );
   const framed = server.requests.find((r) => r.method === 'PUT' && r.path.endsWith('/streamed'));
   t.match(framed?.payload, /^STREAMING-/, 'the SDK sent an aws-chunked body');
   t.equal(framed?.bytes, data.length, 'the server stored the decoded length');
@@ -114,40 +133,129 @@ t.test('multipart uploads', async (t) => {
   // "EntityTooSmall: Your proposed upload is smaller than the minimum allowed object size. Each part must be at
   // least 5 MB in size, except the last part."
   t.same(
-    await s3ErrorOf(c.send(new CompleteMultipartUploadCommand({ Bucket: b, Key: 'small', UploadId: small, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: e1 }, { PartNumber: 2, ETag: e2 }] } }))),
+    await s3ErrorOf(
+      c.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: b,
+          Key: 'small',
+          UploadId: small,
+          MultipartUpload: {
+            Parts: [
+              { PartNumber: 1, ETag: e1 },
+              { PartNumber: 2, ETag: e2 },
+            ],
+          },
+        }),
+      ),
+    ),
     { name: 'EntityTooSmall', status: 400 },
     'a non-last part under 5 MiB is refused at Complete',
   );
   t.same(
-    await s3ErrorOf(c.send(new CompleteMultipartUploadCommand({ Bucket: b, Key: 'small', UploadId: small, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: e2 }] } }))),
+    await s3ErrorOf(
+      c.send(
+        new CompleteMultipartUploadCommand({ Bucket: b, Key: 'small', UploadId: small, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: e2 }] } }),
+      ),
+    ),
     { name: 'InvalidPart', status: 400 },
     'a wrong ETag is refused',
   );
   t.same(
-    await s3ErrorOf(c.send(new CompleteMultipartUploadCommand({ Bucket: b, Key: 'small', UploadId: small, MultipartUpload: { Parts: [{ PartNumber: 2, ETag: e2 }, { PartNumber: 1, ETag: e1 }] } }))),
+    await s3ErrorOf(
+      c.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: b,
+          Key: 'small',
+          UploadId: small,
+          MultipartUpload: {
+            Parts: [
+              { PartNumber: 2, ETag: e2 },
+              { PartNumber: 1, ETag: e1 },
+            ],
+          },
+        }),
+      ),
+    ),
     { name: 'InvalidPartOrder', status: 400 },
     'parts out of order are refused',
   );
   const parts = await c.send(new ListPartsCommand({ Bucket: b, Key: 'small', UploadId: small }));
-  t.same(parts.Parts?.map((p) => [p.PartNumber, p.Size]), [[1, MiB], [2, MiB]], 'ListParts lists the parts');
+  t.same(
+    parts.Parts?.map((p) => [p.PartNumber, p.Size]),
+    [
+      [1, MiB],
+      [2, MiB],
+    ],
+    'ListParts lists the parts',
+  );
   const other = await create('other');
   const third = await create('zzz');
   const listed = await c.send(new ListMultipartUploadsCommand({ Bucket: b }));
   t.equal(listed.IsTruncated, true, 'ListMultipartUploads pages');
-  const rest = await c.send(new ListMultipartUploadsCommand({ Bucket: b, KeyMarker: listed.NextKeyMarker, UploadIdMarker: listed.NextUploadIdMarker }));
-  t.same([...(listed.Uploads ?? []), ...(rest.Uploads ?? [])].map((u) => u.UploadId).sort(), [small, other, third].sort(), 'every upload across pages');
+  const rest = await c.send(
+    new ListMultipartUploadsCommand({ Bucket: b, KeyMarker: listed.NextKeyMarker, UploadIdMarker: listed.NextUploadIdMarker }),
+  );
+  t.same(
+    [...(listed.Uploads ?? []), ...(rest.Uploads ?? [])].map((u) => u.UploadId).sort(),
+    [small, other, third].sort(),
+    'every upload across pages',
+  );
   await c.send(new AbortMultipartUploadCommand({ Bucket: b, Key: 'small', UploadId: small }));
-  t.same(await s3ErrorOf(c.send(new ListPartsCommand({ Bucket: b, Key: 'small', UploadId: small }))), { name: 'NoSuchUpload', status: 404 }, 'aborted');
+  t.same(
+    await s3ErrorOf(c.send(new ListPartsCommand({ Bucket: b, Key: 'small', UploadId: small }))),
+    { name: 'NoSuchUpload', status: 404 },
+    'aborted',
+  );
 
   // A 5 MiB part, then a copied range as the last part.
   const source = randomBytes(7 * MiB);
   await c.send(new PutObjectCommand({ Bucket: b, Key: 'source', Body: source }));
   const big = randomBytes(5 * MiB);
   const eb = await part('other', other, 1, big);
-  const copied = await c.send(new UploadPartCopyCommand({ Bucket: b, Key: 'other', UploadId: other, PartNumber: 2, CopySource: `${b}/source`, CopySourceRange: 'bytes=100-2099' }));
-  await c.send(new CompleteMultipartUploadCommand({ Bucket: b, Key: 'other', UploadId: other, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: eb }, { PartNumber: 2, ETag: copied.CopyPartResult?.ETag }] } }));
-  t.equal(sha256Hex(await body(c, b, 'other')), sha256Hex(Buffer.concat([big, source.subarray(100, 2100)])), 'UploadPartCopy copied exactly the range');
-  t.same(await s3ErrorOf(c.send(new UploadPartCopyCommand({ Bucket: b, Key: 'zzz', UploadId: third, PartNumber: 1, CopySource: `${b}/source`, CopySourceRange: `bytes=0-${7 * MiB}` }))), { name: 'InvalidRange', status: 400 }, 'a copy range past the end is refused');
+  const copied = await c.send(
+    new UploadPartCopyCommand({
+      Bucket: b,
+      Key: 'other',
+      UploadId: other,
+      PartNumber: 2,
+      CopySource: `${b}/source`,
+      CopySourceRange: 'bytes=100-2099',
+    }),
+  );
+  await c.send(
+    new CompleteMultipartUploadCommand({
+      Bucket: b,
+      Key: 'other',
+      UploadId: other,
+      MultipartUpload: {
+        Parts: [
+          { PartNumber: 1, ETag: eb },
+          { PartNumber: 2, ETag: copied.CopyPartResult?.ETag },
+        ],
+      },
+    }),
+  );
+  t.equal(
+    sha256Hex(await body(c, b, 'other')),
+    sha256Hex(Buffer.concat([big, source.subarray(100, 2100)])),
+    'UploadPartCopy copied exactly the range',
+  );
+  t.same(
+    await s3ErrorOf(
+      c.send(
+        new UploadPartCopyCommand({
+          Bucket: b,
+          Key: 'zzz',
+          UploadId: third,
+          PartNumber: 1,
+          CopySource: `${b}/source`,
+          CopySourceRange: `bytes=0-${7 * MiB}`,
+        }),
+      ),
+    ),
+    { name: 'InvalidRange', status: 400 },
+    'a copy range past the end is refused',
+  );
 });
 
 t.test('objects, ranges, listing, copy and batch delete', async (t) => {
@@ -158,7 +266,11 @@ t.test('objects, ranges, listing, copy and batch delete', async (t) => {
   await c.send(new PutObjectCommand({ Bucket: b, Key: 'd/obj', Body: data }));
   t.same(await body(c, b, 'd/obj', 'bytes=10-19'), data.subarray(10, 20), 'a Range GET');
   t.same(await body(c, b, 'd/obj', 'bytes=990-'), data.subarray(990), 'an open-ended Range GET');
-  t.same(await s3ErrorOf(c.send(new GetObjectCommand({ Bucket: b, Key: 'd/obj', Range: 'bytes=1000-' }))), { name: 'InvalidRange', status: 416 }, 'a range past the end');
+  t.same(
+    await s3ErrorOf(c.send(new GetObjectCommand({ Bucket: b, Key: 'd/obj', Range: 'bytes=1000-' }))),
+    { name: 'InvalidRange', status: 416 },
+    'a range past the end',
+  );
   t.same(await s3ErrorOf(c.send(new GetObjectCommand({ Bucket: b, Key: 'd/none' }))), { name: 'NoSuchKey', status: 404 }, 'a missing key');
 
   for (const k of ['d/a', 'd/b', 'd/sub/1', 'd/sub/2', 'd/sub2/x', 'e']) await c.send(new PutObjectCommand({ Bucket: b, Key: k, Body: k }));
@@ -177,10 +289,18 @@ t.test('objects, ranges, listing, copy and batch delete', async (t) => {
   await c.send(new CopyObjectCommand({ Bucket: b, Key: 'copy', CopySource: `${b}/d/obj` }));
   t.same(await body(c, b, 'copy'), data, 'CopyObject');
   await c.send(new PutObjectCommand({ Bucket: b, Key: 'large', Body: randomBytes(MiB + 1) }));
-  t.same(await s3ErrorOf(c.send(new CopyObjectCommand({ Bucket: b, Key: 'copy2', CopySource: `${b}/large` }))), { name: 'InvalidRequest', status: 400 }, 'CopyObject refuses a source above the single-copy limit');
+  t.same(
+    await s3ErrorOf(c.send(new CopyObjectCommand({ Bucket: b, Key: 'copy2', CopySource: `${b}/large` }))),
+    { name: 'InvalidRequest', status: 400 },
+    'CopyObject refuses a source above the single-copy limit',
+  );
 
   const del = await c.send(new DeleteObjectsCommand({ Bucket: b, Delete: { Objects: ['d/a', 'd/b', 'missing'].map((Key) => ({ Key })) } }));
-  t.same(del.Deleted?.map((d) => d.Key), ['d/a', 'd/b', 'missing'], 'DeleteObjects reports every key (missing ones too, as S3 does)');
+  t.same(
+    del.Deleted?.map((d) => d.Key),
+    ['d/a', 'd/b', 'missing'],
+    'DeleteObjects reports every key (missing ones too, as S3 does)',
+  );
   t.notOk(server.keys().includes('d/a'), 'deleted');
 
   const unsignedDelete = await fetch(`${server.endpoint}/${b}?delete`, { method: 'POST', body: '<Delete><Object><Key>e</Key></Object></Delete>' });

@@ -213,11 +213,10 @@ export function driverSuite(t: Test, name: string, makeDriver: MakeDriver): Prom
       t.ok(info.modTime instanceof Date && !Number.isNaN(info.modTime.getTime()), 'modTime is a valid Date');
       // Backends may keep whole seconds only; allow that plus a little clock skew between test and backend.
       const slack = 5_000;
-      t.ok(
-        info.modTime.getTime() >= before - slack && info.modTime.getTime() <= after + slack,
-        'modTime is the time of the write',
-        { modTime: info.modTime.toISOString(), before: new Date(before).toISOString() },
-      );
+      t.ok(info.modTime.getTime() >= before - slack && info.modTime.getTime() <= after + slack, 'modTime is the time of the write', {
+        modTime: info.modTime.toISOString(),
+        before: new Date(before).toISOString(),
+      });
       const dir = await driver.stat(p('dir'));
       t.equal(dir.isDir, true, 'a directory with files in it stats as a directory');
       t.equal(dir.path, p('dir'), 'directory stat reports the path asked for');
@@ -230,8 +229,11 @@ export function driverSuite(t: Test, name: string, makeDriver: MakeDriver): Prom
       }
       // "Full paths of the direct children of a directory."
       t.same((await driver.list(p('dir'))).sort(), [p('dir', 'a'), p('dir', 'b'), p('dir', 'other'), p('dir', 'sub')]);
-      t.same((await driver.list(p('dir', 'sub'))).sort(), [p('dir', 'sub', 'c'), p('dir', 'sub', 'deeper')],
-        'a nested directory appears once, as one child');
+      t.same(
+        (await driver.list(p('dir', 'sub'))).sort(),
+        [p('dir', 'sub', 'c'), p('dir', 'sub', 'deeper')],
+        'a nested directory appears once, as one child',
+      );
       t.same((await driver.list(p())).sort(), [p('dir')], 'list of the prefix itself');
       t.ok((await driver.list('/')).includes(p()), 'list("/") includes the prefix');
       await expectReject(t, 'list(missing dir)', () => driver.list(p('dir', 'nope')), PathNotFoundError);
@@ -272,7 +274,10 @@ export function driverSuite(t: Test, name: string, makeDriver: MakeDriver): Prom
       const writer = await driver.writer(path);
       t.equal(writer.size, 0, 'a new writer starts at 0');
       const chunks = cut(content, UNEVEN);
-      t.ok(chunks.some((c) => c.length === 0), 'the chunks include empty ones');
+      t.ok(
+        chunks.some((c) => c.length === 0),
+        'the chunks include empty ones',
+      );
       await writeChunks(t, writer, chunks);
       await writer.commit();
       // "After commit the content is readable at the path."
@@ -429,8 +434,7 @@ export function driverSuite(t: Test, name: string, makeDriver: MakeDriver): Prom
       await expectReject(t, 'stat(deleted tree)', () => driver.stat(p('tree')), PathNotFoundError);
       await expectReject(t, 'stat(file in deleted tree)', () => driver.stat(p('tree', 'b', 'd', 'e')), PathNotFoundError);
       await expectReject(t, 'list(deleted tree)', () => driver.list(p('tree')), PathNotFoundError);
-      t.equal((await driver.getContent(p('treehouse'))).toString(), 'not in the tree',
-        'a sibling sharing the name prefix survives');
+      t.equal((await driver.getContent(p('treehouse'))).toString(), 'not in the tree', 'a sibling sharing the name prefix survives');
       await expectReject(t, 'delete(already deleted)', () => driver.delete(p('one')), PathNotFoundError);
       await driver.delete(p('two'));
       await driver.delete(p('treehouse'));
@@ -463,12 +467,7 @@ export function driverSuite(t: Test, name: string, makeDriver: MakeDriver): Prom
         await expectReject(t, `stat(${q})`, () => driver.stat(bad), InvalidPathError);
         await expectReject(t, `list(${q})`, () => driver.list(bad), InvalidPathError);
         await expectReject(t, `move(${q}, good)`, () => driver.move(bad, p('moved')), InvalidPathError);
-        await expectReject(
-          t,
-          `redirectURL(${q})`,
-          () => driver.redirectURL(bad, { method: 'GET', expiresInSeconds: 60 }),
-          InvalidPathError,
-        );
+        await expectReject(t, `redirectURL(${q})`, () => driver.redirectURL(bad, { method: 'GET', expiresInSeconds: 60 }), InvalidPathError);
       }
       for (const bad of prefixed) {
         const q = JSON.stringify(bad);
@@ -488,7 +487,10 @@ export function driverSuite(t: Test, name: string, makeDriver: MakeDriver): Prom
         contents.map(async (content, i) => {
           const writer = await driver.writer(p('uploads', `w${i}`, 'data'));
           // Different chunk cycles per writer so the writes interleave unevenly.
-          for (const chunk of cut(content, [...UNEVEN.slice(i), ...UNEVEN.slice(0, i)].map((n) => n % (300 * KiB)))) {
+          for (const chunk of cut(
+            content,
+            [...UNEVEN.slice(i), ...UNEVEN.slice(0, i)].map((n) => n % (300 * KiB)),
+          )) {
             await writer.write(chunk);
           }
           await writer.commit();
@@ -527,7 +529,11 @@ export function driverSuite(t: Test, name: string, makeDriver: MakeDriver): Prom
       t.same(await walk({ startAfter: p('t', 'a') }), whole, 'startAfter a directory path without its slash: everything from a-b on');
       t.same(await walk({ startAfter: p('t', 'a', 'b', 'e', 'f') }), ['/z:7'], 'startAfter the deepest file');
       t.same(await walk({ startAfter: p('t', 'zz') }), [], 'startAfter past the end');
-      t.same(await walk({ skip: (d) => d.path.endsWith('/a/b') }), ['/a-b/', '/a-b/x:2', '/a.c:3', '/a/', '/a/1:1', '/a/b/', '/z:7'], 'a skipped directory is yielded, not entered');
+      t.same(
+        await walk({ skip: (d) => d.path.endsWith('/a/b') }),
+        ['/a-b/', '/a-b/x:2', '/a.c:3', '/a/', '/a/1:1', '/a/b/', '/z:7'],
+        'a skipped directory is yielded, not entered',
+      );
       t.same(await walk({ startAfter: p('t', 'a', '1'), skip: (d) => d.path.endsWith('/a/b') }), ['/a/b/', '/z:7'], 'skip with startAfter');
       const sub: string[] = [];
       for await (const e of driver.walk(p('t', 'a', 'b'))) sub.push(e.path.slice(root.length));
@@ -546,7 +552,7 @@ export function driverSuite(t: Test, name: string, makeDriver: MakeDriver): Prom
         error = err;
       }
       t.equal(seen.length, 2, 'an aborted walk yields nothing more');
-      t.match(error, { message: 'walk stopped' }, 'and rejects with the signal\'s reason');
+      t.match(error, { message: 'walk stopped' }, "and rejects with the signal's reason");
       await driver.delete(root);
     });
 

@@ -43,8 +43,16 @@ export async function eventQueueSuite(t: Test, name: string, make: MakeEventQueu
       for (const e of events.slice(0, 5)) await q.push('ep', [e]);
       await q.push('ep', events.slice(5));
       const got = await q.peek('ep', 100);
-      t.same(got.map((e) => e.event), events, 'the same events, in order');
-      t.same((await q.peek('ep', 3)).map((e) => e.event.id), events.slice(0, 3).map((e) => e.id), 'peek takes from the head');
+      t.same(
+        got.map((e) => e.event),
+        events,
+        'the same events, in order',
+      );
+      t.same(
+        (await q.peek('ep', 3)).map((e) => e.event.id),
+        events.slice(0, 3).map((e) => e.id),
+        'peek takes from the head',
+      );
       const stats = await q.stats('ep');
       t.equal(stats.pending, 25);
       t.ok(stats.oldestQueuedAt !== null && stats.oldestQueuedAt >= before - 1 && stats.oldestQueuedAt <= Date.now(), 'oldest queued at push time');
@@ -58,7 +66,10 @@ export async function eventQueueSuite(t: Test, name: string, make: MakeEventQueu
       t.ok(await q.claim('one', 60_000));
       const head = await q.peek('one', 2);
       t.equal(await q.ack('one', head), true);
-      t.same((await q.peek('one', 10)).map((e) => e.event.id), events.slice(2).map((e) => e.id));
+      t.same(
+        (await q.peek('one', 10)).map((e) => e.event.id),
+        events.slice(2).map((e) => e.id),
+      );
       t.equal((await q.stats('one')).pending, 4);
       t.equal((await q.stats('two')).pending, 1, 'the other queue is untouched');
       await q.ack('one', await q.peek('one', 10));
@@ -72,7 +83,10 @@ export async function eventQueueSuite(t: Test, name: string, make: MakeEventQueu
       await a.push('ep', events);
       await a.close();
       const b = await open(t, ns);
-      t.same((await b.peek('ep', 10)).map((e) => e.event), events);
+      t.same(
+        (await b.peek('ep', 10)).map((e) => e.event),
+        events,
+      );
     });
 
     if (exclusiveClaims) {
@@ -91,7 +105,7 @@ export async function eventQueueSuite(t: Test, name: string, make: MakeEventQueu
         await a.release('ep');
         t.equal(await b.claim('ep', 200), true, 'b claims once a released it');
         await sleep(400);
-        t.equal(await a.claim('ep', 60_000), true, 'a takes over once b\'s claim ran out');
+        t.equal(await a.claim('ep', 60_000), true, "a takes over once b's claim ran out");
         t.equal(await b.ack('ep', head), false, 'b lost it');
         t.equal(await a.ack('ep', head), true);
         t.equal((await a.stats('ep')).pending, 1);

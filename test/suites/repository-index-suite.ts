@@ -42,10 +42,23 @@ export async function repositoryIndexSuite(t: Test, name: string, make: MakeRepo
       const names = ['b', 'a/b', 'a-c', 'a', 'A', 'a/b/c', 'z9', 'z10'];
       for (const n of names) await index.put(entry(n));
       const sorted = [...names].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
-      t.strictSame((await index.page(undefined, 100)).map((e) => e.name), sorted);
-      t.strictSame((await index.page(undefined, 3)).map((e) => e.name), sorted.slice(0, 3));
-      t.strictSame((await index.page('a-c', 2)).map((e) => e.name), ['a/b', 'a/b/c']);
-      t.strictSame((await index.page('a-b', 1)).map((e) => e.name), ['a-c'], 'after a name that is not there');
+      t.strictSame(
+        (await index.page(undefined, 100)).map((e) => e.name),
+        sorted,
+      );
+      t.strictSame(
+        (await index.page(undefined, 3)).map((e) => e.name),
+        sorted.slice(0, 3),
+      );
+      t.strictSame(
+        (await index.page('a-c', 2)).map((e) => e.name),
+        ['a/b', 'a/b/c'],
+      );
+      t.strictSame(
+        (await index.page('a-b', 1)).map((e) => e.name),
+        ['a-c'],
+        'after a name that is not there',
+      );
       t.strictSame(await index.page('z9', 5), []);
       t.strictSame(await index.page(undefined, 0), []);
     });

@@ -164,7 +164,11 @@ export async function sessionStoreSuite(t: Test, name: string, makeStore: MakeSe
       const after = await store.get(session.id);
       t.strictSame(after, { ...session, offset: 65536, writerState: state }, 'id, repository and startedAt kept');
 
-      t.equal(await store.release(session.id, lease.token, { offset: 1, writerState: richState(1) }), false, 'a released token no longer holds the lease');
+      t.equal(
+        await store.release(session.id, lease.token, { offset: 1, writerState: richState(1) }),
+        false,
+        'a released token no longer holds the lease',
+      );
       t.strictSame(await store.get(session.id), after, 'and changed nothing');
 
       t.match(await store.acquire(session.id, 0, LONG_LEASE_MS), { ok: false, reason: 'offset', session: { offset: 65536 } });

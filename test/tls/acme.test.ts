@@ -43,7 +43,7 @@ t.test('obtains a certificate from the ACME CA, then reuses the cached one after
   const peer = await waitForPeer(port, (p) => p.authorized, { ca: root });
   t.match(peer.subjectAltName, /DNS:localhost/, 'the certificate names the configured host');
   t.equal(await getV2(port, root), 200, 'the registry answers over the ACME certificate');
-  t.match(first.output(), /answered ACME tls-alpn-01 challenge/, 'pebble validated through berth\'s own port');
+  t.match(first.output(), /answered ACME tls-alpn-01 challenge/, "pebble validated through berth's own port");
   t.match(first.output(), /ACME certificate obtained/);
 
   const cache = join(dir, 'acme', 'cache.json');

@@ -40,7 +40,10 @@ t.test('a rewritten certificate and key are served to new connections without a 
   await copyFile(b.cert, certFile);
   const deadline = Date.now() + 30_000;
   while (!lines.some((l) => l.includes('do not load together')) && Date.now() < deadline) await sleep(100);
-  t.ok(lines.some((l) => l.includes('do not load together')), 'the mismatched pair is noticed and reported');
+  t.ok(
+    lines.some((l) => l.includes('do not load together')),
+    'the mismatched pair is noticed and reported',
+  );
   const during = await tlsPeer(port, { ca: caA });
   t.equal(during.serial, before.serial, 'the previous certificate is still served');
   t.ok(during.authorized);
@@ -48,7 +51,10 @@ t.test('a rewritten certificate and key are served to new connections without a 
   await copyFile(b.key, keyFile);
   const after = await waitForPeer(port, (p) => p.serial !== before.serial, { ca: caB, timeoutMs: 30_000 });
   t.ok(after.authorized, 'the new certificate, signed by the new CA, is served');
-  t.ok(lines.some((l) => l.includes('TLS certificate reloaded')), 'the reload is logged');
+  t.ok(
+    lines.some((l) => l.includes('TLS certificate reloaded')),
+    'the reload is logged',
+  );
   const res = await fetch(berth.url.replace('http:', 'https:') + '/v2/', { signal: AbortSignal.timeout(5000) }).catch((err: unknown) => err);
   t.ok(res instanceof Error, 'plain fetch without the CA refuses the test certificate (the listener is really TLS)');
 });

@@ -51,7 +51,16 @@ t.test('the web UI in chromium', async (t) => {
   const browser: Browser = await puppeteer.launch({
     executablePath: CHROMIUM,
     headless: true,
-    args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', `--user-data-dir=${userData}`],
+    args: [
+      '--headless=new',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      `--user-data-dir=${userData}`,
+    ],
   });
   t.teardown(async () => {
     await browser.close();
@@ -78,17 +87,41 @@ t.test('the web UI in chromium', async (t) => {
     const oci = await makeImageLayout(join(layouts, 'oci'), { layers: [4096, 2048], tag: '1.0' });
     await skopeo(['copy', '--dest-tls-verify=false', `oci:${join(layouts, 'oci')}:1.0`, `docker://${host}/shop/oci-app:1.0`]);
     await makeImageLayout(join(layouts, 'docker'), { layers: [3000], tag: '2.0', gzip: true });
-    await skopeo(['copy', '--dest-tls-verify=false', '--format', 'v2s2', `oci:${join(layouts, 'docker')}:2.0`, `docker://${host}/shop/docker-app:2.0`]);
-    await makeImageLayout(join(layouts, 'multi'), { layers: [1024], tag: 'latest', platforms: [{ os: 'linux', architecture: 'amd64' }, { os: 'linux', architecture: 'arm64' }] });
+    await skopeo([
+      'copy',
+      '--dest-tls-verify=false',
+      '--format',
+      'v2s2',
+      `oci:${join(layouts, 'docker')}:2.0`,
+      `docker://${host}/shop/docker-app:2.0`,
+    ]);
+    await makeImageLayout(join(layouts, 'multi'), {
+      layers: [1024],
+      tag: 'latest',
+      platforms: [
+        { os: 'linux', architecture: 'amd64' },
+        { os: 'linux', architecture: 'arm64' },
+      ],
+    });
     await skopeo(['copy', '--all', '--dest-tls-verify=false', `oci:${join(layouts, 'multi')}:latest`, `docker://${host}/shop/multi:latest`]);
     const client = new RegistryClient(berth.url);
     const subject = await client.getManifest('shop/oci-app', '1.0');
-    const sbom = await client.pushReferrer('shop/oci-app', { mediaType: OCI_MANIFEST, digest: subject.digest as string, size: Buffer.byteLength(JSON.stringify(subject.body)) }, 'application/spdx+json', Buffer.from('{"spdxVersion":"SPDX-2.3"}'));
+    const sbom = await client.pushReferrer(
+      'shop/oci-app',
+      { mediaType: OCI_MANIFEST, digest: subject.digest as string, size: Buffer.byteLength(JSON.stringify(subject.body)) },
+      'application/spdx+json',
+      Buffer.from('{"spdxVersion":"SPDX-2.3"}'),
+    );
     const dangling = await client.pushImage('shop/oci-app', null, [randomLayer()]);
     // An image whose labels, annotations and history were written by someone hostile.
     const layer = await client.pushBlob('evil/image', randomLayer());
     const config = Buffer.from(
-      JSON.stringify({ architecture: 'amd64', os: 'linux', config: { Labels: { 'org.example.note': HOSTILE_LABEL, [HOSTILE_ANNOTATION]: 'key' } }, history: [{ created_by: HOSTILE_ANNOTATION }] }),
+      JSON.stringify({
+        architecture: 'amd64',
+        os: 'linux',
+        config: { Labels: { 'org.example.note': HOSTILE_LABEL, [HOSTILE_ANNOTATION]: 'key' } },
+        history: [{ created_by: HOSTILE_ANNOTATION }],
+      }),
     );
     const c = await client.pushBlob('evil/image', config);
     await client.putManifest(
@@ -126,7 +159,10 @@ t.test('the web UI in chromium', async (t) => {
       await page.waitForSelector('tbody td.name a.muted');
       t.match(page.url(), /untagged=1/);
       const rows = await page.$$eval('tbody tr', (trs) => trs.map((tr) => tr.textContent ?? ''));
-      t.ok(rows.some((r) => r.includes(dangling.manifest.digest.slice(0, 19))), 'the untagged manifest is listed');
+      t.ok(
+        rows.some((r) => r.includes(dangling.manifest.digest.slice(0, 19))),
+        'the untagged manifest is listed',
+      );
       await shot(page, 'repository');
     });
 
@@ -136,7 +172,10 @@ t.test('the web UI in chromium', async (t) => {
       const children = (pushed.body?.manifests as { digest: string }[]).map((m) => m.digest);
       await page.goto(`${berth.url}/ui/r/shop/multi/-/image/latest`, { waitUntil: 'networkidle0' });
       t.strictSame(await texts(page, 'h2 + .table-wrap tbody td:first-child a'), ['linux/amd64', 'linux/arm64']);
-      t.strictSame((await texts(page, '.pull code')).sort(), [`docker pull ${host}/shop/multi:latest`, `docker pull ${host}/shop/multi@${pushed.digest as string}`].sort());
+      t.strictSame(
+        (await texts(page, '.pull code')).sort(),
+        [`docker pull ${host}/shop/multi:latest`, `docker pull ${host}/shop/multi@${pushed.digest as string}`].sort(),
+      );
       await Promise.all([page.waitForNavigation({ waitUntil: 'networkidle0' }), page.click('xpath/.//a[text()="linux/arm64"]')]);
       t.match(page.url(), new RegExp(`/ui/r/shop/multi/-/image/${encodeURIComponent(children[1] as string)}$`));
       const facts = await page.$eval('dl.facts', (d) => d.textContent ?? '');
@@ -152,7 +191,11 @@ t.test('the web UI in chromium', async (t) => {
       t.ok((await page.content()).includes(sbom.manifest.digest.slice(7, 19)));
       await shot(page, 'image');
       await page.goto(`${berth.url}/ui/r/shop/docker-app/-/image/2.0`, { waitUntil: 'networkidle0' });
-      t.match(await page.$eval('dl.facts', (d) => d.textContent ?? ''), /application\/vnd\.docker\.distribution\.manifest\.v2\+json/, 'Docker schema 2');
+      t.match(
+        await page.$eval('dl.facts', (d) => d.textContent ?? ''),
+        /application\/vnd\.docker\.distribution\.manifest\.v2\+json/,
+        'Docker schema 2',
+      );
     });
 
     await t.test('hostile labels and annotations are shown as text and never run', async (t) => {
@@ -196,7 +239,11 @@ t.test('the web UI in chromium', async (t) => {
       await page.keyboard.press('Enter');
       await page.waitForFunction("document.activeElement && document.activeElement.textContent !== 'Copy'", { timeout: 5000 });
       t.equal((await focused(page)).text, 'Copied');
-      t.equal(await page.evaluate('navigator.clipboard.readText()'), `docker pull ${host}/shop/docker-app:2.0`, 'the pull command is on the clipboard');
+      t.equal(
+        await page.evaluate('navigator.clipboard.readText()'),
+        `docker pull ${host}/shop/docker-app:2.0`,
+        'the pull command is on the clipboard',
+      );
     });
 
     await t.test('deleting a tag through the confirmation page, with script turned off', async (t) => {
@@ -204,7 +251,11 @@ t.test('the web UI in chromium', async (t) => {
       t.teardown(() => page.setJavaScriptEnabled(true));
       dialogs.length = 0;
       await page.goto(`${berth.url}/ui/r/shop/oci-app`, { waitUntil: 'networkidle0' });
-      t.equal(await page.evaluate(`getComputedStyle(document.querySelector('button.copy')).display`), 'none', 'no copy button without script; the command is there to select');
+      t.equal(
+        await page.evaluate(`getComputedStyle(document.querySelector('button.copy')).display`),
+        'none',
+        'no copy button without script; the command is there to select',
+      );
       await Promise.all([page.waitForNavigation({ waitUntil: 'networkidle0' }), page.click('a[data-field-tag="1.0"]')]);
       t.match(page.url(), /\/ui\/r\/shop\/oci-app\/-\/delete\?tag=1\.0$/, 'the delete link leads to the confirmation page');
       t.strictSame(dialogs, []);
@@ -244,9 +295,12 @@ t.test('the web UI in chromium', async (t) => {
         },
       },
     });
-    const tokenRes = await fetch(`${berth.url}/auth/token?service=berth&scope=${encodeURIComponent('repository:team/app:pull,push repository:private/secret:pull,push')}`, {
-      headers: { authorization: `Basic ${Buffer.from(`alice:${TEAM_USERS.alice}`).toString('base64')}` },
-    });
+    const tokenRes = await fetch(
+      `${berth.url}/auth/token?service=berth&scope=${encodeURIComponent('repository:team/app:pull,push repository:private/secret:pull,push')}`,
+      {
+        headers: { authorization: `Basic ${Buffer.from(`alice:${TEAM_USERS.alice}`).toString('base64')}` },
+      },
+    );
     const token = ((await tokenRes.json()) as { token: string }).token;
     const host = berth.url.replace('http://', '');
     const layouts = await tempDir(t, 'berth-ui-layouts-');

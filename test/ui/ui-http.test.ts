@@ -27,7 +27,11 @@ class Visitor {
     return this.send(path, { method: 'GET' });
   }
   async post(path: string, form: Record<string, string>): Promise<Page> {
-    return this.send(path, { method: 'POST', body: new URLSearchParams(form).toString(), headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+    return this.send(path, {
+      method: 'POST',
+      body: new URLSearchParams(form).toString(),
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    });
   }
   private async send(path: string, init: { method: string; body?: string; headers?: Record<string, string> }): Promise<Page> {
     const headers: Record<string, string> = { ...(init.headers ?? {}) };
@@ -48,7 +52,13 @@ class Visitor {
 t.test('html escapes every interpolation unless marked raw', async (t) => {
   t.equal(escapeHtml(`<a href="x" onclick='y'>&\``), '&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;&#96;');
   t.equal(html`<p title="${'"><script>'}">${'<b>'}</p>`.value, '<p title="&quot;&gt;&lt;script&gt;">&lt;b&gt;</p>');
-  t.equal(html`<ul>${['<i>', html`<li>${'&'}</li>`]}</ul>`.value, '<ul>&lt;i&gt;<li>&amp;</li></ul>', 'arrays: text escaped, fragments kept');
+  t.equal(
+    html`<ul>
+      ${['<i>', html`<li>${'&'}</li>`]}
+    </ul>`.value,
+    '<ul>&lt;i&gt;<li>&amp;</li></ul>',
+    'arrays: text escaped, fragments kept',
+  );
   t.equal(html`${raw('<br>')}${null}${undefined}${false}${0}`.value, '<br>0');
   t.equal(humanSize(1536), '1.5 KiB');
   t.equal(humanSize(512), '512 B');
@@ -86,7 +96,14 @@ t.test('without auth: open like /v2/, security headers, escaping, CSRF on delete
   await client.pushImage('app/web', '1.0', [randomLayer()]);
   // An image whose pusher wrote markup into its label and annotation.
   const layer = await client.pushBlob('evil/image', randomLayer());
-  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config: { Labels: { 'org.example.note': HOSTILE_LABEL, [HOSTILE_ANNOTATION]: 'key too' } }, history: [{ created_by: HOSTILE_LABEL }] }));
+  const config = Buffer.from(
+    JSON.stringify({
+      architecture: 'amd64',
+      os: 'linux',
+      config: { Labels: { 'org.example.note': HOSTILE_LABEL, [HOSTILE_ANNOTATION]: 'key too' } },
+      history: [{ created_by: HOSTILE_LABEL }],
+    }),
+  );
   const c = await client.pushBlob('evil/image', config);
   await client.putManifest(
     'evil/image',
@@ -225,12 +242,16 @@ t.test('with the token server: login, per-user views, delete rights, rate-limite
     },
   });
   // Push as alice with a token.
-  const tokenRes = await fetch(`${berth.url}/auth/token?service=berth&scope=${encodeURIComponent('repository:team/app:pull,push repository:private/secret:pull,push repository:public/base:pull,push')}`, {
-    headers: { authorization: `Basic ${Buffer.from(`alice:${TEAM_USERS.alice}`).toString('base64')}` },
-  });
+  const tokenRes = await fetch(
+    `${berth.url}/auth/token?service=berth&scope=${encodeURIComponent('repository:team/app:pull,push repository:private/secret:pull,push repository:public/base:pull,push')}`,
+    {
+      headers: { authorization: `Basic ${Buffer.from(`alice:${TEAM_USERS.alice}`).toString('base64')}` },
+    },
+  );
   const aliceToken = ((await tokenRes.json()) as { token: string }).token;
   const origFetch = globalThis.fetch;
-  globalThis.fetch = (input, init = {}) => origFetch(input, { ...init, headers: { ...(init.headers as Record<string, string>), authorization: `Bearer ${aliceToken}` } });
+  globalThis.fetch = (input, init = {}) =>
+    origFetch(input, { ...init, headers: { ...(init.headers as Record<string, string>), authorization: `Bearer ${aliceToken}` } });
   try {
     const client = new RegistryClient(berth.url);
     for (const repo of ['team/app', 'private/secret', 'public/base']) await client.pushImage(repo, '1', [randomLayer()]);
@@ -291,7 +312,8 @@ t.test('with the token server: login, per-user views, delete rights, rate-limite
   const mForm = await mallory.get('/ui/login');
   // Failures count per address and per account, and no success clears them: bob's wrong password above was the
   // first of this address's three.
-  for (let i = 0; i < 2; i++) t.equal((await mallory.post('/ui/login', { username: 'alice', password: `guess${i}`, csrf: Visitor.csrf(mForm) })).status, 401);
+  for (let i = 0; i < 2; i++)
+    t.equal((await mallory.post('/ui/login', { username: 'alice', password: `guess${i}`, csrf: Visitor.csrf(mForm) })).status, 401);
   const limited = await mallory.post('/ui/login', { username: 'alice', password: TEAM_USERS.alice as string, csrf: Visitor.csrf(mForm) });
   t.equal(limited.status, 429, 'failed logins are limited like the token server');
   t.ok(limited.headers.get('retry-after'));
@@ -306,12 +328,22 @@ t.test('with htpasswd (Basic) auth: everything behind the login form', async (t)
   t.equal(first.status, 303);
   t.equal(first.headers.get('location'), '/ui/login?next=%2Fui%2Fr%2Fa%2Fb');
   const form = await v.get('/ui/login?next=%2Fui%2F');
-  const res = await v.post('/ui/login', { username: 'bob', password: TEAM_USERS.bob as string, csrf: Visitor.csrf(form), next: 'https://evil.example/' });
+  const res = await v.post('/ui/login', {
+    username: 'bob',
+    password: TEAM_USERS.bob as string,
+    csrf: Visitor.csrf(form),
+    next: 'https://evil.example/',
+  });
   t.equal(res.status, 303);
   t.equal(res.headers.get('location'), '/ui/', 'next is only ever a path under /ui/');
   const again = new Visitor(berth.url);
   const form2 = await again.get('/ui/login');
-  const res2 = await again.post('/ui/login', { username: 'bob', password: TEAM_USERS.bob as string, csrf: Visitor.csrf(form2), next: '/ui/..//evil.example/' });
+  const res2 = await again.post('/ui/login', {
+    username: 'bob',
+    password: TEAM_USERS.bob as string,
+    csrf: Visitor.csrf(form2),
+    next: '/ui/..//evil.example/',
+  });
   t.equal(res2.headers.get('location'), '/ui/', 'no dot segments or double slashes either');
   const list = await v.get('/ui/');
   t.equal(list.status, 200);

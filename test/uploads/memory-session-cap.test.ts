@@ -2,7 +2,12 @@
 import t from 'tap';
 import { MemorySessionStore } from '../../src/uploads/memory-session-store.js';
 
-const session = (i: number) => ({ id: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`, repository: 'app', offset: 0, startedAt: Date.now() });
+const session = (i: number) => ({
+  id: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`,
+  repository: 'app',
+  offset: 0,
+  startedAt: Date.now(),
+});
 
 t.test('25 000 abandoned sessions: at most maxSessions kept, the idle longest go first', async (t) => {
   const store = new MemorySessionStore({ ttlMs: 24 * 3600_000, maxSessions: 1000 });

@@ -90,9 +90,7 @@ t.test('redis', async (t) => {
     // Concurrent acquires from both instances: still exactly one winner.
     const other = session({ offset: 1 });
     await a.create(other);
-    const results = await Promise.all(
-      Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? a : b).acquire(other.id, 1, 60_000)),
-    );
+    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? a : b).acquire(other.id, 1, 60_000)));
     t.equal(results.filter((r) => r.ok).length, 1, 'exactly one of 20 acquires over two instances wins');
 
     // Another prefix is another namespace.

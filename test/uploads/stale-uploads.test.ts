@@ -26,8 +26,7 @@ async function age(b: RunningBerth, repo: string, id: string, ageMs: number): Pr
   for (const p of [join(dir, 'data'), join(dir, 'startedat'), dir]) await utimes(p, then, then);
 }
 
-const sessionStatus = async (b: RunningBerth, repo: string, id: string) =>
-  (await fetch(`${b.url}/v2/${repo}/blobs/uploads/${id}`)).status;
+const sessionStatus = async (b: RunningBerth, repo: string, id: string) => (await fetch(`${b.url}/v2/${repo}/blobs/uploads/${id}`)).status;
 
 for (const runner of ['scheduled gc', 'the upload purger'] as const) {
   t.test(`${runner}: a paused upload younger than berth.uploadsessionttl survives; an expired one loses session and data together`, async (t) => {
@@ -43,17 +42,24 @@ for (const runner of ['scheduled gc', 'the upload purger'] as const) {
     await age(b, 'stale/old', old, 50 * HOURS);
     const oldDir = join(b.root, 'docker/registry/v2/repositories/stale/old/_uploads', old);
     const youngDir = join(b.root, 'docker/registry/v2/repositories/stale/young/_uploads', young);
-    const exists = async (p: string) => (await import('node:fs/promises')).stat(p).then(() => true, () => false);
+    const exists = async (p: string) =>
+      (await import('node:fs/promises')).stat(p).then(
+        () => true,
+        () => false,
+      );
     for (let i = 0; i < 150 && (await exists(oldDir)); i++) await new Promise((r) => setTimeout(r, 200));
-    t.notOk(await exists(oldDir), 'the expired upload\'s data is removed');
+    t.notOk(await exists(oldDir), "the expired upload's data is removed");
     t.equal(await sessionStatus(b, 'stale/old', old), 404, 'and its session with it');
     // Let at least two more runs pass: the young upload must still be there after them.
     await new Promise((r) => setTimeout(r, 2500));
     t.ok(await exists(youngDir), 'the paused upload younger than the TTL keeps its data');
     t.equal(await sessionStatus(b, 'stale/young', young), 204, 'and its session');
-    const done = await fetch(`${b.url}/v2/stale/young/blobs/uploads/${young}?digest=sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad`, {
-      method: 'PUT',
-    });
+    const done = await fetch(
+      `${b.url}/v2/stale/young/blobs/uploads/${young}?digest=sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad`,
+      {
+        method: 'PUT',
+      },
+    );
     t.equal(done.status, 201, 'and the client can still finish it');
   });
 }

@@ -90,10 +90,12 @@ t.test('a client that disconnects mid-PATCH can resume from the reported offset'
   await new Promise<void>((resolve) => {
     const req = http.request({ host: '127.0.0.1', port, path, method: 'PATCH', headers: { 'content-length': blob.length } });
     req.on('error', () => resolve());
-    req.write(blob.subarray(0, 1536 * 1024), () => setTimeout(() => {
-      req.destroy();
-      resolve();
-    }, 300));
+    req.write(blob.subarray(0, 1536 * 1024), () =>
+      setTimeout(() => {
+        req.destroy();
+        resolve();
+      }, 300),
+    );
   });
   let offset = 0;
   for (let i = 0; i < 50; i++) {

@@ -175,7 +175,13 @@ export async function uiRoutes(app: FastifyInstance, opts: UiRoutesOptions): Pro
     return opts.authEnabled && ctx.viewer.account === undefined && !authorizer.anonymousListing;
   }
 
-  function page(reply: FastifyReply, ctx: Context, title: string, content: Html, options: { status?: number; notice?: Html; refreshSeconds?: number } = {}): FastifyReply {
+  function page(
+    reply: FastifyReply,
+    ctx: Context,
+    title: string,
+    content: Html,
+    options: { status?: number; notice?: Html; refreshSeconds?: number } = {},
+  ): FastifyReply {
     return reply
       .code(options.status ?? 200)
       .type('text/html; charset=utf-8')
@@ -222,7 +228,12 @@ export async function uiRoutes(app: FastifyInstance, opts: UiRoutesOptions): Pro
     const ctx = await contextOf(request, reply);
     if (!opts.authEnabled || ctx.viewer.account) return redirect(reply, '/ui/');
     const next = (request.query as Form).next;
-    return page(reply, ctx, 'Log in', loginPage({ csrf: ctx.viewer.csrf, available: opts.login !== undefined, ...(next ? { next: safeNext(next) } : {}) }));
+    return page(
+      reply,
+      ctx,
+      'Log in',
+      loginPage({ csrf: ctx.viewer.csrf, available: opts.login !== undefined, ...(next ? { next: safeNext(next) } : {}) }),
+    );
   });
 
   app.post('/ui/login', async (request, reply) => {
@@ -244,10 +255,16 @@ export async function uiRoutes(app: FastifyInstance, opts: UiRoutesOptions): Pro
       if (status >= 500) throw err;
       for (const [k, v] of Object.entries(err.headers)) if (k.toLowerCase() === 'retry-after') reply.header(k, v);
       const text = status === 429 ? 'Too many failed logins from your address; wait a while and try again.' : 'Invalid user name or password.';
-      return page(reply, ctx, 'Log in', loginPage({ csrf: ctx.viewer.csrf, name, available: true, ...(form.next ? { next: safeNext(form.next) } : {}) }), {
-        status,
-        notice: notice('error', text),
-      });
+      return page(
+        reply,
+        ctx,
+        'Log in',
+        loginPage({ csrf: ctx.viewer.csrf, name, available: true, ...(form.next ? { next: safeNext(form.next) } : {}) }),
+        {
+          status,
+          notice: notice('error', text),
+        },
+      );
     }
   });
 
@@ -268,7 +285,13 @@ export async function uiRoutes(app: FastifyInstance, opts: UiRoutesOptions): Pro
   }
 
   function csrfRefused(reply: FastifyReply, ctx: Context): FastifyReply {
-    return page(reply, ctx, 'Refused', errorPage(403, 'This form expired or did not come from this site (CSRF check failed). Go back, reload the page and try again.'), { status: 403 });
+    return page(
+      reply,
+      ctx,
+      'Refused',
+      errorPage(403, 'This form expired or did not come from this site (CSRF check failed). Go back, reload the page and try again.'),
+      { status: 403 },
+    );
   }
 
   // ---- pages ---------------------------------------------------------------------------------------------------
@@ -320,7 +343,12 @@ export async function uiRoutes(app: FastifyInstance, opts: UiRoutesOptions): Pro
       }
       if (action === 'image' && param !== undefined && request.method === 'GET') {
         const image = await browser.getImage(name, param);
-        return page(reply, ctx, `${name} ${param}`, imagePage({ image, host: hostOf(request), canDelete: await ctx.canDelete(name), csrf: ctx.viewer.csrf }));
+        return page(
+          reply,
+          ctx,
+          `${name} ${param}`,
+          imagePage({ image, host: hostOf(request), canDelete: await ctx.canDelete(name), csrf: ctx.viewer.csrf }),
+        );
       }
       if (action === 'delete' && param === undefined) return deletion(request, reply, ctx, name);
       throw registryError('NOT_FOUND', undefined, { message: 'no such page' });
@@ -337,7 +365,9 @@ export async function uiRoutes(app: FastifyInstance, opts: UiRoutesOptions): Pro
 
   async function deletion(request: FastifyRequest, reply: FastifyReply, ctx: Context, name: string): Promise<FastifyReply> {
     if (!(await ctx.canDelete(name))) {
-      throw registryError('DENIED', undefined, { message: opts.deleteEnabled ? 'you may not delete in this repository' : 'deletes are disabled on this registry (storage.delete.enabled)' });
+      throw registryError('DENIED', undefined, {
+        message: opts.deleteEnabled ? 'you may not delete in this repository' : 'deletes are disabled on this registry (storage.delete.enabled)',
+      });
     }
     const source = request.method === 'GET' ? (request.query as Form) : formOf(request);
     const what: { tag?: string; digest?: string; repository?: string } = {};

@@ -41,7 +41,12 @@ export function boundedStringMap(v: unknown): Record<string, string> {
   for (const [k, val] of Object.entries(v)) {
     if (typeof val !== 'string') continue;
     if (++n > MAX_FIELD_ENTRIES) break;
-    Object.defineProperty(out, k.slice(0, MAX_FIELD_CHARS), { value: val.slice(0, MAX_FIELD_CHARS), enumerable: true, writable: true, configurable: true });
+    Object.defineProperty(out, k.slice(0, MAX_FIELD_CHARS), {
+      value: val.slice(0, MAX_FIELD_CHARS),
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
   }
   return out;
 }
@@ -133,7 +138,8 @@ export async function manifestFacts(store: RegistryStore, driver: StorageDriver,
       if (facts.created === null || (!facts.description && !annotation)) {
         const config = sub.parsed.blobs[0] ? await readConfig(driver, sub.parsed.blobs[0].digest) : null;
         if (facts.created === null) facts.created = boundedString(config?.created, 64);
-        if (!facts.description) facts.description = boundedString(sub.parsed.annotations?.[DESCRIPTION_ANNOTATION]) ?? labelOf(config, DESCRIPTION_ANNOTATION) ?? '';
+        if (!facts.description)
+          facts.description = boundedString(sub.parsed.annotations?.[DESCRIPTION_ANNOTATION]) ?? labelOf(config, DESCRIPTION_ANNOTATION) ?? '';
       }
     }
   } else {

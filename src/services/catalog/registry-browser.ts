@@ -179,7 +179,11 @@ export class RegistryBrowser implements Browser {
       detail.layers = layers.map((l) => ({ digest: l.digest.value, mediaType: l.mediaType, size: l.size }));
       detail.size += m.parsed.blobs.reduce((a, b) => a + b.size, 0);
       const config = configDesc ? await readConfig(driver, configDesc.digest) : null;
-      if (config) detail.config = imageConfig(config, layers.map((l) => l.size));
+      if (config)
+        detail.config = imageConfig(
+          config,
+          layers.map((l) => l.size),
+        );
     }
     const referrers = await store.referrers(repo, d);
     detail.referrers = referrers.slice(0, MAX_FIELD_ENTRIES).map((r) => ({

@@ -237,7 +237,11 @@ export class FilesystemDriver implements StorageDriver {
         if (e.isSymbolicLink()) childReal = await this.resolveExisting(childPath);
         const s = await stat(childReal);
         const isDir = s.isDirectory();
-        items.push({ info: { path: childPath, size: isDir ? 0 : s.size, modTime: s.mtime, isDir }, key: isDir ? `${childPath}/` : childPath, real: childReal });
+        items.push({
+          info: { path: childPath, size: isDir ? 0 : s.size, modTime: s.mtime, isDir },
+          key: isDir ? `${childPath}/` : childPath,
+          real: childReal,
+        });
       } catch (err) {
         // Gone since the directory was read, or a symlink pointing outside the root: not part of the walk.
         if (isErrno(err, ...MISSING) || err instanceof PathNotFoundError || err instanceof InvalidPathError) continue;

@@ -99,8 +99,30 @@ function errorName(err: unknown): string {
   return e.name ?? e.Code ?? e.code ?? '';
 }
 
-const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE', 'UND_ERR_SOCKET']);
-const UNAVAILABLE_NAMES = new Set(['SlowDown', 'ServiceUnavailable', 'InternalError', 'RequestTimeout', 'Throttling', 'ThrottlingException', 'TimeoutError', 'RequestTimeoutException', 'ServiceUnavailableException']);
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ECONNABORTED',
+  'ERR_STREAM_PREMATURE_CLOSE',
+  'UND_ERR_SOCKET',
+]);
+const UNAVAILABLE_NAMES = new Set([
+  'SlowDown',
+  'ServiceUnavailable',
+  'InternalError',
+  'RequestTimeout',
+  'Throttling',
+  'ThrottlingException',
+  'TimeoutError',
+  'RequestTimeoutException',
+  'ServiceUnavailableException',
+]);
 
 /** True when S3 (or the network to it) failed, as opposed to S3 refusing the request. */
 export function isS3Unavailable(err: unknown): boolean {
@@ -296,7 +318,9 @@ export class S3Driver implements StorageDriver {
     const range = offset === 0 && length === undefined ? undefined : `bytes=${offset}-${length === undefined ? '' : offset + length - 1}`;
     try {
       signal?.throwIfAborted();
-      const out = await this.client.send(new GetObjectCommand({ Bucket: this.options.bucket, Key: key, Range: range, IfMatch: etag }), { abortSignal: signal });
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.options.bucket, Key: key, Range: range, IfMatch: etag }), {
+        abortSignal: signal,
+      });
       const body = out.Body;
       if (!(body instanceof Readable)) throw new Error('S3 GetObject returned no stream');
       return { body, bytes: out.ContentLength ?? 0, etag: out.ETag ?? '' };
@@ -392,7 +416,9 @@ export class S3Driver implements StorageDriver {
       const info = await this.head(key);
       if (info) return { path, size: info.size, modTime: info.modTime, isDir: false };
     }
-    const out = await this.send(() => this.client.send(new ListObjectsV2Command({ Bucket: this.options.bucket, Prefix: this.dirPrefix(path), MaxKeys: 1 })));
+    const out = await this.send(() =>
+      this.client.send(new ListObjectsV2Command({ Bucket: this.options.bucket, Prefix: this.dirPrefix(path), MaxKeys: 1 })),
+    );
     if ((out.KeyCount ?? out.Contents?.length ?? 0) > 0 || path === '/') return { path, size: 0, modTime: new Date(), isDir: true };
     throw new PathNotFoundError(path);
   }
@@ -404,7 +430,10 @@ export class S3Driver implements StorageDriver {
     let token: string | undefined;
     do {
       const page = await this.send(
-        () => this.client.send(new ListObjectsV2Command({ Bucket: this.options.bucket, Prefix: prefix, Delimiter: '/', ContinuationToken: token }), { abortSignal: signal }),
+        () =>
+          this.client.send(new ListObjectsV2Command({ Bucket: this.options.bucket, Prefix: prefix, Delimiter: '/', ContinuationToken: token }), {
+            abortSignal: signal,
+          }),
         signal,
       );
       for (const p of page.CommonPrefixes ?? []) {
@@ -443,7 +472,11 @@ export class S3Driver implements StorageDriver {
     let seen = false;
     for (;;) {
       const page = await this.send(
-        () => this.client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, StartAfter: token ? undefined : listAfter, ContinuationToken: token }), { abortSignal: signal }),
+        () =>
+          this.client.send(
+            new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, StartAfter: token ? undefined : listAfter, ContinuationToken: token }),
+            { abortSignal: signal },
+          ),
         signal,
       );
       let last: string | undefined;
@@ -487,7 +520,10 @@ export class S3Driver implements StorageDriver {
       }
     }
     if (!seen && path !== '/') {
-      const out = await this.send(() => this.client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, MaxKeys: 1 }), { abortSignal: signal }), signal);
+      const out = await this.send(
+        () => this.client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, MaxKeys: 1 }), { abortSignal: signal }),
+        signal,
+      );
       if ((out.KeyCount ?? out.Contents?.length ?? 0) === 0) throw new PathNotFoundError(path);
     }
   }
@@ -504,7 +540,12 @@ export class S3Driver implements StorageDriver {
     } else {
       try {
         await this.client.send(
-          new CopyObjectCommand({ Bucket: this.options.bucket, Key: to, CopySource: copySource(this.options.bucket, from), ...this.newObjectParams() }),
+          new CopyObjectCommand({
+            Bucket: this.options.bucket,
+            Key: to,
+            CopySource: copySource(this.options.bucket, from),
+            ...this.newObjectParams(),
+          }),
           { abortSignal: signal },
         );
       } catch (err) {
@@ -532,18 +573,19 @@ export class S3Driver implements StorageDriver {
           const i = next++;
           const first = i * partSize;
           const last = Math.min(size, first + partSize) - 1;
-          const out = await this.send(() =>
-            this.client.send(
-              new UploadPartCopyCommand({
-                Bucket: bucket,
-                Key: to,
-                UploadId: uploadId,
-                PartNumber: i + 1,
-                CopySource: copySource(bucket, from),
-                CopySourceRange: `bytes=${first}-${last}`,
-              }),
-              { abortSignal: signal },
-            ),
+          const out = await this.send(
+            () =>
+              this.client.send(
+                new UploadPartCopyCommand({
+                  Bucket: bucket,
+                  Key: to,
+                  UploadId: uploadId,
+                  PartNumber: i + 1,
+                  CopySource: copySource(bucket, from),
+                  CopySourceRange: `bytes=${first}-${last}`,
+                }),
+                { abortSignal: signal },
+              ),
             signal,
           );
           etags[i] = out.CopyPartResult?.ETag ?? '';
@@ -575,11 +617,14 @@ export class S3Driver implements StorageDriver {
     const key = this.key(path);
     const bucket = this.options.bucket;
     const prefix = this.dirPrefix(path);
-    const inside = (k: string): boolean => path === '/' ? k.startsWith(prefix) : k === key || k.startsWith(prefix) || k.startsWith(`${key}${TAIL_MARKER}`);
+    const inside = (k: string): boolean =>
+      path === '/' ? k.startsWith(prefix) : k === key || k.startsWith(prefix) || k.startsWith(`${key}${TAIL_MARKER}`);
     let found = 0;
     let token: string | undefined;
     do {
-      const page = await this.send(() => this.client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: path === '/' ? prefix : key, ContinuationToken: token })));
+      const page = await this.send(() =>
+        this.client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: path === '/' ? prefix : key, ContinuationToken: token })),
+      );
       const keys = (page.Contents ?? []).map((o) => o.Key ?? '').filter(inside);
       for (let i = 0; i < keys.length; i += DELETE_BATCH) {
         const batch = keys.slice(i, i + DELETE_BATCH);
@@ -611,7 +656,9 @@ export class S3Driver implements StorageDriver {
     let idMarker: string | undefined;
     for (;;) {
       const page = await this.send(() =>
-        this.client.send(new ListMultipartUploadsCommand({ Bucket: this.options.bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: idMarker })),
+        this.client.send(
+          new ListMultipartUploadsCommand({ Bucket: this.options.bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: idMarker }),
+        ),
       );
       for (const u of page.Uploads ?? []) {
         if (!u.Key || !u.UploadId || !filter(u.Key)) continue;
@@ -649,7 +696,9 @@ export class S3Driver implements StorageDriver {
     for (let i = 0; i < keys.length; i += DELETE_BATCH) {
       const batch = keys.slice(i, i + DELETE_BATCH);
       try {
-        await this.client.send(new DeleteObjectsCommand({ Bucket: this.options.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }));
+        await this.client.send(
+          new DeleteObjectsCommand({ Bucket: this.options.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }),
+        );
       } catch {
         // Left for the upload purger, which deletes the whole upload directory.
       }
@@ -719,13 +768,29 @@ function parseWriterState(state: WriterState, key: string): S3WriterState | null
   let total = 0;
   let previous = 0;
   for (const p of s.parts) {
-    if (typeof p !== 'object' || p === null || !Number.isInteger(p.n) || p.n !== previous + 1 || typeof p.etag !== 'string' || !Number.isSafeInteger(p.size) || p.size < MIN_PART_SIZE) return null;
+    if (
+      typeof p !== 'object' ||
+      p === null ||
+      !Number.isInteger(p.n) ||
+      p.n !== previous + 1 ||
+      typeof p.etag !== 'string' ||
+      !Number.isSafeInteger(p.size) ||
+      p.size < MIN_PART_SIZE
+    )
+      return null;
     previous = p.n;
     total += p.size;
   }
   if (s.parts.length > 0 && typeof s.uploadId !== 'string') return null;
   if (s.tail !== undefined) {
-    if (typeof s.tail !== 'object' || s.tail === null || typeof s.tail.key !== 'string' || !s.tail.key.startsWith(`${key}${TAIL_MARKER}`) || !Number.isSafeInteger(s.tail.size)) return null;
+    if (
+      typeof s.tail !== 'object' ||
+      s.tail === null ||
+      typeof s.tail.key !== 'string' ||
+      !s.tail.key.startsWith(`${key}${TAIL_MARKER}`) ||
+      !Number.isSafeInteger(s.tail.size)
+    )
+      return null;
     total += s.tail.size;
   }
   if (total !== s.size) return null;
@@ -805,7 +870,16 @@ export class S3Writer implements FileWriter {
   private async ensureUpload(): Promise<string> {
     if (this.uploadId) return this.uploadId;
     const d = this.driver;
-    const out = await d.send(() => d.client.send(new CreateMultipartUploadCommand({ Bucket: d.options.bucket, Key: this.key, ContentType: 'application/octet-stream', ...d.newObjectParams() })));
+    const out = await d.send(() =>
+      d.client.send(
+        new CreateMultipartUploadCommand({
+          Bucket: d.options.bucket,
+          Key: this.key,
+          ContentType: 'application/octet-stream',
+          ...d.newObjectParams(),
+        }),
+      ),
+    );
     if (!out.UploadId) throw new Error('S3 CreateMultipartUpload returned no UploadId');
     this.uploadId = out.UploadId;
     return out.UploadId;
@@ -819,7 +893,15 @@ export class S3Writer implements FileWriter {
     const d = this.driver;
     const out = await d.send(() =>
       d.client.send(
-        new UploadPartCommand({ Bucket: d.options.bucket, Key: this.key, UploadId: uploadId, PartNumber: n, Body: data, ContentLength: data.length, ContentMD5: md5Base64(data) }),
+        new UploadPartCommand({
+          Bucket: d.options.bucket,
+          Key: this.key,
+          UploadId: uploadId,
+          PartNumber: n,
+          Body: data,
+          ContentLength: data.length,
+          ContentMD5: md5Base64(data),
+        }),
       ),
     );
     if (!out.ETag) throw new Error('S3 UploadPart returned no ETag');
@@ -851,7 +933,16 @@ export class S3Writer implements FileWriter {
       const data = this.buffer.subarray(0, this.used);
       const key = tailKey(this.key, this.size);
       await d.send(() =>
-        d.client.send(new PutObjectCommand({ Bucket: d.options.bucket, Key: key, Body: data, ContentLength: data.length, ContentMD5: md5Base64(data), ...d.newObjectParams() })),
+        d.client.send(
+          new PutObjectCommand({
+            Bucket: d.options.bucket,
+            Key: key,
+            Body: data,
+            ContentLength: data.length,
+            ContentMD5: md5Base64(data),
+            ...d.newObjectParams(),
+          }),
+        ),
       );
       tail = { key, size: data.length };
     }
@@ -880,7 +971,15 @@ export class S3Writer implements FileWriter {
         const data = this.buffer.subarray(0, this.used);
         await d.send(() =>
           d.client.send(
-            new PutObjectCommand({ Bucket: bucket, Key: this.key, Body: data, ContentLength: data.length, ContentMD5: md5Base64(data), ContentType: 'application/octet-stream', ...d.newObjectParams() }),
+            new PutObjectCommand({
+              Bucket: bucket,
+              Key: this.key,
+              Body: data,
+              ContentLength: data.length,
+              ContentMD5: md5Base64(data),
+              ContentType: 'application/octet-stream',
+              ...d.newObjectParams(),
+            }),
           ),
         );
         if (this.uploadId) await d.abortQuietly(this.key, this.uploadId);

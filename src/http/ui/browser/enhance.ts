@@ -47,7 +47,10 @@ function enableCopy(root: ParentNode): void {
         window.setTimeout(() => (button.textContent = 'Copy'), 1500);
       };
       if (navigator.clipboard && window.isSecureContext) {
-        navigator.clipboard.writeText(text).then(() => done('Copied'), () => done('Copy failed'));
+        navigator.clipboard.writeText(text).then(
+          () => done('Copied'),
+          () => done('Copy failed'),
+        );
       } else {
         const area = document.createElement('textarea');
         area.value = text;
