@@ -273,7 +273,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   // Events wrap the outermost namespace, so pulls the mirror serves give their events too.
   const namespace = new EventingNamespace(pullThrough ? pullThrough.decorate(local) : local, events);
   await app.register(registryRoutes, { config, namespace, authorizer, metrics, catalog, locks });
-  await app.register(apiRoutes, { browser, catalog, authorizer });
+  await app.register(apiRoutes, { browser, catalog, authorizer, events, config });
   if (config.ui.enabled) {
     const { uiRoutes } = await import('./http/ui/ui-routes.js');
     await app.register(uiRoutes, {

@@ -1,3 +1,6 @@
+import type { Config } from '../config/config.js';
+import type { EventSink } from '../events/registry-events.js';
+import { requestContext } from './request-context.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { requiredAccess, type RouteMatch } from '../auth/access.js';
 import type { Authorizer, Principal } from '../auth/authorizer.js';
@@ -11,6 +14,9 @@ export interface ApiRoutesOptions {
   browser: Browser;
   catalog: CatalogIndex;
   authorizer: Authorizer;
+  /** Webhooks and the audit trail: a repository delete gives a `delete` event naming only the repository. */
+  events?: EventSink;
+  config: Config;
 }
 
 type Query = Record<string, string | undefined>;
@@ -110,6 +116,7 @@ export async function apiRoutes(app: FastifyInstance, opts: ApiRoutesOptions): P
         only('GET', 'DELETE');
         if (method === 'DELETE') {
           await browser.deleteRepository(name);
+          await opts.events?.emit('delete', { repository: name }, requestContext(request, opts.config));
           return reply.code(202).send({ deleted: name });
         }
         const entry = await catalog.index.get(name);
