@@ -57,7 +57,7 @@ function values(lines: string[], series: string, label: string): Set<string> {
   return out;
 }
 
-/** The value of the sample whose line starts with `prefix` (the full series with labels, in exposition order). */
+/** The value of the sample of `name` with exactly `labels`, undefined when the scrape has none. */
 function sample(lines: string[], name: string, labels: Record<string, string>): number | undefined {
   for (const line of lines) {
     if (!line.startsWith(`${name}{`)) continue;
@@ -89,9 +89,16 @@ t.test('registry:2 series after a push and a pull, as docker-registry exposes th
     1,
     'registry:2 latency buckets (le=60)',
   );
-  t.ok((sample(ours, 'registry_http_request_size_bytes_sum', { handler: 'blob_upload_chunk' }) ?? 0) >= 3000, 'request sizes include the uploaded layer');
+  t.ok(
+    (sample(ours, 'registry_http_request_size_bytes_sum', { handler: 'blob_upload_chunk' }) ?? 0) >= 3000,
+    'request sizes include the uploaded layer',
+  );
   t.ok((sample(ours, 'registry_http_response_size_bytes_sum', { handler: 'blob' }) ?? 0) >= 3000, 'response sizes include the pulled layer');
-  t.ok(sample(ours, 'registry_http_response_size_bytes_bucket', { handler: 'blob', le: '2.147483648e+09' }) !== undefined || sample(ours, 'registry_http_response_size_bytes_bucket', { handler: 'blob', le: '2147483648' }) !== undefined, 'registry:2 size buckets up to 2 GiB');
+  t.ok(
+    sample(ours, 'registry_http_response_size_bytes_bucket', { handler: 'blob', le: '2.147483648e+09' }) !== undefined ||
+      sample(ours, 'registry_http_response_size_bytes_bucket', { handler: 'blob', le: '2147483648' }) !== undefined,
+    'registry:2 size buckets up to 2 GiB',
+  );
   t.notOk(values(ours, 'registry_http_requests_total', 'handler').has('metrics'), 'the scrape itself is not a registry:2 handler');
 
   // The same operations against Debian's docker-registry with its debug server's Prometheus endpoint.
