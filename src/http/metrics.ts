@@ -8,6 +8,7 @@ import { parseListenAddress } from '../config/config.js';
 import { bool, ConfigError, isSection, optString, str } from '../config/fields.js';
 import { createEventMetrics, type EventMetrics } from '../events/metrics.js';
 import type { MirrorObserver } from '../proxy/mirror-observer.js';
+import { approximateRequestSize, createRegistry2Metrics, registry2Handler, type Registry2Metrics } from './registry2-metrics.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -74,6 +75,8 @@ export interface Metrics {
   gcLastRunSource?: () => Promise<{ finishedAt: string; bytesFreed: number } | null>;
   /** `berth_events_*{endpoint}`: webhook delivery (src/events/metrics.ts). */
   readonly events: EventMetrics;
+  /** registry:2's `registry_http_*` series, for dashboards made for CNCF Distribution (src/http/registry2-metrics.ts). */
+  readonly registry2: Registry2Metrics;
 }
 
 /** Options for {@link createMetrics}. */
@@ -197,6 +200,7 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
       registers,
     }),
     events: createEventMetrics(registry),
+    registry2: createRegistry2Metrics(registry),
   };
   const metrics: Metrics = {
     ...instruments,
@@ -413,6 +417,9 @@ export function requestBody(request: FastifyRequest): Readable {
   return countedBodies.get(request) ?? request.raw;
 }
 
+/** Response body bytes sent so far, per request (for `registry_http_response_size_bytes`). */
+const sentBytes = new WeakMap<FastifyRequest, number>();
+
 /** Responses whose writes are counted already. */
 const countedResponses = new WeakSet<ServerResponse>();
 
@@ -470,20 +477,41 @@ export function metricsPlugin(metrics: Metrics, options: MetricsPluginOptions = 
       // HEAD responses carry no body, whatever the handler returned.
       if (request.method === 'HEAD') return payload;
       const labels = (): { method: string; route: string } => ({ method: request.method, route: routeLabel(request) });
+      const sent = (b: number): void => {
+        metrics.bytesSent.inc(labels(), b);
+        sentBytes.set(request, (sentBytes.get(request) ?? 0) + b);
+      };
       const n = payloadLength(payload);
       if (n !== null) {
-        if (n > 0) metrics.bytesSent.inc(labels(), n);
+        if (n > 0) sent(n);
         return payload;
       }
-      if (payload instanceof Readable) countWrites(reply.raw, (b) => metrics.bytesSent.inc(labels(), b));
+      if (payload instanceof Readable) countWrites(reply.raw, sent);
       return payload;
     });
+    const r2 = metrics.registry2;
+    /** The registry:2 handler of each request it has a route for, counted in flight since onRequest. */
+    const r2Handlers = new WeakMap<FastifyRequest, string>();
     const record = (request: FastifyRequest, reply: FastifyReply, status: string): void => {
       const labels = { method: request.method, route: routeLabel(request), status };
       metrics.httpRequests.inc(labels);
       metrics.httpDuration.observe(labels, reply.elapsedTime / 1000);
+      const handler = r2Handlers.get(request);
+      if (handler === undefined) return;
+      r2Handlers.delete(request);
+      r2.inFlight.dec({ handler });
+      const method = request.method.toLowerCase();
+      r2.requests.inc({ code: status, handler, method });
+      r2.duration.observe({ handler, method }, reply.elapsedTime / 1000);
+      r2.requestSize.observe({ handler }, approximateRequestSize(request.raw));
+      r2.responseSize.observe({ handler }, sentBytes.get(request) ?? 0);
     };
     app.addHook('onRequest', async (request, reply) => {
+      const handler = registry2Handler(request.raw.url ?? '/');
+      if (handler !== null) {
+        r2Handlers.set(request, handler);
+        r2.inFlight.inc({ handler });
+      }
       // fastify runs no onResponse hook when the client goes away first; count those as 499, as nginx logs them.
       reply.raw.once('close', () => {
         if (!reply.raw.writableFinished) record(request, reply, CLIENT_CLOSED_REQUEST);
