@@ -9,3 +9,32 @@ export function parseRedisAddr(addr: string): { host: string; port: number } {
   }
   return { host, port };
 }
+
+/** Where and as whom to connect: the `redis` section's address and credentials. */
+export interface RedisTarget {
+  addr: string;
+  username?: string;
+  password?: string;
+  db: number;
+}
+
+/**
+ * The client options every berth Redis client uses: short connect and command timeouts, one retry per command, the
+ * offline queue on (requests right after start-up or during a brief reconnect succeed), reconnects backing off to
+ * 1 s. `commandTimeoutMs` is 2 s unless a caller's commands are slower by nature (index rebuilds).
+ */
+export function redisClientOptions(target: RedisTarget, commandTimeoutMs = 2000) {
+  const { host, port } = parseRedisAddr(target.addr);
+  return {
+    host,
+    port,
+    username: target.username,
+    password: target.password,
+    db: target.db,
+    connectTimeout: 2000,
+    commandTimeout: commandTimeoutMs,
+    maxRetriesPerRequest: 1,
+    enableOfflineQueue: true,
+    retryStrategy: (times: number) => Math.min(100 * times, 1000),
+  };
+}

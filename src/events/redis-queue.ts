@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { parseRedisAddr } from '../config/redis-addr.js';
+import { redisClientOptions } from '../config/redis-addr.js';
 import type { RegistryEvent } from './event.js';
 import type { EventQueue, QueuedEvent } from './queue.js';
 
@@ -56,19 +56,7 @@ export class RedisEventQueue implements EventQueue {
 
   /** A queue with its own client (closed by `close`). */
   static connect(options: RedisEventQueueOptions): RedisEventQueue {
-    const { host, port } = parseRedisAddr(options.addr);
-    const redis = new Redis({
-      host,
-      port,
-      username: options.username,
-      password: options.password,
-      db: options.db,
-      connectTimeout: 2000,
-      commandTimeout: 2000,
-      maxRetriesPerRequest: 1,
-      enableOfflineQueue: true,
-      retryStrategy: (times: number) => Math.min(100 * times, 1000),
-    });
+    const redis = new Redis(redisClientOptions(options));
     // Failures surface as rejected commands (logged by the delivery loop); no unhandled 'error' events.
     redis.on('error', () => undefined);
     return new RedisEventQueue(redis, options.keyPrefix, true);

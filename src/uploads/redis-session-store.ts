@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { parseRedisAddr } from '../config/redis-addr.js';
+import { redisClientOptions } from '../config/redis-addr.js';
 import { Redis } from 'ioredis';
 import { BackendUnavailableError } from '../errors/registry-error.js';
 import type { WriterState } from '../storage/driver.js';
@@ -150,19 +150,7 @@ export class RedisSessionStore implements UploadSessionStore {
    * - the offline queue stays on so the requests right after start-up, or during a brief reconnect, succeed.
    */
   static connect(options: RedisConnectOptions): RedisSessionStore {
-    const { host, port } = parseRedisAddr(options.addr);
-    const redis = new Redis({
-      host,
-      port,
-      username: options.username,
-      password: options.password,
-      db: options.db,
-      connectTimeout: 2000,
-      commandTimeout: 2000,
-      maxRetriesPerRequest: 1,
-      enableOfflineQueue: true,
-      retryStrategy: (times: number) => Math.min(100 * times, 1000),
-    });
+    const redis = new Redis(redisClientOptions(options));
     return new RedisSessionStore({ redis, keyPrefix: options.keyPrefix, ttlMs: options.ttlMs, ownsClient: true });
   }
 

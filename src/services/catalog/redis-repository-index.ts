@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { BackendUnavailableError } from '../../errors/registry-error.js';
-import { parseRedisAddr } from '../../config/redis-addr.js';
+import { redisClientOptions } from '../../config/redis-addr.js';
 import type { IndexEntry, RepositoryIndex } from './repository-index.js';
 
 /*
@@ -50,19 +50,7 @@ export class RedisRepositoryIndex implements RepositoryIndex {
 
   /** An index with its own client (closed by `close()`), connecting as the upload session store does. */
   static connect(options: { addr: string; username?: string; password?: string; db: number; keyPrefix: string }): RedisRepositoryIndex {
-    const { host, port } = parseRedisAddr(options.addr);
-    const redis = new Redis({
-      host,
-      port,
-      username: options.username,
-      password: options.password,
-      db: options.db,
-      connectTimeout: 2000,
-      commandTimeout: 5000,
-      maxRetriesPerRequest: 1,
-      enableOfflineQueue: true,
-      retryStrategy: (times: number) => Math.min(100 * times, 1000),
-    });
+    const redis = new Redis(redisClientOptions(options, 5000));
     redis.on('error', () => {});
     return new RedisRepositoryIndex(redis, options.keyPrefix, true);
   }
