@@ -25,6 +25,7 @@ import type { UploadSessionStore } from './uploads/session-store.js';
 import { UploadService } from './uploads/upload-service.js';
 import { createHttps } from './tls/https-listener.js';
 import { apiRoutes } from './http/api-routes.js';
+import type { WarmUpJobs } from './proxy/warm-up-jobs.js';
 import type { Browser } from './services/catalog/browse.js';
 import { CatalogIndex, parseIndexOptions } from './services/catalog/catalog-index.js';
 import { RegistryBrowser } from './services/catalog/registry-browser.js';
@@ -273,7 +274,13 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   // Events wrap the outermost namespace, so pulls the mirror serves give their events too.
   const namespace = new EventingNamespace(pullThrough ? pullThrough.decorate(local) : local, events);
   await app.register(registryRoutes, { config, namespace, authorizer, metrics, catalog, locks });
-  await app.register(apiRoutes, { browser, catalog, authorizer, events, config });
+  // Warm-up jobs of the JSON API read through the cache itself (no pull events: no client pulled anything).
+  let warmUp: WarmUpJobs | undefined;
+  if (pullThrough) {
+    const { WARM_JOB_DEFAULTS, WarmUpJobs } = await import('./proxy/warm-up-jobs.js');
+    warmUp = new WarmUpJobs(pullThrough.decorate(local), { ...WARM_JOB_DEFAULTS, logger: logger.child({ component: 'warm-up' }) });
+  }
+  await app.register(apiRoutes, { browser, catalog, authorizer, events, config, ...(warmUp ? { warmUp } : {}) });
   if (config.ui.enabled) {
     const { uiRoutes } = await import('./http/ui/ui-routes.js');
     await app.register(uiRoutes, {
@@ -337,6 +344,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     gcSchedule?.stop();
     await catalog.stop();
     if (!deps.repositoryIndex) await repositoryIndex.close();
+    await warmUp?.close();
     await pullThrough?.close();
     await authClose?.();
     await authorizer.close();
