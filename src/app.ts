@@ -348,8 +348,10 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     gcSchedule?.stop();
     await catalog.stop();
     if (!deps.repositoryIndex) await repositoryIndex.close();
-    await warmUp?.close();
+    // Warm-up jobs stop first; closing the cache aborts the fills they may be waiting on.
+    warmUp?.cancel();
     await pullThrough?.close();
+    await warmUp?.close();
     await authClose?.();
     await authorizer.close();
     if (!deps.events) await events.close();

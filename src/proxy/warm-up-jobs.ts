@@ -178,9 +178,18 @@ export class WarmUpJobs {
     });
   }
 
-  /** Cancels running jobs (their fills are shared with clients and keep their own lifetime) and waits for them. */
-  async close(): Promise<void> {
+  /**
+   * Cancels running jobs: no new step starts and a blob being read is let go. A job waiting for a fill to begin ends
+   * when the pull-through cache closes (which aborts its fills), so call this first, then close the cache, then
+   * {@link close}.
+   */
+  cancel(): void {
     this.abort.abort(new Error('shutting down'));
+  }
+
+  /** Cancels running jobs and waits for them to end. */
+  async close(): Promise<void> {
+    this.cancel();
     await Promise.all(this.running.values());
   }
 }

@@ -183,6 +183,7 @@ export async function warmUp(
               done();
             },
           }),
+          options.signal ? { signal: options.signal } : {},
         );
         result.blobs++;
         result.bytes += bytes;

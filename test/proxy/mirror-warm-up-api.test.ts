@@ -296,3 +296,19 @@ t.test('at most two jobs run at once: a third is refused with 429 until one fini
   t.equal(fourth.status, 202, 'accepted again once they finished');
   t.equal((await finished(berth.url, (fourth.body as Job).id)).state, 'done');
 });
+
+t.test('shutting down while a job waits on the upstream cancels it', async (t) => {
+  const origin = await startDockerRegistry(t, { rootDirectory: await tempDir(t, 'berth-warmapi-stop-origin-') });
+  const src = await tempDir(t, 'berth-warmapi-stop-src-');
+  await makeImageLayout(src, { layers: [5000], tag: 'a' });
+  await skopeo(['copy', '--preserve-digests', '--dest-tls-verify=false', `oci:${src}:a`, dockerRef(origin.url, 'lib/a', '1')]);
+  const gate = await startGate(t, origin.url);
+  // An hour's upstream timeout: only cancelling the job (and its fill) lets the close finish within the test's time.
+  const berth = await startBerth(t, { proxy: { remoteurl: gate.url, timeout: '1h' } });
+  const job = await post(berth.url, JSON.stringify({ images: ['lib/a:1'] }));
+  t.equal(job.status, 202);
+  while (gate.held() === 0) await sleep(20);
+  await berth.close();
+  t.pass('the server closed with the job running (it did not wait for the held blob)');
+  gate.release();
+});
