@@ -6,13 +6,13 @@ import { AuditLog, createEvents, EventingNamespace, parseAuditConfig, type Regis
 import { sendError } from './http/error-handler.js';
 import { BackendUnavailableError, registryError } from './errors/registry-error.js';
 import { clientErrorHandler, originForm } from './http/client-errors.js';
-import { createMetrics, metricsConfig, metricsPlugin, mirrorObserver, type Metrics } from './http/metrics.js';
+import { createMetrics, metricsConfig, metricsPlugin, type Metrics } from './http/metrics.js';
 import { registryRoutes } from './http/registry-routes.js';
 import { tokenRoutes } from './http/token-routes.js';
 import { parseGcSchedule, startGcSchedule, type GcSchedule } from './gc/schedule.js';
 import { createDriver, createRepositoryIndex, createSessionStore } from './compose.js';
 import { createLogger } from './logging.js';
-import type { PullThrough } from './proxy/index.js';
+import type { MirrorUpstreamStatus, PullThrough, UpstreamState } from './proxy/index.js';
 import { LocalNamespace } from './registry/local.js';
 import type { StorageDriver } from './storage/driver.js';
 import { CachingDriver, withLinkCache } from './storage/link-cache.js';
@@ -25,6 +25,7 @@ import type { UploadSessionStore } from './uploads/session-store.js';
 import { UploadService } from './uploads/upload-service.js';
 import { createHttps } from './tls/https-listener.js';
 import { apiRoutes } from './http/api-routes.js';
+import type { WarmUpJobs } from './proxy/warm-up-jobs.js';
 import type { Browser } from './services/catalog/browse.js';
 import { CatalogIndex, parseIndexOptions } from './services/catalog/catalog-index.js';
 import { RegistryBrowser } from './services/catalog/registry-browser.js';
@@ -139,11 +140,15 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
       store,
       driver,
       logger,
-      observer: mirrorObserver(metrics),
       onCached: (name) => {
         catalog.refresh(name).catch((err: unknown) => logger.warn({ err, repository: name }, 'catalog index: cannot record a cached repository'));
       },
     });
+  }
+  if (pullThrough) {
+    // The metrics read the cache's own counts at each scrape, as /readyz and the UI do.
+    const proxy = pullThrough;
+    metrics.mirrorSource = () => proxy.upstreams();
   }
   const repositoryIndex = deps.repositoryIndex ?? (await createRepositoryIndex(config));
   const catalog = new CatalogIndex(
@@ -254,7 +259,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     // Upstreams are listed but never make the replica unready: cached content still serves while one is down.
     return reply
       .code(ok ? 200 : 503)
-      .send(pullThrough ? { status, degraded, checks, upstreams: pullThrough.upstreams() } : { status, degraded, checks });
+      .send(pullThrough ? { status, degraded, checks, upstreams: pullThrough.upstreams().map(upstreamState) } : { status, degraded, checks });
   });
 
   const mc = metricsConfig(config);
@@ -273,7 +278,13 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   // Events wrap the outermost namespace, so pulls the mirror serves give their events too.
   const namespace = new EventingNamespace(pullThrough ? pullThrough.decorate(local) : local, events);
   await app.register(registryRoutes, { config, namespace, authorizer, metrics, catalog, locks });
-  await app.register(apiRoutes, { browser, catalog, authorizer, events, config });
+  // Warm-up jobs of the JSON API read through the cache itself (no pull events: no client pulled anything).
+  let warmUp: WarmUpJobs | undefined;
+  if (pullThrough) {
+    const { WARM_JOB_DEFAULTS, WarmUpJobs } = await import('./proxy/warm-up-jobs.js');
+    warmUp = new WarmUpJobs(pullThrough.decorate(local), { ...WARM_JOB_DEFAULTS, logger: logger.child({ component: 'warm-up' }) });
+  }
+  await app.register(apiRoutes, { browser, catalog, authorizer, events, config, ...(warmUp ? { warmUp } : {}) });
   if (config.ui.enabled) {
     const { uiRoutes } = await import('./http/ui/ui-routes.js');
     await app.register(uiRoutes, {
@@ -337,7 +348,10 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     gcSchedule?.stop();
     await catalog.stop();
     if (!deps.repositoryIndex) await repositoryIndex.close();
+    // Warm-up jobs stop first; closing the cache aborts the fills they may be waiting on.
+    warmUp?.cancel();
     await pullThrough?.close();
+    await warmUp?.close();
     await authClose?.();
     await authorizer.close();
     if (!deps.events) await events.close();
@@ -347,6 +361,14 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     else if (driver instanceof CachingDriver) await driver.cache.close();
   });
   return app;
+}
+
+/** An upstream as `/readyz` lists it: its state (the counts are the metrics'). */
+function upstreamState(u: MirrorUpstreamStatus): UpstreamState {
+  const { prefix, counts, ...state } = u;
+  void prefix;
+  void counts;
+  return state;
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {

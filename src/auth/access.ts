@@ -35,7 +35,11 @@ export type RouteKind =
   /** `/api/v1/repositories/<name>/manifests/<tag-or-digest>`. */
   | 'api-manifest'
   /** `/api/v1/usage`. */
-  | 'api-usage';
+  | 'api-usage'
+  /** `POST /api/v1/mirror/pull`: a warm-up job of the repositories in `names`. */
+  | 'api-mirror-pull'
+  /** `GET /api/v1/mirror/pulls/<id>`: a warm-up job's progress (`names`: the repositories it reads). */
+  | 'api-mirror-job';
 
 export interface RouteMatch {
   kind: RouteKind;
@@ -43,6 +47,8 @@ export interface RouteMatch {
   name?: string;
   /** Manifest reference, blob digest, referrers subject or upload id, depending on the kind. */
   param?: string;
+  /** The repositories a route of several names acts on (warm-up jobs); empty until known. */
+  names?: string[];
 }
 
 /**
@@ -52,6 +58,9 @@ export interface RouteMatch {
  *   scope (lists are filtered by pull access); `/v1/search` → `registry:catalog:search`.
  * - `/api/v1/` routes of one repository as `/v2/`: GET → pull, DELETE (a tag, a manifest, the repository) → delete.
  * - A cross-repository mount (`POST ...?mount=&from=`) also needs pull on `from`.
+ * - A warm-up (`POST /api/v1/mirror/pull`) makes the server fetch from the upstream and write into the cache
+ *   repositories: push (and pull) on each repository named; its progress (`GET /api/v1/mirror/pulls/<id>`): pull on
+ *   each. Before the names are known (the body is not read yet), only an authenticated caller.
  */
 export function requiredAccess(route: RouteMatch, method: string, query: Record<string, string | undefined>): AccessRecord[] {
   if (route.kind === 'base') return [];
@@ -62,6 +71,10 @@ export function requiredAccess(route: RouteMatch, method: string, query: Record<
   if (route.kind === 'api-repositories') return [];
   // What gc and du report covers every repository: the catalog right.
   if (route.kind === 'api-usage') return [{ type: 'registry', name: 'catalog', actions: ['*'] }];
+  if (route.kind === 'api-mirror-pull' || route.kind === 'api-mirror-job') {
+    const actions: Action[] = route.kind === 'api-mirror-pull' ? ['pull', 'push'] : ['pull'];
+    return [...new Set(route.names ?? [])].map((name) => ({ type: 'repository', name, actions }));
+  }
   const name = route.name;
   if (name === undefined) return [];
   const m = method.toUpperCase();

@@ -22,6 +22,8 @@ function describe(e: WarmEvent): string {
       return `${e.image}: manifest ${e.digest}${e.platform ? ` (${e.platform})` : ''}`;
     case 'skipped':
       return `${e.image}: skipped ${e.digest}${e.platform ? ` (${e.platform})` : ''}`;
+    case 'planned':
+      return `${e.image}: ${e.blobs} blobs to fetch (${formatBytes(e.bytes)})`;
     case 'blob':
       return `${e.image}: blob ${e.digest} (${formatBytes(e.bytes)})`;
     case 'failed':

@@ -8,6 +8,8 @@ import { registryError } from '../errors/registry-error.js';
 import { assertName } from '../oci/reference.js';
 import type { Browser } from '../services/catalog/browse.js';
 import { MAX_PAGE, type CatalogIndex } from '../services/catalog/catalog-index.js';
+import { MAX_WARM_IMAGES, type WarmUpJobs } from '../proxy/warm-up-jobs.js';
+import { parseWarmImage, parseWarmPlatform, type WarmImage, type WarmPlatform } from '../proxy/warm-up.js';
 
 /** Options of {@link apiRoutes}. */
 export interface ApiRoutesOptions {
@@ -17,6 +19,8 @@ export interface ApiRoutesOptions {
   /** Webhooks and the audit trail: a repository delete gives a `delete` event naming only the repository. */
   events?: EventSink;
   config: Config;
+  /** Warm-up jobs (`/api/v1/mirror/`), when a `proxy` is configured. */
+  warmUp?: WarmUpJobs;
 }
 
 type Query = Record<string, string | undefined>;
@@ -39,6 +43,9 @@ export function matchApiRoute(rawPath: string): RouteMatch | null {
   const rest = rawPath.slice('/api/v1/'.length);
   if (rest === 'repositories') return { kind: 'api-repositories' };
   if (rest === 'usage') return { kind: 'api-usage' };
+  if (rest === 'mirror/pull') return { kind: 'api-mirror-pull', names: [] };
+  const job = /^mirror\/pulls\/([0-9a-f-]{1,64})$/.exec(rest);
+  if (job) return { kind: 'api-mirror-job', param: job[1] as string, names: [] };
   for (const { re, kind } of API_PATTERNS) {
     const m = re.exec(rest);
     if (!m) continue;
@@ -64,6 +71,50 @@ function pageSize(query: Query, fallback: number, max: number): number {
   return n;
 }
 
+/** At most this many bytes of JSON in a request body. */
+const MAX_JSON_BODY = 64 * 1024;
+
+/** Reads a JSON request body of at most {@link MAX_JSON_BODY} bytes; BAD_REQUEST when it is not JSON. */
+async function jsonBody(request: FastifyRequest): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of request.raw as AsyncIterable<Buffer>) {
+    total += chunk.length;
+    if (total > MAX_JSON_BODY) throw registryError('BAD_REQUEST', { limit: MAX_JSON_BODY }, { message: `the body exceeds ${MAX_JSON_BODY} bytes` });
+    chunks.push(chunk);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks, total).toString('utf8'));
+  } catch {
+    throw registryError('BAD_REQUEST', undefined, { message: 'the body is not valid JSON' });
+  }
+}
+
+/** The body of `POST /api/v1/mirror/pull`: `{"images": ["alpine:3.19", ...], "platform": "linux/amd64"}`. */
+export function parseWarmRequest(body: unknown): { images: WarmImage[]; platform: WarmPlatform | undefined } {
+  const bad = (message: string) => registryError('BAD_REQUEST', undefined, { message });
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw bad('expected a JSON object {"images": [...], "platform": "os/arch"}');
+  const { images, platform, ...extra } = body as Record<string, unknown>;
+  const unknown = Object.keys(extra);
+  if (unknown.length > 0) throw bad(`unknown field ${JSON.stringify(unknown[0]?.slice(0, 64))}`);
+  if (!Array.isArray(images) || images.length === 0) throw bad('images: expected a non-empty array of image references');
+  if (images.length > MAX_WARM_IMAGES) throw bad(`images: at most ${MAX_WARM_IMAGES} per job`);
+  const parsed = images.map((i, n) => {
+    if (typeof i !== 'string' || i.length > 512) throw bad(`images[${n}]: expected an image reference (name[:tag|@digest])`);
+    try {
+      return parseWarmImage(i);
+    } catch (err) {
+      throw bad(`images[${n}]: ${(err as Error).message}`);
+    }
+  });
+  if (platform !== undefined && platform !== null && typeof platform !== 'string') throw bad('platform: expected "os/arch[/variant]"');
+  try {
+    return { images: parsed, platform: typeof platform === 'string' ? parseWarmPlatform(platform.slice(0, 128)) : undefined };
+  } catch (err) {
+    throw bad(`platform: ${(err as Error).message}`);
+  }
+}
+
 /**
  * The JSON API (`/api/v1/`, see docs/api.md) and Docker Hub's v1 search (`/v1/_ping`, `/v1/search`), which
  * `docker search HOST/term` calls. Access is decided by `requiredAccess` like `/v2/`; lists are filtered by what
@@ -79,6 +130,10 @@ export async function apiRoutes(app: FastifyInstance, opts: ApiRoutesOptions): P
     if (listing && request.headers.authorization === undefined && authorizer.anonymousListing) return {};
     return authorizer.authorize({ method: request.method, headers: request.headers, ip: request.ip }, access);
   }
+
+  // Bodies (only the warm-up's JSON) are read by the handler itself, so every mistake is an error JSON.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_request, _payload, done) => done(null));
 
   // Docker's daemon pings before searching; it reads no more than that the registry answers.
   app.get('/v1/_ping', async (_request, reply) => reply.header('X-Docker-Registry-Standalone', 'true').send({}));
@@ -141,10 +196,31 @@ export async function apiRoutes(app: FastifyInstance, opts: ApiRoutesOptions): P
       case 'api-usage':
         only('GET');
         return reply.send(await browser.usage());
+      case 'api-mirror-pull': {
+        only('POST');
+        const jobs = warmUpJobs();
+        // Authenticated first (principalFor above, no names yet); then the names the body gives decide.
+        const { images, platform } = parseWarmRequest(await jsonBody(request));
+        await principalFor(request, { ...route, names: images.map((i) => i.name) });
+        const view = jobs.start(images, platform);
+        return reply.code(202).header('Location', `/api/v1/mirror/pulls/${view.id}`).send(view);
+      }
+      case 'api-mirror-job': {
+        only('GET');
+        const job = warmUpJobs().get(route.param as string);
+        if (!job) throw registryError('NOT_FOUND', { id: route.param }, { message: 'no such warm-up job (finished jobs are kept an hour)' });
+        await principalFor(request, { ...route, names: job.names });
+        return reply.send(job.view);
+      }
       default:
         throw registryError('NOT_FOUND', undefined, { message: 'no such API endpoint' });
     }
   };
+
+  function warmUpJobs(): WarmUpJobs {
+    if (!opts.warmUp) throw registryError('UNSUPPORTED', undefined, { message: 'warm-up needs a proxy section: this registry mirrors nothing' });
+    return opts.warmUp;
+  }
 
   /**
    * Docker Hub's v1 search: `GET /v1/search?q=&n=&page=` →

@@ -7,7 +7,8 @@ import type { Config } from '../config/config.js';
 import { parseListenAddress } from '../config/config.js';
 import { bool, ConfigError, isSection, optString, str } from '../config/fields.js';
 import { createEventMetrics, type EventMetrics } from '../events/metrics.js';
-import type { MirrorObserver } from '../proxy/mirror-observer.js';
+import type { MirrorCounts } from '../proxy/mirror-observer.js';
+import type { MirrorUpstreamStatus } from '../proxy/pull-through.js';
 import { approximateRequestSize, createRegistry2Metrics, registry2Handler, type Registry2Metrics } from './registry2-metrics.js';
 
 declare module 'fastify' {
@@ -40,22 +41,6 @@ export interface Metrics {
   readonly bytesSent: Counter<'method' | 'route'>;
   /** `berth_uploads_in_progress`: open upload sessions being written by this process. */
   readonly uploadsInProgress: Gauge;
-  /** `berth_proxy_cache_hits_total{upstream,kind}`: pull-through manifest/blob requests served from local storage. */
-  readonly cacheHits: Counter<'upstream' | 'kind'>;
-  /** `berth_proxy_cache_misses_total{upstream,kind}`: pull-through manifest/blob requests that needed the upstream. */
-  readonly cacheMisses: Counter<'upstream' | 'kind'>;
-  /** `berth_proxy_upstream_fetched_bytes_total{upstream}`: body bytes received from the upstream. */
-  readonly proxyFetchedBytes: Counter<'upstream'>;
-  /** `berth_proxy_cache_served_bytes_total{upstream}`: bytes of cached content sent to clients. */
-  readonly proxyServedBytes: Counter<'upstream'>;
-  /** `berth_proxy_upstream_errors_total{upstream}`: upstream requests that failed. */
-  readonly proxyUpstreamErrors: Counter<'upstream'>;
-  /** `berth_proxy_fills_in_progress{upstream}`: blob downloads from the upstream running in this process. */
-  readonly proxyFills: Gauge<'upstream'>;
-  /** `berth_proxy_upstream_ratelimit_limit{upstream}`: pulls per window the upstream allows (Docker Hub's header). */
-  readonly proxyRateLimit: Gauge<'upstream'>;
-  /** `berth_proxy_upstream_ratelimit_remaining{upstream}`: pulls left in the window, as last declared. */
-  readonly proxyRateRemaining: Gauge<'upstream'>;
   /** `berth_storage_errors_total{driver,operation}`: storage driver calls that failed (not-found excluded). */
   readonly storageErrors: Counter<'driver' | 'operation'>;
   /** `berth_redis_errors_total{operation}`: Redis commands or connections that failed. */
@@ -73,6 +58,12 @@ export interface Metrics {
   readonly gcLastRunFreedBytes: Gauge;
   /** Where the two gauges above read the last run from at each scrape (the storage's `_berth/gc-last.json`). */
   gcLastRunSource?: () => Promise<{ finishedAt: string; bytesFreed: number } | null>;
+  /**
+   * Where the `berth_proxy_*` series are read from at each scrape: the pull-through cache's `upstreams()`, the same
+   * view `/readyz` and the UI's mirror page show (per upstream: hits and misses by kind, bytes fetched and served,
+   * upstream errors, fills in progress, the rate limit last declared). Unset: no `berth_proxy_*` samples.
+   */
+  mirrorSource?: () => MirrorUpstreamStatus[];
   /** `berth_events_*{endpoint}`: webhook delivery (src/events/metrics.ts). */
   readonly events: EventMetrics;
   /** registry:2's `registry_http_*` series, for dashboards made for CNCF Distribution (src/http/registry2-metrics.ts). */
@@ -128,54 +119,6 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
       help: 'Blob uploads currently receiving data in this process.',
       registers,
     }),
-    cacheHits: new Counter({
-      name: 'berth_proxy_cache_hits_total',
-      help: 'Pull-through cache requests served from local storage, by upstream and kind (manifest, blob).',
-      labelNames: ['upstream', 'kind'] as const,
-      registers,
-    }),
-    cacheMisses: new Counter({
-      name: 'berth_proxy_cache_misses_total',
-      help: 'Pull-through cache requests that needed the upstream, by upstream and kind (manifest, blob).',
-      labelNames: ['upstream', 'kind'] as const,
-      registers,
-    }),
-    proxyFetchedBytes: new Counter({
-      name: 'berth_proxy_upstream_fetched_bytes_total',
-      help: 'Body bytes received from the upstream (manifests and blob fills), by upstream.',
-      labelNames: ['upstream'] as const,
-      registers,
-    }),
-    proxyServedBytes: new Counter({
-      name: 'berth_proxy_cache_served_bytes_total',
-      help: 'Bytes of cached content sent to clients, by upstream.',
-      labelNames: ['upstream'] as const,
-      registers,
-    }),
-    proxyUpstreamErrors: new Counter({
-      name: 'berth_proxy_upstream_errors_total',
-      help: 'Upstream requests that failed (network, timeout, 429, 5xx, broken transfer), by upstream.',
-      labelNames: ['upstream'] as const,
-      registers,
-    }),
-    proxyFills: new Gauge({
-      name: 'berth_proxy_fills_in_progress',
-      help: 'Blob downloads from the upstream running in this process, by upstream.',
-      labelNames: ['upstream'] as const,
-      registers,
-    }),
-    proxyRateLimit: new Gauge({
-      name: 'berth_proxy_upstream_ratelimit_limit',
-      help: 'Pulls per window the upstream allows, from its ratelimit-limit header, by upstream.',
-      labelNames: ['upstream'] as const,
-      registers,
-    }),
-    proxyRateRemaining: new Gauge({
-      name: 'berth_proxy_upstream_ratelimit_remaining',
-      help: "Pulls left in the window, from the upstream's ratelimit-remaining header, by upstream.",
-      labelNames: ['upstream'] as const,
-      registers,
-    }),
     storageErrors: new Counter({
       name: 'berth_storage_errors_total',
       help: 'Storage driver operations that failed (other than not found), by driver and operation.',
@@ -202,6 +145,75 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
     events: createEventMetrics(registry),
     registry2: createRegistry2Metrics(registry),
   };
+  const upstreams = (): MirrorUpstreamStatus[] => metrics.mirrorSource?.() ?? [];
+  /** A counter of the pull-through cache, set at each scrape from the upstreams' counts. */
+  const mirrorCounter = (name: string, help: string, value: (c: MirrorCounts) => number): void => {
+    new Counter({
+      name,
+      help,
+      labelNames: ['upstream'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const u of upstreams()) this.inc({ upstream: u.name }, value(u.counts));
+      },
+    });
+  };
+  for (const [kind, name, help] of [
+    ['hits', 'berth_proxy_cache_hits_total', 'Pull-through cache requests served from local storage, by upstream and kind (manifest, blob).'],
+    ['misses', 'berth_proxy_cache_misses_total', 'Pull-through cache requests that needed the upstream, by upstream and kind (manifest, blob).'],
+  ] as const) {
+    new Counter({
+      name,
+      help,
+      labelNames: ['upstream', 'kind'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const u of upstreams()) for (const k of ['manifest', 'blob'] as const) this.inc({ upstream: u.name, kind: k }, u.counts[kind][k]);
+      },
+    });
+  }
+  mirrorCounter(
+    'berth_proxy_upstream_fetched_bytes_total',
+    'Body bytes received from the upstream (manifests and blob fills), by upstream.',
+    (c) => c.fetchedBytes,
+  );
+  mirrorCounter('berth_proxy_cache_served_bytes_total', 'Bytes of cached content sent to clients, by upstream.', (c) => c.servedBytes);
+  mirrorCounter(
+    'berth_proxy_upstream_errors_total',
+    'Upstream requests that failed (network, timeout, 429, 5xx, broken transfer), by upstream.',
+    (c) => c.upstreamErrors,
+  );
+  new Gauge({
+    name: 'berth_proxy_fills_in_progress',
+    help: 'Blob downloads from the upstream running in this process, by upstream.',
+    labelNames: ['upstream'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const u of upstreams()) this.set({ upstream: u.name }, u.counts.fillsInProgress);
+    },
+  });
+  for (const [field, name, help] of [
+    ['limit', 'berth_proxy_upstream_ratelimit_limit', 'Pulls per window the upstream allows, from its ratelimit-limit header, by upstream.'],
+    [
+      'remaining',
+      'berth_proxy_upstream_ratelimit_remaining',
+      "Pulls left in the window, from the upstream's ratelimit-remaining header, by upstream.",
+    ],
+  ] as const) {
+    new Gauge({
+      name,
+      help,
+      labelNames: ['upstream'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const u of upstreams()) if (u.rateLimit) this.set({ upstream: u.name }, u.rateLimit[field]);
+      },
+    });
+  }
   const metrics: Metrics = {
     ...instruments,
     gcLastRun: new Gauge({
@@ -229,22 +241,6 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
     bytes?.set(run.bytesFreed);
   };
   return metrics;
-}
-
-/** The pull-through cache's reports recorded in `metrics` (see {@link MirrorObserver}). */
-export function mirrorObserver(metrics: Metrics): MirrorObserver {
-  return {
-    hit: (upstream, kind) => metrics.cacheHits.inc({ upstream, kind }),
-    miss: (upstream, kind) => metrics.cacheMisses.inc({ upstream, kind }),
-    fetchedBytes: (upstream, bytes) => metrics.proxyFetchedBytes.inc({ upstream }, bytes),
-    servedBytes: (upstream, bytes) => metrics.proxyServedBytes.inc({ upstream }, bytes),
-    upstreamError: (upstream) => metrics.proxyUpstreamErrors.inc({ upstream }),
-    fills: (upstream, delta) => metrics.proxyFills.inc({ upstream }, delta),
-    rateLimit: (upstream, limit, remaining) => {
-      metrics.proxyRateLimit.set({ upstream }, limit);
-      metrics.proxyRateRemaining.set({ upstream }, remaining);
-    },
-  };
 }
 
 /** Where the metrics are served: `berth.metrics` in the config file. */

@@ -12,7 +12,7 @@ import { BlobFill, toClientError } from './blob-fill.js';
 import type { ProxySettings, UpstreamSettings } from './config.js';
 import { cacheMarkerPath, expireCachedContent, type ExpiryResult } from './expiry.js';
 import { Router, type MirrorTarget } from './routing.js';
-import { NO_OBSERVER, type MirrorObserver } from './mirror-observer.js';
+import { MirrorStats, type MirrorCounts } from './mirror-observer.js';
 import { UpstreamClient, UpstreamError, type UpstreamState } from './upstream.js';
 import { Transform } from 'node:stream';
 
@@ -26,14 +26,15 @@ export interface PullThrough {
   decorate(local: Namespace): Namespace;
   /** Removes cached content not pulled within its TTL now (the background task calls this every `expiryinterval`). */
   expire(now?: number): Promise<ExpiryResult>;
-  /** Each upstream's state (reachable, degraded, down since ...), for `/readyz` and the UI's mirror page. Read-only. */
-  upstreams(): UpstreamState[];
+  /**
+   * Each upstream's state (reachable, degraded, down since ...) and what its cache did since start (hits, misses,
+   * bytes, errors, fills): the one view `/readyz`, the UI's mirror page and the metrics read. Read-only.
+   */
+  upstreams(): MirrorUpstreamStatus[];
   /** Starts the background expiry. */
   start(): void;
   /** Stops the background expiry and aborts in-flight upstream downloads. */
   close(): Promise<void>;
-  /** Each upstream's health and this process's cache hits and misses (read-only, for the web UI's mirror page). */
-  status(): MirrorUpstreamStatus[];
   /** The upstream a plain repository name (no `?ns=`) is mirrored from, or null when it is local. */
   upstreamOf(name: string): string | null;
 }
@@ -45,25 +46,13 @@ export interface PullThroughDeps {
   logger: Logger;
   /** Called after a manifest (and its tag) was cached into `localName`: the catalog index refreshes that entry. */
   onCached?: (localName: string) => void;
-  /** Receives the per-upstream reports the metrics are made of (hits, misses, bytes, errors, fills, rate limit). */
-  observer?: MirrorObserver;
 }
 
-/** One upstream as {@link PullThrough.status} reports it. */
-export interface MirrorUpstreamStatus {
-  name: string;
-  url: string;
-  online: boolean;
-  /** The failure that took it offline, null while online. */
-  lastFailure: string | null;
+/** One upstream as {@link PullThrough.upstreams} reports it: its state, and its counts since start. */
+export interface MirrorUpstreamStatus extends UpstreamState {
   /** Local name prefix of its cached repositories ('' for the default upstream). */
   prefix: string;
-  /** Manifest and blob requests answered from the cache since start. */
-  hits: number;
-  /** Manifest and blob requests that went to the upstream since start. */
-  misses: number;
-  /** Bytes of cached blobs opened for clients since start. */
-  bytesServed: number;
+  counts: MirrorCounts;
 }
 
 /** Every manifest type berth stores, asked for from upstreams (so tags resolve to the same digest everywhere). */
@@ -99,7 +88,6 @@ export class PullThroughCache implements PullThrough {
   private expiryTimer: NodeJS.Timeout | undefined;
   private expiring: Promise<unknown> | undefined;
   private readonly logger: Logger;
-  private readonly counts = new Map<string, { hits: number; misses: number; bytesServed: number }>();
 
   constructor(
     private readonly settings: ProxySettings,
@@ -107,14 +95,18 @@ export class PullThroughCache implements PullThrough {
   ) {
     this.logger = deps.logger.child({ component: 'proxy' });
     this.router = new Router(settings);
-    this.observer = deps.observer ?? NO_OBSERVER;
     for (const u of settings.upstreams) this.clients.set(u.name, new UpstreamClient(u, this.logger, this.observer));
   }
 
-  private readonly observer: MirrorObserver;
+  /** Every report of the cache and its upstream clients is counted here, once. */
+  private readonly observer = new MirrorStats();
 
-  upstreams(): UpstreamState[] {
-    return this.settings.upstreams.map((u) => this.client(u).health.snapshot(u.name, u.url));
+  upstreams(): MirrorUpstreamStatus[] {
+    return this.settings.upstreams.map((u) => ({
+      ...this.client(u).health.snapshot(u.name, u.url),
+      prefix: u.isDefault ? '' : u.prefix,
+      counts: this.observer.counts(u.name),
+    }));
   }
 
   /** `content` with every byte read from it counted as served from the cache of `upstream`. */
@@ -139,26 +131,9 @@ export class PullThroughCache implements PullThrough {
     };
   }
 
-  status(): MirrorUpstreamStatus[] {
-    return this.settings.upstreams.map((u) => {
-      const health = this.client(u).health;
-      const c = this.count(u);
-      return { name: u.name, url: u.url, online: health.online, lastFailure: health.lastFailure, prefix: u.isDefault ? '' : u.prefix, ...c };
-    });
-  }
-
   upstreamOf(name: string): string | null {
     const r = this.router.route(name, undefined);
     return r.kind === 'mirror' ? r.target.upstream.name : null;
-  }
-
-  private count(u: UpstreamSettings): { hits: number; misses: number; bytesServed: number } {
-    let c = this.counts.get(u.name);
-    if (!c) {
-      c = { hits: 0, misses: 0, bytesServed: 0 };
-      this.counts.set(u.name, c);
-    }
-    return c;
   }
 
   private client(u: UpstreamSettings): UpstreamClient {
@@ -270,11 +245,7 @@ export class PullThroughCache implements PullThrough {
 
   private async manifestByDigest(target: MirrorTarget, d: Digest): Promise<CachedManifest> {
     const local = await this.cached(target, d);
-    if (local) {
-      this.count(target.upstream).hits++;
-      return local;
-    }
-    this.count(target.upstream).misses++;
+    if (local) return local;
     return this.singleFlight(`m|${target.upstream.name}|${target.remoteName}|${d.value}`, () => this.fetchManifest(target, d.value, undefined, d));
   }
 
@@ -283,7 +254,6 @@ export class PullThroughCache implements PullThrough {
     const current = link ? await this.cached(target, link.digest) : null;
     if (link && current) {
       const client = this.client(target.upstream);
-      this.count(target.upstream).hits++;
       if (Date.now() - link.modTime < target.upstream.tagTtlMs || client.health.skipRevalidation) return current;
       try {
         const fresh = await this.singleFlight(`h|${target.upstream.name}|${target.remoteName}|${tag}`, () =>
@@ -295,7 +265,6 @@ export class PullThroughCache implements PullThrough {
         throw err;
       }
     }
-    this.count(target.upstream).misses++;
     return this.singleFlight(`t|${target.upstream.name}|${target.remoteName}|${tag}`, () => this.fetchManifest(target, tag, tag));
   }
 
@@ -394,22 +363,8 @@ export class PullThroughCache implements PullThrough {
     if (size !== null) {
       this.touch(target, paths.layerLink(target.localName, d), d);
       if (!headOnly) this.observer.hit(upstreamName, 'blob');
-      const counts = this.count(target.upstream);
-      counts.hits++;
-      const stored = storedBlob(store, d, size);
-      const total = size;
-      return this.countServed(upstreamName, {
-        digest: stored.digest,
-        size: stored.size,
-        redirectURL: (method) => stored.redirectURL(method),
-        open: async (start, end) => {
-          const body = await stored.open(start, end);
-          counts.bytesServed += (end ?? total) - start;
-          return body;
-        },
-      });
+      return this.countServed(upstreamName, storedBlob(store, d, size));
     }
-    this.count(target.upstream).misses++;
     let fill = this.fills.get(key);
     if (!fill && headOnly) return this.headUpstreamBlob(target, d);
     if (!headOnly) this.observer.miss(upstreamName, 'blob');

@@ -245,7 +245,6 @@ export class UpstreamClient {
     if (limit === undefined || remaining === undefined) return;
     const before = this.health.rateLimit;
     this.health.rateLimit = { limit, remaining };
-    this.observer.rateLimit(this.name, limit, remaining);
     const low = (n: number) => fewPullsLeft(limit, n);
     if (low(remaining) && (before === undefined || !low(before.remaining) || (remaining === 0 && before.remaining > 0))) {
       this.logger.warn({ upstream: this.name, limit, remaining }, 'upstream rate limit: few pulls left');

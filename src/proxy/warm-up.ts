@@ -27,6 +27,8 @@ export interface WarmPlatform {
 export type WarmEvent =
   | { kind: 'image'; image: string; digest: string }
   | { kind: 'manifest'; image: string; digest: string; platform?: string }
+  /** The configs and layers an image needs (after its manifests were read), before they are fetched. */
+  | { kind: 'planned'; image: string; blobs: number; bytes: number }
   | { kind: 'blob'; image: string; digest: string; bytes: number }
   | { kind: 'skipped'; image: string; digest: string; platform: string }
   | { kind: 'failed'; image: string; error: string };
@@ -157,29 +159,35 @@ export async function warmUp(
         manifests.push({ blobs: parsed.blobs });
       }
       const seen = new Set<string>();
+      const planned: Descriptor[] = [];
       for (const m of manifests) {
         for (const b of m.blobs) {
-          const d = b.digest;
           // Foreign layers (with urls) need not be in any registry.
-          if (seen.has(d.value) || (b.urls && b.urls.length > 0)) continue;
-          seen.add(d.value);
-          options.signal?.throwIfAborted();
-          const content = await repo.blobs.get(d, { headOnly: false });
-          if (!content) throw new Error(`blob ${d.value} unknown`);
-          let bytes = 0;
-          await pipeline(
-            await content.open(0, undefined),
-            new Writable({
-              write(chunk: Buffer, _enc, done) {
-                bytes += chunk.length;
-                done();
-              },
-            }),
-          );
-          result.blobs++;
-          result.bytes += bytes;
-          emit({ kind: 'blob', image: image.input, digest: d.value, bytes });
+          if (seen.has(b.digest.value) || (b.urls && b.urls.length > 0)) continue;
+          seen.add(b.digest.value);
+          planned.push(b);
         }
+      }
+      emit({ kind: 'planned', image: image.input, blobs: planned.length, bytes: planned.reduce((sum, b) => sum + b.size, 0) });
+      for (const b of planned) {
+        const d = b.digest;
+        options.signal?.throwIfAborted();
+        const content = await repo.blobs.get(d, { headOnly: false });
+        if (!content) throw new Error(`blob ${d.value} unknown`);
+        let bytes = 0;
+        await pipeline(
+          await content.open(0, undefined),
+          new Writable({
+            write(chunk: Buffer, _enc, done) {
+              bytes += chunk.length;
+              done();
+            },
+          }),
+          options.signal ? { signal: options.signal } : {},
+        );
+        result.blobs++;
+        result.bytes += bytes;
+        emit({ kind: 'blob', image: image.input, digest: d.value, bytes });
       }
       result.images++;
     } catch (err) {

@@ -1,6 +1,12 @@
 import t from 'tap';
+import { startBerth } from '../helpers/berth.js';
+import { captureAccessLog } from '../helpers/containers.js';
+import { makeRunnableImageLayout } from '../helpers/cri.js';
+import { startDockerRegistry } from '../helpers/docker-registry.js';
 import { skipUnlessDockerd, startDockerd } from '../helpers/dockerd.js';
 import { startHubMirror, upstreamDigest } from '../helpers/hub-mirror.js';
+import { tempDir } from '../helpers/ports.js';
+import { dockerRef, skopeo } from '../helpers/skopeo.js';
 import { accessLog } from '../proxy/helpers.js';
 
 /**
@@ -78,4 +84,70 @@ t.test('dockerd pulls Docker Hub images through berth as its registry mirror', {
   );
   const after = await dockerd.docker(['image', 'inspect', '--format', '{{json .RepoDigests}}', 'bbox:1']);
   t.same(JSON.parse(after.stdout.trim()), [`bbox@${image.manifest}`], 'same RepoDigests');
+});
+
+/**
+ * Issue 15, chained mirrors with the Docker daemon: origin (Distribution) ← a regional mirror of it (Distribution
+ * with `proxy.remoteurl`) ← berth (registry:2's single-upstream form, `proxy.remoteurl` = the regional mirror) ←
+ * dockerd with berth in `registry-mirrors`. `docker pull chainbox:1` is Docker Hub's `library/chainbox:1` to the
+ * daemon; every hop must see it, and the image must be the origin's.
+ */
+t.test('dockerd pulls through berth whose upstream is itself a mirror', { skip: skipUnlessDockerd() }, async (t) => {
+  const origin = await startDockerRegistry(t, { rootDirectory: await tempDir(t, 'berth-dchain-origin-') });
+  const regional = await startDockerRegistry(t, {
+    rootDirectory: await tempDir(t, 'berth-dchain-mid-'),
+    extraConfig: { proxy: { remoteurl: origin.url } },
+  });
+  const src = await tempDir(t, 'berth-dchain-src-');
+  const image = await makeRunnableImageLayout(src, { tag: 'chainbox', fileSize: 300 * 1024 });
+  await skopeo(['copy', '--preserve-digests', '--dest-tls-verify=false', `oci:${src}:chainbox`, dockerRef(origin.url, 'library/chainbox', '1')]);
+  const log = captureAccessLog();
+  const berth = await startBerth(
+    t,
+    { log: { level: 'info', accesslog: { disabled: false } }, proxy: { remoteurl: regional.url, tagttl: '1h' } },
+    { logger: log.logger },
+  );
+  const dockerd = await startDockerd(t, { registryMirrors: [berth.url] });
+  const regionalMark = accessLog(regional).length;
+  const originMark = accessLog(origin).length;
+
+  const pulled = await dockerd.docker(['pull', 'chainbox:1']).catch((err: unknown) => err);
+  t.notOk(pulled instanceof Error, 'docker pull chainbox:1 succeeds', {
+    error: String(pulled),
+    accessLog: log.dump(),
+    daemon: dockerd.log().slice(-5000),
+  });
+  const seen = log.entries();
+  t.ok(
+    seen.some((e) => e.method === 'GET' && e.url === `/v2/library/chainbox/manifests/${image.manifest}` && e.status === 200),
+    'berth served the manifest to the daemon (docker.io/library/chainbox)',
+    { accessLog: log.dump() },
+  );
+  t.ok(
+    seen.some((e) => e.method === 'GET' && e.url === `/v2/library/chainbox/blobs/${image.layer}` && e.status === 200),
+    'berth served the layer to the daemon',
+    { accessLog: log.dump() },
+  );
+  const viaRegional = accessLog(regional).slice(regionalMark);
+  t.ok(
+    viaRegional.some((e) => e.method === 'GET' && e.path.startsWith('/v2/library/chainbox/manifests/') && e.status === 200),
+    'berth fetched the manifest from the regional mirror',
+    { regional: viaRegional },
+  );
+  t.ok(
+    viaRegional.some((e) => e.method === 'GET' && e.path === `/v2/library/chainbox/blobs/${image.layer}` && e.status === 200),
+    'and the layer',
+    { regional: viaRegional },
+  );
+  t.ok(
+    accessLog(origin)
+      .slice(originMark)
+      .some((e) => e.method === 'GET' && e.path === `/v2/library/chainbox/blobs/${image.layer}` && e.status === 200),
+    'which got it from the origin',
+  );
+
+  const inspect = await dockerd.docker(['image', 'inspect', '--format', '{{json .RepoDigests}} {{.Id}}', 'chainbox:1']);
+  const [digests, id] = inspect.stdout.trim().split(' ');
+  t.same(JSON.parse(digests ?? '[]'), [`chainbox@${image.manifest}`], "RepoDigests: the origin's manifest digest");
+  t.equal(id, image.config, "the image ID is the origin's config digest");
 });

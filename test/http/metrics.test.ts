@@ -196,8 +196,24 @@ t.test('the instruments the services use show up with their labels', async (t) =
   metrics.uploadsInProgress.inc();
   metrics.uploadsInProgress.inc();
   metrics.uploadsInProgress.dec();
-  metrics.cacheHits.inc({ upstream: 'docker.io', kind: 'blob' }, 3);
-  metrics.cacheMisses.inc({ upstream: 'docker.io', kind: 'manifest' });
+  // The berth_proxy_* series are read at each scrape from the pull-through cache's upstreams() view.
+  metrics.mirrorSource = () => [
+    {
+      name: 'docker.io',
+      url: 'http://127.0.0.1:1',
+      state: 'reachable',
+      rateLimit: { limit: 100, remaining: 7 },
+      prefix: '',
+      counts: {
+        hits: { manifest: 0, blob: 3 },
+        misses: { manifest: 1, blob: 0 },
+        fetchedBytes: 4096,
+        servedBytes: 8192,
+        upstreamErrors: 2,
+        fillsInProgress: 1,
+      },
+    },
+  ];
   metrics.storageErrors.inc({ driver: 's3', operation: 'putContent' });
   metrics.redisErrors.inc({ operation: 'connect' });
   metrics.gcBytesReclaimed.inc(1234);
@@ -206,6 +222,13 @@ t.test('the instruments the services use show up with their labels', async (t) =
   t.equal(sample(text, 'berth_uploads_in_progress'), 1);
   t.equal(sample(text, 'berth_proxy_cache_hits_total{upstream="docker.io",kind="blob"}'), 3);
   t.equal(sample(text, 'berth_proxy_cache_misses_total{upstream="docker.io",kind="manifest"}'), 1);
+  t.equal(sample(text, 'berth_proxy_cache_misses_total{upstream="docker.io",kind="blob"}'), 0);
+  t.equal(sample(text, 'berth_proxy_upstream_fetched_bytes_total{upstream="docker.io"}'), 4096);
+  t.equal(sample(text, 'berth_proxy_cache_served_bytes_total{upstream="docker.io"}'), 8192);
+  t.equal(sample(text, 'berth_proxy_upstream_errors_total{upstream="docker.io"}'), 2);
+  t.equal(sample(text, 'berth_proxy_fills_in_progress{upstream="docker.io"}'), 1);
+  t.equal(sample(text, 'berth_proxy_upstream_ratelimit_limit{upstream="docker.io"}'), 100);
+  t.equal(sample(text, 'berth_proxy_upstream_ratelimit_remaining{upstream="docker.io"}'), 7);
   t.equal(sample(text, 'berth_storage_errors_total{driver="s3",operation="putContent"}'), 1);
   t.equal(sample(text, 'berth_redis_errors_total{operation="connect"}'), 1);
   t.equal(sample(text, 'berth_gc_reclaimed_bytes_total'), 1234);

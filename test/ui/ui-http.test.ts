@@ -353,7 +353,7 @@ t.test('mirror page: upstreams, health, hits and misses, cached repositories', a
   t.equal(empty.status, 200);
   t.match(empty.body, /href="\/ui\/mirror"/, 'the navigation offers the mirror page');
   t.match(empty.body, /<strong>upstream\.example<\/strong>/);
-  t.match(empty.body, /online/);
+  t.match(empty.body, /<span class="tag">not asked yet<\/span>/, 'the upstream state before the first request');
   t.match(empty.body, /Nothing cached yet/);
   const client = new RegistryClient(mirror.url);
   await client.pull('team/app', '1');
@@ -369,7 +369,15 @@ t.test('mirror page: upstreams, health, hits and misses, cached repositories', a
   t.ok(Number(cells?.[1]) > 0, 'the second pull hit the cache');
   t.ok(Number(cells?.[2]) > 0, 'the first pull missed it');
   t.match(page.body, /href="\/ui\/r\/team\/app">team\/app</, 'the cached repository is listed');
+  t.match(page.body, /<span class="tag">reachable<\/span>/, 'after the pulls: reachable');
   t.match(page.body, /Served from the cache since start: <span title="[\d,]+ bytes">/);
   const plain = await new Visitor(upstream.url).get('/ui/');
   t.notMatch(plain.body, /href="\/ui\/mirror"/, 'no mirror page without a proxy');
+  await upstream.close();
+  const cold = await fetch(`${mirror.url}/v2/team/other/manifests/1`);
+  t.equal(cold.status, 503, 'the upstream is gone: uncached content is unavailable');
+  await cold.arrayBuffer();
+  const down = await v.get('/ui/mirror');
+  t.match(down.body, /<span class="tag">down<\/span> since <time datetime="[^"]+"/, 'the page says since when it is down');
+  t.match(down.body, /upstream upstream\.example unreachable/, 'and why');
 });

@@ -1,20 +1,23 @@
-import type { PullThrough } from '../../proxy/index.js';
+import type { PullThrough, UpstreamState } from '../../proxy/index.js';
 import type { Browser } from '../../services/catalog/browse.js';
 import { sizeCell, timeCell } from './format.js';
 import { html, type Html } from './html.js';
 import { repoUrl } from './pages.js';
 
-/** What the mirror page shows about the pull-through cache (`proxy`), gathered by the app from the proxy's accessors. */
+/** What the mirror page shows about the pull-through cache (`proxy`), read from `PullThrough.upstreams()`. */
 export interface MirrorStatus {
   upstreams: {
     name: string;
     url: string;
-    /** False while consecutive failures keep it offline. */
-    online: boolean;
-    /** The last failure, when offline. */
+    /** As `/readyz` says: `unknown` (not asked yet), `reachable`, `degraded` or `down`. */
+    state: UpstreamState['state'];
+    /** ISO time the current outage began (`down` only). */
+    downSince?: string | undefined;
+    /** The last failure, when down or degraded. */
     lastError?: string | null;
     /** Local name prefix of its cached repositories ('' for the default upstream). */
     prefix: string;
+    /** Manifest and blob GETs answered from the cache, and those that needed the upstream, since start. */
     hits: number;
     misses: number;
   }[];
@@ -29,10 +32,18 @@ const MAX_LISTED = 1000;
 
 /** Gathers the mirror page's data: the proxy's upstream status, and the cached repositories the viewer may pull. */
 export async function mirrorStatus(proxy: PullThrough, browser: Browser, canPull: (repo: string) => Promise<boolean>): Promise<MirrorStatus> {
-  const upstreams = proxy
-    .status()
-    .map((u) => ({ name: u.name, url: u.url, online: u.online, lastError: u.lastFailure, prefix: u.prefix, hits: u.hits, misses: u.misses }));
-  const bytesServed = proxy.status().reduce((sum, u) => sum + u.bytesServed, 0);
+  const all = proxy.upstreams();
+  const upstreams = all.map((u) => ({
+    name: u.name,
+    url: u.url,
+    state: u.state,
+    downSince: u.downSince,
+    lastError: u.state === 'down' || u.state === 'degraded' ? (u.lastError ?? null) : null,
+    prefix: u.prefix,
+    hits: u.counts.hits.manifest + u.counts.hits.blob,
+    misses: u.counts.misses.manifest + u.counts.misses.blob,
+  }));
+  const bytesServed = all.reduce((sum, u) => sum + u.counts.servedBytes, 0);
   const repositories: MirrorStatus['repositories'] = [];
   let last: string | undefined;
   for (let pages = 0; pages < 20 && repositories.length < MAX_LISTED; pages++) {
@@ -48,6 +59,8 @@ export async function mirrorStatus(proxy: PullThrough, browser: Browser, canPull
   return { upstreams, repositories, bytesServed };
 }
 
+const STATE_TEXT: Record<UpstreamState['state'], string> = { unknown: 'not asked yet', reachable: 'reachable', degraded: 'degraded', down: 'down' };
+
 /** The mirror page: each upstream and its health, hits and misses; the cached repositories. */
 export function mirrorPage(status: MirrorStatus): Html {
   return html`<h1>Mirror</h1>
@@ -55,7 +68,7 @@ export function mirrorPage(status: MirrorStatus): Html {
 <thead><tr><th scope="col">Upstream</th><th scope="col">Health</th><th scope="col" class="num">Hits</th><th scope="col" class="num">Misses</th><th scope="col" class="hide-narrow">Local prefix</th></tr></thead>
 <tbody>${status.upstreams.map(
     (u) => html`<tr><td class="name"><strong>${u.name}</strong><div class="muted mono">${u.url}</div></td>
-<td>${u.online ? html`<span class="tag">online</span>` : html`<span class="tag">offline</span>${u.lastError ? html`<div class="muted">${u.lastError}</div>` : ''}`}</td>
+<td><span class="tag">${STATE_TEXT[u.state]}</span>${u.state === 'down' ? html` since ${timeCell(u.downSince)}` : ''}${u.lastError ? html`<div class="muted">${u.lastError}</div>` : ''}</td>
 <td class="num">${u.hits}</td><td class="num">${u.misses}</td><td class="hide-narrow"><code>${u.prefix || '(default)'}</code></td></tr>`,
   )}</tbody>
 </table></div>
