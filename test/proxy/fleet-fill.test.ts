@@ -10,6 +10,7 @@ import { spawnBerth, type BerthProcess } from '../helpers/berth-process.js';
 import { startDockerRegistry, type DockerRegistry } from '../helpers/docker-registry.js';
 import { tempDir } from '../helpers/ports.js';
 import { startRedis } from '../helpers/redis.js';
+import { s3RegistryEnv, startS3Server } from '../helpers/s3-server.js';
 import { accessLog, eventually, startGateProxy } from './helpers.js';
 
 /**
@@ -231,4 +232,31 @@ t.test('a filler killed mid-fill: another replica takes over and the other repli
   t.equal(againC.digest, blob.digest, 'and served by every replica');
   t.equal(gate.requests.filter((r) => isBlobGet(r.method, r.path)).length, 2, 'from storage');
   gate.release();
+});
+
+t.test('on S3 (an upload cannot be read before it is completed) clients of a fill get the blob once it is committed', async (t) => {
+  const dir = await tempDir(t, 'berth-fleet-s3-');
+  const blob = await bigBlob(dir, 24);
+  const registry = await startDockerRegistry(t, { rootDirectory: await tempDir(t, 'berth-fleet-up-') });
+  await pushBlob(registry, REPO, blob);
+  const s3 = await startS3Server(t);
+  const redis = await startRedis(t);
+  const env = { ...berthEnv('', registry.url, { REGISTRY_REDIS_ADDR: redis.addr }), ...s3RegistryEnv(s3) };
+  delete env.REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY;
+  const a = await spawnBerth(t, env, { name: 'berth A (s3)', timeoutMs: 60_000 });
+  const b = await spawnBerth(t, env, { name: 'berth B (s3)', timeoutMs: 60_000 });
+  const results = await Promise.all(Array.from({ length: 6 }, (_, i) => pull((i % 2 === 0 ? a : b).url, blob.digest)));
+  t.same(
+    results.map((r) => `${r.status} ${r.size} ${r.digest}`),
+    Array.from({ length: 6 }, () => `200 ${blob.size} ${blob.digest}`),
+    'every client of both replicas got the blob',
+  );
+  t.equal(upstreamBlobGets(registry, blob.digest), 1, 'one upstream GET');
+  t.same(await leases(redis.port), [], 'no fill lease is left in Redis');
+  t.same(s3.uploads(), [], 'no multipart upload is left');
+  t.same(
+    s3.keys().filter((k) => k.includes('/_uploads/')),
+    [],
+    'nothing is left in the upload area',
+  );
 });
