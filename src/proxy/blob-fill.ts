@@ -170,10 +170,14 @@ export class BlobFill {
           // The previous filler went away without finishing: its upload file is of no use to anyone.
           if (previous !== undefined) await this.removeUploadFile(previous);
           await this.lead(claim.lease, id, path, ready, previous !== undefined);
+          this.finish();
           return;
         }
         const vacated = await this.follow(claim.holder, ready);
-        if (vacated === null) return;
+        if (vacated === null) {
+          this.finish();
+          return;
+        }
         previous = vacated;
         this.deps.logger.info({ digest: this.digest.value, upstream: this.deps.client.name }, 'blob filler went away; taking the fill over');
       }
@@ -185,9 +189,13 @@ export class BlobFill {
   /** Fetches the blob from the upstream into a new upload file at `path` and commits it. */
   private async lead(lease: FillLease, id: string, path: string, ready: (size: number | undefined) => void, followed: boolean): Promise<void> {
     const { client, driver, logger } = this.deps;
+    let downloading = false;
     try {
       // Committed by the filler this one followed, just before it let go?
       if (followed && (await this.settleIfCommitted(ready))) return;
+      // Fills in progress count downloads from the upstream in this process (not the fills it follows).
+      client.observer.fills(client.name, 1);
+      downloading = true;
       let res: Response;
       try {
         res = await client.request({
@@ -230,6 +238,7 @@ export class BlobFill {
       const received = await this.download(res, writer, id);
       await this.commit(writer, id, path, received);
     } finally {
+      if (downloading) client.observer.fills(client.name, -1);
       await lease.release().catch((err: unknown) => logger.warn({ err }, 'cannot release a blob fill lease'));
     }
   }
@@ -385,10 +394,10 @@ export class BlobFill {
     const stored = await this.deps.store.blobSize(this.digest);
     if (stored === null) return false;
     if (!this.verified && this.available > 0) {
-      // Clients were sent bytes [0, available) of an upload file that was not verified here. The stored blob is
-      // (every committed blob was verified), so hashing on over its bytes from where this hash stands checks the
-      // bytes already sent: the digest comes out right only if they are the blob's first bytes. Clients still reading
-      // continue from the blob meanwhile (right bytes, last one withheld until this check passed).
+      // Clients were sent bytes [0, available) of an upload file not verified here. The stored blob was verified by
+      // whoever committed it, so hashing on over its bytes from where this hash stands checks the bytes already sent:
+      // the digest comes out right only if they are the blob's first bytes. Clients still reading continue from the
+      // blob meanwhile (right bytes, the last one withheld until this check passed).
       const blob = paths.blobData(this.digest);
       this.size = stored;
       this.source = blob;

@@ -424,7 +424,6 @@ export class PullThroughCache implements PullThrough {
     if (!fill && headOnly) return this.headUpstreamBlob(target, d);
     if (!headOnly) this.observer.miss(upstreamName, 'blob');
     if (!fill) {
-      this.observer.fills(upstreamName, 1);
       const created: BlobFill = new BlobFill(
         { client: this.client(target.upstream), driver: this.deps.driver, store, logger: this.logger, coordinator: this.coordinator },
         target.remoteName,
@@ -435,7 +434,6 @@ export class PullThroughCache implements PullThrough {
           this.touched.set(paths.layerLink(target.localName, d), Date.now());
         },
         () => {
-          this.observer.fills(upstreamName, -1);
           if (this.fills.get(key) === created) this.fills.delete(key);
         },
       );

@@ -193,7 +193,33 @@ t.test('three replicas with Redis: 20 concurrent clients of one cold blob cause 
   t.equal(upstreamBlobGets(registry, blob.digest), 1, 'Distribution saw one GET of the blob');
   t.same(await leases(redis.port), [], 'no fill lease is left in Redis');
   t.same(await uploadsLeft(root), [], 'nothing is left in the upload area');
+  const metrics = await Promise.all(nodes.map((n) => metric(n, 'berth_proxy_upstream_fetched_bytes_total')));
+  t.equal(
+    metrics.reduce((a, b) => a + b, 0),
+    blob.size,
+    `the replicas together fetched the blob's bytes once (${metrics.join(', ')})`,
+  );
+  for (const n of nodes) t.equal(await metric(n, 'berth_proxy_fills_in_progress'), 0, `${n.name}: no fill left in progress`);
+  const counted = await Promise.all(
+    nodes.map(async (n) => (await metric(n, 'berth_proxy_cache_misses_total')) + (await metric(n, 'berth_proxy_cache_hits_total'))),
+  );
+  t.equal(
+    counted.reduce((a, b) => a + b, 0),
+    20,
+    'each of the 20 requests counted once, as a cache miss or hit',
+  );
 });
+
+/** The sum of a metric's samples (every label set) on a replica's /metrics. */
+async function metric(node: BerthProcess, name: string): Promise<number> {
+  const text = await (await fetch(`${node.url}/metrics`)).text();
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    const m = /^(\w+)(?:\{[^}]*\})? (\S+)$/.exec(line);
+    if (m && m[1] === name) sum += Number(m[2]);
+  }
+  return sum;
+}
 
 t.test('a filler killed mid-fill: another replica takes over and the other replicas’ clients get the right bytes', async (t) => {
   const dir = await tempDir(t, 'berth-fleet-kill-');
