@@ -10,7 +10,7 @@ import { createMetrics, metricsConfig, metricsPlugin, type Metrics } from './htt
 import { registryRoutes } from './http/registry-routes.js';
 import { tokenRoutes } from './http/token-routes.js';
 import { parseGcSchedule, startGcSchedule, type GcSchedule } from './gc/schedule.js';
-import { createDriver, createRepositoryIndex, createSessionStore } from './compose.js';
+import { createDriver, createFillCoordinator, createRepositoryIndex, createSessionStore } from './compose.js';
 import { createLogger } from './logging.js';
 import type { MirrorUpstreamStatus, PullThrough, UpstreamState } from './proxy/index.js';
 import { LocalNamespace } from './registry/local.js';
@@ -136,14 +136,17 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   if (config.proxy) {
     const { createPullThrough } = await import('./proxy/index.js');
     // Cached repositories enter the catalog index as they are fetched (declared below; called only once serving).
+    const coordinator = await createFillCoordinator(config);
     pullThrough = createPullThrough(config, {
       store,
       driver,
       logger,
+      coordinator,
       onCached: (name) => {
         catalog.refresh(name).catch((err: unknown) => logger.warn({ err, repository: name }, 'catalog index: cannot record a cached repository'));
       },
     });
+    if (!pullThrough) await coordinator.close();
   }
   if (pullThrough) {
     // The metrics read the cache's own counts at each scrape, as /readyz and the UI do.

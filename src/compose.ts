@@ -4,6 +4,7 @@ import { FilesystemDriver } from './storage/drivers/filesystem.js';
 import { MemorySessionStore } from './uploads/memory-session-store.js';
 import type { UploadSessionStore } from './uploads/session-store.js';
 import { MemoryRepositoryIndex, type RepositoryIndex } from './services/catalog/repository-index.js';
+import { LocalFillCoordinator, type FillCoordinator } from './proxy/fill-coordinator.js';
 
 /**
  * The parts that the server and the offline commands (gc, du, fsck) build alike from the typed config. Kept apart
@@ -40,4 +41,24 @@ export async function createRepositoryIndex(config: Config): Promise<RepositoryI
     return RedisRepositoryIndex.connect(config.redis);
   }
   return new MemoryRepositoryIndex();
+}
+
+/**
+ * Who fetches a blob the pull-through cache does not have yet: with Redis (`redis.addr`) one replica across all
+ * sharing the storage, the others following its fill through storage; without, each process on its own.
+ */
+export async function createFillCoordinator(config: Config): Promise<FillCoordinator> {
+  if (config.redis) {
+    // Loaded only when configured, as the session store.
+    const [{ Redis }, { redisClientOptions }, { RedisFillCoordinator }] = await Promise.all([
+      import('ioredis'),
+      import('./config/redis-addr.js'),
+      import('./proxy/fill-coordinator.js'),
+    ]);
+    const redis = new Redis(redisClientOptions(config.redis));
+    // Failures show as failed lease commands (the fill then goes ahead without a lease); nothing to print here.
+    redis.on('error', () => undefined);
+    return new RedisFillCoordinator(redis, { keyPrefix: config.redis.keyPrefix });
+  }
+  return new LocalFillCoordinator();
 }

@@ -2,7 +2,7 @@
  * `berth mirror pull IMAGE...`: fetches images into the pull-through cache ahead of need (warm-up for slow sites),
  * through the same cache the server runs, writing into the config's storage.
  */
-import { createDriver } from '../compose.js';
+import { createDriver, createFillCoordinator } from '../compose.js';
 import { loadConfig } from '../config/config.js';
 import { createLogger } from '../logging.js';
 import { formatBytes } from '../gc/progress.js';
@@ -61,8 +61,11 @@ an image could not be fetched.`,
     for (const w of config.warnings) logger.warn(w);
     const driver = await createDriver(config);
     const store = new RegistryStore(driver);
-    const pullThrough = createPullThrough(config, { store, driver, logger });
+    // With Redis, a warm-up joins the replicas' fills instead of fetching a blob one of them is fetching already.
+    const coordinator = await createFillCoordinator(config);
+    const pullThrough = createPullThrough(config, { store, driver, logger, coordinator });
     if (!pullThrough) {
+      await coordinator.close();
       await driver.close();
       process.stderr.write('berth mirror: the config has no proxy section: nothing to pull through\n');
       return 1;

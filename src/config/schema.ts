@@ -208,7 +208,7 @@ export const CONFIG_SCHEMA: Readonly<Record<string, SectionSchema>> = {
       repositories: 'use',
       upstreams: 'use',
       expiryinterval: 'use',
-      spooldirectory: 'use',
+      spooldirectory: 'ignore',
     },
   },
   'proxy.upstreams[]': {

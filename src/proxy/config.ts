@@ -1,5 +1,3 @@
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { globToRegExp } from '../oci/name-glob.js';
 import { bool, checkKeys, ConfigError, duration, isSection, optString, stringList, type RawSection } from '../config/fields.js';
 
@@ -34,7 +32,6 @@ import { bool, checkKeys, ConfigError, duration, isSection, optString, stringLis
  *     - name: ghcr.io
  *       url: https://ghcr.io
  *   expiryinterval: 1h                      # how often cached content past its ttl is looked for
- *   spooldirectory: /var/tmp/berth-spool    # temp files of in-flight blob fills (default: the OS temp dir)
  * ```
  */
 export interface ProxySettings {
@@ -42,7 +39,6 @@ export interface ProxySettings {
   /** The upstream serving plain names (no `?ns=`, no upstream prefix), if any. */
   defaultUpstream?: UpstreamSettings;
   expiryIntervalMs: number;
-  spoolDirectory: string;
   /**
    * Distribution's single-upstream form (`proxy.remoteurl`, no `upstreams` list): like registry:2, berth then
    * ignores containerd's `?ns=`, so every `ns` (docker.io for a chained Docker Hub mirror, or any other) maps to the
@@ -211,7 +207,6 @@ export function parseProxySettings(raw: RawSection, warn: (msg: string) => void)
   const settings: ProxySettings = {
     upstreams,
     expiryIntervalMs: duration(raw, 'expiryinterval', 'proxy.', 3_600_000),
-    spoolDirectory: optString(raw, 'spooldirectory', 'proxy.') ?? join(tmpdir(), 'berth-proxy-spool'),
     singleUpstream: parsed.length === 1 && (list === undefined || list === null),
   };
   const def = upstreams.find((u) => u.isDefault);

@@ -9,6 +9,7 @@ import { isNotFound, type StorageDriver } from '../storage/driver.js';
 import { paths } from '../storage/paths.js';
 import type { RegistryStore } from '../storage/registry-store.js';
 import { BlobFill, toClientError } from './blob-fill.js';
+import { LocalFillCoordinator, type FillCoordinator } from './fill-coordinator.js';
 import type { ProxySettings, UpstreamSettings } from './config.js';
 import { cacheMarkerPath, expireCachedContent, type ExpiryResult } from './expiry.js';
 import { Router, type MirrorTarget } from './routing.js';
@@ -46,6 +47,11 @@ export interface PullThroughDeps {
   logger: Logger;
   /** Called after a manifest (and its tag) was cached into `localName`: the catalog index refreshes that entry. */
   onCached?: (localName: string) => void;
+  /**
+   * Decides which process fetches a blob (default: this one; with Redis, one process across the replicas sharing the
+   * storage while the others follow its fill). Closed by {@link PullThrough.close}.
+   */
+  coordinator?: FillCoordinator;
 }
 
 /** One upstream as {@link PullThrough.upstreams} reports it: its state, and its counts since start. */
@@ -72,8 +78,10 @@ interface CachedManifest {
  * - manifests by tag: served from the cache while the tag was validated within `tagttl`; after that a HEAD asks
  *   the upstream for the tag's digest (HEADs don't count against Docker Hub's pull limit) and only a changed digest
  *   is fetched;
- * - blobs: the first request starts a {@link BlobFill} that streams to every concurrent client while it is
- *   written and verified; later requests are served from storage;
+ * - blobs: the first request starts a {@link BlobFill} that writes the blob once into storage's upload area and
+ *   streams it from there to every concurrent client while it is written and verified (with a shared
+ *   {@link FillCoordinator}, other replicas follow that fill instead of fetching); later requests are served from
+ *   storage;
  * - single-flight: concurrent requests for the same uncached manifest, tag check or blob share one upstream request;
  * - stale-if-error: when the upstream fails (network, timeout, 429, 5xx), cached tags and content are served as
  *   they are; content never cached gets UNAVAILABLE (or the upstream's 404 as *_UNKNOWN).
@@ -95,8 +103,11 @@ export class PullThroughCache implements PullThrough {
   ) {
     this.logger = deps.logger.child({ component: 'proxy' });
     this.router = new Router(settings);
+    this.coordinator = deps.coordinator ?? new LocalFillCoordinator();
     for (const u of settings.upstreams) this.clients.set(u.name, new UpstreamClient(u, this.logger, this.observer));
   }
+
+  private readonly coordinator: FillCoordinator;
 
   /** Every report of the cache and its upstream clients is counted here, once. */
   private readonly observer = new MirrorStats();
@@ -369,9 +380,8 @@ export class PullThroughCache implements PullThrough {
     if (!fill && headOnly) return this.headUpstreamBlob(target, d);
     if (!headOnly) this.observer.miss(upstreamName, 'blob');
     if (!fill) {
-      this.observer.fills(upstreamName, 1);
       const created: BlobFill = new BlobFill(
-        { client: this.client(target.upstream), driver: this.deps.driver, store, logger: this.logger, spoolDirectory: this.settings.spoolDirectory },
+        { client: this.client(target.upstream), driver: this.deps.driver, store, logger: this.logger, coordinator: this.coordinator },
         target.remoteName,
         target.localName,
         d,
@@ -380,7 +390,6 @@ export class PullThroughCache implements PullThrough {
           this.touched.set(paths.layerLink(target.localName, d), Date.now());
         },
         () => {
-          this.observer.fills(upstreamName, -1);
           if (this.fills.get(key) === created) this.fills.delete(key);
         },
       );
@@ -499,6 +508,7 @@ export class PullThroughCache implements PullThrough {
     for (const f of fills) f.abort();
     await Promise.all(fills.map((f) => f.finished));
     await this.expiring;
+    await this.coordinator.close();
   }
 }
 
