@@ -2,7 +2,7 @@ import { fastify, LogController, type FastifyInstance, type FastifyPluginAsync, 
 import type { Logger } from 'pino';
 import { AllowAllAuthorizer, type Authorizer } from './auth/authorizer.js';
 import type { Config } from './config/config.js';
-import { AuditLog, createEvents, EventingNamespace, parseAuditConfig, type RegistryEvents } from './events/index.js';
+import { AuditLog, createEvents, parseAuditConfig, type RegistryEvents } from './events/index.js';
 import { sendError } from './http/error-handler.js';
 import { BackendUnavailableError, registryError } from './errors/registry-error.js';
 import { clientErrorHandler, originForm } from './http/client-errors.js';
@@ -10,10 +10,9 @@ import { createMetrics, metricsConfig, metricsPlugin, mirrorObserver, type Metri
 import { registryRoutes } from './http/registry-routes.js';
 import { tokenRoutes } from './http/token-routes.js';
 import { parseGcSchedule, startGcSchedule, type GcSchedule } from './gc/schedule.js';
-import { createDriver, createRepositoryIndex, createSessionStore } from './compose.js';
+import { composeNamespace, createDriver, createRepositoryIndex, createSessionStore } from './compose.js';
 import { createLogger } from './logging.js';
 import type { PullThrough } from './proxy/index.js';
-import { LocalNamespace } from './registry/local.js';
 import type { StorageDriver } from './storage/driver.js';
 import { CachingDriver, withLinkCache } from './storage/link-cache.js';
 import { RegistryStore } from './storage/registry-store.js';
@@ -154,15 +153,17 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     parseIndexOptions(config.berth.raw, (m) => logger.warn(m)),
   );
   const locks = new RepositoryLocks();
+  // The domain the routes call: mirror, events, catalog index and locks as decorators (compose.ts).
+  const namespace = composeNamespace({ config, store, uploads, pullThrough, events, catalog, locks, logger });
   let lastGc: (() => { at: Date; bytesFreed: number } | undefined) | undefined;
   const browser = new RegistryBrowser({
     store,
     driver,
     catalog,
     locks,
+    namespace,
     deleteEnabled: config.storage.deleteEnabled,
     readOnly: config.storage.readOnly,
-    uploadSessionTtlMs: config.berth.uploadSessionTtlMs,
     lastGc: () => lastGc?.(),
     logger,
   });
@@ -269,11 +270,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
         };
   if (mc.enabled) await app.register(metricsPlugin(metrics, { serve: !mc.addr, path: mc.path, ...(metricsGuard ? { guard: metricsGuard } : {}) }));
   if (authRoutes) await app.register(authRoutes);
-  const local = new LocalNamespace(store, uploads, { automaticCrossMount: config.berth.automaticCrossMount });
-  // Events wrap the outermost namespace, so pulls the mirror serves give their events too.
-  const namespace = new EventingNamespace(pullThrough ? pullThrough.decorate(local) : local, events);
-  await app.register(registryRoutes, { config, namespace, authorizer, metrics, catalog, locks });
-  await app.register(apiRoutes, { browser, catalog, authorizer, events, config });
+  await app.register(registryRoutes, { config, namespace, authorizer, metrics, catalog });
+  await app.register(apiRoutes, { browser, catalog, authorizer, config });
   if (config.ui.enabled) {
     const { uiRoutes } = await import('./http/ui/ui-routes.js');
     await app.register(uiRoutes, {

@@ -3,7 +3,10 @@
  * (src/services/catalog), listed in the CLI's command table (main.ts).
  */
 import type { Logger } from 'pino';
-import { createDriver, createRepositoryIndex } from '../compose.js';
+import { composeNamespace, createDriver, createRepositoryIndex } from '../compose.js';
+import { NO_EVENTS } from '../events/registry-events.js';
+import { MemorySessionStore } from '../uploads/memory-session-store.js';
+import { UploadService } from '../uploads/upload-service.js';
 import { withLinkCache } from '../storage/link-cache.js';
 import { loadConfig, type Config } from '../config/config.js';
 import { RegistryError } from '../errors/registry-error.js';
@@ -14,21 +17,29 @@ import { RepositoryLocks } from '../services/catalog/repository-locks.js';
 import { RegistryStore } from '../storage/registry-store.js';
 import { CONFIG_OPTION, configFile, UsageError, type Command, type CommandArgs } from './command.js';
 
-/** The catalog services over the storage and Redis a config names, for commands run beside the server. */
+/**
+ * The catalog services over the storage and Redis a config names, for commands run beside the server. Changes go
+ * through the same domain as the server's (compose.ts: catalog index, locks).
+ */
 async function openCatalog(config: Config, logger: Logger) {
   // Changes are announced to running servers' link caches (through Redis when configured).
   const driver = await withLinkCache(await createDriver(config), config, { serveFromCache: false });
   const index = await createRepositoryIndex(config);
   const store = new RegistryStore(driver);
   const catalog = new CatalogIndex(index, store, driver, logger, { ...parseIndexOptions(config.berth.raw), reconcileIntervalMs: 0 });
+  // A command starts no uploads; the namespace needs an upload service all the same.
+  const sessions = new MemorySessionStore({ ttlMs: config.berth.uploadSessionTtlMs });
+  const locks = new RepositoryLocks();
+  const uploads = new UploadService(driver, sessions, store);
+  const namespace = composeNamespace({ config, store, uploads, events: NO_EVENTS, catalog, locks, logger });
   const browser = new RegistryBrowser({
     store,
     driver,
     catalog,
-    locks: new RepositoryLocks(),
+    locks,
+    namespace,
     deleteEnabled: config.storage.deleteEnabled,
     readOnly: config.storage.readOnly,
-    uploadSessionTtlMs: config.berth.uploadSessionTtlMs,
     logger,
   });
   return {
@@ -36,6 +47,7 @@ async function openCatalog(config: Config, logger: Logger) {
     browser,
     shared: config.redis !== undefined,
     close: async () => {
+      await sessions.close();
       await index.close();
       await driver.close();
     },
