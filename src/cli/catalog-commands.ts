@@ -3,8 +3,10 @@
  * (src/services/catalog), listed in the CLI's command table (main.ts).
  */
 import type { Logger } from 'pino';
+import { Registry } from 'prom-client';
 import { composeNamespace, createDriver, createRepositoryIndex } from '../compose.js';
-import { NO_EVENTS } from '../events/registry-events.js';
+import { cliContext, createEvents } from '../events/index.js';
+import { createEventMetrics } from '../events/metrics.js';
 import { MemorySessionStore } from '../uploads/memory-session-store.js';
 import { UploadService } from '../uploads/upload-service.js';
 import { withLinkCache } from '../storage/link-cache.js';
@@ -15,11 +17,12 @@ import { CatalogIndex, parseIndexOptions } from '../services/catalog/catalog-ind
 import { RegistryBrowser } from '../services/catalog/registry-browser.js';
 import { RepositoryLocks } from '../services/catalog/repository-locks.js';
 import { RegistryStore } from '../storage/registry-store.js';
-import { CONFIG_OPTION, configFile, UsageError, type Command, type CommandArgs } from './command.js';
+import { CONFIG_OPTION, configFile, osUser, UsageError, type Command, type CommandArgs } from './command.js';
 
 /**
  * The catalog services over the storage and Redis a config names, for commands run beside the server. Changes go
- * through the same domain as the server's (compose.ts: catalog index, locks).
+ * through the same domain as the server's (compose.ts: events, catalog index, locks): their events are queued in
+ * the durable queue the config names (storage, or Redis) and delivered by a running server, as `berth gc`'s are.
  */
 async function openCatalog(config: Config, logger: Logger) {
   // Changes are announced to running servers' link caches (through Redis when configured).
@@ -27,11 +30,13 @@ async function openCatalog(config: Config, logger: Logger) {
   const index = await createRepositoryIndex(config);
   const store = new RegistryStore(driver);
   const catalog = new CatalogIndex(index, store, driver, logger, { ...parseIndexOptions(config.berth.raw), reconcileIntervalMs: 0 });
+  // Queue only: the server's delivery workers drain the queue (one deliverer per endpoint queue keeps the order).
+  const events = await createEvents(config, { driver, logger, metrics: createEventMetrics(new Registry()), deliver: false, listenAddr: '' });
   // A command starts no uploads; the namespace needs an upload service all the same.
   const sessions = new MemorySessionStore({ ttlMs: config.berth.uploadSessionTtlMs });
   const locks = new RepositoryLocks();
   const uploads = new UploadService(driver, sessions, store);
-  const namespace = composeNamespace({ config, store, uploads, events: NO_EVENTS, catalog, locks, logger });
+  const namespace = composeNamespace({ config, store, uploads, events, catalog, locks, logger });
   const browser = new RegistryBrowser({
     store,
     driver,
@@ -47,6 +52,7 @@ async function openCatalog(config: Config, logger: Logger) {
     browser,
     shared: config.redis !== undefined,
     close: async () => {
+      await events.close();
       await sessions.close();
       await index.close();
       await driver.close();
@@ -56,13 +62,14 @@ async function openCatalog(config: Config, logger: Logger) {
 
 /**
  * `berth repo rm NAME`: deletes a repository as `DELETE /api/v1/repositories/NAME` does (needs
- * `storage.delete.enabled`). With Redis the shared index forgets it at once; a server with an in-process index
+ * `storage.delete.enabled`), with the same `delete` event naming only the repository; its context says it came from
+ * the command line (`cliContext`). With Redis the shared index forgets it at once; a server with an in-process index
  * drops it at its next reconciliation.
  */
 export async function removeRepository(config: Config, name: string, logger: Logger): Promise<{ sharedIndex: boolean }> {
   const c = await openCatalog(config, logger);
   try {
-    await c.browser.deleteRepository(name);
+    await c.browser.deleteRepository(name, cliContext('repo rm', osUser()));
     return { sharedIndex: c.shared };
   } finally {
     await c.close();
