@@ -49,6 +49,16 @@ for (const queue of ['storage', 'redis'] as const) {
 
     const removed = await runBerth(['repo', 'rm', 'doomed/cli', '-c', configPath]);
     t.equal(removed.code, 0, removed.output);
+    const audit = removed.stderr
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .find((l) => l.msg === 'audit');
+    t.match(
+      audit,
+      { logger: 'audit', action: 'repository delete', origin: 'cli', repository: 'doomed/cli' },
+      'the audit line says it came from the CLI',
+    );
     // With Redis the command's changes reach the server's link cache at once (without, within `berth.linkcache.ttl`).
     if (queue === 'redis') t.equal((await client.getManifest('doomed/cli', 'v1')).status, 404, 'the repository is gone');
 
