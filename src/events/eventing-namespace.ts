@@ -7,7 +7,7 @@ import { BLOB_MEDIA_TYPE, manifestReferences, type RequestContext } from './even
 import type { EventSink } from './registry-events.js';
 
 /**
- * The domain with events: a decorator of {@link Namespace} (outermost, so pulls served by the pull-through cache
+ * The domain with events: a decorator of {@link Namespace} (outside the pull-through cache, so pulls it serves
  * count too) whose repositories emit registry:2's events after each operation took effect, with the request
  * context the HTTP layer passes to {@link Namespace.repository}:
  * - `push` of a blob when its upload is committed (monolithic or closing PUT), of a manifest when stored (with the
