@@ -2,7 +2,7 @@ import { fastify, LogController, type FastifyInstance, type FastifyPluginAsync, 
 import type { Logger } from 'pino';
 import { AllowAllAuthorizer, type Authorizer } from './auth/authorizer.js';
 import type { Config } from './config/config.js';
-import { AuditLog, createEvents, EventingNamespace, parseAuditConfig, type RegistryEvents } from './events/index.js';
+import { AuditLog, createEvents, parseAuditConfig, type RegistryEvents } from './events/index.js';
 import { sendError } from './http/error-handler.js';
 import { BackendUnavailableError, registryError } from './errors/registry-error.js';
 import { clientErrorHandler, originForm } from './http/client-errors.js';
@@ -10,7 +10,7 @@ import { createMetrics, metricsConfig, metricsPlugin, type Metrics } from './htt
 import { registryRoutes } from './http/registry-routes.js';
 import { tokenRoutes } from './http/token-routes.js';
 import { parseGcSchedule, startGcSchedule, type GcSchedule } from './gc/schedule.js';
-import { createDriver, createFillCoordinator, createRepositoryIndex, createSessionStore } from './compose.js';
+import { composeNamespace, createDriver, createFillCoordinator, createRepositoryIndex, createSessionStore } from './compose.js';
 import { createLogger } from './logging.js';
 import type { MirrorUpstreamStatus, PullThrough, UpstreamState } from './proxy/index.js';
 import { LocalNamespace } from './registry/local.js';
@@ -162,15 +162,17 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     parseIndexOptions(config.berth.raw, (m) => logger.warn(m)),
   );
   const locks = new RepositoryLocks();
+  // The domain the routes call: mirror, events, catalog index and locks as decorators (compose.ts).
+  const namespace = composeNamespace({ config, store, uploads, pullThrough, events, catalog, locks, logger });
   let lastGc: (() => { at: Date; bytesFreed: number } | undefined) | undefined;
   const browser = new RegistryBrowser({
     store,
     driver,
     catalog,
     locks,
+    namespace,
     deleteEnabled: config.storage.deleteEnabled,
     readOnly: config.storage.readOnly,
-    uploadSessionTtlMs: config.berth.uploadSessionTtlMs,
     lastGc: () => lastGc?.(),
     logger,
   });
@@ -277,17 +279,16 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
         };
   if (mc.enabled) await app.register(metricsPlugin(metrics, { serve: !mc.addr, path: mc.path, ...(metricsGuard ? { guard: metricsGuard } : {}) }));
   if (authRoutes) await app.register(authRoutes);
-  const local = new LocalNamespace(store, uploads, { automaticCrossMount: config.berth.automaticCrossMount });
-  // Events wrap the outermost namespace, so pulls the mirror serves give their events too.
-  const namespace = new EventingNamespace(pullThrough ? pullThrough.decorate(local) : local, events);
-  await app.register(registryRoutes, { config, namespace, authorizer, metrics, catalog, locks });
-  // Warm-up jobs of the JSON API read through the cache itself (no pull events: no client pulled anything).
+  await app.register(registryRoutes, { config, namespace, authorizer, metrics, catalog });
+  // Warm-up jobs of the JSON API read through the cache itself (no pull events: no client pulled anything; the
+  // catalog index learns of cached repositories through the cache's onCached).
   let warmUp: WarmUpJobs | undefined;
   if (pullThrough) {
     const { WARM_JOB_DEFAULTS, WarmUpJobs } = await import('./proxy/warm-up-jobs.js');
+    const local = new LocalNamespace(store, uploads, { automaticCrossMount: config.berth.automaticCrossMount });
     warmUp = new WarmUpJobs(pullThrough.decorate(local), { ...WARM_JOB_DEFAULTS, logger: logger.child({ component: 'warm-up' }) });
   }
-  await app.register(apiRoutes, { browser, catalog, authorizer, events, config, ...(warmUp ? { warmUp } : {}) });
+  await app.register(apiRoutes, { browser, catalog, authorizer, config, ...(warmUp ? { warmUp } : {}) });
   if (config.ui.enabled) {
     const { uiRoutes } = await import('./http/ui/ui-routes.js');
     await app.register(uiRoutes, {

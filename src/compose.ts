@@ -1,4 +1,15 @@
+import type { Logger } from 'pino';
 import type { Config } from './config/config.js';
+import { EventingNamespace } from './events/eventing-namespace.js';
+import type { EventSink } from './events/registry-events.js';
+import type { PullThrough } from './proxy/pull-through.js';
+import { LocalNamespace } from './registry/local.js';
+import type { Namespace } from './registry/repository.js';
+import type { CatalogIndex } from './services/catalog/catalog-index.js';
+import { IndexingNamespace } from './services/catalog/indexing-namespace.js';
+import type { RepositoryLocks } from './services/catalog/repository-locks.js';
+import type { RegistryStore } from './storage/registry-store.js';
+import type { UploadService } from './uploads/upload-service.js';
 import type { StorageDriver } from './storage/driver.js';
 import { FilesystemDriver } from './storage/drivers/filesystem.js';
 import { MemorySessionStore } from './uploads/memory-session-store.js';
@@ -7,7 +18,7 @@ import { MemoryRepositoryIndex, type RepositoryIndex } from './services/catalog/
 import { LocalFillCoordinator, type FillCoordinator } from './proxy/fill-coordinator.js';
 
 /**
- * The parts that the server and the offline commands (gc, du, fsck) build alike from the typed config. Kept apart
+ * The parts that the server and the commands (gc, du, fsck, repo rm) build alike from the typed config. Kept apart
  * from app.ts so no command or service has to import the HTTP application to get a storage driver.
  */
 
@@ -61,4 +72,36 @@ export async function createFillCoordinator(config: Config): Promise<FillCoordin
     return new RedisFillCoordinator(redis, { keyPrefix: config.redis.keyPrefix });
   }
   return new LocalFillCoordinator();
+}
+
+/** What {@link composeNamespace} puts together. */
+export interface NamespaceParts {
+  config: Config;
+  store: RegistryStore;
+  uploads: UploadService;
+  /** The mirror (`proxy`), when configured. */
+  pullThrough?: Pick<PullThrough, 'decorate'> | null;
+  events: EventSink;
+  catalog: CatalogIndex;
+  locks: RepositoryLocks;
+  logger: Logger;
+}
+
+/**
+ * The domain as the `/v2/` routes, the JSON API and `berth repo rm` use it, one decorator per concern around the
+ * repositories in storage: the pull-through cache (src/proxy), events (src/events; outside the mirror, so pulls it
+ * serves give their events too), and outermost the catalog index and the per-repository locks
+ * (src/services/catalog/indexing-namespace.ts; the locks cover the events a write queues).
+ */
+export function composeNamespace(parts: NamespaceParts): Namespace {
+  const { config, pullThrough } = parts;
+  const local = new LocalNamespace(parts.store, parts.uploads, { automaticCrossMount: config.berth.automaticCrossMount });
+  const evented = new EventingNamespace(pullThrough ? pullThrough.decorate(local) : local, parts.events);
+  return new IndexingNamespace(evented, {
+    catalog: parts.catalog,
+    locks: parts.locks,
+    store: parts.store,
+    uploadSessionTtlMs: config.berth.uploadSessionTtlMs,
+    logger: parts.logger,
+  });
 }

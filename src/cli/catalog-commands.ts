@@ -2,8 +2,13 @@
  * `berth repo rm NAME` and `berth index rebuild`: the command-line glue over the catalog services
  * (src/services/catalog), listed in the CLI's command table (main.ts).
  */
-import type { Logger } from 'pino';
-import { createDriver, createRepositoryIndex } from '../compose.js';
+import { pino, type Logger } from 'pino';
+import { Registry } from 'prom-client';
+import { composeNamespace, createDriver, createRepositoryIndex } from '../compose.js';
+import { AuditLog, cliContext, createEvents, NO_EVENTS, parseAuditConfig } from '../events/index.js';
+import { createEventMetrics } from '../events/metrics.js';
+import { MemorySessionStore } from '../uploads/memory-session-store.js';
+import { UploadService } from '../uploads/upload-service.js';
 import { withLinkCache } from '../storage/link-cache.js';
 import { loadConfig, type Config } from '../config/config.js';
 import { RegistryError } from '../errors/registry-error.js';
@@ -12,23 +17,48 @@ import { CatalogIndex, parseIndexOptions } from '../services/catalog/catalog-ind
 import { RegistryBrowser } from '../services/catalog/registry-browser.js';
 import { RepositoryLocks } from '../services/catalog/repository-locks.js';
 import { RegistryStore } from '../storage/registry-store.js';
-import { CONFIG_OPTION, configFile, UsageError, type Command, type CommandArgs } from './command.js';
+import { CONFIG_OPTION, configFile, osUser, UsageError, type Command, type CommandArgs } from './command.js';
 
-/** The catalog services over the storage and Redis a config names, for commands run beside the server. */
-async function openCatalog(config: Config, logger: Logger) {
+/**
+ * The catalog services over the storage and Redis a config names, for commands run beside the server. Changes go
+ * through the same domain as the server's (compose.ts: events, catalog index, locks): their events are queued in
+ * the durable queue the config names (storage, or Redis) and delivered by a running server, as `berth gc`'s are.
+ */
+async function openCatalog(config: Config, logger: Logger, options: { events: boolean }) {
   // Changes are announced to running servers' link caches (through Redis when configured).
   const driver = await withLinkCache(await createDriver(config), config, { serveFromCache: false });
   const index = await createRepositoryIndex(config);
   const store = new RegistryStore(driver);
   const catalog = new CatalogIndex(index, store, driver, logger, { ...parseIndexOptions(config.berth.raw), reconcileIntervalMs: 0 });
+  // Queue only: the server's delivery workers drain the queue (one deliverer per endpoint queue keeps the order).
+  // (`berth index rebuild` changes nothing that gives events: it opens no queue.)
+  const events = options.events
+    ? await createEvents(config, {
+        driver,
+        logger,
+        metrics: createEventMetrics(new Registry()),
+        deliver: false,
+        listenAddr: '',
+        // The audit line on stderr (and in `berth.audit.file`), as `berth user` writes it.
+        audit: new AuditLog(
+          pino({ base: {} }, process.stderr),
+          parseAuditConfig(config.raw, () => undefined),
+        ),
+      })
+    : null;
+  // A command starts no uploads; the namespace needs an upload service all the same.
+  const sessions = new MemorySessionStore({ ttlMs: config.berth.uploadSessionTtlMs });
+  const locks = new RepositoryLocks();
+  const uploads = new UploadService(driver, sessions, store);
+  const namespace = composeNamespace({ config, store, uploads, events: events ?? NO_EVENTS, catalog, locks, logger });
   const browser = new RegistryBrowser({
     store,
     driver,
     catalog,
-    locks: new RepositoryLocks(),
+    locks,
+    namespace,
     deleteEnabled: config.storage.deleteEnabled,
     readOnly: config.storage.readOnly,
-    uploadSessionTtlMs: config.berth.uploadSessionTtlMs,
     logger,
   });
   return {
@@ -36,6 +66,8 @@ async function openCatalog(config: Config, logger: Logger) {
     browser,
     shared: config.redis !== undefined,
     close: async () => {
+      await events?.close();
+      await sessions.close();
       await index.close();
       await driver.close();
     },
@@ -44,13 +76,14 @@ async function openCatalog(config: Config, logger: Logger) {
 
 /**
  * `berth repo rm NAME`: deletes a repository as `DELETE /api/v1/repositories/NAME` does (needs
- * `storage.delete.enabled`). With Redis the shared index forgets it at once; a server with an in-process index
+ * `storage.delete.enabled`), with the same `delete` event naming only the repository; its context says it came from
+ * the command line (`cliContext`). With Redis the shared index forgets it at once; a server with an in-process index
  * drops it at its next reconciliation.
  */
 export async function removeRepository(config: Config, name: string, logger: Logger): Promise<{ sharedIndex: boolean }> {
-  const c = await openCatalog(config, logger);
+  const c = await openCatalog(config, logger, { events: true });
   try {
-    await c.browser.deleteRepository(name);
+    await c.browser.deleteRepository(name, cliContext('repo rm', osUser()));
     return { sharedIndex: c.shared };
   } finally {
     await c.close();
@@ -64,7 +97,7 @@ export async function removeRepository(config: Config, name: string, logger: Log
  */
 export async function rebuildIndex(config: Config, logger: Logger, options: { clear?: boolean } = {}): Promise<number | null> {
   if (!config.redis) return null;
-  const c = await openCatalog(config, logger);
+  const c = await openCatalog(config, logger, { events: false });
   try {
     return await c.catalog.rebuild(options);
   } finally {

@@ -1,3 +1,4 @@
+import { userInfo } from 'node:os';
 import { parseArgs } from 'node:util';
 
 /** One option of a command: `--name` (and `-x`), with or without a value. */
@@ -86,4 +87,13 @@ export function configFile(flag: unknown, positional: string | undefined, env: N
     throw new UsageError(`the config file is given twice (${JSON.stringify(positional)} and --config ${JSON.stringify(fromFlag)})`);
   }
   return fromFlag ?? positional ?? (env.BERTH_CONFIG || env.REGISTRY_CONFIGURATION_PATH || undefined);
+}
+
+/** The operating-system user running the command (the audit trail's and events' actor); empty when unknown. */
+export function osUser(): string {
+  try {
+    return userInfo().username;
+  } catch {
+    return '';
+  }
 }

@@ -1,19 +1,10 @@
-import { userInfo } from 'node:os';
 import { pino } from 'pino';
 import { userAdd, userRemove } from '../auth/htpasswd.js';
 import { loadConfig, type Config } from '../config/config.js';
 import { ConfigError, isSection } from '../config/fields.js';
 import { AuditLog } from '../events/audit.js';
 import { parseAuditConfig } from '../events/config.js';
-import { CONFIG_OPTION, configFile, UsageError, type Command, type CommandArgs } from './command.js';
-
-function osUser(): string {
-  try {
-    return userInfo().username;
-  } catch {
-    return '';
-  }
-}
+import { CONFIG_OPTION, configFile, osUser, UsageError, type Command, type CommandArgs } from './command.js';
 
 /**
  * What a `berth user` command works on: the htpasswd file (`--file F`, else the one the config names) and the audit

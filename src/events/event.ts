@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import type { RequestContext } from '../registry/request-context.js';
 
 export type { RequestContext } from '../registry/request-context.js';
@@ -70,6 +71,18 @@ export interface EventSubject {
 
 /** The context of garbage collection's deletions: no client request, so empty `request` and `actor`, no `url`. */
 export const GC_CONTEXT: RequestContext = { id: '', addr: '', host: '', method: '', useragent: '', baseUrl: '', origin: 'gc' };
+
+/**
+ * The context of a change made by a berth command (`berth repo rm`) in its own process: no client request, so no
+ * `request.addr`, `method` or `url`; `request.id` is fresh, `request.host` is the machine, `request.useragent` names
+ * the command (`berth repo rm`), `actor.name` is the operating-system user who ran it (`user`, when known) and the
+ * audit line says `origin: "cli"`.
+ */
+export function cliContext(command: string, user: string): RequestContext {
+  const ctx: RequestContext = { id: randomUUID(), addr: '', host: hostname(), method: '', useragent: `berth ${command}`, baseUrl: '', origin: 'cli' };
+  if (user) ctx.user = user;
+  return ctx;
+}
 
 /** Where the events come from: `source` of every event. */
 export interface EventSource {

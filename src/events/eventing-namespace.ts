@@ -7,7 +7,7 @@ import { BLOB_MEDIA_TYPE, manifestReferences, type RequestContext } from './even
 import type { EventSink } from './registry-events.js';
 
 /**
- * The domain with events: a decorator of {@link Namespace} (outermost, so pulls served by the pull-through cache
+ * The domain with events: a decorator of {@link Namespace} (outside the pull-through cache, so pulls it serves
  * count too) whose repositories emit registry:2's events after each operation took effect, with the request
  * context the HTTP layer passes to {@link Namespace.repository}:
  * - `push` of a blob when its upload is committed (monolithic or closing PUT), of a manifest when stored (with the
@@ -15,7 +15,7 @@ import type { EventSink } from './registry-events.js';
  * - `pull` of a manifest (with the tag asked for) or a blob when found for a GET or HEAD;
  * - `mount` of a blob linked from another repository;
  * - `delete` of a blob link, of a manifest revision followed by one per tag that pointed at it (as registry:2),
- *   of a tag.
+ *   of a tag, of a whole repository (naming only the repository).
  */
 export class EventingNamespace implements Namespace {
   constructor(
@@ -30,6 +30,12 @@ export class EventingNamespace implements Namespace {
 
   catalog(page: TagPage): Promise<TagList> {
     return this.inner.catalog(page);
+  }
+
+  /** One `delete` event naming only the repository (registry:2 has no repository delete; berth's own event). */
+  async deleteRepository(name: string, ctx?: RequestContext): Promise<void> {
+    await this.inner.deleteRepository(name, ctx);
+    if (ctx) await this.events.emit('delete', { repository: name }, ctx);
   }
 }
 

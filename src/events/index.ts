@@ -10,7 +10,7 @@ import { StorageEventQueue } from './storage-queue.js';
 
 export { AuditLog, type AuditActor } from './audit.js';
 export { parseAuditConfig, parseNotifications, type EndpointConfig, type NotificationsConfig } from './config.js';
-export { clientAddr, GC_CONTEXT, type EventAction, type EventReference, type EventSubject, type RequestContext } from './event.js';
+export { clientAddr, cliContext, GC_CONTEXT, type EventAction, type EventReference, type EventSubject, type RequestContext } from './event.js';
 export { EventingNamespace } from './eventing-namespace.js';
 export { createEventMetrics, type EventMetrics } from './metrics.js';
 export { NO_EVENTS, RegistryEvents, type EventSink } from './registry-events.js';
@@ -22,8 +22,10 @@ export interface CreateEventsDeps {
   metrics: EventMetrics;
   /** An audit log to share (the auth module writes to the same one); default: one from `berth.audit`. */
   audit?: AuditLog;
-  /** Start delivery workers (`serve`); false for commands that only queue (`berth gc`). Default true. */
+  /** Start delivery workers (`serve`); false for commands that only queue (`berth gc`, `berth repo rm`). Default true. */
   deliver?: boolean;
+  /** `source.addr` comes from this listen address; default `http.addr`. Empty: the hostname alone (a command). */
+  listenAddr?: string;
   delivery?: RegistryEventsOptions['delivery'];
 }
 
@@ -52,7 +54,7 @@ export async function createEvents(config: Config, deps: CreateEventsDeps): Prom
     metrics: deps.metrics,
     logger: deps.logger,
     audit: deps.audit ?? new AuditLog(deps.logger, parseAuditConfig(config.raw, warn)),
-    listenAddr: config.http.addr,
+    listenAddr: deps.listenAddr ?? config.http.addr,
     ...(deps.deliver === undefined ? {} : { deliver: deps.deliver }),
     ...(deps.delivery ? { delivery: deps.delivery } : {}),
   });

@@ -28,15 +28,16 @@ export interface RegistryEventsOptions {
   metrics: EventMetrics;
   logger: Logger;
   audit: AuditLog;
-  /** `host:port` berth listens on (`http.addr`), for `source.addr`. */
+  /** `host:port` berth listens on (`http.addr`), for `source.addr`; empty in a command (no port). */
   listenAddr: string;
   /** Also deliver (start workers); false in processes that only queue (`berth gc`). Default true. */
   deliver?: boolean;
   delivery?: DeliveryOptions;
 }
 
-/** registry:2's `source.addr`: the machine's hostname and the listen port. */
+/** registry:2's `source.addr`: the machine's hostname and the listen port (the hostname alone for a command). */
 function sourceAddr(listenAddr: string): string {
+  if (listenAddr === '') return hostname();
   const port = /:(\d+)$/.exec(listenAddr)?.[1] ?? listenAddr;
   return `${hostname()}:${port}`;
 }

@@ -1,5 +1,4 @@
 import type { Config } from '../config/config.js';
-import type { EventSink } from '../events/registry-events.js';
 import { requestContext } from './request-context.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { requiredAccess, type RouteMatch } from '../auth/access.js';
@@ -16,8 +15,7 @@ export interface ApiRoutesOptions {
   browser: Browser;
   catalog: CatalogIndex;
   authorizer: Authorizer;
-  /** Webhooks and the audit trail: a repository delete gives a `delete` event naming only the repository. */
-  events?: EventSink;
+  /** For the request context a repository delete's event carries. */
   config: Config;
   /** Warm-up jobs (`/api/v1/mirror/`), when a `proxy` is configured. */
   warmUp?: WarmUpJobs;
@@ -170,8 +168,8 @@ export async function apiRoutes(app: FastifyInstance, opts: ApiRoutesOptions): P
       case 'api-repository': {
         only('GET', 'DELETE');
         if (method === 'DELETE') {
-          await browser.deleteRepository(name);
-          await opts.events?.emit('delete', { repository: name }, requestContext(request, opts.config));
+          // The domain gives the delete event, with this request (src/events/eventing-namespace.ts).
+          await browser.deleteRepository(name, requestContext(request, opts.config));
           return reply.code(202).send({ deleted: name });
         }
         const entry = await catalog.index.get(name);

@@ -5,7 +5,6 @@ import type { Config } from '../config/config.js';
 import { registryError } from '../errors/registry-error.js';
 import type { Namespace } from '../registry/repository.js';
 import type { CatalogIndex } from '../services/catalog/catalog-index.js';
-import type { RepositoryLocks } from '../services/catalog/repository-locks.js';
 import type { Metrics } from './metrics.js';
 import { requestContext } from './request-context.js';
 import { matchRoute } from './route-match.js';
@@ -26,15 +25,16 @@ declare module 'fastify' {
 
 export interface RegistryRoutesOptions {
   config: Config;
-  /** The repositories (local, or decorated by the pull-through cache: the routes cannot tell). */
+  /**
+   * The repositories: the domain with its decorators (pull-through cache, events, catalog index and repository
+   * locks; see `composeNamespace` in compose.ts). The routes cannot tell which are there.
+   */
   namespace: Namespace;
   authorizer: Authorizer;
   /** Counters for uploads in progress (the request metrics are recorded by the metrics plugin). */
   metrics?: Metrics;
-  /** The catalog index: answers `_catalog`, and is told about every push and delete. */
+  /** The catalog index: answers `_catalog`. */
   catalog: CatalogIndex;
-  /** Writes into a repository hold its lock shared, so a repository delete never interleaves with them. */
-  locks: RepositoryLocks;
 }
 
 /**
@@ -53,13 +53,6 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
   const ctx: RouteContext = {
     ...opts,
     location: (path) => (config.http.host ? `${config.http.host}${path}` : path),
-    async indexChanged(request, name, onlyIfNew = false) {
-      try {
-        await (onlyIfNew ? opts.catalog.ensure(name) : opts.catalog.refresh(name));
-      } catch (err) {
-        request.log.warn({ err, repository: name }, 'catalog index not updated');
-      }
-    },
   };
 
   const handler = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
@@ -95,17 +88,15 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
         if (method !== 'GET') throw methodNotAllowed();
         return tagsList(repo, reply, query);
       case 'manifest':
-        return method === 'GET' || method === 'HEAD'
-          ? manifest(ctx, repo, route, request, reply)
-          : opts.locks.shared(repo.name, () => manifest(ctx, repo, route, request, reply));
+        return manifest(ctx, repo, route, request, reply);
       case 'blob':
         return blob(ctx, repo, route, request, reply);
       case 'upload-start':
         if (method !== 'POST') throw methodNotAllowed();
-        return opts.locks.shared(repo.name, () => writing(() => uploadStart(ctx, repo, request, reply, query, principal)));
+        return writing(() => uploadStart(ctx, repo, request, reply, query, principal));
       case 'upload':
         return method === 'PATCH' || method === 'PUT'
-          ? opts.locks.shared(repo.name, () => writing(() => upload(ctx, repo, route, request, reply, query)))
+          ? writing(() => upload(ctx, repo, route, request, reply, query))
           : upload(ctx, repo, route, request, reply, query);
       case 'referrers':
         if (method !== 'GET') throw methodNotAllowed();

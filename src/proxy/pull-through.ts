@@ -164,6 +164,8 @@ export class PullThroughCache implements PullThrough {
         return this.mirrored(name, r.target);
       },
       catalog: (page) => local.catalog(page),
+      // A mirrored repository's cached copy is local storage: deleting it evicts the cache (the next pull refetches).
+      deleteRepository: (name, ctx) => local.deleteRepository(name, ctx),
     };
   }
 

@@ -1,5 +1,7 @@
 import type { Digest } from '../oci/digest.js';
+import { registryError } from '../errors/registry-error.js';
 import { assertName, type Reference } from '../oci/reference.js';
+import { deleteRepositoryContent } from '../storage/repository-delete.js';
 import { compareStrings, type RegistryStore } from '../storage/registry-store.js';
 import type { UploadService } from '../uploads/upload-service.js';
 import type { BlobContent, BlobStore, ManifestStore, Namespace, Repository, TagList, TagPage, TagStore } from './repository.js';
@@ -27,6 +29,12 @@ export class LocalNamespace implements Namespace {
     const out: TagList = { tags: names };
     if (more && names.length > 0) out.next = names[names.length - 1] as string;
     return out;
+  }
+
+  async deleteRepository(name: string): Promise<void> {
+    assertName(name);
+    if (!(await this.store.repositoryExists(name))) throw registryError('NAME_UNKNOWN', { name });
+    await deleteRepositoryContent(this.store.driver, name);
   }
 }
 

@@ -123,6 +123,12 @@ export interface Namespace {
    * A page reads only as much of storage as it needs.
    */
   catalog(page: TagPage): Promise<TagList>;
+  /**
+   * Deletes the repository `name` as a whole: tags, manifests, layer links, referrers and uploads (nested
+   * repositories stay; blobs stay until gc). Throws NAME_UNKNOWN when there is no such repository. `ctx` as for
+   * {@link repository}: the events of the deletion name it (the command line passes its own, see `cliContext`).
+   */
+  deleteRepository(name: string, ctx?: RequestContext): Promise<void>;
 }
 
 /** Where a mount may take its blob from: the `from` the client named, or the repositories the caller may pull. */

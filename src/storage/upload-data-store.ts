@@ -1,7 +1,8 @@
 import type { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import { isNotFound, type FileWriter, type StorageDriver, type WriterState } from './driver.js';
-import { paths } from './paths.js';
+import { listOrEmpty } from './driver-utils.js';
+import { basename, paths } from './paths.js';
 import type { RegistryStore } from './registry-store.js';
 
 /**
@@ -74,6 +75,14 @@ export class UploadDataStore {
     await this.driver.delete(paths.uploadDir(repo, id)).catch((err: unknown) => {
       if (!isNotFound(err)) throw err;
     });
+  }
+
+  /**
+   * The uploads of `repo` that have anything in storage (sessions may be gone): each id with its folder, which the
+   * stale-upload checks (src/uploads/stale-uploads.ts, shared with gc) take as is.
+   */
+  async list(repo: string): Promise<Array<{ id: string; dir: string }>> {
+    return (await listOrEmpty(this.driver, paths.uploadsDir(repo))).map((dir) => ({ id: basename(dir), dir }));
   }
 }
 

@@ -39,7 +39,6 @@ export async function manifest(ctx: RouteContext, repo: Repository, route: Route
         .header('Content-Length', '0');
       // Spec: "If a manifest with a subject field is pushed, the registry MUST respond with OCI-Subject".
       if (parsed.subject) reply.header('OCI-Subject', parsed.subject.digest.value);
-      await ctx.indexChanged(request, name);
       return reply.send();
     }
     case 'DELETE': {
@@ -47,7 +46,6 @@ export async function manifest(ctx: RouteContext, repo: Repository, route: Route
         throw registryError('UNSUPPORTED', undefined, { message: 'deletes are disabled (storage.delete.enabled)' });
       const deleted = ref.kind === 'digest' ? await repo.manifests.delete(ref.digest) : await repo.tags.delete(ref.tag);
       if (!deleted) throw registryError('MANIFEST_UNKNOWN', { name, reference: route.param });
-      await ctx.indexChanged(request, name);
       return reply.code(202).header('Content-Length', '0').send();
     }
     default:

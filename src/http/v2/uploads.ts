@@ -42,13 +42,11 @@ export async function uploadStart(
     const digest = parseDigest(query.mount);
     const source: MountSource = query.from ? { from: query.from } : { candidates: mountSources(principal) };
     if (await repo.blobs.mount(digest, source)) {
-      await ctx.indexChanged(request, name, true);
       return blobCreated(ctx, reply, name, digest).send();
     }
   } else if (query.digest !== undefined) {
     const digest = parseDigest(query.digest);
     await uploads.monolithic(name, digest, requestBody(request), chunkRange(request, false));
-    await ctx.indexChanged(request, name, true);
     return blobCreated(ctx, reply, name, digest).send();
   }
   const session = await uploads.start(name);
@@ -67,15 +65,7 @@ export async function upload(
   const name = repo.name;
   const uploads = repo.uploads;
   const id = route.param as string;
-  // An upload begun before its repository was deleted went with it (the delete removed its data).
-  const deletedAt = await ctx.catalog.index.deletedAt(name);
-  if (deletedAt !== null) {
-    const session = await uploads.get(name, id);
-    if (session.startedAt <= deletedAt) {
-      await uploads.cancel(name, id).catch(() => undefined);
-      throw registryError('BLOB_UPLOAD_UNKNOWN', { uuid: id });
-    }
-  }
+  // An upload begun before its repository was deleted is refused by the domain (indexing-namespace.ts).
   switch (request.method) {
     case 'GET': {
       const session = await uploads.get(name, id);
@@ -91,7 +81,6 @@ export async function upload(
       const digest = parseDigest(query.digest);
       const range = chunkRange(request, true);
       await uploads.complete(name, id, digest, hasBody(request) ? requestBody(request) : null, range);
-      await ctx.indexChanged(request, name, true);
       return blobCreated(ctx, reply, name, digest).send();
     }
     case 'DELETE':

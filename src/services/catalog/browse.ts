@@ -1,3 +1,5 @@
+import type { RequestContext } from '../../registry/request-context.js';
+
 /**
  * The browse service: everything the JSON API (`/api/v1/`) and the web UI show about what is stored, and the delete
  * operations they offer. Route plugins reach it as `app.berth.browser`.
@@ -78,7 +80,10 @@ export interface Browser {
   getImage(repo: string, reference: string): Promise<ImageDetail>;
   deleteTag(repo: string, tag: string): Promise<void>;
   deleteManifest(repo: string, digest: string): Promise<void>;
-  /** Deletes tags, manifest links, layer links and upload sessions of `repo`; blobs go with the next gc. */
-  deleteRepository(repo: string): Promise<void>;
+  /**
+   * Deletes tags, manifest links, layer links and upload sessions of `repo`; blobs go with the next gc. With `ctx`
+   * (the API's request, the command line) the deletion gives its `delete` event.
+   */
+  deleteRepository(repo: string, ctx?: RequestContext): Promise<void>;
   usage(): Promise<Usage>;
 }

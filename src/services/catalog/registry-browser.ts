@@ -2,6 +2,8 @@ import type { Logger } from 'pino';
 import { registryError } from '../../errors/registry-error.js';
 import { tryParseDigest, type Digest } from '../../oci/digest.js';
 import { assertName, isValidTag } from '../../oci/reference.js';
+import type { Namespace } from '../../registry/repository.js';
+import type { RequestContext } from '../../registry/request-context.js';
 import type { StorageDriver } from '../../storage/driver.js';
 import { listOrEmpty, statOrNull } from '../../storage/driver-utils.js';
 import { basename, paths } from '../../storage/paths.js';
@@ -19,7 +21,6 @@ import {
   readConfig,
   tagPushedAt,
 } from './image-facts.js';
-import { deleteRepositoryContent } from './repository-delete.js';
 import type { IndexEntry } from './repository-index.js';
 import type { RepositoryLocks } from './repository-locks.js';
 
@@ -33,13 +34,14 @@ export interface RegistryBrowserDeps {
   store: RegistryStore;
   driver: StorageDriver;
   catalog: CatalogIndex;
+  /** Tag and manifest deletes hold the repository's lock shared (the same locks as the namespace's). */
   locks: RepositoryLocks;
+  /** Repository deletes go through the domain (src/services/catalog/indexing-namespace.ts, events). */
+  namespace: Pick<Namespace, 'deleteRepository'>;
   /** `storage.delete.enabled`. */
   deleteEnabled: boolean;
   /** `storage.readOnly`. */
   readOnly: boolean;
-  /** How long upload sessions live (`berth.uploadsessionttl`): how long a delete refuses older uploads. */
-  uploadSessionTtlMs: number;
   /** The last scheduled gc run, when there is a schedule. */
   lastGc?: () => { at: Date; bytesFreed: number } | undefined;
   logger: Logger;
@@ -220,16 +222,10 @@ export class RegistryBrowser implements Browser {
     await this.refresh(repo);
   }
 
-  async deleteRepository(repo: string): Promise<void> {
+  async deleteRepository(repo: string, ctx?: RequestContext): Promise<void> {
     assertName(repo);
     this.checkDeletable();
-    await this.deps.locks.exclusive(repo, async () => {
-      if (!(await this.deps.store.repositoryExists(repo))) throw registryError('NAME_UNKNOWN', { name: repo });
-      // Uploads begun before now are refused from here on (their sessions may live in Redis, beyond this process).
-      await this.deps.catalog.index.markDeleted(repo, Date.now(), this.deps.uploadSessionTtlMs);
-      await deleteRepositoryContent(this.deps.driver, repo);
-      await this.deps.catalog.forget(repo);
-    });
+    await this.deps.namespace.deleteRepository(repo, ctx);
     this.deps.logger.info({ repository: repo }, 'repository deleted');
   }
 

@@ -1,6 +1,6 @@
-import type { StorageDriver } from '../../storage/driver.js';
-import { deleteIfPresent, listOrEmpty } from '../../storage/driver-utils.js';
-import { basename, paths } from '../../storage/paths.js';
+import type { StorageDriver } from './driver.js';
+import { deleteIfPresent, listOrEmpty } from './driver-utils.js';
+import { basename, paths } from './paths.js';
 
 /** Attempts at removing a directory a concurrent writer keeps filling (ENOTEMPTY on the filesystem). */
 const ATTEMPTS = 5;
