@@ -6,6 +6,8 @@ import t from 'tap';
 import { withStorageTiming } from '../../src/compose.js';
 import { isNotFound } from '../../src/storage/driver.js';
 import { FilesystemDriver } from '../../src/storage/drivers/filesystem.js';
+import { createS3Driver } from '../../src/storage/drivers/s3.js';
+import { s3StorageSection, startS3Server } from '../helpers/s3-server.js';
 import { goFloat, registry2Text } from '../../src/http/registry2-metrics.js';
 
 // registry:2's series written as its Go Prometheus client writes them, and the storage timing behind
@@ -108,4 +110,24 @@ t.test('the timing driver: one observation per call, failures included, labelled
     'Writer/filesystem': 1,
   });
   await driver.close();
+});
+
+t.test("the S3 driver is labelled s3aws, registry:2's name for its S3 driver", async (t) => {
+  const server = await startS3Server(t);
+  const inner = createS3Driver({ ...s3StorageSection(server), chunksize: 5 * 1024 * 1024 }, () => undefined);
+  const histogram = new Histogram({
+    name: 'registry_storage_action_seconds',
+    help: 'h',
+    labelNames: ['action', 'driver'] as const,
+    registers: [new Registry()],
+  });
+  const driver = withStorageTiming(inner, histogram);
+  t.teardown(() => driver.close());
+  await driver.putContent('/a/b', Buffer.from('hello'));
+  t.equal((await driver.stat('/a/b')).size, 5);
+  const counts = (await histogram.get()).values
+    .filter((v) => v.metricName === 'registry_storage_action_seconds_count')
+    .map((v) => `${v.labels.action}/${v.labels.driver}=${v.value}`)
+    .sort();
+  t.same(counts, ['PutContent/s3aws=1', 'Stat/s3aws=1']);
 });
