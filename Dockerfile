@@ -16,9 +16,10 @@ WORKDIR /src
 COPY package.json package-lock.json ./
 # --ignore-scripts: `prepare` would compile before the sources are copied; the build step below does it.
 RUN npm ci --ignore-scripts --no-audit --no-fund
-COPY tsconfig.json ./
+COPY tsconfig.json tsconfig.browser.json ./
 COPY src ./src
-RUN npx tsc -p tsconfig.json
+# The server and CLI, then the web UI's browser script (dist/src/http/ui/browser).
+RUN npx tsc -p tsconfig.json && npx tsc -p tsconfig.browser.json
 
 # ---- deps: production dependencies only ------------------------------------------------------------------------
 FROM ${NODE_IMAGE} AS deps
@@ -46,6 +47,8 @@ RUN groupadd --gid 1000 node \
  && ln -s /etc/berth/config.yml /etc/docker/registry/config.yml \
  && chown 1000:1000 /var/lib/registry
 
+# Every berth command reads this file unless given another (`kubectl exec ... berth gc` needs no arguments).
+ENV BERTH_CONFIG=/etc/docker/registry/config.yml
 # Numeric, so Kubernetes can check runAsNonRoot without looking the name up.
 USER 1000:1000
 EXPOSE 5000

@@ -10,7 +10,7 @@ import { createMetrics, metricsConfig, metricsPlugin, type Metrics } from './htt
 import { registryRoutes } from './http/registry-routes.js';
 import { tokenRoutes } from './http/token-routes.js';
 import { parseGcSchedule, startGcSchedule, type GcSchedule } from './gc/schedule.js';
-import { composeNamespace, createDriver, createFillCoordinator, createRepositoryIndex, createSessionStore } from './compose.js';
+import { composeNamespace, createDriver, createFillCoordinator, createRepositoryIndex, createSessionStore, withStorageTiming } from './compose.js';
 import { createLogger } from './logging.js';
 import type { MirrorUpstreamStatus, PullThrough, UpstreamState } from './proxy/index.js';
 import { LocalNamespace } from './registry/local.js';
@@ -106,11 +106,15 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     return reply;
   }
 
-  const baseDriver = deps.driver ?? (await createDriver(config));
-  // Tags and repository links from memory, invalidated by every change (src/storage/link-cache.ts).
-  const driver = await withLinkCache(baseDriver, config);
-  const sessions = deps.sessions ?? (await createSessionStore(config));
   const metrics = deps.metrics ?? createMetrics();
+  const mc = metricsConfig(config);
+  const baseDriver = deps.driver ?? (await createDriver(config));
+  // With metrics on, every driver call is timed into registry:2's registry_storage_action_seconds (below the link
+  // cache: what it serves from memory is no storage action).
+  const timedDriver = mc.enabled ? withStorageTiming(baseDriver, metrics.registry2.storageAction) : baseDriver;
+  // Tags and repository links from memory, invalidated by every change (src/storage/link-cache.ts).
+  const driver = await withLinkCache(timedDriver, config);
+  const sessions = deps.sessions ?? (await createSessionStore(config));
   // The last gc run as recorded in storage, by this process, another replica or `berth gc` from the command line.
   metrics.gcLastRunSource = () => readGcLastRun(driver);
   const audit = new AuditLog(
@@ -267,7 +271,6 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
       .send(pullThrough ? { status, degraded, checks, upstreams: pullThrough.upstreams().map(upstreamState) } : { status, degraded, checks });
   });
 
-  const mc = metricsConfig(config);
   // With berth.metrics.addr the exposition is served on its own address by `serve`; the counting hooks stay here.
   // /metrics on the registry's address is behind the same authentication as /v2/ (any authenticated account; no
   // repository access needed). Scrapers without credentials use berth.metrics.addr, an internal address, instead.

@@ -9,7 +9,7 @@ import { bool, ConfigError, isSection, optString, str } from '../config/fields.j
 import { createEventMetrics, type EventMetrics } from '../events/metrics.js';
 import type { MirrorCounts } from '../proxy/mirror-observer.js';
 import type { MirrorUpstreamStatus } from '../proxy/pull-through.js';
-import { approximateRequestSize, createRegistry2Metrics, registry2Handler, type Registry2Metrics } from './registry2-metrics.js';
+import { approximateRequestSize, createRegistry2Metrics, registry2Handler, registry2Text, type Registry2Metrics } from './registry2-metrics.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -29,7 +29,7 @@ type RequestLabels = 'method' | 'route' | 'status';
  * apps in one process, e.g. in tests, do not share counters).
  */
 export interface Metrics {
-  /** The registry every instrument below is registered in; `registry.metrics()` renders the text format. */
+  /** The registry every instrument below is registered in; {@link renderMetrics} renders the text format. */
   readonly registry: Registry;
   /** `berth_http_requests_total{method,route,status}`: finished requests. */
   readonly httpRequests: Counter<RequestLabels>;
@@ -444,9 +444,14 @@ function payloadLength(payload: unknown): number | null {
   return null;
 }
 
+/** The text exposition of every series, registry:2's written as its Go client writes them (see {@link registry2Text}). */
+export async function renderMetrics(metrics: Metrics): Promise<string> {
+  return registry2Text(await metrics.registry.metrics());
+}
+
 /** Renders the exposition and writes it to a fastify reply. */
 async function sendMetrics(metrics: Metrics, reply: FastifyReply): Promise<string> {
-  const body = await metrics.registry.metrics();
+  const body = await renderMetrics(metrics);
   reply.header('content-type', metrics.registry.contentType);
   reply.header('cache-control', 'no-store');
   return body;
@@ -555,7 +560,7 @@ export async function startMetricsServer(metrics: Metrics, addr: string, path = 
       res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('method not allowed\n');
       return;
     }
-    metrics.registry.metrics().then(
+    renderMetrics(metrics).then(
       (body) => {
         res.writeHead(200, { 'content-type': metrics.registry.contentType, 'cache-control': 'no-store' });
         res.end(req.method === 'HEAD' ? undefined : body);

@@ -17,6 +17,11 @@ export interface Registry2Metrics {
   readonly requestSize: Histogram<'handler'>;
   /** `registry_http_response_size_bytes{handler}` (histogram): response body bytes written. */
   readonly responseSize: Histogram<'handler'>;
+  /**
+   * `registry_storage_action_seconds{action,driver}` (histogram): storage driver call durations, recorded by the
+   * timing driver (src/storage/timed-driver.ts) that `withStorageTiming` (src/compose.ts) puts in front of the driver when metrics are on.
+   */
+  readonly storageAction: Histogram<'action' | 'driver'>;
 }
 
 /**
@@ -37,6 +42,8 @@ export const REGISTRY2_HANDLERS: Readonly<Record<string, string>> = {
 const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60];
 /** registry:2's size buckets: 1 KiB doubling up to 2 GiB. */
 const SIZE_BUCKETS = Array.from({ length: 22 }, (_, i) => 1024 * 2 ** i);
+/** registry:2's storage action buckets (seconds): Prometheus' Go client defaults. */
+const STORAGE_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 /** Creates registry:2's HTTP instruments in `registry`. */
 export function createRegistry2Metrics(registry: Registry): Registry2Metrics {
@@ -75,6 +82,13 @@ export function createRegistry2Metrics(registry: Registry): Registry2Metrics {
       buckets: SIZE_BUCKETS,
       registers,
     }),
+    storageAction: new Histogram({
+      name: 'registry_storage_action_seconds',
+      help: 'The number of seconds that the storage action takes',
+      labelNames: ['action', 'driver'] as const,
+      buckets: STORAGE_BUCKETS,
+      registers,
+    }),
   };
 }
 
@@ -108,4 +122,71 @@ export function registry2Handler(url: string): string | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * A number as Prometheus' Go client writes it in the text format (`strconv.FormatFloat(f, 'g', -1, 64)`): the
+ * shortest digits that read back the same, in exponent form below 1e-4 and from 1e6 up (`1.048576e+06`, `1e-05`),
+ * `+Inf`, `-Inf` and `NaN`.
+ */
+export function goFloat(n: number): string {
+  if (Number.isNaN(n)) return 'NaN';
+  if (n === Infinity) return '+Inf';
+  if (n === -Infinity) return '-Inf';
+  if (n === 0) return '0';
+  const [mantissa = '', exponent = '0'] = n.toExponential().split('e');
+  const exp = Number(exponent);
+  if (exp >= -4 && exp < 6) return String(n);
+  const digits = String(Math.abs(exp)).padStart(2, '0');
+  return `${mantissa}e${exp < 0 ? '-' : '+'}${digits}`;
+}
+
+/** A sample's labels as `[name, raw value]` pairs (the value still escaped), or null when the line is not one. */
+function parseLabels(body: string): [string, string][] | null {
+  const pairs: [string, string][] = [];
+  let i = 0;
+  while (i < body.length) {
+    const eq = body.indexOf('="', i);
+    if (eq < 0) return null;
+    const name = body.slice(i, eq);
+    let j = eq + 2;
+    while (j < body.length && body[j] !== '"') j += body[j] === '\\' ? 2 : 1;
+    if (j >= body.length) return null;
+    pairs.push([name, body.slice(eq + 2, j)]);
+    i = j + 1;
+    if (body[i] === ',') i++;
+  }
+  return pairs;
+}
+
+/**
+ * The `registry_*` samples of a text exposition rewritten as registry:2 (Prometheus' Go client) writes them: label
+ * names sorted with `le` last, numbers in Go's notation (the `le` bounds `2.147483648e+09`, `+Inf`, and the values).
+ * prom-client writes `le="2147483648"` first instead; an `le` matcher in a dashboard or recording rule made for
+ * registry:2 would then match nothing. Other lines are left as they are.
+ */
+export function registry2Text(text: string): string {
+  return text
+    .split('\n')
+    .map((line) => (line.startsWith('registry_') ? goSample(line) : line))
+    .join('\n');
+}
+
+function goSample(line: string): string {
+  const space = line.lastIndexOf(' ');
+  const raw = line.slice(space + 1);
+  const value = Number(raw);
+  if (space < 0 || (Number.isNaN(value) && raw !== 'NaN')) return line;
+  const open = line.indexOf('{');
+  if (open < 0 || open > space) return `${line.slice(0, space)} ${goFloat(value)}`;
+  const close = line.lastIndexOf('}', space);
+  const pairs = close > open ? parseLabels(line.slice(open + 1, close)) : null;
+  if (!pairs) return line;
+  const labels = pairs
+    .filter(([name]) => name !== 'le')
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([name, raw]) => `${name}="${raw}"`);
+  const le = pairs.find(([name]) => name === 'le');
+  if (le) labels.push(`le="${/^[+-]?Inf$/.test(le[1]) ? le[1] : goFloat(Number(le[1]))}"`);
+  return `${line.slice(0, open)}{${labels.join(',')}} ${goFloat(value)}`;
 }

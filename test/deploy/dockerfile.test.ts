@@ -161,6 +161,17 @@ t.test('berth is on PATH', async (t) => {
     finalStage.some((i) => i.keyword === 'COPY' && /\bpackage\.json\b/.test(i.args)),
     'package.json ("type": "module") sits next to dist/',
   );
+  // `kubectl exec ... berth gc` names no config: without BERTH_CONFIG the CLI would look for ./data.
+  const env = finalStage.find((i) => i.keyword === 'ENV' && /^BERTH_CONFIG[= ]/.test(i.args));
+  t.equal(env?.args.split(/[= ]/)[1], execForm(last('CMD')?.args ?? '')?.[3], 'BERTH_CONFIG names the config file the server reads');
+});
+
+t.test('the web UI script is built too', async (t) => {
+  const build = stages[0] ?? [];
+  t.ok(
+    build.some((i) => i.keyword === 'RUN' && /tsc -p tsconfig\.browser\.json|npm run build/.test(i.args)),
+    'the build stage compiles the browser script (dist/src/http/ui/browser), which the runtime copies with dist/src',
+  );
 });
 
 t.test("plain syntax Docker 20.10's builder accepts", async (t) => {

@@ -72,3 +72,64 @@ t.test('with Redis stopped, pulls keep working, /readyz stays 200 naming redis a
   const after = (await client.request('GET', '/metrics')).body.toString();
   t.equal(sample(after, 'berth_degraded{part="redis"}'), 0);
 });
+
+t.test('with Redis frozen (SIGSTOP), /readyz stays 200 and pulls work; uploads answer 503 without hanging; SIGCONT heals', async (t) => {
+  // A frozen Redis accepts connections and never answers: unlike a stopped one, nothing fails fast. The storage
+  // write probe of /readyz once went through the link cache, whose invalidation waited on Redis: every replica
+  // turned unready. It writes straight to storage now.
+  const redis = await startRedis(t);
+  let frozen = false;
+  t.teardown(() => {
+    if (frozen) process.kill(redis.pid, 'SIGCONT');
+  });
+  const root = await tempDir(t, 'berth-redis-frozen-');
+  const berth = await spawnBerth(t, {
+    REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: root,
+    REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED: 'false',
+    REGISTRY_REDIS_ADDR: redis.addr,
+    REGISTRY_LOG_LEVEL: 'fatal',
+  });
+  const client = new RegistryClient(berth.url);
+  const img = await client.pushImage('app/api', 'v1', [randomLayer(4000)]);
+
+  process.kill(redis.pid, 'SIGSTOP');
+  frozen = true;
+
+  // /readyz reuses a storage write probe for 5 s after it finished (the one of start-up may still be fresh): ask
+  // until one request started after that, so a probe made while Redis is frozen has been seen.
+  const probeStale = Date.now() + 5500;
+  const answers: { status: number; storage?: string; degraded: string[] }[] = [];
+  let asked: number;
+  do {
+    asked = Date.now();
+    const ready = await client.request('GET', '/readyz');
+    const body = JSON.parse(ready.body.toString()) as { degraded: string[]; checks: Record<string, string> };
+    answers.push({ status: ready.status, storage: body.checks.storage, degraded: body.degraded });
+  } while (asked < probeStale);
+  t.ok(answers.length >= 2, `asked ${answers.length} times`);
+  t.same(
+    answers.filter((a) => a.status !== 200 || a.storage !== 'ok'),
+    [],
+    'the replica stays ready while Redis does not answer, and storage is not blamed for it',
+  );
+  t.same(answers.at(-1)?.degraded, ['redis'], 'redis is named as degraded');
+  t.same(await client.pull('app/api', 'v1'), [], 'a pull works, every digest verified');
+  t.equal((await client.getManifest('app/api', 'v1')).digest, img.manifest.digest);
+  const upload = await client.request('POST', '/v2/app/api/blobs/uploads/');
+  t.equal(upload.status, 503, 'an upload answers 503 (bounded by the Redis command timeout), not a hang');
+  t.equal((JSON.parse(upload.body.toString()) as ErrorBody).errors[0]?.code, 'UNAVAILABLE');
+  t.equal((await client.request('GET', '/readyz')).status, 200, 'still ready after the failed upload');
+
+  process.kill(redis.pid, 'SIGCONT');
+  frozen = false;
+  let healed = false;
+  for (let i = 0; i < 100 && !healed; i++) {
+    const r = await client.request('GET', '/readyz');
+    healed = r.status === 200 && (JSON.parse(r.body.toString()) as { degraded: string[] }).degraded.length === 0;
+    if (!healed) await sleep(100);
+  }
+  t.ok(healed, 'readiness reports nothing degraded once Redis answers again');
+  const again = await client.pushImage('app/api', 'v2', [randomLayer(3000)]);
+  t.equal((await client.getManifest('app/api', 'v2')).digest, again.manifest.digest, 'uploads work again');
+  t.same(await client.pull('app/api', 'v2'), [], 'and what was pushed pulls back');
+});
