@@ -1,6 +1,4 @@
 #!/usr/bin/env node
-// First: heap settings apply before the other modules load.
-import './heap-tuning.js';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
