@@ -88,6 +88,7 @@ class EventingRepository implements Repository {
       get: async (ref: Reference) => {
         const m = await inner.manifests.get(ref);
         if (m) {
+          let references: ReturnType<typeof manifestReferences> | undefined;
           await events.emit(
             'pull',
             {
@@ -96,7 +97,11 @@ class EventingRepository implements Repository {
               mediaType: m.mediaType,
               size: m.bytes.length,
               kind: 'manifest',
-              references: manifestReferences(m.bytes),
+              // Parsed only when an event is built (an endpoint is configured): a pull without notifications does
+              // not parse the manifest it serves.
+              get references() {
+                return (references ??= manifestReferences(m.bytes));
+              },
               ...(ref.kind === 'tag' ? { tag: ref.tag } : {}),
             },
             ctx,

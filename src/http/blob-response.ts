@@ -3,7 +3,7 @@ import type { Config } from '../config/config.js';
 import { registryError } from '../errors/registry-error.js';
 import type { Digest } from '../oci/digest.js';
 import type { BlobContent } from '../registry/repository.js';
-import { isNotFound } from '../storage/driver.js';
+import { canRecycleBuffers, isNotFound } from '../storage/driver.js';
 import { parseRangeHeader } from './range.js';
 
 /** The headers of every blob answer: content is immutable, so it may be cached for a year. */
@@ -63,5 +63,8 @@ export async function sendBlob(blob: BlobContent, config: Config, request: Fasti
     }
     throw registryError('BLOB_UNKNOWN', { digest: d.value });
   }
+  // fastify pipes the body into the response, which hands each chunk to the socket before it calls back: a reader
+  // that can reuse its buffers then allocates none per chunk.
+  if (canRecycleBuffers(body)) body.recycleBuffersWhenPiped();
   await reply.send(body);
 }

@@ -164,6 +164,21 @@ export function assertDriverPath(path: string): void {
   }
 }
 
+/**
+ * A reader that can send its bytes without a new buffer per chunk. After {@link recycleBuffersWhenPiped}, `pipe(dest)`
+ * passes each chunk to `dest.write` with a callback and overwrites that buffer once the callback has run, so call it
+ * only for a destination that is done with a chunk by then — one that copies it out (a socket, an HTTP response),
+ * never one that keeps or forwards it (a PassThrough, a collector). Other uses of the stream are unaffected.
+ */
+export interface RecyclingReadable extends Readable {
+  recycleBuffersWhenPiped(): void;
+}
+
+/** True when `stream` is a {@link RecyclingReadable}. */
+export function canRecycleBuffers(stream: Readable): stream is RecyclingReadable {
+  return typeof (stream as Partial<RecyclingReadable>).recycleBuffersWhenPiped === 'function';
+}
+
 export function isNotFound(err: unknown): err is PathNotFoundError {
   return err instanceof PathNotFoundError;
 }

@@ -1,4 +1,4 @@
-import { constants, createReadStream } from 'node:fs';
+import { constants } from 'node:fs';
 import { lstat, mkdir, open, readdir, readFile, realpath, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -16,6 +16,7 @@ import {
   type WalkOptions,
   type WriterState,
 } from '../driver.js';
+import { FileReadStream } from './file-read-stream.js';
 
 /** Options of {@link FilesystemDriver}. */
 export interface FilesystemDriverOptions {
@@ -141,8 +142,7 @@ export class FilesystemDriver implements StorageDriver {
         await handle.close();
         return Readable.from([]);
       }
-      const end = length === undefined ? Infinity : offset + length - 1;
-      const stream = createReadStream('', { fd: handle, start: offset, end, highWaterMark: 1024 * 1024, autoClose: true });
+      const stream = new FileReadStream(handle, offset, length === undefined ? Infinity : offset + length);
       return options.signal ? addAbortSignal(options.signal, stream) : stream;
     } catch (err) {
       await handle.close();

@@ -1,0 +1,126 @@
+import type { FileHandle } from 'node:fs/promises';
+import { Readable, type Writable } from 'node:stream';
+import type { RecyclingReadable } from '../driver.js';
+
+/** Bytes read per `read` call: few syscalls, and the size of each buffer a stream holds. */
+const CHUNK = 1024 * 1024;
+
+/**
+ * Buffers a recycling pipe keeps: one being read into while the others wait to be written, so reading the file and
+ * sending it overlap and the socket always has data queued. Bounds memory per stream at `RECYCLED * CHUNK`.
+ * Measured on a 256 MiB GET (2 cores, loaded): 2 buffers ~610 MiB/s, 3 ~1010, 4 ~1100, at the same CPU per GET.
+ */
+const RECYCLED = 4;
+
+/**
+ * The bytes `[start, end)` of an open file (to its end when `end` is Infinity), closing the handle when the stream
+ * ends or is destroyed.
+ *
+ * Read with `read()`/`'data'`/`pipe()` as any Readable, each chunk is a new buffer (the reader may keep it). After
+ * {@link recycleBuffersWhenPiped}, `pipe(dest)` instead reads into a few fixed buffers and passes each to
+ * `dest.write` with a callback, reading into it again only once that callback has run. Serving a large blob then
+ * allocates nothing per chunk: a fresh 1 MiB buffer per chunk is external memory, and V8 answers its pressure with
+ * scavenges and full mark-compacts of the whole heap every few dozen megabytes sent — which on a blob GET cost more
+ * CPU than the copying itself (profiled: issue 16).
+ */
+export class FileReadStream extends Readable implements RecyclingReadable {
+  private position: number;
+  private recycle = false;
+  /** True once bytes were read the ordinary way: the stream can no longer switch to recycling. */
+  private readStarted = false;
+  /** True while a recycling pipe owns the stream; `_read` then does nothing. */
+  private pumping = false;
+  /** Wakes a recycling pipe that waits for a buffer to come back (or for the stream's end). */
+  private wake: (() => void) | null = null;
+
+  constructor(
+    private readonly handle: FileHandle,
+    start: number,
+    private readonly end: number,
+  ) {
+    super({ highWaterMark: CHUNK });
+    this.position = start;
+  }
+
+  recycleBuffersWhenPiped(): void {
+    this.recycle = true;
+  }
+
+  override _read(): void {
+    if (this.pumping) return;
+    this.readStarted = true;
+    const want = Math.min(CHUNK, this.end - this.position);
+    if (want <= 0) {
+      this.push(null);
+      return;
+    }
+    const buffer = Buffer.allocUnsafeSlow(want);
+    this.handle.read(buffer, 0, want, this.position).then(
+      ({ bytesRead }) => {
+        if (bytesRead === 0) {
+          this.push(null);
+          return;
+        }
+        this.position += bytesRead;
+        this.push(bytesRead === want ? buffer : buffer.subarray(0, bytesRead));
+      },
+      (err: Error) => this.destroy(err),
+    );
+  }
+
+  override pipe<T extends NodeJS.WritableStream>(dest: T, options?: { end?: boolean }): T {
+    if (!this.recycle || this.readStarted || this.pumping || this.destroyed) return super.pipe(dest, options);
+    this.pumping = true;
+    this.pump(dest as unknown as Writable, options?.end !== false).catch((err: Error) => this.destroy(err));
+    return dest;
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    this.wake?.();
+    // A read still in flight holds the handle open: FileHandle.close waits for it.
+    this.handle.close().then(
+      () => callback(err),
+      (closeErr: Error) => callback(err ?? closeErr),
+    );
+  }
+
+  /**
+   * Reads the range into at most {@link RECYCLED} buffers, writing each to `dest` and reusing it once `dest` has
+   * called back. Back-pressure is the buffers themselves: nothing more is read while all of them wait to be written.
+   */
+  private async pump(dest: Writable, endDest: boolean): Promise<void> {
+    const free: Buffer[] = [];
+    let allocated = 0;
+    let failed = false;
+    const written = (buffer: Buffer) => (err?: Error | null) => {
+      // A failed write means the response is gone; fastify then destroys this stream. The buffer is never reused.
+      if (err) failed = true;
+      else free.push(buffer);
+      this.wake?.();
+    };
+    for (;;) {
+      const want = Math.min(CHUNK, this.end - this.position);
+      if (want <= 0) break;
+      let buffer = free.pop();
+      if (buffer === undefined && allocated < RECYCLED) {
+        buffer = Buffer.allocUnsafeSlow(want);
+        allocated++;
+      }
+      if (buffer === undefined) {
+        await new Promise<void>((resolve) => (this.wake = resolve));
+        this.wake = null;
+        if (this.destroyed || failed) return;
+        continue;
+      }
+      const { bytesRead } = await this.handle.read(buffer, 0, Math.min(want, buffer.length), this.position);
+      if (this.destroyed || failed) return;
+      if (bytesRead === 0) break;
+      this.position += bytesRead;
+      dest.write(bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead), written(buffer));
+    }
+    if (endDest) dest.end();
+    // The readable side ends as if its data had been consumed: 'end', then 'close' (which closes the handle).
+    this.push(null);
+    this.resume();
+  }
+}
