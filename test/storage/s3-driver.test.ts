@@ -147,30 +147,24 @@ t.test('a small upload commits as one PutObject, without a multipart upload', as
   t.same(server.keys(), ['up/data'], 'the tail is gone');
 });
 
-t.test('memory per writer stays at a few parts while data streams out', async (t) => {
+t.test('memory per writer stays at one part while data streams out', async (t) => {
   const server = await startS3Server(t);
   const driver = driverFor(t, server);
   const writer = await driver.writer('/big/data');
   t.ok(writer instanceof S3Writer, 'an S3 writer');
   const chunk = randomBytes(64 * 1024);
   const total = 48 * MiB;
-  // Up to three parts go up at once while the next fills: after write() resolves, at most those are not yet at S3.
-  const inFlight = 3;
   let lagging = 0;
   for (let written = 0; written < total; written += chunk.length) {
     await writer.write(chunk);
     const partsAtServer = server.requests.filter((r) => 'partNumber' in r.query && r.status === 200).length;
-    if (partsAtServer < Math.floor((written + chunk.length) / (5 * MiB)) - inFlight) lagging++;
+    // After write() resolves, every full part is at S3: nothing accumulates in memory.
+    if (partsAtServer !== Math.floor((written + chunk.length) / (5 * MiB))) lagging++;
   }
-  t.equal(lagging, 0, `no more than ${inFlight} full parts waited in memory after a write resolved`);
-  const peak = (writer as S3Writer).peakBuffered;
-  t.ok(peak <= (inFlight + 1) * 5 * MiB, `at most ${inFlight + 1} parts buffered (peak ${peak})`);
+  t.equal(lagging, 0, 'each 5 MiB part was uploaded before the next write resolved');
+  t.ok((writer as S3Writer).peakBuffered <= 5 * MiB, `at most one part buffered (peak ${(writer as S3Writer).peakBuffered})`);
   await writer.commit();
   t.equal((await driver.stat('/big/data')).size, total, 'all bytes committed');
-  const got = await driver.getContent('/big/data');
-  const expected = Buffer.alloc(total);
-  for (let off = 0; off < total; off += chunk.length) chunk.copy(expected, off);
-  t.ok(got.equals(expected), 'the parts were assembled in order');
 });
 
 t.test('move: server-side copy, multipart above the threshold', async (t) => {
@@ -307,9 +301,7 @@ t.test('faults: S3 answering 503 to everything → BackendUnavailableError', asy
   await t.rejects(driver.putContent('/g', Buffer.from('y')), BackendUnavailableError, 'putContent');
   await t.rejects(driver.list('/'), BackendUnavailableError, 'list');
   const w = await driver.writer('/up/data');
-  // A full part starts going up without holding up the write; its failure is reported by a later call.
-  await w.write(randomBytes(5 * MiB)).catch(() => undefined);
-  await t.rejects(w.close(), BackendUnavailableError, 'a part upload');
+  await t.rejects(w.write(randomBytes(5 * MiB)), BackendUnavailableError, 'a part upload');
   const attempts = proxy.requests.filter((r) => r.fault === '503' && r.path.endsWith('/f')).length;
   t.equal(attempts, 3, 'each request was tried maxattempts times');
   proxy.clear();

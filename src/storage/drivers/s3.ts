@@ -51,8 +51,6 @@ const TAIL_MARKER = '.berth-tail-';
 const DELETE_BATCH = 1000;
 /** "Part numbers can be any number from 1 to 10,000". */
 const MAX_PARTS = 10000;
-/** Parts of one writer going up at once. */
-const PARTS_IN_FLIGHT = 3;
 /** Times a download is resumed after the connection broke mid-body. */
 const READ_RESUMES = 3;
 
@@ -167,11 +165,10 @@ function copySource(bucket: string, key: string): string {
  * The S3 driver: keys laid out exactly as Distribution's S3 driver lays them out (`rootdirectory` + driver path), so
  * berth serves a bucket registry:2 filled and the other way round.
  *
- * - Writers stream into a multipart upload, a few parts (`chunksize`) going up at once while the next fills, so memory
- *   per writer stays at four parts (see {@link S3Writer}). Between requests a tail smaller than S3's 5 MiB minimum
- *   part lives in a small side object (see {@link S3WriterState}); the next writer, in any process, reads it back and
- *   continues. `commit` completes the multipart upload (or, below one part, puts a single object), so the object
- *   appears atomically.
+ * - Writers stream into a multipart upload, holding at most one part (`chunksize`) in memory. Between requests a
+ *   tail smaller than S3's 5 MiB minimum part lives in a small side object (see {@link S3WriterState}); the next
+ *   writer, in any process, reads it back and continues. `commit` completes the multipart upload (or, below one
+ *   part, puts a single object), so the object appears atomically.
  * - `move` is a server-side copy (multipart UploadPartCopy above `multipartcopythresholdsize`) plus a delete.
  * - S3 5xx, SlowDown and broken connections are retried with exponential back-off by the SDK's standard retry
  *   strategy (every request body the driver sends is a Buffer, so retries resend exactly the same bytes); broken
@@ -801,20 +798,12 @@ function parseWriterState(state: WriterState, key: string): S3WriterState | null
 }
 
 /**
- * Streams into a multipart upload. Bytes collect in a buffer of at most `chunksize`; a full buffer starts going up
- * as the next part while the following one fills, with at most {@link PARTS_IN_FLIGHT} parts going up at once
- * (`write` waits for one to finish before starting another: back-pressure), so memory stays at
- * PARTS_IN_FLIGHT + 1 parts per writer. A failed part is thrown by the next `write`, `close` or `commit`.
+ * Streams into a multipart upload. Bytes collect in one buffer of at most `chunksize`; a full buffer is uploaded as
+ * the next part before `write` resolves (back-pressure), so memory stays at one part per writer.
  */
 export class S3Writer implements FileWriter {
   private readonly uploadedParts: S3PartRecord[];
   private uploadId: string | undefined;
-  private creating: Promise<string> | undefined;
-  /** The number of the next part to start. */
-  private nextPart: number;
-  private readonly inflight = new Set<Promise<void>>();
-  private inflightBytes = 0;
-  private failure: { error: unknown } | undefined;
   private buffer: Buffer;
   private used = 0;
   private partsSize: number;
@@ -835,7 +824,6 @@ export class S3Writer implements FileWriter {
     this.uploadedParts = parts.map((p) => ({ ...p }));
     this.uploadId = state?.uploadId;
     this.partsSize = this.uploadedParts.reduce((n, p) => n + p.size, 0);
-    this.nextPart = this.uploadedParts.length + 1;
     this.resumedTail = state?.tail;
     this.resumedSize = state?.size ?? 0;
     this.buffer = Buffer.allocUnsafe(Math.min(driver.options.chunkSize, Math.max(64 * 1024, tail?.length ?? 0)));
@@ -846,17 +834,16 @@ export class S3Writer implements FileWriter {
   }
 
   get size(): number {
-    return this.partsSize + this.inflightBytes + this.used;
+    return this.partsSize + this.used;
   }
 
-  /** Bytes held in memory right now (parts going up included). */
+  /** Bytes held in memory right now. */
   get buffered(): number {
-    return this.used + this.inflightBytes;
+    return this.used;
   }
 
   async write(chunk: Buffer): Promise<void> {
     if (this.done) throw new Error('writer is closed');
-    this.throwIfFailed();
     if (chunk.length > 0) this.dirty = true;
     const chunkSize = this.driver.options.chunkSize;
     let offset = 0;
@@ -866,14 +853,9 @@ export class S3Writer implements FileWriter {
       chunk.copy(this.buffer, this.used, offset, offset + n);
       this.used += n;
       offset += n;
-      this.peakBuffered = Math.max(this.peakBuffered, this.buffered);
+      this.peakBuffered = Math.max(this.peakBuffered, this.used);
       if (this.used === chunkSize) {
-        // A full part goes up while the next one fills; with PARTS_IN_FLIGHT parts already going up, the writer
-        // waits for one of them first (back-pressure: memory stays at PARTS_IN_FLIGHT + 1 parts).
-        while (this.inflight.size >= PARTS_IN_FLIGHT) await Promise.race(this.inflight);
-        this.throwIfFailed();
-        this.startPart(this.buffer.subarray(0, this.used));
-        this.buffer = Buffer.allocUnsafe(chunkSize);
+        await this.uploadPart(this.buffer.subarray(0, this.used));
         this.used = 0;
       }
     }
@@ -885,41 +867,7 @@ export class S3Writer implements FileWriter {
     this.buffer = next;
   }
 
-  private throwIfFailed(): void {
-    if (this.failure) throw this.failure.error;
-  }
-
-  /** Starts uploading `data` as the next part, without waiting for it; a failure is thrown by a later call. */
-  private startPart(data: Buffer): void {
-    const n = this.nextPart++;
-    this.inflightBytes += data.length;
-    const flight: Promise<void> = this.uploadPart(n, data)
-      .then(
-        () => undefined,
-        (error: unknown) => {
-          this.failure ??= { error };
-        },
-      )
-      .then(() => {
-        this.inflightBytes -= data.length;
-        this.inflight.delete(flight);
-      });
-    this.inflight.add(flight);
-  }
-
-  /** Waits until no part is going up; throws the first part failure. */
-  private async settleParts(): Promise<void> {
-    while (this.inflight.size > 0) await Promise.all(this.inflight);
-    this.throwIfFailed();
-  }
-
-  private ensureUpload(): Promise<string> {
-    // Parts go up concurrently: all of them wait for the one CreateMultipartUpload.
-    this.creating ??= this.createUpload();
-    return this.creating;
-  }
-
-  private async createUpload(): Promise<string> {
+  private async ensureUpload(): Promise<string> {
     if (this.uploadId) return this.uploadId;
     const d = this.driver;
     const out = await d.send(() =>
@@ -937,8 +885,9 @@ export class S3Writer implements FileWriter {
     return out.UploadId;
   }
 
-  /** Uploads `data` as part `n`. A Buffer body lets the SDK retry it byte for byte. */
-  private async uploadPart(n: number, data: Buffer): Promise<void> {
+  /** Uploads `data` as the next part. A Buffer body lets the SDK retry it byte for byte. */
+  private async uploadPart(data: Buffer): Promise<void> {
+    const n = this.uploadedParts.length + 1;
     if (n > MAX_PARTS) throw new Error(`upload exceeds ${MAX_PARTS} parts of ${this.driver.options.chunkSize} bytes`);
     const uploadId = await this.ensureUpload();
     const d = this.driver;
@@ -957,14 +906,7 @@ export class S3Writer implements FileWriter {
     );
     if (!out.ETag) throw new Error('S3 UploadPart returned no ETag');
     this.uploadedParts.push({ n, etag: out.ETag, size: data.length });
-    this.uploadedParts.sort((a, b) => a.n - b.n);
     this.partsSize += data.length;
-  }
-
-  /** Uploads `data` as the next part and waits for it (after every part already going up). */
-  private async uploadLastPart(data: Buffer): Promise<void> {
-    await this.settleParts();
-    await this.uploadPart(this.nextPart++, data);
   }
 
   /**
@@ -980,12 +922,11 @@ export class S3Writer implements FileWriter {
     if (this.done) throw new Error('writer is closed');
     this.done = true;
     const d = this.driver;
-    await this.settleParts();
     let tail: { key: string; size: number } | undefined;
     if (!this.dirty && this.resumedTail && this.used === this.resumedTail.size) {
       tail = this.resumedTail; // nothing new: the resumed tail still holds exactly these bytes
     } else if (this.used >= MIN_PART_SIZE) {
-      await this.uploadLastPart(this.buffer.subarray(0, this.used));
+      await this.uploadPart(this.buffer.subarray(0, this.used));
       // The part now holds these bytes: counting them as buffered too would report them twice in `size`.
       this.used = 0;
     } else if (this.used > 0) {
@@ -1026,7 +967,6 @@ export class S3Writer implements FileWriter {
     const d = this.driver;
     const bucket = d.options.bucket;
     try {
-      await this.settleParts();
       if (this.uploadedParts.length === 0) {
         const data = this.buffer.subarray(0, this.used);
         await d.send(() =>
@@ -1046,7 +986,7 @@ export class S3Writer implements FileWriter {
       } else {
         // "Each part must be at least 5 MB in size, except the last part": the rest goes last, whatever its size.
         if (this.used > 0) {
-          await this.uploadLastPart(this.buffer.subarray(0, this.used));
+          await this.uploadPart(this.buffer.subarray(0, this.used));
           this.used = 0;
         }
         await this.complete();
@@ -1083,8 +1023,6 @@ export class S3Writer implements FileWriter {
   /** Aborts the multipart upload and removes tails and anything at the key. */
   async cancel(): Promise<void> {
     this.done = true;
-    // Parts still going up finish (or fail) first, so none lands after the abort.
-    await Promise.all(this.inflight);
     this.release();
     const d = this.driver;
     if (this.uploadId) await d.abortQuietly(this.key, this.uploadId);
