@@ -332,6 +332,11 @@ function routeLabel(request: FastifyRequest): string {
   return request.routeKind ?? request.routeOptions.url ?? 'unmatched';
 }
 
+/** Bytes of a request body counted at once (per chunk, the counter's label lookup costs more than the bytes). */
+const COUNT_EVERY = 1024 * 1024;
+/** Bytes a {@link CountingBody} holds for its reader before it pauses the request. */
+const BODY_BUFFER = 256 * 1024;
+
 /**
  * A request body stream that counts the bytes its reader takes. It attaches to the source only on the first read,
  * so a handler that reads `request.raw` directly instead is not disturbed; back-pressure passes through (the source
@@ -341,10 +346,13 @@ class CountingBody extends Readable {
   /** Bytes passed on so far; fastify's body-limit check reads it as `receivedEncodedLength`. */
   receivedEncodedLength = 0;
   private attached = false;
+  /** Bytes passed on but not yet added to the counter (it is updated once per {@link COUNT_EVERY} bytes, not per chunk). */
+  private uncounted = 0;
   private readonly onData = (chunk: Buffer | string): void => {
     const n = typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
     this.receivedEncodedLength += n;
-    this.count(n);
+    this.uncounted += n;
+    if (this.uncounted >= COUNT_EVERY) this.report();
     if (!this.push(chunk)) this.source.pause();
   };
   private readonly onEnd = (): void => {
@@ -363,7 +371,13 @@ class CountingBody extends Readable {
     private readonly source: Readable,
     private readonly count: (bytes: number) => void,
   ) {
-    super();
+    // Room for a few socket reads, so a reader that takes chunks one at a time does not pause the source on each.
+    super({ highWaterMark: BODY_BUFFER });
+  }
+
+  private report(): void {
+    if (this.uncounted > 0) this.count(this.uncounted);
+    this.uncounted = 0;
   }
 
   override _read(): void {
@@ -394,6 +408,7 @@ class CountingBody extends Readable {
   }
 
   private detach(): void {
+    this.report();
     this.source.off('data', this.onData);
     this.source.off('end', this.onEnd);
     this.source.off('error', this.onError);

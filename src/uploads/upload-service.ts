@@ -1,5 +1,6 @@
 import { randomUUID, type Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import { RegistryError, registryError } from '../errors/registry-error.js';
 import { digestFromHash, newHash, type Digest } from '../oci/digest.js';
 import { isNotFound, type StorageDriver, type WriterState } from '../storage/driver.js';
@@ -13,6 +14,8 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const LEASE_MS = 15 * 60_000;
 /** At most this many running sha256 states are kept in memory (they are small; this bounds abandoned ones). */
 const MAX_HASHERS = 10_000;
+/** Bytes of a request body received ahead of its writer before the body is paused. */
+const RECEIVE_AHEAD = 1024 * 1024;
 
 /** A chunk's declared position: from `Content-Range` (`start-end`, inclusive) and/or `Content-Length`. */
 export interface ChunkRange {
@@ -130,20 +133,45 @@ export class UploadService {
     let storageFailed: unknown;
     let tooLong = false;
     try {
-      for await (const chunk of body as AsyncIterable<Buffer>) {
+      // Chunks are hashed as they arrive and handed to the writer in order without waiting for each write: the writer
+      // batches them and writes one batch while the next arrives. The body pauses only while more than
+      // RECEIVE_AHEAD bytes wait for the writer (back-pressure, bounded memory).
+      let queued = 0;
+      let paused = false;
+      let writes: Promise<void> = Promise.resolve();
+      const onData = (chunk: Buffer): void => {
         received += chunk.length;
         if (expected !== undefined && received > expected) tooLong = true;
         // After a storage failure, or past the declared length, the rest of the body is read and dropped: the client
         // then reads the error answer (503 when the backend is down, else SIZE_INVALID) instead of a connection reset
         // in the middle of its upload.
-        if (storageFailed !== undefined || tooLong) continue;
+        if (storageFailed !== undefined || tooLong) return;
         hasher?.update(chunk);
         hashed += chunk.length;
-        try {
-          await writer.write(chunk);
-        } catch (err) {
-          storageFailed = err;
+        queued += chunk.length;
+        writes = writes.then(async () => {
+          try {
+            if (storageFailed === undefined) await writer.write(chunk);
+          } catch (err) {
+            storageFailed = err;
+          }
+          queued -= chunk.length;
+          if (paused && queued <= RECEIVE_AHEAD / 2) {
+            paused = false;
+            body.resume();
+          }
+        });
+        if (queued > RECEIVE_AHEAD && !paused) {
+          paused = true;
+          body.pause();
         }
+      };
+      body.on('data', onData);
+      try {
+        await finished(body);
+      } finally {
+        body.off('data', onData);
+        await writes;
       }
       if (tooLong) throw registryError('SIZE_INVALID', { reason: 'body longer than its declared length' });
       if (storageFailed === undefined && expected !== undefined && received !== expected) {

@@ -7,6 +7,8 @@
  * Cases (select with `--only push,get`; default all):
  * - `push`      monolithic push of BENCH_BLOB_MIB (256) MiB: POST, then PUT with the whole body; a new blob each
  *               run, from a separate client process (push-client.ts). MiB/s.
+ * - `chunked`   chunked push of that size: POST, one PATCH per BENCH_CHUNK_MIB (32) MiB, PUT; a new blob each run,
+ *               from the same client process. MiB/s.
  * - `get`       blob GET of that size with curl, MiB/s.
  * - `manifest`  manifest GET by tag, 32 connections for BENCH_SECONDS (5) s with wrk: req/s and p99.
  *               After these three, each server's peak RSS (VmHWM).
@@ -44,10 +46,11 @@ const BLOB_MIB = Number(process.env.BENCH_BLOB_MIB ?? 256);
 const BIG_MIB = Number(process.env.BENCH_BIG_MIB ?? 2048);
 const SKOPEO_MIB = Number(process.env.BENCH_SKOPEO_MIB ?? 512);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const CHUNK_MIB = Number(process.env.BENCH_CHUNK_MIB ?? 32);
 const CONNECTIONS = 32;
 const PUSH_CLIENT = fileURLToPath(new URL('./push-client.js', import.meta.url));
 
-const ALL_CASES = ['push', 'get', 'manifest', 'parallel', 'skopeo', 'big', 's3', 'mirror'] as const;
+const ALL_CASES = ['push', 'chunked', 'get', 'manifest', 'parallel', 'skopeo', 'big', 's3', 'mirror'] as const;
 type CaseName = (typeof ALL_CASES)[number];
 
 /** A server under test. */
@@ -170,9 +173,10 @@ async function alternate(targets: Target[], rounds: number, fn: (t: Target, roun
 
 // ---- cases -----------------------------------------------------------------------------------------------------
 
-/** One monolithic push by the client process; MiB/s. Each call pushes a new blob. */
-async function push(t: Target, repo: string, bytes: number): Promise<{ mibs: number; digest: string }> {
-  const { stdout } = await run(process.execPath, [PUSH_CLIENT, t.url, repo, String(bytes)], { maxBuffer: MiB });
+/** One monolithic push (or, with `chunk`, a chunked one) by the client process; MiB/s. Each call pushes a new blob. */
+async function push(t: Target, repo: string, bytes: number, chunk?: number): Promise<{ mibs: number; digest: string }> {
+  const args = [PUSH_CLIENT, t.url, repo, String(bytes), ...(chunk ? [String(chunk)] : [])];
+  const { stdout } = await run(process.execPath, args, { maxBuffer: MiB });
   const r = JSON.parse(stdout) as { seconds: number; digest: string };
   return { mibs: bytes / MiB / r.seconds, digest: r.digest };
 }
@@ -316,6 +320,11 @@ async function compare(cases: Set<CaseName>, rounds: number): Promise<Row[]> {
         return r.mibs;
       });
       if (cases.has('push')) row(`monolithic push ${BLOB_MIB} MiB (MiB/s)`, pushes, 'higher', '≥ 3x');
+    }
+    if (cases.has('chunked')) {
+      process.stderr.write(`chunked push ${BLOB_MIB} MiB in ${CHUNK_MIB} MiB PATCHes x${rounds} ...\n`);
+      const chunked = await alternate(targets, rounds, async (t) => (await push(t, 'bench/chunked', bytes, CHUNK_MIB * MiB)).mibs);
+      row(`chunked push ${BLOB_MIB} MiB, ${CHUNK_MIB} MiB PATCHes (MiB/s)`, chunked, 'higher');
     }
     if (cases.has('get')) {
       process.stderr.write(`blob GET ${BLOB_MIB} MiB x${rounds} ...\n`);

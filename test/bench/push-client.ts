@@ -1,9 +1,10 @@
 /**
  * The pushing side of `npm run bench`, run as its own process so the client never shares a CPU budget (or a heap)
- * with the bench driver: `node push-client.js URL REPO BYTES`.
+ * with the bench driver: `node push-client.js URL REPO BYTES [CHUNK_BYTES]`.
  *
  * Generates a fresh random 1 MiB block (so every run pushes a blob no server has seen), repeats it to BYTES, hashes
- * it before the clock starts, then times POST + PUT with the whole body (what a monolithic push is for registry:2)
+ * it before the clock starts, then times POST + PUT with the whole body (what a monolithic push is for registry:2),
+ * or with CHUNK_BYTES, POST + one PATCH per CHUNK_BYTES (`Content-Range`) + PUT without a body (a chunked push),
  * and prints `{"seconds":S,"digest":"sha256:..."}` on stdout.
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -45,8 +46,8 @@ function request(
 }
 
 async function main(): Promise<void> {
-  const [url, repo, bytes] = process.argv.slice(2);
-  if (!url || !repo || !bytes) throw new Error('usage: push-client URL REPO BYTES');
+  const [url, repo, bytes, chunkBytes] = process.argv.slice(2);
+  if (!url || !repo || !bytes) throw new Error('usage: push-client URL REPO BYTES [CHUNK_BYTES]');
   const size = Number(bytes);
   const block = randomBytes(Math.min(MiB, size));
   const hash = createHash('sha256');
@@ -56,9 +57,22 @@ async function main(): Promise<void> {
   const start = process.hrtime.bigint();
   const post = await request(`${url}/v2/${repo}/blobs/uploads/`, 'POST', { 'content-length': 0 });
   if (post.status !== 202) throw new Error(`POST answered ${post.status}`);
-  const put = new URL(String(post.headers.location), url);
-  put.searchParams.set('digest', digest);
-  const res = await request(put.href, 'PUT', { 'content-type': 'application/octet-stream', 'content-length': size }, { block, size });
+  let location = new URL(String(post.headers.location), url);
+  const chunk = chunkBytes ? Number(chunkBytes) : 0;
+  if (chunk > 0) {
+    // Each PATCH body starts at the block's beginning: the bytes match the digest when chunks are whole blocks.
+    if (chunk % block.length !== 0) throw new Error(`CHUNK_BYTES must be a multiple of ${block.length}`);
+    for (let off = 0; off < size; off += chunk) {
+      const n = Math.min(chunk, size - off);
+      const headers = { 'content-type': 'application/octet-stream', 'content-length': n, 'content-range': `${off}-${off + n - 1}` };
+      const patch = await request(location.href, 'PATCH', headers, { block, size: n });
+      if (patch.status !== 202) throw new Error(`PATCH answered ${patch.status}`);
+      location = new URL(String(patch.headers.location), url);
+    }
+  }
+  location.searchParams.set('digest', digest);
+  const body = chunk > 0 ? undefined : { block, size };
+  const res = await request(location.href, 'PUT', { 'content-type': 'application/octet-stream', 'content-length': body ? size : 0 }, body);
   if (res.status !== 201) throw new Error(`PUT answered ${res.status}`);
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
   process.stdout.write(`${JSON.stringify({ seconds, digest })}\n`);
