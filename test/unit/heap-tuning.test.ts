@@ -1,0 +1,18 @@
+import t from 'tap';
+import { heapTuningFlags } from '../../src/cli/heap-tuning.js';
+
+const TUNED = ['--semi-space-growth-factor=1', '--heap-growing-percent=50'];
+
+t.test('berth tunes the V8 heap unless the operator set heap flags of their own', async (t) => {
+  const rows: Array<[string, string[], string | undefined, string[]]> = [
+    ['plain node', [], undefined, TUNED],
+    ['unrelated flags', ['--enable-source-maps'], '--dns-result-order=ipv4first', TUNED],
+    ['a bigger old space only', ['--max-old-space-size=4096'], '', TUNED],
+    ['semi-space size on the command line', ['--max-semi-space-size=8'], '', []],
+    ['semi-space size in NODE_OPTIONS', [], '--enable-source-maps --max-semi-space-size=8', []],
+    ['heap growing in NODE_OPTIONS', [], '--heap-growing-percent=100', []],
+    ['optimize for size', ['--optimize-for-size'], '', []],
+    ['a flag that only contains the name', ['--no-warnings'], 'X--max-semi-space-size', TUNED],
+  ];
+  for (const [name, execArgv, nodeOptions, want] of rows) t.same(heapTuningFlags(execArgv, nodeOptions), want, name);
+});
