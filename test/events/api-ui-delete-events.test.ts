@@ -211,3 +211,43 @@ t.test('JSON API and web UI deletes give the events and audit lines of /v2/ dele
     );
   });
 });
+
+t.test('in a mirrored namespace the API deletes the cached copy, with its event; /v2/ deletes stay refused', async (t) => {
+  const upstream = await startBerth(t);
+  const image = await new RegistryClient(upstream.url).pushImage('team/app', '1', [randomLayer(500)]);
+  const rx = await startEventReceiver(t);
+  const mirror = await startBerth(t, {
+    proxy: { upstreams: [{ name: 'upstream.example', url: upstream.url, tagttl: '1h', timeout: '5s' }] },
+    notifications: { endpoints: [{ name: 'rx', url: rx.url, backoff: '100ms' }] },
+  });
+  const client = new RegistryClient(mirror.url);
+  t.strictSame(await client.pull('team/app', '1'), [], 'pulled through the mirror');
+  // The tag is cached in the background.
+  let tags: { name: string }[] = [];
+  for (let i = 0; i < 100 && tags.length === 0; i++) {
+    const res = await fetch(`${mirror.url}/api/v1/repositories/team/app/tags`);
+    tags = res.status === 200 ? ((await res.json()) as { tags: { name: string }[] }).tags : (await res.arrayBuffer(), []);
+    if (tags.length === 0) await new Promise((r) => setTimeout(r, 50));
+  }
+  t.same(
+    tags.map((x) => x.name),
+    ['1'],
+    'the cached tag is listed',
+  );
+
+  const v2 = await fetch(`${mirror.url}/v2/team/app/manifests/${image.manifest.digest}`, { method: 'DELETE' });
+  t.equal(v2.status, 405, 'a /v2/ delete in a mirrored namespace is refused');
+  await v2.arrayBuffer();
+
+  const del = await fetch(`${mirror.url}/api/v1/repositories/team/app/tags/1`, { method: 'DELETE' });
+  t.equal(del.status, 202, 'the API evicts the cached tag');
+  await del.arrayBuffer();
+  const got = (await rx.waitFor((es) => es.some((e) => e.action === 'delete'))).filter((e) => e.action === 'delete');
+  t.same(got[0]?.target, { repository: 'team/app', tag: '1' });
+  const delManifest = await fetch(`${mirror.url}/api/v1/repositories/team/app/manifests/${image.manifest.digest}`, { method: 'DELETE' });
+  t.equal(delManifest.status, 202, 'and the cached manifest');
+  await delManifest.arrayBuffer();
+  const both = (await rx.waitFor((es) => es.filter((e) => e.action === 'delete').length >= 2)).filter((e) => e.action === 'delete');
+  t.match(both[1]?.target, { repository: 'team/app', digest: image.manifest.digest });
+  t.strictSame(await client.pull('team/app', '1'), [], 'the next pull fetches it again');
+});

@@ -37,7 +37,7 @@ export interface RegistryBrowserDeps {
    * Deletes go through the composed domain (src/compose.ts): locks and the catalog index
    * (src/services/catalog/indexing-namespace.ts), events and the audit trail (src/events/eventing-namespace.ts).
    */
-  namespace: Pick<Namespace, 'repository' | 'deleteRepository'>;
+  namespace: Pick<Namespace, 'stored' | 'deleteRepository'>;
   /** `storage.delete.enabled`. */
   deleteEnabled: boolean;
   /** `storage.readOnly`. */
@@ -207,7 +207,7 @@ export class RegistryBrowser implements Browser {
     assertName(repo);
     this.checkDeletable();
     if (!isValidTag(tag)) throw registryError('MANIFEST_UNKNOWN', { name: repo, reference: tag.slice(0, 300) });
-    const deleted = await this.deps.namespace.repository(repo, undefined, ctx).tags.delete(tag);
+    const deleted = await this.deps.namespace.stored(repo, ctx).tags.delete(tag);
     if (!deleted) throw registryError('MANIFEST_UNKNOWN', { name: repo, reference: tag });
   }
 
@@ -216,7 +216,7 @@ export class RegistryBrowser implements Browser {
     this.checkDeletable();
     const d = tryParseDigest(digest);
     if (!d) throw registryError('DIGEST_INVALID', { reference: digest.slice(0, 300) });
-    const deleted = await this.deps.namespace.repository(repo, undefined, ctx).manifests.delete(d);
+    const deleted = await this.deps.namespace.stored(repo, ctx).manifests.delete(d);
     if (!deleted) throw registryError('MANIFEST_UNKNOWN', { name: repo, reference: digest });
   }
 
