@@ -173,7 +173,6 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     store,
     driver,
     catalog,
-    locks,
     namespace,
     deleteEnabled: config.storage.deleteEnabled,
     readOnly: config.storage.readOnly,
@@ -296,6 +295,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     const { uiRoutes } = await import('./http/ui/ui-routes.js');
     await app.register(uiRoutes, {
       browser,
+      config,
       authorizer,
       authEnabled: authorizer.name !== 'none',
       deleteEnabled: config.storage.deleteEnabled && !config.storage.readOnly,

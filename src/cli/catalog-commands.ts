@@ -55,7 +55,6 @@ async function openCatalog(config: Config, logger: Logger, options: { events: bo
     store,
     driver,
     catalog,
-    locks,
     namespace,
     deleteEnabled: config.storage.deleteEnabled,
     readOnly: config.storage.readOnly,

@@ -28,6 +28,11 @@ export class EventingNamespace implements Namespace {
     return ctx ? new EventingRepository(repo, this.events, ctx) : repo;
   }
 
+  stored(name: string, ctx?: RequestContext): Repository {
+    const repo = this.inner.stored(name, ctx);
+    return ctx ? new EventingRepository(repo, this.events, ctx) : repo;
+  }
+
   catalog(page: TagPage): Promise<TagList> {
     return this.inner.catalog(page);
   }

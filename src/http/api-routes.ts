@@ -15,7 +15,7 @@ export interface ApiRoutesOptions {
   browser: Browser;
   catalog: CatalogIndex;
   authorizer: Authorizer;
-  /** For the request context a repository delete's event carries. */
+  /** For the request context a delete's events carry. */
   config: Config;
   /** Warm-up jobs (`/api/v1/mirror/`), when a `proxy` is configured. */
   warmUp?: WarmUpJobs;
@@ -126,7 +126,10 @@ export async function apiRoutes(app: FastifyInstance, opts: ApiRoutesOptions): P
     const access = requiredAccess(route, request.method, request.query as Query);
     const listing = route.kind === 'search' || route.kind === 'api-repositories';
     if (listing && request.headers.authorization === undefined && authorizer.anonymousListing) return {};
-    return authorizer.authorize({ method: request.method, headers: request.headers, ip: request.ip }, access);
+    const principal = await authorizer.authorize({ method: request.method, headers: request.headers, ip: request.ip }, access);
+    // The events and audit lines of a delete name its user, as the access log does (src/http/request-context.ts).
+    request.principal = principal;
+    return principal;
   }
 
   // Bodies (only the warm-up's JSON) are read by the handler itself, so every mistake is an error JSON.
@@ -168,7 +171,7 @@ export async function apiRoutes(app: FastifyInstance, opts: ApiRoutesOptions): P
       case 'api-repository': {
         only('GET', 'DELETE');
         if (method === 'DELETE') {
-          // The domain gives the delete event, with this request (src/events/eventing-namespace.ts).
+          // Deletes go through the domain, which gives the delete event with this request (src/events/eventing-namespace.ts).
           await browser.deleteRepository(name, requestContext(request, opts.config));
           return reply.code(202).send({ deleted: name });
         }
@@ -182,12 +185,12 @@ export async function apiRoutes(app: FastifyInstance, opts: ApiRoutesOptions): P
         return reply.send({ tags: await browser.listTags(name, { untagged: query.untagged === '1' || query.untagged === 'true' }) });
       case 'api-tag':
         only('DELETE');
-        await browser.deleteTag(name, route.param as string);
+        await browser.deleteTag(name, route.param as string, requestContext(request, opts.config));
         return reply.code(202).send({ deleted: route.param });
       case 'api-manifest':
         only('GET', 'DELETE');
         if (method === 'DELETE') {
-          await browser.deleteManifest(name, route.param as string);
+          await browser.deleteManifest(name, route.param as string, requestContext(request, opts.config));
           return reply.code(202).send({ deleted: route.param });
         }
         return reply.send(await browser.getImage(name, route.param as string));

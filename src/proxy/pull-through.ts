@@ -163,6 +163,8 @@ export class PullThroughCache implements PullThrough {
         }
         return this.mirrored(name, r.target);
       },
+      // The cached copy of a mirrored repository is local storage (the API's and the UI's deletes evict from it).
+      stored: (name, ctx) => local.stored(name, ctx),
       catalog: (page) => local.catalog(page),
       // A mirrored repository's cached copy is local storage: deleting it evicts the cache (the next pull refetches).
       deleteRepository: (name, ctx) => local.deleteRepository(name, ctx),

@@ -24,6 +24,10 @@ export class LocalNamespace implements Namespace {
     return new LocalRepository(name, this.store, this.uploadService, this.options);
   }
 
+  stored(name: string): Repository {
+    return this.repository(name);
+  }
+
   async catalog(page: TagPage): Promise<TagList> {
     const { names, more } = await this.store.catalogPage(page);
     const out: TagList = { tags: names };

@@ -119,6 +119,13 @@ export interface Namespace {
    */
   repository(name: string, ns?: string, ctx?: RequestContext): Repository;
   /**
+   * The repository `name` as kept in this registry's storage, for the deletes of the JSON API and the web UI: the
+   * same as {@link repository}, except that for a name a mirror serves it is the cached copy (deleting from it evicts
+   * what was cached, as {@link deleteRepository} does; the next pull fetches it again). `ctx` as for
+   * {@link repository}.
+   */
+  stored(name: string, ctx?: RequestContext): Repository;
+  /**
    * One page of repository names, lexically ordered (`n` and `last` as for tags); `next` is set when more follow.
    * A page reads only as much of storage as it needs.
    */

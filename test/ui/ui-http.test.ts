@@ -6,48 +6,12 @@ import { OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, RegistryClient, randomLayer } from
 import { startBerth } from '../helpers/berth.js';
 import { TEAM_USERS, writeUsers } from '../helpers/auth.js';
 import { tempDir } from '../helpers/ports.js';
+import { Visitor } from '../helpers/ui-visitor.js';
 
 /** Plain HTTP tests of the web UI: headers, escaping, CSRF, login, per-user views. The browser tests are in ui-browser.test.ts. */
 
 const HOSTILE_LABEL = '<script>alert("label")</script>';
 const HOSTILE_ANNOTATION = '<img src=x onerror=alert(1)>';
-
-interface Page {
-  status: number;
-  body: string;
-  headers: Headers;
-  cookie?: string;
-}
-
-/** A small cookie-keeping client (what a browser without script does). */
-class Visitor {
-  cookie: string | undefined;
-  constructor(readonly base: string) {}
-  async get(path: string): Promise<Page> {
-    return this.send(path, { method: 'GET' });
-  }
-  async post(path: string, form: Record<string, string>): Promise<Page> {
-    return this.send(path, {
-      method: 'POST',
-      body: new URLSearchParams(form).toString(),
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    });
-  }
-  private async send(path: string, init: { method: string; body?: string; headers?: Record<string, string> }): Promise<Page> {
-    const headers: Record<string, string> = { ...(init.headers ?? {}) };
-    if (this.cookie) headers.cookie = this.cookie;
-    const res = await fetch(`${this.base}${path}`, { ...init, headers, redirect: 'manual' });
-    const set = res.headers.get('set-cookie');
-    if (set) this.cookie = set.split(';')[0];
-    return { status: res.status, body: await res.text(), headers: res.headers };
-  }
-  /** The CSRF token of a page's first form. */
-  static csrf(page: Page): string {
-    const m = /name="csrf" value="([^"]+)"/.exec(page.body);
-    if (!m) throw new Error('no csrf field on the page');
-    return m[1] as string;
-  }
-}
 
 t.test('html escapes every interpolation unless marked raw', async (t) => {
   t.equal(escapeHtml(`<a href="x" onclick='y'>&\``), '&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;&#96;');

@@ -3,6 +3,8 @@ import { readFile } from 'node:fs/promises';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AccessRecord } from '../../auth/access.js';
 import type { Authorizer, Principal } from '../../auth/authorizer.js';
+import type { Config } from '../../config/config.js';
+import { requestContext } from '../request-context.js';
 import { toRegistryError } from '../error-handler.js';
 import { statusOf } from '../error-status.js';
 import { RegistryError, registryError } from '../../errors/registry-error.js';
@@ -32,6 +34,8 @@ import { UiSessions } from './ui-sessions.js';
 /** Options of {@link uiRoutes}. */
 export interface UiRoutesOptions {
   browser: Browser;
+  /** For the request context a delete's events and audit lines carry. */
+  config: Config;
   authorizer: Authorizer;
   /** Whether the registry has auth configured (a login form and per-user views). */
   authEnabled: boolean;
@@ -151,6 +155,8 @@ export async function uiRoutes(app: FastifyInstance, opts: UiRoutesOptions): Pro
     }
     const session = opts.authEnabled ? sessions.get(id) : undefined;
     const principal: Principal = session ? { account: session.account } : {};
+    // The logged-in user made this request: the access log, and the events and audit lines of a delete, name them.
+    if (session) request.principal = principal;
     const canUsage = await authorizer.permits(principal, [{ type: 'registry', name: 'catalog', actions: ['*'] }]);
     const viewer: Viewer = {
       authEnabled: opts.authEnabled,
@@ -378,19 +384,21 @@ export async function uiRoutes(app: FastifyInstance, opts: UiRoutesOptions): Pro
     if (request.method === 'GET') return page(reply, ctx, 'Delete?', confirmPage({ name, what, csrf: ctx.viewer.csrf }));
     if (!sessions.checkCsrf(cookieOf(request), source.csrf)) return csrfRefused(reply, ctx);
     request.log.info({ account: ctx.viewer.account, repository: name, ...what }, 'web UI delete');
+    // Through the domain as the API's deletes: locks, the catalog index, events and audit lines with this request.
+    const rctx = requestContext(request, opts.config);
     if (what.tag !== undefined) {
-      await browser.deleteTag(name, what.tag);
+      await browser.deleteTag(name, what.tag, rctx);
       return redirect(reply, repoUrl(name, `?deleted=${encodeURIComponent(`tag ${what.tag}`)}`));
     }
     if (what.digest !== undefined) {
-      await browser.deleteManifest(name, what.digest);
+      await browser.deleteManifest(name, what.digest, rctx);
       return redirect(reply, repoUrl(name, `?untagged=1&deleted=${encodeURIComponent(`manifest ${what.digest}`)}`));
     }
     const id = randomBytes(16).toString('base64url');
     if (jobs.size >= 1000) for (const [k, j] of jobs) if (j.state !== 'pending' && jobs.size >= 1000) jobs.delete(k);
     const job: Job = { name, state: 'pending', startedAt: new Date().toISOString(), owner: ctx.id };
     jobs.set(id, job);
-    browser.deleteRepository(name).then(
+    browser.deleteRepository(name, rctx).then(
       () => {
         job.state = 'done';
       },

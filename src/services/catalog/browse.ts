@@ -67,7 +67,11 @@ export interface Usage {
   lastGc: { at: string; bytesFreed: number } | null;
 }
 
-/** Everything the JSON API and the UI show; `canPull`/`canDelete` filter by the caller's access. */
+/**
+ * Everything the JSON API and the UI show; `canPull`/`canDelete` filter by the caller's access. Deletes go through
+ * the domain (`Namespace`: the repository's lock, the catalog index, events and the audit trail) as `/v2/` DELETEs
+ * do; their `ctx` is the request (API, web UI) or the command that asked, which the events and audit lines name.
+ */
 export interface Browser {
   /** Repositories in lexical order after `last`, whose name contains `q` (case-insensitive), that `canPull`. */
   listRepositories(opts: { q?: string; n?: number; last?: string; canPull: (repo: string) => Promise<boolean> }): Promise<{
@@ -78,12 +82,14 @@ export interface Browser {
   listTags(repo: string, opts?: { untagged?: boolean }): Promise<TagSummary[]>;
   /** A manifest by tag or digest; MANIFEST_UNKNOWN when absent. */
   getImage(repo: string, reference: string): Promise<ImageDetail>;
-  deleteTag(repo: string, tag: string): Promise<void>;
-  deleteManifest(repo: string, digest: string): Promise<void>;
+  /** Removes a tag (the manifest stays); one `delete` event `{repository, tag}`. */
+  deleteTag(repo: string, tag: string, ctx: RequestContext): Promise<void>;
+  /** Deletes a manifest revision and the tags pointing at it; its `delete` event, then one per removed tag. */
+  deleteManifest(repo: string, digest: string, ctx: RequestContext): Promise<void>;
   /**
-   * Deletes tags, manifest links, layer links and upload sessions of `repo`; blobs go with the next gc. With `ctx`
-   * (the API's request, the command line) the deletion gives its `delete` event.
+   * Deletes tags, manifest links, layer links and upload sessions of `repo`; blobs go with the next gc. One `delete`
+   * event naming only the repository.
    */
-  deleteRepository(repo: string, ctx?: RequestContext): Promise<void>;
+  deleteRepository(repo: string, ctx: RequestContext): Promise<void>;
   usage(): Promise<Usage>;
 }

@@ -45,6 +45,10 @@ export class IndexingNamespace implements Namespace {
     return new IndexedRepository(this.inner.repository(name, ns, ctx), this.deps, ctx);
   }
 
+  stored(name: string, ctx?: RequestContext): Repository {
+    return new IndexedRepository(this.inner.stored(name, ctx), this.deps, ctx);
+  }
+
   catalog(page: TagPage): Promise<TagList> {
     return this.inner.catalog(page);
   }

@@ -22,7 +22,6 @@ import {
   tagPushedAt,
 } from './image-facts.js';
 import type { IndexEntry } from './repository-index.js';
-import type { RepositoryLocks } from './repository-locks.js';
 
 /** Most untagged manifests listed for one repository. */
 const MAX_UNTAGGED = 1000;
@@ -34,10 +33,11 @@ export interface RegistryBrowserDeps {
   store: RegistryStore;
   driver: StorageDriver;
   catalog: CatalogIndex;
-  /** Tag and manifest deletes hold the repository's lock shared (the same locks as the namespace's). */
-  locks: RepositoryLocks;
-  /** Repository deletes go through the domain (src/services/catalog/indexing-namespace.ts, events). */
-  namespace: Pick<Namespace, 'deleteRepository'>;
+  /**
+   * Deletes go through the composed domain (src/compose.ts): locks and the catalog index
+   * (src/services/catalog/indexing-namespace.ts), events and the audit trail (src/events/eventing-namespace.ts).
+   */
+  namespace: Pick<Namespace, 'stored' | 'deleteRepository'>;
   /** `storage.delete.enabled`. */
   deleteEnabled: boolean;
   /** `storage.readOnly`. */
@@ -203,26 +203,24 @@ export class RegistryBrowser implements Browser {
     if (!this.deps.deleteEnabled) throw registryError('UNSUPPORTED', undefined, { message: 'deletes are disabled (storage.delete.enabled)' });
   }
 
-  async deleteTag(repo: string, tag: string): Promise<void> {
+  async deleteTag(repo: string, tag: string, ctx: RequestContext): Promise<void> {
     assertName(repo);
     this.checkDeletable();
     if (!isValidTag(tag)) throw registryError('MANIFEST_UNKNOWN', { name: repo, reference: tag.slice(0, 300) });
-    const deleted = await this.deps.locks.shared(repo, () => this.deps.store.deleteTag(repo, tag));
+    const deleted = await this.deps.namespace.stored(repo, ctx).tags.delete(tag);
     if (!deleted) throw registryError('MANIFEST_UNKNOWN', { name: repo, reference: tag });
-    await this.refresh(repo);
   }
 
-  async deleteManifest(repo: string, digest: string): Promise<void> {
+  async deleteManifest(repo: string, digest: string, ctx: RequestContext): Promise<void> {
     assertName(repo);
     this.checkDeletable();
     const d = tryParseDigest(digest);
     if (!d) throw registryError('DIGEST_INVALID', { reference: digest.slice(0, 300) });
-    const deleted = await this.deps.locks.shared(repo, () => this.deps.store.deleteManifest(repo, d));
+    const deleted = await this.deps.namespace.stored(repo, ctx).manifests.delete(d);
     if (!deleted) throw registryError('MANIFEST_UNKNOWN', { name: repo, reference: digest });
-    await this.refresh(repo);
   }
 
-  async deleteRepository(repo: string, ctx?: RequestContext): Promise<void> {
+  async deleteRepository(repo: string, ctx: RequestContext): Promise<void> {
     assertName(repo);
     this.checkDeletable();
     await this.deps.namespace.deleteRepository(repo, ctx);
@@ -249,14 +247,6 @@ export class RegistryBrowser implements Browser {
       reclaimable: report.reclaimable.gc.bytes,
       lastGc: last ? { at: last.at.toISOString(), bytesFreed: last.bytesFreed } : null,
     };
-  }
-
-  private async refresh(repo: string): Promise<void> {
-    try {
-      await this.deps.catalog.refresh(repo);
-    } catch (err) {
-      this.deps.logger.warn({ err, repository: repo }, 'catalog index not updated');
-    }
   }
 }
 
