@@ -146,74 +146,86 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
     registry2: createRegistry2Metrics(registry),
   };
   const upstreams = (): MirrorUpstreamStatus[] => metrics.mirrorSource?.() ?? [];
-  /** A counter of the pull-through cache, set at each scrape from the upstreams' counts. */
-  const mirrorCounter = (name: string, help: string, value: (c: MirrorCounts) => number): void => {
-    new Counter({
-      name,
-      help,
-      labelNames: ['upstream'] as const,
-      registers,
-      collect() {
-        this.reset();
-        for (const u of upstreams()) this.inc({ upstream: u.name }, value(u.counts));
-      },
-    });
+  /**
+   * A series of the pull-through cache, set at each scrape from what `upstreams()` reports (the same counts and
+   * states /readyz and the UI read): `values` gives each upstream's samples as [extra labels, value].
+   */
+  const mirrorSeries = (
+    type: 'counter' | 'gauge',
+    name: string,
+    help: string,
+    labelNames: readonly string[],
+    values: (u: MirrorUpstreamStatus) => Array<[Record<string, string>, number]>,
+  ): void => {
+    const collect = function (this: Counter | Gauge): void {
+      this.reset();
+      for (const u of upstreams()) for (const [labels, value] of values(u)) this.inc({ upstream: u.name, ...labels }, value);
+    };
+    const options = { name, help, labelNames: ['upstream', ...labelNames], registers, collect };
+    if (type === 'counter') new Counter(options);
+    else new Gauge(options);
   };
-  for (const [kind, name, help] of [
-    ['hits', 'berth_proxy_cache_hits_total', 'Pull-through cache requests served from local storage, by upstream and kind (manifest, blob).'],
-    ['misses', 'berth_proxy_cache_misses_total', 'Pull-through cache requests that needed the upstream, by upstream and kind (manifest, blob).'],
-  ] as const) {
-    new Counter({
-      name,
-      help,
-      labelNames: ['upstream', 'kind'] as const,
-      registers,
-      collect() {
-        this.reset();
-        for (const u of upstreams()) for (const k of ['manifest', 'blob'] as const) this.inc({ upstream: u.name, kind: k }, u.counts[kind][k]);
-      },
-    });
-  }
-  mirrorCounter(
+  const byKind = (counts: MirrorCounts['hits']): Array<[Record<string, string>, number]> =>
+    (['manifest', 'blob'] as const).map((kind) => [{ kind }, counts[kind]]);
+  mirrorSeries(
+    'counter',
+    'berth_proxy_cache_hits_total',
+    'Pull-through cache requests served from local storage, by upstream and kind (manifest, blob).',
+    ['kind'],
+    (u) => byKind(u.counts.hits),
+  );
+  mirrorSeries(
+    'counter',
+    'berth_proxy_cache_misses_total',
+    'Pull-through cache requests that needed the upstream, by upstream and kind (manifest, blob).',
+    ['kind'],
+    (u) => byKind(u.counts.misses),
+  );
+  const total =
+    (value: (c: MirrorCounts) => number) =>
+    (u: MirrorUpstreamStatus): Array<[Record<string, string>, number]> => [[{}, value(u.counts)]];
+  mirrorSeries(
+    'counter',
     'berth_proxy_upstream_fetched_bytes_total',
     'Body bytes received from the upstream (manifests and blob fills), by upstream.',
-    (c) => c.fetchedBytes,
+    [],
+    total((c) => c.fetchedBytes),
   );
-  mirrorCounter('berth_proxy_cache_served_bytes_total', 'Bytes of cached content sent to clients, by upstream.', (c) => c.servedBytes);
-  mirrorCounter(
+  mirrorSeries(
+    'counter',
+    'berth_proxy_cache_served_bytes_total',
+    'Bytes of cached content sent to clients, by upstream.',
+    [],
+    total((c) => c.servedBytes),
+  );
+  mirrorSeries(
+    'counter',
     'berth_proxy_upstream_errors_total',
     'Upstream requests that failed (network, timeout, 429, 5xx, broken transfer), by upstream.',
-    (c) => c.upstreamErrors,
+    [],
+    total((c) => c.upstreamErrors),
   );
-  new Gauge({
-    name: 'berth_proxy_fills_in_progress',
-    help: 'Blob downloads from the upstream running in this process, by upstream.',
-    labelNames: ['upstream'] as const,
-    registers,
-    collect() {
-      this.reset();
-      for (const u of upstreams()) this.set({ upstream: u.name }, u.counts.fillsInProgress);
-    },
-  });
-  for (const [field, name, help] of [
-    ['limit', 'berth_proxy_upstream_ratelimit_limit', 'Pulls per window the upstream allows, from its ratelimit-limit header, by upstream.'],
-    [
-      'remaining',
-      'berth_proxy_upstream_ratelimit_remaining',
-      "Pulls left in the window, from the upstream's ratelimit-remaining header, by upstream.",
-    ],
-  ] as const) {
-    new Gauge({
-      name,
-      help,
-      labelNames: ['upstream'] as const,
-      registers,
-      collect() {
-        this.reset();
-        for (const u of upstreams()) if (u.rateLimit) this.set({ upstream: u.name }, u.rateLimit[field]);
-      },
-    });
-  }
+  mirrorSeries(
+    'gauge',
+    'berth_proxy_fills_in_progress',
+    'Blob downloads from the upstream running in this process, by upstream.',
+    [],
+    total((c) => c.fillsInProgress),
+  );
+  mirrorSeries(
+    'gauge',
+    'berth_proxy_upstream_ratelimit_limit',
+    'Pulls per window the upstream allows, from its ratelimit-limit header, by upstream.',
+    [],
+    (u) => (u.rateLimit ? [[{}, u.rateLimit.limit]] : []),
+  );
+  mirrorSeries(
+    'gauge',
+    'berth_proxy_upstream_ratelimit_remaining',
+    "Pulls left in the window, from the upstream's ratelimit-remaining header, by upstream.",
+    [],
+    (u) => (u.rateLimit ? [[{}, u.rateLimit.remaining]] : []),
+  );
   const metrics: Metrics = {
     ...instruments,
     gcLastRun: new Gauge({

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { userAdd } from '../../src/auth/htpasswd.js';
 import { startBerth, type RunningBerth } from '../helpers/berth.js';
 import { startDockerRegistry, type DockerRegistry } from '../helpers/docker-registry.js';
+import { makeImageLayout, type GeneratedLayout } from '../helpers/oci-layout.js';
 import { tempDir } from '../helpers/ports.js';
 import { dockerRef, skopeo } from '../helpers/skopeo.js';
 import type { Test } from 'tap';
@@ -281,4 +282,39 @@ export async function eventually(check: () => boolean | Promise<boolean>, ms = 2
     await new Promise((r) => setTimeout(r, 20));
   }
   return false;
+}
+
+/** What {@link seedWarmUpOrigin} pushed: a two-platform index and a single-platform image with two layers. */
+export interface WarmUpOrigin {
+  origin: DockerRegistry;
+  multi: GeneratedLayout;
+  single: GeneratedLayout;
+  amd: GeneratedLayout['images'][number];
+  arm: GeneratedLayout['images'][number];
+  one: GeneratedLayout['images'][number];
+}
+
+/**
+ * A docker-registry origin for the warm-up tests (CLI and JSON API): `library/multi:1`, an index of linux/amd64 and
+ * linux/arm64 (one layer each), and `org/single:2` (two layers).
+ */
+export async function seedWarmUpOrigin(t: Test, prefix: string): Promise<WarmUpOrigin> {
+  const origin = await startDockerRegistry(t, { rootDirectory: await tempDir(t, `${prefix}-origin-`) });
+  const src = await tempDir(t, `${prefix}-src-`);
+  const multi = await makeImageLayout(src, {
+    layers: [40_000],
+    tag: 'multi',
+    platforms: [
+      { os: 'linux', architecture: 'amd64' },
+      { os: 'linux', architecture: 'arm64' },
+    ],
+  });
+  const single = await makeImageLayout(src, { layers: [20_000, 3000], tag: 'single' });
+  await skopeo(['copy', '--all', '--preserve-digests', '--dest-tls-verify=false', `oci:${src}:multi`, dockerRef(origin.url, 'library/multi', '1')]);
+  await skopeo(['copy', '--preserve-digests', '--dest-tls-verify=false', `oci:${src}:single`, dockerRef(origin.url, 'org/single', '2')]);
+  const amd = multi.images.find((i) => i.platform?.architecture === 'amd64');
+  const arm = multi.images.find((i) => i.platform?.architecture === 'arm64');
+  const one = single.images[0];
+  if (!amd || !arm || !one) throw new Error('layouts not generated as expected');
+  return { origin, multi, single, amd, arm, one };
 }

@@ -8,7 +8,7 @@ import { startDockerRegistry } from '../helpers/docker-registry.js';
 import { makeImageLayout } from '../helpers/oci-layout.js';
 import { tempDir } from '../helpers/ports.js';
 import { dockerRef, skopeo } from '../helpers/skopeo.js';
-import { accessLog } from './helpers.js';
+import { accessLog, seedWarmUpOrigin } from './helpers.js';
 
 /**
  * Issue 15, warm-up through the JSON API: `POST /api/v1/mirror/pull` starts a job that fetches images into the
@@ -92,23 +92,7 @@ async function startGate(t: { teardown(fn: () => unknown): void }, target: strin
 }
 
 t.test('POST /api/v1/mirror/pull warms the cache; the job shows progress', async (t) => {
-  const origin = await startDockerRegistry(t, { rootDirectory: await tempDir(t, 'berth-warmapi-origin-') });
-  const src = await tempDir(t, 'berth-warmapi-src-');
-  const multi = await makeImageLayout(src, {
-    layers: [40_000],
-    tag: 'multi',
-    platforms: [
-      { os: 'linux', architecture: 'amd64' },
-      { os: 'linux', architecture: 'arm64' },
-    ],
-  });
-  const single = await makeImageLayout(src, { layers: [20_000, 3000], tag: 'single' });
-  await skopeo(['copy', '--all', '--preserve-digests', '--dest-tls-verify=false', `oci:${src}:multi`, dockerRef(origin.url, 'library/multi', '1')]);
-  await skopeo(['copy', '--preserve-digests', '--dest-tls-verify=false', `oci:${src}:single`, dockerRef(origin.url, 'org/single', '2')]);
-  const amd = multi.images.find((i) => i.platform?.architecture === 'amd64');
-  const arm = multi.images.find((i) => i.platform?.architecture === 'arm64');
-  const one = single.images[0];
-  if (!amd || !arm || !one) throw new Error('layouts not generated as expected');
+  const { origin, multi, single, amd, arm, one } = await seedWarmUpOrigin(t, 'berth-warmapi');
 
   const berth = await startBerth(t, { proxy: { remoteurl: origin.url, tagttl: '1h' } });
 

@@ -3,34 +3,16 @@ import { join } from 'node:path';
 import t from 'tap';
 import { startBerth } from '../helpers/berth.js';
 import { runBerth } from '../helpers/berth-process.js';
-import { startDockerRegistry } from '../helpers/docker-registry.js';
-import { makeImageLayout } from '../helpers/oci-layout.js';
 import { tempDir } from '../helpers/ports.js';
 import { dockerRef, skopeo } from '../helpers/skopeo.js';
-import { accessLog } from './helpers.js';
+import { accessLog, seedWarmUpOrigin } from './helpers.js';
 
 /**
  * Issue 15, warm-up: `berth mirror pull` fetches images into the cache ahead of need (all platforms, or one), with
  * progress lines; afterwards a berth on the same storage serves them with the upstream stopped.
  */
 t.test('berth mirror pull warms the cache', async (t) => {
-  const originRoot = await tempDir(t, 'berth-warm-origin-');
-  const origin = await startDockerRegistry(t, { rootDirectory: originRoot });
-  const src = await tempDir(t, 'berth-warm-src-');
-  const multi = await makeImageLayout(src, {
-    layers: [40_000],
-    tag: 'multi',
-    platforms: [
-      { os: 'linux', architecture: 'amd64' },
-      { os: 'linux', architecture: 'arm64' },
-    ],
-  });
-  const single = await makeImageLayout(src, { layers: [20_000, 3000], tag: 'single' });
-  await skopeo(['copy', '--all', '--preserve-digests', '--dest-tls-verify=false', `oci:${src}:multi`, dockerRef(origin.url, 'library/multi', '1')]);
-  await skopeo(['copy', '--preserve-digests', '--dest-tls-verify=false', `oci:${src}:single`, dockerRef(origin.url, 'org/single', '2')]);
-  const amd = multi.images.find((i) => i.platform?.architecture === 'amd64');
-  const arm = multi.images.find((i) => i.platform?.architecture === 'arm64');
-  if (!amd || !arm || !single.images[0]) throw new Error('layouts not generated as expected');
+  const { origin, multi, amd, arm } = await seedWarmUpOrigin(t, 'berth-warm');
 
   const root = await tempDir(t, 'berth-warm-root-');
   const dir = await tempDir(t, 'berth-warm-cfg-');
