@@ -7,7 +7,7 @@ import { skipUnlessDockerd, startDockerd } from '../helpers/dockerd.js';
 import { startHubMirror, upstreamDigest } from '../helpers/hub-mirror.js';
 import { tempDir } from '../helpers/ports.js';
 import { dockerRef, skopeo } from '../helpers/skopeo.js';
-import { accessLog } from '../proxy/helpers.js';
+import { accessLog, eventually } from '../proxy/helpers.js';
 
 /**
  * Issue 5 with the Docker daemon (Debian's docker.io 20.10): `"registry-mirrors": ["http://<berth>"]` in
@@ -33,6 +33,8 @@ t.test('dockerd pulls Docker Hub images through berth as its registry mirror', {
     accessLog: log.dump(),
     daemon: dockerd.log().slice(-5000),
   });
+  // The access line is written when the response has finished, which may come just after the daemon has the bytes.
+  await eventually(() => log.entries().some((e) => e.method === 'GET' && e.url === `/v2/library/bbox/blobs/${image.layer}`), 5000);
   const seen = log.entries();
   // The daemon's mirror shape: Docker Hub's name with library/ and no ns query. Docker 20.10 resolves the tag with
   // HEAD (it does not count against Docker Hub's pull limit), then GETs the manifest by digest.
@@ -117,6 +119,8 @@ t.test('dockerd pulls through berth whose upstream is itself a mirror', { skip: 
     accessLog: log.dump(),
     daemon: dockerd.log().slice(-5000),
   });
+  // The access line is written when the response has finished, which may come just after the daemon has the bytes.
+  await eventually(() => log.entries().some((e) => e.method === 'GET' && e.url === `/v2/library/chainbox/blobs/${image.layer}`), 5000);
   const seen = log.entries();
   t.ok(
     seen.some((e) => e.method === 'GET' && e.url === `/v2/library/chainbox/manifests/${image.manifest}` && e.status === 200),

@@ -64,9 +64,12 @@ t.test('JSON API and web UI deletes give the events and audit lines of /v2/ dele
   }
   const [refV1, untaggedRef, b, c] = pushed as [(typeof pushed)[0], (typeof pushed)[0], (typeof pushed)[0], (typeof pushed)[0]];
   const deletes = () => (rx.events() as Event[]).filter((e) => e.action === 'delete');
-  /** The events that arrived after `n` once one satisfies `done`. */
-  const next = async (n: number, done: (e: Event) => boolean): Promise<Event[]> =>
-    (await rx.waitFor((es) => (es.slice(n) as Event[]).some(done))).slice(n) as Event[];
+  /**
+   * The events after `n` that satisfy `wanted`, once there is one. Only those: a push event delivered late (the
+   * queue delivers in order, but the pushes above may still be on their way) must not be taken for the delete.
+   */
+  const next = async (n: number, wanted: (e: Event) => boolean): Promise<Event[]> =>
+    ((await rx.waitFor((es) => (es.slice(n) as Event[]).some(wanted))).slice(n) as Event[]).filter(wanted);
   const tagCount = async () => {
     const res = await asAlice('/api/v1/repositories/team/app');
     const body = (await res.json()) as { tagCount?: number };
