@@ -7,13 +7,14 @@ import { ConfigError, isSection, type RawSection } from './fields.js';
  * A key is one of
  * - `use`: berth reads it (a nested section with its own table is checked with that table),
  * - `ignore`: a registry:2 option berth does not act on and that is harmless to drop; loading warns,
+ * - `retired`: an option of an earlier berth that no longer does anything and is harmless to drop; loading warns,
  * - a string: refused; the string says why (a registry:2 option whose absence would weaken security or move data).
  *
  * A key that is in no table of its section is a typo or an option berth does not have: in a `strict` section
  * (where a dropped key could open access or move data) it stops startup, elsewhere it warns.
  */
 // eslint-disable-next-line @typescript-eslint/no-redundant-type-constituents -- the two words are the rule's vocabulary; any other string is a refusal
-export type KeyRule = 'use' | 'ignore' | string;
+export type KeyRule = 'use' | 'ignore' | 'retired' | string;
 
 /** The keys of one section. */
 export interface SectionSchema {
@@ -208,7 +209,8 @@ export const CONFIG_SCHEMA: Readonly<Record<string, SectionSchema>> = {
       repositories: 'use',
       upstreams: 'use',
       expiryinterval: 'use',
-      spooldirectory: 'ignore',
+      // Fills are written only into storage's upload area now (issue 15).
+      spooldirectory: 'retired',
     },
   },
   'proxy.upstreams[]': {
@@ -275,6 +277,10 @@ export function checkSchema(raw: RawSection, schema: Readonly<Record<string, Sec
       }
       if (rule === 'ignore') {
         warnings.push(`${shown}: accepted for registry:2 compatibility but not used by berth`);
+        continue;
+      }
+      if (rule === 'retired') {
+        warnings.push(`${shown}: no longer used by this version of berth; remove it`);
         continue;
       }
       if (rule !== 'use') throw new ConfigError(`${shown}: not supported: ${rule}`);

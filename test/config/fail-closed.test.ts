@@ -77,6 +77,11 @@ t.test('harmless registry:2 options load with one warning each', async (t) => {
   }
 });
 
+t.test("an earlier berth's option that no longer does anything loads with a warning saying so", async (t) => {
+  const c = normalizeConfig({ proxy: { remoteurl: 'http://127.0.0.1:1', spooldirectory: '/var/tmp' } });
+  t.same(c.warnings, ['proxy.spooldirectory: no longer used by this version of berth; remove it']);
+});
+
 t.test('sections other parts of berth own are accepted', async (t) => {
   const c = normalizeConfig({
     notifications: { endpoints: [{ name: 'hook', url: 'http://127.0.0.1:1/', headers: { Authorization: ['Bearer x'] } }] },
