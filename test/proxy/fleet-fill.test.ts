@@ -122,7 +122,7 @@ t.test('a cold fill of a layer far larger than the temp directory (a 64 MiB tmpf
   t.teardown(async () => {
     await run('umount', ['-l', small]).catch(() => undefined);
   });
-  const blob = await bigBlob(dir, 320);
+  const blob = await bigBlob(dir, 192);
   const registry = await startDockerRegistry(t, { rootDirectory: await tempDir(t, 'berth-fleet-up-') });
   await pushBlob(registry, REPO, blob);
   await rm(blob.path);
@@ -178,7 +178,7 @@ async function leases(redisPort: number): Promise<string[]> {
 
 t.test('three replicas with Redis: 20 concurrent clients of one cold blob cause one upstream GET', async (t) => {
   const dir = await tempDir(t, 'berth-fleet-3-');
-  const blob = await bigBlob(dir, 96);
+  const blob = await bigBlob(dir, 48);
   const registry = await startDockerRegistry(t, { rootDirectory: await tempDir(t, 'berth-fleet-up-') });
   await pushBlob(registry, REPO, blob);
   const redis = await startRedis(t);
