@@ -1,5 +1,4 @@
 import { resolve } from 'node:path';
-import { buildApp } from '../app.js';
 import { loadConfig, parseListenAddress, type Config } from '../config/config.js';
 import { metricsConfig, startMetricsServer, type MetricsServer } from '../http/metrics.js';
 import { createLogger } from '../logging.js';
@@ -60,6 +59,8 @@ export async function serve(file: string | undefined): Promise<number> {
   const config = await loadConfig(file);
   const logger = createLogger(config);
   for (const w of config.warnings) logger.warn(w);
+  // The HTTP application (fastify and every service) is loaded only by this command: the others start faster.
+  const { buildApp } = await import('../app.js');
   const app = await buildApp(config, { logger });
   const { host, port } = parseListenAddress(config.http.addr);
   const parts = app.berth;
