@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { spawnBerth } from '../helpers/berth-process.js';
 import { tempDir } from '../helpers/ports.js';
 import { startRedis } from '../helpers/redis.js';
@@ -18,17 +18,23 @@ function sample(text: string, series: string): number | undefined {
   return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
-t.test('with Redis stopped, pulls keep working, /readyz stays 200 naming redis as degraded, uploads get 503; Redis back heals', async (t) => {
-  const redis = await startRedis(t);
-  const root = await tempDir(t, 'berth-redis-down-');
+/** A berth process using the Redis at `addr` (upload purging off), with `repo:v1` pushed. */
+async function berthOnRedis(t: Test, addr: string, rootPrefix: string, repo: string) {
+  const root = await tempDir(t, rootPrefix);
   const berth = await spawnBerth(t, {
     REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: root,
     REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED: 'false',
-    REGISTRY_REDIS_ADDR: redis.addr,
+    REGISTRY_REDIS_ADDR: addr,
     REGISTRY_LOG_LEVEL: 'fatal',
   });
   const client = new RegistryClient(berth.url);
-  const img = await client.pushImage('app/web', 'v1', [randomLayer(4000)]);
+  const img = await client.pushImage(repo, 'v1', [randomLayer(4000)]);
+  return { berth, client, img };
+}
+
+t.test('with Redis stopped, pulls keep working, /readyz stays 200 naming redis as degraded, uploads get 503; Redis back heals', async (t) => {
+  const redis = await startRedis(t);
+  const { client, img } = await berthOnRedis(t, redis.addr, 'berth-redis-down-', 'app/web');
   const ready = await client.request('GET', '/readyz');
   t.equal(ready.status, 200);
   t.same((JSON.parse(ready.body.toString()) as { degraded: string[] }).degraded, [], 'nothing degraded while Redis is up');
@@ -82,15 +88,7 @@ t.test('with Redis frozen (SIGSTOP), /readyz stays 200 and pulls work; uploads a
   t.teardown(() => {
     if (frozen) process.kill(redis.pid, 'SIGCONT');
   });
-  const root = await tempDir(t, 'berth-redis-frozen-');
-  const berth = await spawnBerth(t, {
-    REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: root,
-    REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED: 'false',
-    REGISTRY_REDIS_ADDR: redis.addr,
-    REGISTRY_LOG_LEVEL: 'fatal',
-  });
-  const client = new RegistryClient(berth.url);
-  const img = await client.pushImage('app/api', 'v1', [randomLayer(4000)]);
+  const { client, img } = await berthOnRedis(t, redis.addr, 'berth-redis-frozen-', 'app/api');
 
   process.kill(redis.pid, 'SIGSTOP');
   frozen = true;
