@@ -10,10 +10,17 @@ import { createMetrics, metricsConfig, metricsPlugin, type Metrics } from './htt
 import { registryRoutes } from './http/registry-routes.js';
 import { tokenRoutes } from './http/token-routes.js';
 import { parseGcSchedule, startGcSchedule, type GcSchedule } from './gc/schedule.js';
-import { composeNamespace, createDriver, createFillCoordinator, createRepositoryIndex, createSessionStore, withStorageTiming } from './compose.js';
+import {
+  composeNamespace,
+  createDriver,
+  mirroredNamespace,
+  createFillCoordinator,
+  createRepositoryIndex,
+  createSessionStore,
+  withStorageTiming,
+} from './compose.js';
 import { createLogger } from './logging.js';
 import type { MirrorUpstreamStatus, PullThrough, UpstreamState } from './proxy/index.js';
-import { LocalNamespace } from './registry/local.js';
 import type { StorageDriver } from './storage/driver.js';
 import { CachingDriver, withLinkCache } from './storage/link-cache.js';
 import { RegistryStore } from './storage/registry-store.js';
@@ -287,8 +294,10 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   let warmUp: WarmUpJobs | undefined;
   if (pullThrough) {
     const { WARM_JOB_DEFAULTS, WarmUpJobs } = await import('./proxy/warm-up-jobs.js');
-    const local = new LocalNamespace(store, uploads, { automaticCrossMount: config.berth.automaticCrossMount });
-    warmUp = new WarmUpJobs(pullThrough.decorate(local), { ...WARM_JOB_DEFAULTS, logger: logger.child({ component: 'warm-up' }) });
+    warmUp = new WarmUpJobs(mirroredNamespace({ config, store, uploads, pullThrough }), {
+      ...WARM_JOB_DEFAULTS,
+      logger: logger.child({ component: 'warm-up' }),
+    });
   }
   await app.register(apiRoutes, { browser, catalog, authorizer, config, ...(warmUp ? { warmUp } : {}) });
   if (config.ui.enabled) {

@@ -111,15 +111,23 @@ export interface NamespaceParts {
 }
 
 /**
+ * The repositories in storage, through the pull-through cache when one is configured: the innermost layers of
+ * {@link composeNamespace}, and what the mirror's warm-up jobs read through (no events: no client pulled anything).
+ */
+export function mirroredNamespace(parts: Pick<NamespaceParts, 'config' | 'store' | 'uploads' | 'pullThrough'>): Namespace {
+  const local = new LocalNamespace(parts.store, parts.uploads, { automaticCrossMount: parts.config.berth.automaticCrossMount });
+  return parts.pullThrough ? parts.pullThrough.decorate(local) : local;
+}
+
+/**
  * The domain as the `/v2/` routes, the JSON API and `berth repo rm` use it, one decorator per concern around the
  * repositories in storage: the pull-through cache (src/proxy), events (src/events; outside the mirror, so pulls it
  * serves give their events too), and outermost the catalog index and the per-repository locks
  * (src/services/catalog/indexing-namespace.ts; the locks cover the events a write queues).
  */
 export function composeNamespace(parts: NamespaceParts): Namespace {
-  const { config, pullThrough } = parts;
-  const local = new LocalNamespace(parts.store, parts.uploads, { automaticCrossMount: config.berth.automaticCrossMount });
-  const evented = new EventingNamespace(pullThrough ? pullThrough.decorate(local) : local, parts.events);
+  const { config } = parts;
+  const evented = new EventingNamespace(mirroredNamespace(parts), parts.events);
   return new IndexingNamespace(evented, {
     catalog: parts.catalog,
     locks: parts.locks,
