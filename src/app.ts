@@ -19,7 +19,7 @@ import {
   createSessionStore,
   withStorageTiming,
 } from './compose.js';
-import { createLogger } from './logging.js';
+import { accessLogger, createLogger } from './logging.js';
 import type { MirrorUpstreamStatus, PullThrough, UpstreamState } from './proxy/index.js';
 import type { StorageDriver } from './storage/driver.js';
 import { CachingDriver, withLinkCache } from './storage/link-cache.js';
@@ -200,14 +200,18 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   });
   app.setNotFoundHandler((request, reply) => sendError(registryError('NOT_FOUND'), request, reply));
 
-  app.addHook('onSend', async (request, reply, payload) => {
+  // Hooks that run on every request take callbacks rather than returning promises (a promise per hook per request
+  // is measurable on a manifest GET).
+  app.addHook('onSend', (request, reply, payload, done) => {
     commonHeaders(request, reply);
-    return payload;
+    done(null, payload);
   });
   if (config.log.accessLog) {
-    app.addHook('onResponse', async (request, reply) => {
-      request.log.info(
+    const access = accessLogger(logger);
+    app.addHook('onResponse', (request, reply, done) => {
+      access.info(
         {
+          reqId: request.id,
           method: request.method,
           url: request.url,
           status: reply.statusCode,
@@ -221,6 +225,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
         },
         'request',
       );
+      done();
     });
   }
 

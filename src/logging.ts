@@ -1,5 +1,5 @@
 import { Writable } from 'node:stream';
-import { pino, stdTimeFunctions, type Logger } from 'pino';
+import { pino, type Logger } from 'pino';
 import type { Config } from './config/config.js';
 
 /** Paths pino redacts: credentials never reach the logs. */
@@ -53,13 +53,48 @@ export function logFormat(config: Config, destination: NodeJS.WritableStream): '
   return 'isTTY' in destination && destination.isTTY === true ? 'text' : 'json';
 }
 
-/** The process logger, configured from `log.*` (never from NODE_ENV); times are ISO 8601 in UTC. */
+let lastMs = -1;
+let lastTime = '';
+/**
+ * pino's ISO 8601 `time` field, formatted once per millisecond: a busy server writes many lines in the same
+ * millisecond, and formatting the date was a sixth of an access line's cost.
+ */
+function isoTime(): string {
+  const now = Date.now();
+  if (now !== lastMs) {
+    lastMs = now;
+    lastTime = `,"time":"${new Date(now).toISOString()}"`;
+  }
+  return lastTime;
+}
+
+/**
+ * The process logger, configured from `log.*` (never from NODE_ENV); times are ISO 8601 in UTC.
+ *
+ * JSON lines for the process's standard output are written asynchronously, off the request path: while one write is
+ * in progress the next lines gather and go out together in the following one (one write per line cost a manifest
+ * GET ~5% of its CPU). Nothing waits for a full buffer, so a quiet server's lines appear at once; lines still
+ * pending when the process exits are written before it does (pino flushes its destination at exit). A process killed
+ * with SIGKILL can lose the lines of its last moments.
+ */
 export function createLogger(config: Config, destination: NodeJS.WritableStream = process.stdout): Logger {
   const options = {
     level: config.log.level,
     base: { ...config.log.fields },
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
-    timestamp: stdTimeFunctions.isoTime,
+    timestamp: isoTime,
   };
-  return logFormat(config, destination) === 'text' ? pino(options, new TextLines(destination)) : pino(options, destination);
+  if (logFormat(config, destination) === 'text') return pino(options, new TextLines(destination));
+  return pino(options, destination === process.stdout ? pino.destination({ dest: 1, sync: false }) : destination);
+}
+
+/**
+ * A logger for the access log's lines, writing where `logger` writes with its level and fields (one line per
+ * request). It redacts nothing: an access line holds only the fields its hook names (method, URL, status, timing,
+ * route, client address, user agent, user), none of them a credential, and redaction was a tenth of the access
+ * line's cost.
+ */
+export function accessLogger(logger: Logger): Logger {
+  const stream = (logger as unknown as Record<symbol, pino.DestinationStream>)[pino.symbols.streamSym];
+  return pino({ level: logger.level, base: null, timestamp: isoTime }, stream).child(logger.bindings());
 }

@@ -44,35 +44,52 @@ export class EventingNamespace implements Namespace {
   }
 }
 
+/**
+ * A repository with events. Each facet (blobs, manifests, tags, uploads) is built on first use: a request touches
+ * one or two of them, and this object is made for every request.
+ */
 class EventingRepository implements Repository {
   readonly name: string;
   readonly namespace?: string;
-  readonly blobs: BlobStore;
-  readonly manifests: ManifestStore;
-  readonly tags: TagStore;
-  private readonly pushed: (d: Digest) => Promise<void>;
+  private wrappedBlobs: BlobStore | undefined;
+  private wrappedManifests: ManifestStore | undefined;
+  private wrappedTags: TagStore | undefined;
   private wrappedUploads: BlobUploads | undefined;
 
   constructor(
     private readonly inner: Repository,
-    events: EventSink,
-    ctx: RequestContext,
+    private readonly events: EventSink,
+    private readonly ctx: RequestContext,
   ) {
-    const name = inner.name;
-    this.name = name;
+    this.name = inner.name;
     if (inner.namespace !== undefined) this.namespace = inner.namespace;
-    const blobSize = async (d: Digest): Promise<number | undefined> => (await inner.blobs.get(d, { headOnly: true }))?.size;
-    const blobEvent = (size: number | undefined, d: Digest) => ({
-      repository: name,
+  }
+
+  private async blobSize(d: Digest): Promise<number | undefined> {
+    return (await this.inner.blobs.get(d, { headOnly: true }))?.size;
+  }
+
+  private blobEvent(size: number | undefined, d: Digest) {
+    return {
+      repository: this.name,
       digest: d.value,
       mediaType: BLOB_MEDIA_TYPE,
       kind: 'blob' as const,
       ...(size === undefined ? {} : { size }),
-    });
-    this.blobs = {
+    };
+  }
+
+  private async pushed(d: Digest): Promise<void> {
+    await this.events.emit('push', this.blobEvent(await this.blobSize(d), d), this.ctx);
+  }
+
+  get blobs(): BlobStore {
+    if (this.wrappedBlobs) return this.wrappedBlobs;
+    const { inner, events, ctx, name } = this;
+    this.wrappedBlobs = {
       get: async (d, options) => {
         const content = await inner.blobs.get(d, options);
-        if (content) await events.emit('pull', blobEvent(content.size, d), ctx);
+        if (content && events.wants('pull')) await events.emit('pull', this.blobEvent(content.size, d), ctx);
         return content;
       },
       delete: async (d) => {
@@ -83,16 +100,22 @@ class EventingRepository implements Repository {
       mount: async (d, from) => {
         const mounted = await inner.blobs.mount(d, from);
         if (mounted) {
-          const ev = blobEvent(await blobSize(d), d);
+          const ev = this.blobEvent(await this.blobSize(d), d);
           await events.emit('mount', 'from' in from ? { ...ev, fromRepository: from.from } : ev, ctx);
         }
         return mounted;
       },
     };
-    this.manifests = {
+    return this.wrappedBlobs;
+  }
+
+  get manifests(): ManifestStore {
+    if (this.wrappedManifests) return this.wrappedManifests;
+    const { inner, events, ctx, name } = this;
+    this.wrappedManifests = {
       get: async (ref: Reference) => {
         const m = await inner.manifests.get(ref);
-        if (m) {
+        if (m && events.wants('pull')) {
           let references: ReturnType<typeof manifestReferences> | undefined;
           await events.emit(
             'pull',
@@ -102,8 +125,8 @@ class EventingRepository implements Repository {
               mediaType: m.mediaType,
               size: m.bytes.length,
               kind: 'manifest',
-              // Parsed only when an event is built (an endpoint is configured): a pull without notifications does
-              // not parse the manifest it serves.
+              // Parsed only when an event is built (an endpoint takes pulls): the endpoint's media-type filter
+              // decides after the subject is made.
               get references() {
                 return (references ??= manifestReferences(m.bytes));
               },
@@ -143,7 +166,13 @@ class EventingRepository implements Repository {
         return deleted;
       },
     };
-    this.tags = {
+    return this.wrappedManifests;
+  }
+
+  get tags(): TagStore {
+    if (this.wrappedTags) return this.wrappedTags;
+    const { inner, events, ctx, name } = this;
+    this.wrappedTags = {
       list: (page) => inner.tags.list(page),
       delete: async (tag) => {
         const deleted = await inner.tags.delete(tag);
@@ -151,14 +180,14 @@ class EventingRepository implements Repository {
         return deleted;
       },
     };
-    this.pushed = async (d: Digest) => events.emit('push', blobEvent(await blobSize(d), d), ctx);
+    return this.wrappedTags;
   }
 
   /** Wraps the inner uploads on first use (a mirror's `uploads` throws UNSUPPORTED when touched). */
   get uploads(): BlobUploads {
     if (this.wrappedUploads) return this.wrappedUploads;
     const uploads = this.inner.uploads;
-    const pushed = this.pushed;
+    const pushed = (d: Digest) => this.pushed(d);
     this.wrappedUploads = {
       start: (repo) => uploads.start(repo),
       get: (repo, id) => uploads.get(repo, id),

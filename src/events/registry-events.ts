@@ -15,10 +15,16 @@ import type { EventQueue } from './queue.js';
  */
 export interface EventSink {
   emit(action: EventAction, subject: EventSubject, ctx: RequestContext): Promise<void>;
+  /**
+   * Whether an `action` event would be kept (queued for an endpoint or written to the audit trail): when not, the
+   * caller may skip building it. Pulls are the common case (every manifest and blob GET) and are often wanted by
+   * nobody.
+   */
+  wants(action: EventAction): boolean;
 }
 
 /** A sink that does nothing (tests, commands that change nothing). */
-export const NO_EVENTS: EventSink = { emit: async () => undefined };
+export const NO_EVENTS: EventSink = { emit: async () => undefined, wants: () => false };
 
 /** What {@link RegistryEvents} is built from. */
 export interface RegistryEventsOptions {
@@ -83,6 +89,12 @@ export class RegistryEvents implements EventSink {
   /** The endpoints events are queued for. */
   get enabledEndpoints(): readonly EndpointConfig[] {
     return this.endpoints;
+  }
+
+  wants(action: EventAction): boolean {
+    // The audit trail records pushes, mounts and deletes (auditAction), never pulls.
+    if (action !== 'pull') return true;
+    return this.options.queue !== null && this.endpoints.some((e) => !e.ignoredActions.includes(action));
   }
 
   /** Starts delivering (workers for every enabled endpoint). */

@@ -2,14 +2,15 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { Config } from '../config/config.js';
 import { parseListenAddress } from '../config/config.js';
 import { bool, ConfigError, isSection, optString, str } from '../config/fields.js';
 import { createEventMetrics, type EventMetrics } from '../events/metrics.js';
 import type { MirrorCounts } from '../proxy/mirror-observer.js';
 import type { MirrorUpstreamStatus } from '../proxy/pull-through.js';
-import { approximateRequestSize, createRegistry2Metrics, registry2Handler, registry2Text, type Registry2Metrics } from './registry2-metrics.js';
+import { approximateRequestSize, createRegistry2Metrics, REGISTRY2_HANDLERS, registry2Text, type Registry2Metrics } from './registry2-metrics.js';
+import { CounterSeries, HistogramSeries, type Cell, type HistogramCell } from './request-series.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -32,13 +33,13 @@ export interface Metrics {
   /** The registry every instrument below is registered in; {@link renderMetrics} renders the text format. */
   readonly registry: Registry;
   /** `berth_http_requests_total{method,route,status}`: finished requests. */
-  readonly httpRequests: Counter<RequestLabels>;
+  readonly httpRequests: CounterSeries<RequestLabels>;
   /** `berth_http_request_duration_seconds{method,route,status}`: time from request start to response end. */
-  readonly httpDuration: Histogram<RequestLabels>;
+  readonly httpDuration: HistogramSeries<RequestLabels>;
   /** `berth_http_received_bytes_total{method,route}`: request body bytes read by the handlers. */
-  readonly bytesReceived: Counter<'method' | 'route'>;
+  readonly bytesReceived: CounterSeries<'method' | 'route'>;
   /** `berth_http_sent_bytes_total{method,route}`: response body bytes sent. */
-  readonly bytesSent: Counter<'method' | 'route'>;
+  readonly bytesSent: CounterSeries<'method' | 'route'>;
   /** `berth_uploads_in_progress`: open upload sessions being written by this process. */
   readonly uploadsInProgress: Gauge;
   /** `berth_storage_errors_total{driver,operation}`: storage driver calls that failed (not-found excluded). */
@@ -89,31 +90,31 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
   const registers = [registry];
   const instruments = {
     registry,
-    httpRequests: new Counter({
-      name: 'berth_http_requests_total',
-      help: 'HTTP requests answered, by method, route kind and status code.',
-      labelNames: ['method', 'route', 'status'] as const,
-      registers,
-    }),
-    httpDuration: new Histogram({
-      name: 'berth_http_request_duration_seconds',
-      help: 'Time from receiving a request to the end of its response, by method, route kind and status code.',
-      labelNames: ['method', 'route', 'status'] as const,
-      buckets: DURATION_BUCKETS,
-      registers,
-    }),
-    bytesReceived: new Counter({
-      name: 'berth_http_received_bytes_total',
-      help: 'Request body bytes read, by method and route kind.',
-      labelNames: ['method', 'route'] as const,
-      registers,
-    }),
-    bytesSent: new Counter({
-      name: 'berth_http_sent_bytes_total',
-      help: 'Response body bytes sent, by method and route kind.',
-      labelNames: ['method', 'route'] as const,
-      registers,
-    }),
+    httpRequests: new CounterSeries(
+      'berth_http_requests_total',
+      'HTTP requests answered, by method, route kind and status code.',
+      ['method', 'route', 'status'] as const,
+      registry,
+    ),
+    httpDuration: new HistogramSeries(
+      'berth_http_request_duration_seconds',
+      'Time from receiving a request to the end of its response, by method, route kind and status code.',
+      ['method', 'route', 'status'] as const,
+      DURATION_BUCKETS,
+      registry,
+    ),
+    bytesReceived: new CounterSeries(
+      'berth_http_received_bytes_total',
+      'Request body bytes read, by method and route kind.',
+      ['method', 'route'] as const,
+      registry,
+    ),
+    bytesSent: new CounterSeries(
+      'berth_http_sent_bytes_total',
+      'Response body bytes sent, by method and route kind.',
+      ['method', 'route'] as const,
+      registry,
+    ),
     uploadsInProgress: new Gauge({
       name: 'berth_uploads_in_progress',
       help: 'Blob uploads currently receiving data in this process.',
@@ -428,8 +429,24 @@ class CountingBody extends Readable {
   }
 }
 
-/** The counting body stream of each request, while the request lives. */
-const countedBodies = new WeakMap<FastifyRequest, Readable>();
+/** What the metrics plugin keeps per request while it runs. */
+interface RequestMetrics {
+  /** The registry:2 `handler` label, once the request is counted in `registry_http_in_flight_requests`. */
+  handler: string | undefined;
+  /** Response body bytes sent so far (for `registry_http_response_size_bytes`). */
+  sent: number;
+  /** Recorded already (by onResponse, or as 499 when the client went away first). */
+  recorded: boolean;
+  /** The request body as the handlers read it (counting), when the request has a body. */
+  body: Readable | undefined;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Set by the metrics plugin (src/http/metrics.ts) while the request runs. */
+    berthMetrics?: RequestMetrics;
+  }
+}
 
 /**
  * The request body as a stream, for handlers that stream it (blob uploads, manifests): the byte-counting stream
@@ -437,11 +454,17 @@ const countedBodies = new WeakMap<FastifyRequest, Readable>();
  * through this, never `request.raw`, or `berth_http_received_bytes_total` misses it.
  */
 export function requestBody(request: FastifyRequest): Readable {
-  return countedBodies.get(request) ?? request.raw;
+  return request.berthMetrics?.body ?? request.raw;
 }
 
-/** Response body bytes sent so far, per request (for `registry_http_response_size_bytes`). */
-const sentBytes = new WeakMap<FastifyRequest, number>();
+/** Whether a request carries a body (a declared non-zero length, or a chunked one). */
+function hasBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}
+
+/** The request and reply a response belongs to, for the metrics plugin's 'close' listener. */
+const REQUEST_OF = Symbol('berth.metrics.request');
 
 /** Responses whose writes are counted already. */
 const countedResponses = new WeakSet<ServerResponse>();
@@ -492,61 +515,118 @@ async function sendMetrics(metrics: Metrics, reply: FastifyReply): Promise<strin
 export function metricsPlugin(metrics: Metrics, options: MetricsPluginOptions = {}): FastifyPluginAsync {
   const serve = options.serve ?? true;
   const path = options.path ?? '/metrics';
+  const r2 = metrics.registry2;
+  /**
+   * The cells of the finished-request series for one (method, route, status): found once per combination, then
+   * each request records with a few additions (src/http/request-series.ts).
+   */
+  interface Finished {
+    requests: Cell;
+    duration: HistogramCell;
+    r2: { requests: Cell; duration: HistogramCell; requestSize: HistogramCell; responseSize: HistogramCell } | undefined;
+  }
+  const finished = new Map<string, Finished>();
+  const finishedCells = (method: string, route: string, status: string, handler: string | undefined): Finished => {
+    const key = `${method} ${route} ${status} ${handler ?? ''}`;
+    let cells = finished.get(key);
+    if (!cells) {
+      const labels = { method, route, status };
+      const r2method = method.toLowerCase();
+      cells = {
+        requests: metrics.httpRequests.cell(labels),
+        duration: metrics.httpDuration.cell(labels),
+        r2:
+          handler === undefined
+            ? undefined
+            : {
+                requests: r2.requests.cell({ code: status, handler, method: r2method }),
+                duration: r2.duration.cell({ handler, method: r2method }),
+                requestSize: r2.requestSize.cell({ handler }),
+                responseSize: r2.responseSize.cell({ handler }),
+              },
+      };
+      finished.set(key, cells);
+    }
+    return cells;
+  };
+  const record = (request: FastifyRequest, reply: FastifyReply, status: string): void => {
+    const state = request.berthMetrics;
+    if (!state || state.recorded) return;
+    state.recorded = true;
+    const seconds = reply.elapsedTime / 1000;
+    const cells = finishedCells(request.method, routeLabel(request), status, state.handler);
+    cells.requests.value++;
+    metrics.httpDuration.record(cells.duration, seconds);
+    if (state.handler === undefined || !cells.r2) return;
+    r2.inFlight.dec({ handler: state.handler });
+    cells.r2.requests.value++;
+    r2.duration.record(cells.r2.duration, seconds);
+    r2.requestSize.record(cells.r2.requestSize, approximateRequestSize(request.raw));
+    r2.responseSize.record(cells.r2.responseSize, state.sent);
+  };
+  // fastify runs no onResponse hook when the client goes away first; count those as 499, as nginx logs them. One
+  // listener function for all responses, finding its request on the response.
+  function onResponseClose(this: ServerResponse & { [REQUEST_OF]?: [FastifyRequest, FastifyReply] }): void {
+    const entry = this[REQUEST_OF];
+    this[REQUEST_OF] = undefined;
+    if (entry && !this.writableFinished) record(entry[0], entry[1], CLIENT_CLOSED_REQUEST);
+  }
+  // The hooks take callbacks rather than returning promises: they run on every request, and a promise per hook
+  // per request is measurable on a manifest GET.
   const plugin: FastifyPluginAsync = async (app) => {
-    app.addHook('preParsing', async (request, _reply, payload) => {
+    app.addHook('onRequest', (request, reply, done) => {
+      request.berthMetrics = { handler: undefined, sent: 0, recorded: false, body: undefined };
+      const res: ServerResponse & { [REQUEST_OF]?: [FastifyRequest, FastifyReply] } = reply.raw;
+      res[REQUEST_OF] = [request, reply];
+      res.on('close', onResponseClose);
+      done();
+    });
+    app.addHook('preParsing', (request, _reply, payload, done) => {
+      const state = request.berthMetrics!;
+      // The route is known once the routes' own onRequest hook has run (the registry routes match it there).
+      const handler = request.routeKind === undefined ? undefined : REGISTRY2_HANDLERS[request.routeKind];
+      if (handler !== undefined) {
+        state.handler = handler;
+        r2.inFlight.inc({ handler });
+      }
+      if (!hasBody(request.raw)) {
+        done(null, payload);
+        return;
+      }
+      // Counted once per MiB and at the end, under the route kind known by then.
       const body = new CountingBody(payload, (n) => {
         metrics.bytesReceived.inc({ method: request.method, route: routeLabel(request) }, n);
       });
-      countedBodies.set(request, body);
+      state.body = body;
       // Also the payload content-type parsers get, so `done(null, payload)` parsers are counted too.
-      return body;
+      done(null, body);
     });
-    app.addHook('onSend', async (request, reply, payload) => {
+    app.addHook('onSend', (request, reply, payload, done) => {
       // HEAD responses carry no body, whatever the handler returned.
-      if (request.method === 'HEAD') return payload;
-      const labels = (): { method: string; route: string } => ({ method: request.method, route: routeLabel(request) });
-      const sent = (b: number): void => {
-        metrics.bytesSent.inc(labels(), b);
-        sentBytes.set(request, (sentBytes.get(request) ?? 0) + b);
-      };
+      if (request.method === 'HEAD') {
+        done(null, payload);
+        return;
+      }
+      const state = request.berthMetrics;
+      const sentCell = (): Cell => metrics.bytesSent.cell({ method: request.method, route: routeLabel(request) });
       const n = payloadLength(payload);
       if (n !== null) {
-        if (n > 0) sent(n);
-        return payload;
+        if (n > 0) {
+          sentCell().value += n;
+          if (state) state.sent += n;
+        }
+      } else if (payload instanceof Readable) {
+        let cell: Cell | undefined;
+        countWrites(reply.raw, (b) => {
+          (cell ??= sentCell()).value += b;
+          if (state) state.sent += b;
+        });
       }
-      if (payload instanceof Readable) countWrites(reply.raw, sent);
-      return payload;
+      done(null, payload);
     });
-    const r2 = metrics.registry2;
-    /** The registry:2 handler of each request it has a route for, counted in flight since onRequest. */
-    const r2Handlers = new WeakMap<FastifyRequest, string>();
-    const record = (request: FastifyRequest, reply: FastifyReply, status: string): void => {
-      const labels = { method: request.method, route: routeLabel(request), status };
-      metrics.httpRequests.inc(labels);
-      metrics.httpDuration.observe(labels, reply.elapsedTime / 1000);
-      const handler = r2Handlers.get(request);
-      if (handler === undefined) return;
-      r2Handlers.delete(request);
-      r2.inFlight.dec({ handler });
-      const method = request.method.toLowerCase();
-      r2.requests.inc({ code: status, handler, method });
-      r2.duration.observe({ handler, method }, reply.elapsedTime / 1000);
-      r2.requestSize.observe({ handler }, approximateRequestSize(request.raw));
-      r2.responseSize.observe({ handler }, sentBytes.get(request) ?? 0);
-    };
-    app.addHook('onRequest', async (request, reply) => {
-      const handler = registry2Handler(request.raw.url ?? '/');
-      if (handler !== null) {
-        r2Handlers.set(request, handler);
-        r2.inFlight.inc({ handler });
-      }
-      // fastify runs no onResponse hook when the client goes away first; count those as 499, as nginx logs them.
-      reply.raw.once('close', () => {
-        if (!reply.raw.writableFinished) record(request, reply, CLIENT_CLOSED_REQUEST);
-      });
-    });
-    app.addHook('onResponse', async (request, reply) => {
+    app.addHook('onResponse', (request, reply, done) => {
       record(request, reply, String(reply.statusCode));
+      done();
     });
     if (serve) {
       app.get(path, async (request, reply) => {

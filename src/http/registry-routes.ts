@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { requiredAccess } from '../auth/access.js';
+import { requiredAccess, type RouteMatch } from '../auth/access.js';
 import type { Authorizer } from '../auth/authorizer.js';
 import type { Config } from '../config/config.js';
 import { registryError } from '../errors/registry-error.js';
@@ -20,6 +20,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The API route kind, for metrics and logs. */
     routeKind?: string;
+    /** The `/v2/` route the request path matched (set by the registry routes' onRequest hook). */
+    v2Route?: RouteMatch;
   }
 }
 
@@ -55,11 +57,30 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
     location: (path) => (config.http.host ? `${config.http.host}${path}` : path),
   };
 
-  const handler = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
-    const rawPath = (request.raw.url ?? '/').split('?')[0] ?? '/';
-    const route = matchRoute(rawPath === '/v2' ? '/v2/' : rawPath);
-    if (!route) throw registryError('NOT_FOUND', undefined, { message: 'no such API endpoint' });
+  // The route is matched first, so every later hook (the metrics' in-flight count, the access log) knows it; a path
+  // that names no API endpoint or has a malformed name is answered here.
+  app.addHook('onRequest', (request, _reply, done) => {
+    const url = request.raw.url ?? '/';
+    const q = url.indexOf('?');
+    const rawPath = q < 0 ? url : url.slice(0, q);
+    let route: RouteMatch | null;
+    try {
+      route = matchRoute(rawPath === '/v2' ? '/v2/' : rawPath);
+    } catch (err) {
+      done(err as Error);
+      return;
+    }
+    if (!route) {
+      done(registryError('NOT_FOUND', undefined, { message: 'no such API endpoint' }));
+      return;
+    }
+    request.v2Route = route;
     request.routeKind = route.kind;
+    done();
+  });
+
+  const handler = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    const route = request.v2Route!;
     const query = request.query as Query;
     const access = requiredAccess(route, request.method, query);
     const principal = await authorizer.authorize({ method: request.method, headers: request.headers, ip: request.ip, id: request.id }, access);

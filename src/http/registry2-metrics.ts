@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import { matchRoute } from './route-match.js';
+import { Histogram, type Registry } from 'prom-client';
+import { CounterSeries, GaugeSeries, HistogramSeries } from './request-series.js';
 
 /**
  * registry:2's own HTTP series (`registry_http_*`), with its names, label names, types and buckets, so dashboards
@@ -8,15 +8,15 @@ import { matchRoute } from './route-match.js';
  */
 export interface Registry2Metrics {
   /** `registry_http_requests_total{code,handler,method}` (counter). */
-  readonly requests: Counter<'code' | 'handler' | 'method'>;
+  readonly requests: CounterSeries<'code' | 'handler' | 'method'>;
   /** `registry_http_request_duration_seconds{handler,method}` (histogram). */
-  readonly duration: Histogram<'handler' | 'method'>;
+  readonly duration: HistogramSeries<'handler' | 'method'>;
   /** `registry_http_in_flight_requests{handler}` (gauge). */
-  readonly inFlight: Gauge<'handler'>;
+  readonly inFlight: GaugeSeries<'handler'>;
   /** `registry_http_request_size_bytes{handler}` (histogram): approximate request size, headers included. */
-  readonly requestSize: Histogram<'handler'>;
+  readonly requestSize: HistogramSeries<'handler'>;
   /** `registry_http_response_size_bytes{handler}` (histogram): response body bytes written. */
-  readonly responseSize: Histogram<'handler'>;
+  readonly responseSize: HistogramSeries<'handler'>;
   /**
    * `registry_storage_action_seconds{action,driver}` (histogram): storage driver call durations, recorded by the
    * timing driver (src/storage/timed-driver.ts) that `withStorageTiming` (src/compose.ts) puts in front of the driver when metrics are on.
@@ -49,39 +49,34 @@ const STORAGE_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
 export function createRegistry2Metrics(registry: Registry): Registry2Metrics {
   const registers = [registry];
   return {
-    requests: new Counter({
-      name: 'registry_http_requests_total',
-      help: 'Total number of HTTP requests made.',
-      labelNames: ['code', 'handler', 'method'] as const,
-      registers,
-    }),
-    duration: new Histogram({
-      name: 'registry_http_request_duration_seconds',
-      help: 'The HTTP request latencies in seconds.',
-      labelNames: ['handler', 'method'] as const,
-      buckets: DURATION_BUCKETS,
-      registers,
-    }),
-    inFlight: new Gauge({
-      name: 'registry_http_in_flight_requests',
-      help: 'The in-flight HTTP requests',
-      labelNames: ['handler'] as const,
-      registers,
-    }),
-    requestSize: new Histogram({
-      name: 'registry_http_request_size_bytes',
-      help: 'The HTTP request sizes in bytes.',
-      labelNames: ['handler'] as const,
-      buckets: SIZE_BUCKETS,
-      registers,
-    }),
-    responseSize: new Histogram({
-      name: 'registry_http_response_size_bytes',
-      help: 'The HTTP response sizes in bytes.',
-      labelNames: ['handler'] as const,
-      buckets: SIZE_BUCKETS,
-      registers,
-    }),
+    requests: new CounterSeries(
+      'registry_http_requests_total',
+      'Total number of HTTP requests made.',
+      ['code', 'handler', 'method'] as const,
+      registry,
+    ),
+    duration: new HistogramSeries(
+      'registry_http_request_duration_seconds',
+      'The HTTP request latencies in seconds.',
+      ['handler', 'method'] as const,
+      DURATION_BUCKETS,
+      registry,
+    ),
+    inFlight: new GaugeSeries('registry_http_in_flight_requests', 'The in-flight HTTP requests', ['handler'] as const, registry),
+    requestSize: new HistogramSeries(
+      'registry_http_request_size_bytes',
+      'The HTTP request sizes in bytes.',
+      ['handler'] as const,
+      SIZE_BUCKETS,
+      registry,
+    ),
+    responseSize: new HistogramSeries(
+      'registry_http_response_size_bytes',
+      'The HTTP response sizes in bytes.',
+      ['handler'] as const,
+      SIZE_BUCKETS,
+      registry,
+    ),
     storageAction: new Histogram({
       name: 'registry_storage_action_seconds',
       help: 'The number of seconds that the storage action takes',
@@ -108,20 +103,6 @@ export function approximateRequestSize(req: IncomingMessage): number {
   const length = Number(req.headers['content-length']);
   if (Number.isFinite(length) && length >= 0) size += length;
   return size;
-}
-
-/**
- * The registry:2 `handler` label of a request URL (path and query), null for requests registry:2 has no route for
- * (those are not recorded in its series, as registry:2 does not record them either).
- */
-export function registry2Handler(url: string): string | null {
-  const rawPath = url.split('?')[0] ?? '/';
-  try {
-    const route = matchRoute(rawPath === '/v2' ? '/v2/' : rawPath);
-    return route ? (REGISTRY2_HANDLERS[route.kind] ?? null) : null;
-  } catch {
-    return null;
-  }
 }
 
 /**

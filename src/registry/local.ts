@@ -69,19 +69,23 @@ export function pageOf(all: string[], page: TagPage): TagList {
   return out;
 }
 
-/** One repository in storage. */
+/** One repository in storage; each facet is built on first use (one of these is made per request). */
 export class LocalRepository implements Repository {
-  readonly blobs: BlobStore;
-  readonly manifests: ManifestStore;
-  readonly tags: TagStore;
+  private ownBlobs: BlobStore | undefined;
+  private ownManifests: ManifestStore | undefined;
+  private ownTags: TagStore | undefined;
 
   constructor(
     readonly name: string,
     private readonly store: RegistryStore,
     readonly uploads: UploadService,
-    options: LocalNamespaceOptions,
-  ) {
-    this.blobs = {
+    private readonly options: LocalNamespaceOptions,
+  ) {}
+
+  get blobs(): BlobStore {
+    if (this.ownBlobs) return this.ownBlobs;
+    const { name, store, options } = this;
+    this.ownBlobs = {
       get: async (d) => {
         const size = await store.repositoryBlobSize(name, d);
         return size === null ? null : storedBlob(store, d, size);
@@ -108,7 +112,13 @@ export class LocalRepository implements Repository {
         return mountable;
       },
     };
-    this.manifests = {
+    return this.ownBlobs;
+  }
+
+  get manifests(): ManifestStore {
+    if (this.ownManifests) return this.ownManifests;
+    const { name, store } = this;
+    this.ownManifests = {
       get: async (ref: Reference) => {
         const digest = ref.kind === 'digest' ? ref.digest : await store.resolveTag(name, ref.tag);
         return digest ? store.getManifest(name, digest) : null;
@@ -116,13 +126,20 @@ export class LocalRepository implements Repository {
       put: (bytes, opts) => store.putManifest(name, bytes, opts),
       delete: (d, removedTags) => store.deleteManifest(name, d, removedTags),
     };
-    this.tags = {
+    return this.ownManifests;
+  }
+
+  get tags(): TagStore {
+    if (this.ownTags) return this.ownTags;
+    const { name, store } = this;
+    this.ownTags = {
       list: async (page) => {
         const all = await store.listTags(name);
         return all === null ? null : pageOf(all, page);
       },
       delete: (tag) => store.deleteTag(name, tag),
     };
+    return this.ownTags;
   }
 
   referrers(subject: Digest, artifactType?: string) {

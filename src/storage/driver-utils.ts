@@ -26,10 +26,22 @@ export async function statOrNull(driver: StorageDriver, path: string): Promise<F
   }
 }
 
+/**
+ * Link contents already parsed. The link cache (link-cache.ts) hands out the same Buffer for a path until the link
+ * changes, so a tag or revision link served from memory is parsed once, not on every manifest GET.
+ */
+const parsedLinks = new WeakMap<Buffer, Digest | null>();
+
 /** The digest a link file names, or null when it is missing or not a digest. */
 export async function readLink(driver: StorageDriver, path: string): Promise<Digest | null> {
   try {
-    return tryParseDigest((await driver.getContent(path)).toString('utf8').trim());
+    const content = await driver.getContent(path);
+    let digest = parsedLinks.get(content);
+    if (digest === undefined) {
+      digest = tryParseDigest(content.toString('utf8').trim());
+      parsedLinks.set(content, digest);
+    }
+    return digest;
   } catch (err) {
     if (isNotFound(err)) return null;
     throw err;

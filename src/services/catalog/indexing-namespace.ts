@@ -66,12 +66,13 @@ export class IndexingNamespace implements Namespace {
   }
 }
 
+/** A repository with the index and locks; each facet is built on first use (a request touches one or two). */
 class IndexedRepository implements Repository {
   readonly name: string;
   readonly namespace?: string;
-  readonly blobs: BlobStore;
-  readonly manifests: ManifestStore;
-  readonly tags: TagStore;
+  private wrappedBlobs: BlobStore | undefined;
+  private wrappedManifests: ManifestStore | undefined;
+  private wrappedTags: TagStore | undefined;
   private wrappedUploads: BlobUploads | undefined;
 
   constructor(
@@ -79,44 +80,64 @@ class IndexedRepository implements Repository {
     private readonly deps: IndexingNamespaceDeps,
     private readonly ctx: RequestContext | undefined,
   ) {
-    const name = inner.name;
-    this.name = name;
+    this.name = inner.name;
     if (inner.namespace !== undefined) this.namespace = inner.namespace;
-    const shared = <T>(fn: () => Promise<T>) => deps.locks.shared(name, fn);
-    this.blobs = {
+  }
+
+  private shared<T>(fn: () => Promise<T>): Promise<T> {
+    return this.deps.locks.shared(this.name, fn);
+  }
+
+  get blobs(): BlobStore {
+    if (this.wrappedBlobs) return this.wrappedBlobs;
+    const { inner, name } = this;
+    this.wrappedBlobs = {
       get: (d, options) => inner.blobs.get(d, options),
       delete: (d) => inner.blobs.delete(d),
       mount: (d, source) =>
-        shared(async () => {
+        this.shared(async () => {
           const mounted = await inner.blobs.mount(d, source);
           if (mounted) await this.indexChanged(name, true);
           return mounted;
         }),
     };
-    this.manifests = {
+    return this.wrappedBlobs;
+  }
+
+  get manifests(): ManifestStore {
+    if (this.wrappedManifests) return this.wrappedManifests;
+    const { inner, name } = this;
+    this.wrappedManifests = {
       get: (ref) => inner.manifests.get(ref),
       put: (bytes, options) =>
-        shared(async () => {
+        this.shared(async () => {
           const result = await inner.manifests.put(bytes, options);
           await this.indexChanged(name);
           return result;
         }),
       delete: (d, removedTags) =>
-        shared(async () => {
+        this.shared(async () => {
           const deleted = await inner.manifests.delete(d, removedTags);
           if (deleted) await this.indexChanged(name);
           return deleted;
         }),
     };
-    this.tags = {
+    return this.wrappedManifests;
+  }
+
+  get tags(): TagStore {
+    if (this.wrappedTags) return this.wrappedTags;
+    const { inner, name } = this;
+    this.wrappedTags = {
       list: (page) => inner.tags.list(page),
       delete: (tag) =>
-        shared(async () => {
+        this.shared(async () => {
           const deleted = await inner.tags.delete(tag);
           if (deleted) await this.indexChanged(name);
           return deleted;
         }),
     };
+    return this.wrappedTags;
   }
 
   /** Wraps the inner uploads on first use (a mirror's `uploads` throws UNSUPPORTED when touched). */
