@@ -19,7 +19,7 @@ import {
   createSessionStore,
   withStorageTiming,
 } from './compose.js';
-import { accessLogger, createLogger } from './logging.js';
+import { accessLogger, createLogger, lazyChildLogger } from './logging.js';
 import type { MirrorUpstreamStatus, PullThrough, UpstreamState } from './proxy/index.js';
 import type { StorageDriver } from './storage/driver.js';
 import { CachingDriver, withLinkCache } from './storage/link-cache.js';
@@ -87,6 +87,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   const app = fastify({
     loggerInstance: logger,
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'reqId' }),
+    // request.log is made when a request first logs something (most log only their access line).
+    childLoggerFactory: lazyChildLogger,
     exposeHeadRoutes: false,
     return503OnClosing: true,
     // Socket inactivity, not request duration: a many-GB upload that keeps moving is never cut, a client that stalls

@@ -98,3 +98,72 @@ export function accessLogger(logger: Logger): Logger {
   const stream = (logger as unknown as Record<symbol, pino.DestinationStream>)[pino.symbols.streamSym];
   return pino({ level: logger.level, base: null, timestamp: isoTime }, stream).child(logger.bindings());
 }
+
+type LogArgs = [obj: unknown, msg?: string, ...args: unknown[]];
+
+/** What a request logger needs of its parent (pino's Logger, or fastify's view of it). */
+interface ChildCapable {
+  level: string;
+  fatal(...args: [unknown]): void;
+  error(...args: [unknown]): void;
+  warn(...args: [unknown]): void;
+  info(...args: [unknown]): void;
+  debug(...args: [unknown]): void;
+  trace(...args: [unknown]): void;
+  child(bindings: Record<string, unknown>, options?: object): ChildCapable;
+}
+
+/**
+ * A request's logger (`request.log`) that makes pino's child logger only when something is logged: fastify makes
+ * one per request, and most requests log nothing but their access line (written by {@link accessLogger}).
+ */
+class LazyChildLogger {
+  private real: ChildCapable | undefined;
+
+  constructor(
+    private readonly parent: ChildCapable,
+    private readonly bindings: Record<string, unknown>,
+    private readonly options: { level?: string },
+  ) {}
+
+  private get log(): ChildCapable {
+    return (this.real ??= this.parent.child(this.bindings, this.options));
+  }
+
+  get level(): string {
+    return this.real ? this.real.level : (this.options.level ?? this.parent.level);
+  }
+
+  set level(level: string) {
+    this.log.level = level;
+  }
+
+  fatal(...args: LogArgs): void {
+    this.log.fatal(...(args as [unknown]));
+  }
+  error(...args: LogArgs): void {
+    this.log.error(...(args as [unknown]));
+  }
+  warn(...args: LogArgs): void {
+    this.log.warn(...(args as [unknown]));
+  }
+  info(...args: LogArgs): void {
+    this.log.info(...(args as [unknown]));
+  }
+  debug(...args: LogArgs): void {
+    this.log.debug(...(args as [unknown]));
+  }
+  trace(...args: LogArgs): void {
+    this.log.trace(...(args as [unknown]));
+  }
+  silent(): void {}
+
+  child(bindings: Record<string, unknown>, options?: object): ChildCapable {
+    return this.log.child(bindings, options);
+  }
+}
+
+/** fastify's `childLoggerFactory`: a {@link LazyChildLogger} per request. */
+export function lazyChildLogger<L extends ChildCapable>(parent: L, bindings: Record<string, unknown>, options: { level?: string }): L {
+  return new LazyChildLogger(parent, bindings, options) as unknown as L;
+}

@@ -55,6 +55,28 @@ t.test('one access-log line per request, carrying the request id the response ec
   t.match(access[0], { reqId: 'abc-123', method: 'GET', status: 404, route: 'manifest', url: '/v2/nope/manifests/latest' });
 });
 
+t.test("a request's own log lines carry its request id (request.log is made on first use)", async (t) => {
+  const out = capture();
+  const { pino } = await import('pino');
+  const logger = pino({ level: 'debug' }, out.stream);
+  const b = await startBerth(t, { log: { level: 'debug', accesslog: { disabled: false } } }, { logger });
+  for (const id of ['first-1', 'second-2']) {
+    const res = await fetch(`${b.url}/v2/nope/manifests/latest`, { headers: { 'x-request-id': id } });
+    t.equal(res.status, 404);
+    await res.arrayBuffer();
+  }
+  await tick();
+  const records = out.lines().map((l) => JSON.parse(l) as Record<string, unknown>);
+  for (const id of ['first-1', 'second-2']) {
+    const own = records.filter((r) => r.reqId === id);
+    t.ok(
+      own.some((r) => r.code === 'MANIFEST_UNKNOWN' && r.level === 20),
+      `the error handler's debug line of ${id} names it`,
+    );
+    t.equal(own.filter((r) => r.msg === 'request').length, 1, `one access line for ${id}`);
+  }
+});
+
 t.test('the access log line carries the authenticated user as auth.user.name (registry:2), none when anonymous', async (t) => {
   const out = capture();
   const { pino } = await import('pino');
