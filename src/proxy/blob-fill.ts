@@ -1,3 +1,4 @@
+import { spentBuffers } from '../storage/spent-buffers.js';
 import { randomUUID, type Hash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -269,6 +270,7 @@ export class BlobFill {
         timer.refresh();
         const chunk = Buffer.from(part.buffer, part.byteOffset, part.byteLength);
         received += chunk.length;
+        spentBuffers(chunk.length);
         if (this.size !== undefined && received > this.size) throw new Error('upstream sent more bytes than declared');
         client.observer.fetchedBytes(client.name, chunk.length);
         batch.push(chunk);

@@ -1,3 +1,4 @@
+import { spentBuffers } from '../storage/spent-buffers.js';
 import { randomUUID, type Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
@@ -141,6 +142,7 @@ export class UploadService {
       let writes: Promise<void> = Promise.resolve();
       const onData = (chunk: Buffer): void => {
         received += chunk.length;
+        spentBuffers(chunk.length);
         if (expected !== undefined && received > expected) tooLong = true;
         // After a storage failure, or past the declared length, the rest of the body is read and dropped: the client
         // then reads the error answer (503 when the backend is down, else SIZE_INVALID) instead of a connection reset
