@@ -19,7 +19,7 @@ import {
   createSessionStore,
   withStorageTiming,
 } from './compose.js';
-import { accessLogger, createLogger, lazyChildLogger } from './logging.js';
+import { accessLog, createLogger, lazyChildLogger } from './logging.js';
 import type { MirrorUpstreamStatus, PullThrough, UpstreamState } from './proxy/index.js';
 import type { StorageDriver } from './storage/driver.js';
 import { CachingDriver, withLinkCache } from './storage/link-cache.js';
@@ -208,25 +208,20 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     commonHeaders(request, reply);
     done(null, payload);
   });
-  if (config.log.accessLog) {
-    const access = accessLogger(logger);
+  const access = config.log.accessLog ? accessLog(logger) : null;
+  if (access) {
     app.addHook('onResponse', (request, reply, done) => {
-      access.info(
-        {
-          reqId: request.id,
-          method: request.method,
-          url: request.url,
-          status: reply.statusCode,
-          ms: Math.round(reply.elapsedTime * 10) / 10,
-          route: request.routeKind,
-          remote: request.ip,
-          ua: request.headers['user-agent'],
-          user: request.principal?.account,
-          // registry:2's name for the same field, so log queries written for it carry over.
-          'auth.user.name': request.principal?.account,
-        },
-        'request',
-      );
+      access({
+        reqId: request.id,
+        method: request.method,
+        url: request.url,
+        status: reply.statusCode,
+        ms: Math.round(reply.elapsedTime * 10) / 10,
+        route: request.routeKind,
+        remote: request.ip,
+        ua: request.headers['user-agent'],
+        user: request.principal?.account,
+      });
       done();
     });
   }

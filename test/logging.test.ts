@@ -55,6 +55,53 @@ t.test('one access-log line per request, carrying the request id the response ec
   t.match(access[0], { reqId: 'abc-123', method: 'GET', status: 404, route: 'manifest', url: '/v2/nope/manifests/latest' });
 });
 
+t.test("the access line is the JSON line pino writes, with the logger's fields, quotes in values escaped", async (t) => {
+  const out = capture();
+  const { pino } = await import('pino');
+  const logger = pino({ level: 'info', base: { service: 'registry', zone: 'b' } }, out.stream);
+  const b = await startBerth(t, { log: { level: 'info', accesslog: { disabled: false } } }, { logger });
+  const ua = 'evil "agent" \\ {"x":1}';
+  const res = await fetch(`${b.url}/v2/`, { headers: { 'user-agent': ua, 'x-request-id': 'q"1' } });
+  t.equal(res.status, 200);
+  await res.arrayBuffer();
+  await tick();
+  const lines = out.lines().filter((l) => l.includes('"msg":"request"'));
+  t.equal(lines.length, 1);
+  const rec = JSON.parse(lines[0] as string) as Record<string, unknown>;
+  t.same(
+    Object.keys(rec),
+    ['level', 'time', 'service', 'zone', 'reqId', 'method', 'url', 'status', 'ms', 'route', 'remote', 'ua', 'msg'],
+    "pino's order",
+  );
+  t.match(rec, {
+    level: 30,
+    service: 'registry',
+    zone: 'b',
+    reqId: 'q"1',
+    method: 'GET',
+    url: '/v2/',
+    status: 200,
+    route: 'base',
+    ua,
+    msg: 'request',
+  });
+  t.match(rec.time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+  t.type(rec.ms, 'number');
+});
+
+t.test('no access lines when the log level is above info', async (t) => {
+  const out = capture();
+  const { pino } = await import('pino');
+  const logger = pino({ level: 'warn' }, out.stream);
+  const b = await startBerth(t, { log: { level: 'warn', accesslog: { disabled: false } } }, { logger });
+  await (await fetch(`${b.url}/v2/`)).arrayBuffer();
+  await tick();
+  t.same(
+    out.lines().filter((l) => l.includes('"msg":"request"')),
+    [],
+  );
+});
+
 t.test("a request's own log lines carry its request id (request.log is made on first use)", async (t) => {
   const out = capture();
   const { pino } = await import('pino');
