@@ -20,6 +20,16 @@ export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
   return { ...base, ...extra };
 }
 
+/**
+ * `[command, args]` that run `node <args>` as a plain node process, as users run berth. Under tap every child process
+ * gets tap's process-tracking loader (@tapjs/processinfo hooks spawn and adds it to NODE_OPTIONS), which costs each
+ * berth process ~0.4 s of CPU to start and hooks every module it loads; `env -u NODE_OPTIONS` drops it before node
+ * starts (the process id stays the one spawn returned: env execs node).
+ */
+export function plainNode(args: string[]): [string, string[]] {
+  return ['/usr/bin/env', ['-u', 'NODE_OPTIONS', process.execPath, ...args]];
+}
+
 /** True once `child` has exited or was killed by a signal. */
 export function hasExited(child: ChildProcess): boolean {
   return child.exitCode !== null || child.signalCode !== null;
