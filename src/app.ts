@@ -50,6 +50,8 @@ export interface AppDeps {
   events?: RegistryEvents;
   /** The catalog index store (default: Redis when `redis` is configured, else in process). */
   repositoryIndex?: RepositoryIndex;
+  /** How often the `http.tls` certificate and key files are checked for changes (default 5 s); tests check faster. */
+  tlsPollIntervalMs?: number;
 }
 
 /** What the app was built from, for the startup line and commands. */
@@ -83,7 +85,7 @@ declare module 'fastify' {
 export async function buildApp(config: Config, deps: AppDeps = {}): Promise<FastifyInstance> {
   const logger = deps.logger ?? createLogger(config);
   // TLS: certificate files reloaded when they change, or ACME (`http.tls.letsencrypt`).
-  const https = await createHttps(config, logger);
+  const https = await createHttps(config, logger, deps.tlsPollIntervalMs);
   const app = fastify({
     loggerInstance: logger,
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'reqId' }),

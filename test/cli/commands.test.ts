@@ -4,7 +4,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import { startBerth } from '../helpers/berth.js';
-import { BERTH_MAIN, cleanEnv, runBerth } from '../helpers/berth-process.js';
+import { BERTH_MAIN, cleanEnv, plainNode, runBerth } from '../helpers/berth-process.js';
 import { tempDir } from '../helpers/ports.js';
 import { randomLayer, RegistryClient } from '../helpers/registry-client.js';
 import { blobFile } from '../gc/tree.js';
@@ -14,7 +14,7 @@ import { blobFile } from '../gc/tree.js';
  * started a server): resolves with the exit code (null when it had to be killed) and what it printed.
  */
 async function serveExit(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stderr: string }> {
-  const proc = spawn(process.execPath, [BERTH_MAIN, 'serve', ...args], { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(...plainNode([BERTH_MAIN, 'serve', ...args]), { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   proc.stdout.on('data', (c: Buffer) => (stderr += c.toString()));
   proc.stderr.on('data', (c: Buffer) => (stderr += c.toString()));

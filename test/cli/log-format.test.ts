@@ -15,7 +15,8 @@ const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 
 /** Runs `berth serve` inside `script` (a pseudo-terminal) until its startup line appears; returns what it printed. */
 async function serveOnTerminal(env: Record<string, string>, cwd: string): Promise<string> {
-  const command = `exec ${JSON.stringify(process.execPath)} ${JSON.stringify(BERTH_MAIN)} serve`;
+  // env -u NODE_OPTIONS: a plain node process, without tap's loader (see plainNode).
+  const command = `exec env -u NODE_OPTIONS ${JSON.stringify(process.execPath)} ${JSON.stringify(BERTH_MAIN)} serve`;
   const proc = spawn('script', ['-qfec', command, '/dev/null'], { env: cleanEnv(env), cwd, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
   let out = '';
   const exited = once(proc, 'exit');

@@ -32,6 +32,10 @@ async function berthOnRedis(t: Test, addr: string, rootPrefix: string, repo: str
   return { berth, client, img };
 }
 
+// The two cases (each with its own redis-server, berth and storage) run at the same time: both mostly wait, for
+// ioredis to reconnect or for the cached write probe of /readyz to expire.
+t.jobs = 2;
+
 t.test('with Redis stopped, pulls keep working, /readyz stays 200 naming redis as degraded, uploads get 503; Redis back heals', async (t) => {
   const redis = await startRedis(t);
   const { client, img } = await berthOnRedis(t, redis.addr, 'berth-redis-down-', 'app/web');

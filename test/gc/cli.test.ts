@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { startBerth } from '../helpers/berth.js';
 import { tempDir } from '../helpers/ports.js';
+import { plainNode } from '../helpers/process.js';
 import { randomLayer, RegistryClient } from '../helpers/registry-client.js';
 import { blobFile } from './tree.js';
 
@@ -17,7 +18,7 @@ function berth(args: string[]): Promise<{ code: number; stdout: string; stderr: 
     if (!k.startsWith('AWS_') && !k.startsWith('REGISTRY_') && k !== 'BERTH_CONFIG') env[k] = v;
   }
   return new Promise((resolve) => {
-    execFile(process.execPath, [MAIN, ...args], { env }, (err, stdout, stderr) => {
+    execFile(...plainNode([MAIN, ...args]), { env }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
       resolve({ code, stdout, stderr });
     });

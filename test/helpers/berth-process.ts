@@ -3,14 +3,14 @@ import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { Teardownable } from './berth.js';
-import { answersHttp, cleanEnv, hasExited, onFreePort, waitForChild } from './process.js';
+import { answersHttp, cleanEnv, hasExited, onFreePort, plainNode, waitForChild } from './process.js';
 
 /**
  * berth as a real process (`node dist/src/cli/main.js serve`, configured by REGISTRY_* environment variables only),
  * for the CLI and multi-process tests and the bench scripts. Free of tap imports.
  */
 
-export { cleanEnv } from './process.js';
+export { cleanEnv, plainNode } from './process.js';
 
 /** `dist/src/cli/main.js`, the berth command line. */
 export const BERTH_MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
@@ -72,7 +72,7 @@ export async function spawnBerth(t: Teardownable | undefined, env: Record<string
   return onFreePort(
     async (port) => {
       const url = `http://127.0.0.1:${port}`;
-      const proc = spawn(process.execPath, [BERTH_MAIN, 'serve'], {
+      const proc = spawn(...plainNode([BERTH_MAIN, 'serve']), {
         stdio: opts.inheritStderr ? ['ignore', 'ignore', 'inherit'] : ['ignore', 'pipe', 'pipe'],
         env: cleanEnv({ ...env, REGISTRY_HTTP_ADDR: opts.allInterfaces ? `:${port}` : `127.0.0.1:${port}` }),
       });
@@ -152,7 +152,7 @@ export interface BerthRun {
  * a `serve` with a bad config) with a clean environment plus `env`, writing `stdin` to it when given.
  */
 export async function runBerth(args: string[], opts: { env?: Record<string, string>; stdin?: string } = {}): Promise<BerthRun> {
-  const proc = spawn(process.execPath, [BERTH_MAIN, ...args], {
+  const proc = spawn(...plainNode([BERTH_MAIN, ...args]), {
     env: cleanEnv(opts.env),
     stdio: [opts.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
   });

@@ -20,6 +20,21 @@ export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
   return { ...base, ...extra };
 }
 
+/**
+ * `[command, args]` that run `node <args>` as a plain node process, as users run berth. Under tap every child process
+ * gets tap's process-tracking loader (@tapjs/processinfo hooks spawn and adds it to NODE_OPTIONS), which costs each
+ * berth process ~0.4 s of CPU to start and hooks every module it loads. `env NODE_OPTIONS=...` sets NODE_OPTIONS
+ * without tap's entries (other options, e.g. a bench run's, are kept) after the hook ran; env execs node, so the
+ * process id stays the one spawn returned.
+ */
+export function plainNode(args: string[]): [string, string[]] {
+  const options = (process.env.NODE_OPTIONS ?? '')
+    .split(' ')
+    .filter((o) => o !== '' && !o.includes('@tapjs/'))
+    .join(' ');
+  return ['/usr/bin/env', [`NODE_OPTIONS=${options}`, process.execPath, ...args]];
+}
+
 /** True once `child` has exited or was killed by a signal. */
 export function hasExited(child: ChildProcess): boolean {
   return child.exitCode !== null || child.signalCode !== null;

@@ -4,7 +4,7 @@ import { connect, type PeerCertificate } from 'node:tls';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Test } from 'tap';
 import { BERTH_MAIN } from './berth-process.js';
-import { cleanEnv, stopProcess } from './process.js';
+import { cleanEnv, plainNode, stopProcess } from './process.js';
 
 /** What a TLS client saw on one new connection. */
 export interface TlsPeer {
@@ -77,7 +77,7 @@ export interface HttpsBerth {
 
 /** Starts `berth serve` with `env` on 127.0.0.1:`port` and resolves once the port accepts TCP connections. */
 export async function spawnHttpsBerth(t: Test, port: number, env: Record<string, string>): Promise<HttpsBerth> {
-  const proc = spawn(process.execPath, [BERTH_MAIN, 'serve'], {
+  const proc = spawn(...plainNode([BERTH_MAIN, 'serve']), {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: cleanEnv({ ...env, REGISTRY_HTTP_ADDR: `127.0.0.1:${port}` }),
   });

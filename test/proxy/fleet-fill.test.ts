@@ -109,6 +109,50 @@ function berthEnv(root: string, upstream: string, extra: Record<string, string> 
   };
 }
 
+// The cases run two at a time (t.jobs = 2), each with its own upstream, Redis, storage and berth processes. The
+// killed filler's case comes first: most of its time is waiting for the dead filler's lease to expire (its TTL),
+// while the others hash and stream bytes.
+t.jobs = 2;
+
+t.test('a filler killed mid-fill: another replica takes over and the other replicas’ clients get the right bytes', async (t) => {
+  const dir = await tempDir(t, 'berth-fleet-kill-');
+  const blob = await bigBlob(dir, 64);
+  const registry = await startDockerRegistry(t, { rootDirectory: await tempDir(t, 'berth-fleet-up-') });
+  await pushBlob(registry, REPO, blob);
+  const gate = await startGateProxy(t, registry.url);
+  const redis = await startRedis(t);
+  const root = await tempDir(t, 'berth-fleet-root-');
+  const [a, b, c] = (await replicas(t, root, gate.url, redis.addr)) as [BerthProcess, BerthProcess, BerthProcess];
+  const isBlobGet = (m: string, p: string) => m === 'GET' && p === `/v2/${REPO}/blobs/${blob.digest}`;
+
+  // A's fill stops after 16 MiB (the upstream response is held there).
+  gate.hold(isBlobGet, 16 * MiB);
+  const onA = pull(a.url, blob.digest);
+  t.ok(await eventually(() => gate.forwarded() >= 16 * MiB, 60_000), 'A is filling');
+  // Clients of B and C follow A's fill through storage and get its first bytes.
+  const progress = [0, 0, 0, 0];
+  const followers = [b, c, b, c].map((node, i) => pull(node.url, blob.digest, (n) => (progress[i] = n)));
+  t.ok(await eventually(() => progress.every((n) => n >= 8 * MiB), 60_000), `the followers' clients got bytes of A's fill (${progress.join(', ')})`);
+  t.equal(gate.requests.filter((r) => isBlobGet(r.method, r.path)).length, 1, 'only A asked the upstream so far');
+
+  a.proc.kill('SIGKILL');
+  await a.exited;
+  const [fromA, ...others] = await Promise.all([onA, ...followers]);
+  t.not(fromA.digest, blob.digest, `A's own client did not get a complete blob (${fromA.size} bytes${fromA.error ? `, ${fromA.error}` : ''})`);
+  for (const [i, r] of others.entries()) {
+    t.match(r, { status: 200, digest: blob.digest, size: blob.size }, `client ${i + 1} of berth ${i % 2 === 0 ? 'B' : 'C'} got the blob`);
+  }
+  t.equal(gate.requests.filter((r) => isBlobGet(r.method, r.path)).length, 2, 'one more upstream GET: a single replica took over');
+  t.same(await leases(redis.port), [], 'no fill lease is left in Redis');
+  t.same(await uploadsLeft(root), [], "the dead filler's upload file was removed, nothing else is left");
+  const again = await pull(b.url, blob.digest);
+  t.equal(again.digest, blob.digest, 'the blob is committed');
+  const againC = await pull(c.url, blob.digest);
+  t.equal(againC.digest, blob.digest, 'and served by every replica');
+  t.equal(gate.requests.filter((r) => isBlobGet(r.method, r.path)).length, 2, 'from storage');
+  gate.release();
+});
+
 t.test('a cold fill of a layer far larger than the temp directory (a 64 MiB tmpfs) never spools it there', async (t) => {
   const dir = await tempDir(t, 'berth-fleet-tmpfs-');
   const small = join(dir, 'tmp');
@@ -220,45 +264,6 @@ async function metric(node: BerthProcess, name: string): Promise<number> {
   }
   return sum;
 }
-
-t.test('a filler killed mid-fill: another replica takes over and the other replicas’ clients get the right bytes', async (t) => {
-  const dir = await tempDir(t, 'berth-fleet-kill-');
-  const blob = await bigBlob(dir, 64);
-  const registry = await startDockerRegistry(t, { rootDirectory: await tempDir(t, 'berth-fleet-up-') });
-  await pushBlob(registry, REPO, blob);
-  const gate = await startGateProxy(t, registry.url);
-  const redis = await startRedis(t);
-  const root = await tempDir(t, 'berth-fleet-root-');
-  const [a, b, c] = (await replicas(t, root, gate.url, redis.addr)) as [BerthProcess, BerthProcess, BerthProcess];
-  const isBlobGet = (m: string, p: string) => m === 'GET' && p === `/v2/${REPO}/blobs/${blob.digest}`;
-
-  // A's fill stops after 16 MiB (the upstream response is held there).
-  gate.hold(isBlobGet, 16 * MiB);
-  const onA = pull(a.url, blob.digest);
-  t.ok(await eventually(() => gate.forwarded() >= 16 * MiB, 60_000), 'A is filling');
-  // Clients of B and C follow A's fill through storage and get its first bytes.
-  const progress = [0, 0, 0, 0];
-  const followers = [b, c, b, c].map((node, i) => pull(node.url, blob.digest, (n) => (progress[i] = n)));
-  t.ok(await eventually(() => progress.every((n) => n >= 8 * MiB), 60_000), `the followers' clients got bytes of A's fill (${progress.join(', ')})`);
-  t.equal(gate.requests.filter((r) => isBlobGet(r.method, r.path)).length, 1, 'only A asked the upstream so far');
-
-  a.proc.kill('SIGKILL');
-  await a.exited;
-  const [fromA, ...others] = await Promise.all([onA, ...followers]);
-  t.not(fromA.digest, blob.digest, `A's own client did not get a complete blob (${fromA.size} bytes${fromA.error ? `, ${fromA.error}` : ''})`);
-  for (const [i, r] of others.entries()) {
-    t.match(r, { status: 200, digest: blob.digest, size: blob.size }, `client ${i + 1} of berth ${i % 2 === 0 ? 'B' : 'C'} got the blob`);
-  }
-  t.equal(gate.requests.filter((r) => isBlobGet(r.method, r.path)).length, 2, 'one more upstream GET: a single replica took over');
-  t.same(await leases(redis.port), [], 'no fill lease is left in Redis');
-  t.same(await uploadsLeft(root), [], "the dead filler's upload file was removed, nothing else is left");
-  const again = await pull(b.url, blob.digest);
-  t.equal(again.digest, blob.digest, 'the blob is committed');
-  const againC = await pull(c.url, blob.digest);
-  t.equal(againC.digest, blob.digest, 'and served by every replica');
-  t.equal(gate.requests.filter((r) => isBlobGet(r.method, r.path)).length, 2, 'from storage');
-  gate.release();
-});
 
 t.test('on S3 (an upload cannot be read before it is completed) clients of a fill get the blob once it is committed', async (t) => {
   const dir = await tempDir(t, 'berth-fleet-s3-');

@@ -16,6 +16,10 @@ for (const k of Object.keys(process.env)) if (k.startsWith('AWS_') && k !== 'AWS
 
 const MiB = 1024 * 1024;
 
+// The cases run two at a time: each has its own S3 server (and fault proxy), and the fault cases mostly wait out the
+// SDK's retry back-off.
+t.jobs = 2;
+
 async function readAll(stream: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of stream) chunks.push(c as Buffer);

@@ -32,6 +32,10 @@ async function getV2(port: number, ca: string): Promise<number> {
   });
 }
 
+// The two cases (each with its own pebble, port and directory) run at the same time: both mostly wait for the CA, the
+// second for its certificate to come due for renewal.
+t.jobs = 2;
+
 t.test('obtains a certificate from the ACME CA, then reuses the cached one after a restart', async (t) => {
   const dir = await tempDir(t, 'berth-acme-');
   const port = await freePort();

@@ -28,7 +28,12 @@ t.test('a rewritten certificate and key are served to new connections without a 
       done();
     },
   });
-  const berth = await startBerth(t, { http: { tls: { certificate: certFile, key: keyFile } } }, { logger: pino({ level: 'info' }, sink) });
+  // The files are checked every 200 ms instead of every 5 s: the test waits for each change to be seen.
+  const berth = await startBerth(
+    t,
+    { http: { tls: { certificate: certFile, key: keyFile } } },
+    { logger: pino({ level: 'info' }, sink), tlsPollIntervalMs: 200 },
+  );
   const port = Number(new URL(berth.url).port);
   const caA = await readFile(a.caCert, 'utf8');
   const caB = await readFile(b.caCert, 'utf8');

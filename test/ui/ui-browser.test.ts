@@ -13,6 +13,8 @@ import { skopeo } from '../helpers/skopeo.js';
 /**
  * The web UI in a real browser: Debian's chromium driven by puppeteer-core, after skopeo pushes. One browser for the
  * file, one page reused. Screenshots (for a human to look at) go to /tmp only, with BERTH_UI_SCREENSHOTS=1.
+ * Navigations wait for `load`: the server renders every page, and its one script (a module, so it runs before
+ * DOMContentLoaded) fetches only when the filter is typed into, which the test waits for by what it changes.
  */
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -138,7 +140,7 @@ t.test('the web UI in chromium', async (t) => {
     );
 
     await t.test('the repository list, and the filter as you type', async (t) => {
-      await page.goto(`${berth.url}/`, { waitUntil: 'networkidle0' });
+      await page.goto(`${berth.url}/`, { waitUntil: 'load' });
       t.equal(new URL(page.url()).pathname, '/ui/', '/ redirects to /ui/');
       t.strictSame(await texts(page, '#repo-list td.name a'), ['evil/image', 'shop/docker-app', 'shop/multi', 'shop/oci-app']);
       await shot(page, 'repositories');
@@ -150,7 +152,7 @@ t.test('the web UI in chromium', async (t) => {
     });
 
     await t.test('a repository: tags newest first, pull commands, untagged manifests', async (t) => {
-      await page.goto(`${berth.url}/ui/r/shop/oci-app`, { waitUntil: 'networkidle0' });
+      await page.goto(`${berth.url}/ui/r/shop/oci-app`, { waitUntil: 'load' });
       t.strictSame(await texts(page, 'tbody td.name a'), ['1.0']);
       const pulls = await texts(page, '.pull code');
       t.strictSame(pulls, [`docker pull ${host}/shop/oci-app:1.0`]);
@@ -170,13 +172,13 @@ t.test('the web UI in chromium', async (t) => {
       // skopeo re-serialises the index: what the registry holds is what the page shows.
       const pushed = await client.getManifest('shop/multi', 'latest');
       const children = (pushed.body?.manifests as { digest: string }[]).map((m) => m.digest);
-      await page.goto(`${berth.url}/ui/r/shop/multi/-/image/latest`, { waitUntil: 'networkidle0' });
+      await page.goto(`${berth.url}/ui/r/shop/multi/-/image/latest`, { waitUntil: 'load' });
       t.strictSame(await texts(page, 'h2 + .table-wrap tbody td:first-child a'), ['linux/amd64', 'linux/arm64']);
       t.strictSame(
         (await texts(page, '.pull code')).sort(),
         [`docker pull ${host}/shop/multi:latest`, `docker pull ${host}/shop/multi@${pushed.digest as string}`].sort(),
       );
-      await Promise.all([page.waitForNavigation({ waitUntil: 'networkidle0' }), page.click('xpath/.//a[text()="linux/arm64"]')]);
+      await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.click('xpath/.//a[text()="linux/arm64"]')]);
       t.match(page.url(), new RegExp(`/ui/r/shop/multi/-/image/${encodeURIComponent(children[1] as string)}$`));
       const facts = await page.$eval('dl.facts', (d) => d.textContent ?? '');
       t.match(facts, /linux\/arm64/);
@@ -184,13 +186,13 @@ t.test('the web UI in chromium', async (t) => {
     });
 
     await t.test('a manifest: layers, config and referrers by artifact type', async (t) => {
-      await page.goto(`${berth.url}/ui/r/shop/oci-app/-/image/1.0`, { waitUntil: 'networkidle0' });
+      await page.goto(`${berth.url}/ui/r/shop/oci-app/-/image/1.0`, { waitUntil: 'load' });
       const layerRows = await page.$$eval('xpath/.//h2[text()="Layers"]/following-sibling::div[1]//tbody/tr', (trs) => trs.length);
       t.equal(layerRows, oci.images[0]?.layers.length);
       t.ok((await texts(page, 'h3 code')).includes('application/spdx+json'), 'the SBOM under its artifact type');
       t.ok((await page.content()).includes(sbom.manifest.digest.slice(7, 19)));
       await shot(page, 'image');
-      await page.goto(`${berth.url}/ui/r/shop/docker-app/-/image/2.0`, { waitUntil: 'networkidle0' });
+      await page.goto(`${berth.url}/ui/r/shop/docker-app/-/image/2.0`, { waitUntil: 'load' });
       t.match(
         await page.$eval('dl.facts', (d) => d.textContent ?? ''),
         /application\/vnd\.docker\.distribution\.manifest\.v2\+json/,
@@ -201,7 +203,7 @@ t.test('the web UI in chromium', async (t) => {
     await t.test('hostile labels and annotations are shown as text and never run', async (t) => {
       dialogs.length = 0;
       consoleErrors.length = 0;
-      await page.goto(`${berth.url}/ui/r/evil/image/-/image/latest`, { waitUntil: 'networkidle0' });
+      await page.goto(`${berth.url}/ui/r/evil/image/-/image/latest`, { waitUntil: 'load' });
       t.strictSame(dialogs, [], 'no alert');
       t.equal(await page.evaluate('window.__pwned ?? null'), null, 'no script ran');
       t.equal(await page.$$eval('main img, main script', (e) => e.length), 0, 'no element was injected');
@@ -213,7 +215,7 @@ t.test('the web UI in chromium', async (t) => {
     });
 
     await t.test('the keyboard path: skip link, filter, links, copy buttons; Enter follows', async (t) => {
-      await page.goto(`${berth.url}/ui/`, { waitUntil: 'networkidle0' });
+      await page.goto(`${berth.url}/ui/`, { waitUntil: 'load' });
       await page.keyboard.press('Tab');
       t.equal((await focused(page)).text, 'Skip to content', 'the skip link comes first');
       const seen: string[] = [];
@@ -226,7 +228,7 @@ t.test('the web UI in chromium', async (t) => {
       }
       t.ok(seen.includes('filter'), 'Tab reaches the filter');
       t.ok(target, 'and a repository link');
-      await Promise.all([page.waitForNavigation({ waitUntil: 'networkidle0' }), page.keyboard.press('Enter')]);
+      await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.keyboard.press('Enter')]);
       t.match(page.url(), /\/ui\/r\/shop\/docker-app$/, 'Enter follows it');
       const context = browser.defaultBrowserContext();
       await context.overridePermissions(berth.url, ['clipboard-read', 'clipboard-write', 'clipboard-sanitized-write']);
@@ -250,33 +252,33 @@ t.test('the web UI in chromium', async (t) => {
       await page.setJavaScriptEnabled(false);
       t.teardown(() => page.setJavaScriptEnabled(true));
       dialogs.length = 0;
-      await page.goto(`${berth.url}/ui/r/shop/oci-app`, { waitUntil: 'networkidle0' });
+      await page.goto(`${berth.url}/ui/r/shop/oci-app`, { waitUntil: 'load' });
       t.equal(
         await page.evaluate(`getComputedStyle(document.querySelector('button.copy')).display`),
         'none',
         'no copy button without script; the command is there to select',
       );
-      await Promise.all([page.waitForNavigation({ waitUntil: 'networkidle0' }), page.click('a[data-field-tag="1.0"]')]);
+      await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.click('a[data-field-tag="1.0"]')]);
       t.match(page.url(), /\/ui\/r\/shop\/oci-app\/-\/delete\?tag=1\.0$/, 'the delete link leads to the confirmation page');
       t.strictSame(dialogs, []);
       t.match(await page.$eval('main', (m) => m.textContent ?? ''), /This deletes the tag 1\.0 of shop\/oci-app/);
-      await Promise.all([page.waitForNavigation({ waitUntil: 'networkidle0' }), page.click('form button[type=submit]')]);
+      await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.click('form button[type=submit]')]);
       t.match(page.url(), /\/ui\/r\/shop\/oci-app\?deleted=/);
       t.match(await page.$eval('.notice', (n) => n.textContent ?? ''), /Deleted tag 1\.0/);
       t.equal((await client.getManifest('shop/oci-app', '1.0')).status, 404);
     });
 
     await t.test('deleting a repository after a confirm dialog: pending, then done', async (t) => {
-      await page.goto(`${berth.url}/ui/r/shop/docker-app`, { waitUntil: 'networkidle0' });
+      await page.goto(`${berth.url}/ui/r/shop/docker-app`, { waitUntil: 'load' });
       dialogs.length = 0;
       acceptDialogs = true;
-      await Promise.all([page.waitForNavigation({ waitUntil: 'networkidle0' }), page.click('a[data-field-repository]')]);
+      await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.click('a[data-field-repository]')]);
       acceptDialogs = false;
       t.strictSame(dialogs, ['Delete the repository shop/docker-app with all its tags?']);
       t.match(page.url(), /\/ui\/jobs\//);
       await page.waitForSelector('[data-state="done"]', { timeout: 20_000 });
       await shot(page, 'deleted');
-      await page.goto(`${berth.url}/ui/`, { waitUntil: 'networkidle0' });
+      await page.goto(`${berth.url}/ui/`, { waitUntil: 'load' });
       t.notOk((await texts(page, '#repo-list td.name a')).includes('shop/docker-app'));
     });
   });
@@ -309,17 +311,17 @@ t.test('the web UI in chromium', async (t) => {
       await skopeo(['copy', '--dest-tls-verify=false', '--dest-registry-token', token, `oci:${layouts}:1`, `docker://${host}/${repo}:1`]);
     }
 
-    await page.goto(`${berth.url}/ui/`, { waitUntil: 'networkidle0' });
+    await page.goto(`${berth.url}/ui/`, { waitUntil: 'load' });
     t.strictSame(await texts(page, '#repo-list td.name a'), [], 'anonymous visitors see what anonymous may pull: nothing here');
-    await Promise.all([page.waitForNavigation({ waitUntil: 'networkidle0' }), page.click('.who a[href="/ui/login"]')]);
+    await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.click('.who a[href="/ui/login"]')]);
     await page.type('input[name=username]', 'bob');
     await page.type('input[name=password]', 'wrong');
-    await Promise.all([page.waitForNavigation({ waitUntil: 'networkidle0' }), page.keyboard.press('Enter')]);
+    await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.keyboard.press('Enter')]);
     t.match(await page.$eval('.notice', (n) => n.textContent ?? ''), /Invalid user name or password/);
     await page.click('input[name=password]', { count: 3 });
     await page.keyboard.press('Backspace');
     await page.type('input[name=password]', TEAM_USERS.bob as string);
-    await Promise.all([page.waitForNavigation({ waitUntil: 'networkidle0' }), page.click('button[type=submit]')]);
+    await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.click('button[type=submit]')]);
     t.equal(new URL(page.url()).pathname, '/ui/');
     t.match(await page.$eval('.who', (w) => w.textContent ?? ''), /Signed in as bob/);
     t.strictSame(await texts(page, '#repo-list td.name a'), ['team/app'], 'bob sees only what he may pull');
@@ -328,22 +330,22 @@ t.test('the web UI in chromium', async (t) => {
     t.ok(session?.httpOnly, 'the session cookie is HttpOnly');
     t.equal(session?.sameSite, 'Strict');
     t.equal(await page.evaluate('document.cookie'), '', 'and invisible to script');
-    await page.goto(`${berth.url}/ui/r/team/app`, { waitUntil: 'networkidle0' });
+    await page.goto(`${berth.url}/ui/r/team/app`, { waitUntil: 'load' });
     t.equal(await page.$$eval('a.danger', (a) => a.length), 0, 'no delete controls for bob');
     await shot(page, 'bob');
-    await Promise.all([page.waitForNavigation({ waitUntil: 'networkidle0' }), page.click('.who button[type=submit]')]);
+    await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.click('.who button[type=submit]')]);
     t.equal(new URL(page.url()).pathname, '/ui/', 'logged out');
     t.strictSame(await texts(page, '#repo-list td.name a'), [], 'back to the anonymous view');
-    await page.goto(`${berth.url}/ui/r/team/app`, { waitUntil: 'networkidle0' });
+    await page.goto(`${berth.url}/ui/r/team/app`, { waitUntil: 'load' });
     t.match(await page.$eval('h1', (h) => h.textContent ?? ''), /Not found/, 'the session is gone');
-    await page.goto(`${berth.url}/ui/login?next=${encodeURIComponent('/ui/r/team/app')}`, { waitUntil: 'networkidle0' });
+    await page.goto(`${berth.url}/ui/login?next=${encodeURIComponent('/ui/r/team/app')}`, { waitUntil: 'load' });
 
     await page.type('input[name=username]', 'alice');
     await page.type('input[name=password]', TEAM_USERS.alice as string);
-    await Promise.all([page.waitForNavigation({ waitUntil: 'networkidle0' }), page.keyboard.press('Enter')]);
+    await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.keyboard.press('Enter')]);
     t.match(page.url(), /\/ui\/r\/team\/app$/, 'back where the login began');
-    await page.goto(`${berth.url}/ui/`, { waitUntil: 'networkidle0' });
+    await page.goto(`${berth.url}/ui/`, { waitUntil: 'load' });
     t.strictSame(await texts(page, '#repo-list td.name a'), ['private/secret', 'team/app'], 'alice sees both');
-    await Promise.all([page.waitForNavigation({ waitUntil: 'networkidle0' }), page.click('.who button[type=submit]')]);
+    await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.click('.who button[type=submit]')]);
   });
 });

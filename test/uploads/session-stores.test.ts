@@ -38,6 +38,10 @@ async function rejection(t: Test, promise: Promise<unknown>, what: string): Prom
   return outcome.err;
 }
 
+// The cases run two at a time: each has its own store (and redis-server), and most of their time is waiting for TTLs
+// and timeouts.
+t.jobs = 2;
+
 t.test('memory', async (t) => {
   await sessionStoreSuite(t, 'MemorySessionStore', async ({ ttlMs }) => new MemorySessionStore({ ttlMs }));
 });

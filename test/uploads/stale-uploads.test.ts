@@ -28,6 +28,9 @@ async function age(b: RunningBerth, repo: string, id: string, ageMs: number): Pr
 
 const sessionStatus = async (b: RunningBerth, repo: string, id: string) => (await fetch(`${b.url}/v2/${repo}/blobs/uploads/${id}`)).status;
 
+// The two cases (each its own berth and storage root) run at the same time: both mostly wait for runs on a 1 s interval.
+t.jobs = 2;
+
 for (const runner of ['scheduled gc', 'the upload purger'] as const) {
   t.test(`${runner}: a paused upload younger than berth.uploadsessionttl survives; an expired one loses session and data together`, async (t) => {
     const raw =
