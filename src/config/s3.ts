@@ -20,6 +20,11 @@ export interface S3DriverOptions {
   credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
   /** Part size of streamed uploads (`chunksize`), at least 5 MiB. */
   chunkSize: number;
+  /**
+   * Parts of one streamed upload sent at once (berth extra `multipartuploadmaxconcurrency`, default 2). A writer holds
+   * up to this many parts in flight plus the one filling: (N + 1) x `chunksize` of memory per upload.
+   */
+  multipartUploadMaxConcurrency: number;
   /** Part size of server-side multipart copies. */
   multipartCopyChunkSize: number;
   /** Parallel UploadPartCopy requests of one move. */
@@ -76,6 +81,7 @@ const KNOWN = [
   'maxattempts',
   'connecttimeout',
   'requesttimeout',
+  'multipartuploadmaxconcurrency',
 ] as const;
 
 /** Distribution keys berth accepts without acting on them. */
@@ -127,6 +133,7 @@ export function parseS3Config(raw: RawSection, warn: (message: string) => void):
   // "chunksize … The default is 10 MB. Must be at least 5 MB" (Distribution's S3 driver).
   const chunkSize = int(raw, 'chunksize', p, 10 * MiB, MIN_PART_SIZE);
   if (chunkSize > MAX_SINGLE_OBJECT) throw new ConfigError(`${p}chunksize: at most ${MAX_SINGLE_OBJECT} (S3's largest part)`);
+  const multipartUploadMaxConcurrency = int(raw, 'multipartuploadmaxconcurrency', p, 2, 1);
   const multipartCopyChunkSize = int(raw, 'multipartcopychunksize', p, 32 * MiB, MIN_PART_SIZE);
   if (multipartCopyChunkSize > MAX_SINGLE_OBJECT) throw new ConfigError(`${p}multipartcopychunksize: at most ${MAX_SINGLE_OBJECT}`);
   const multipartCopyMaxConcurrency = int(raw, 'multipartcopymaxconcurrency', p, 100, 1);
@@ -160,6 +167,7 @@ export function parseS3Config(raw: RawSection, warn: (message: string) => void):
     rootDirectory,
     credentials,
     chunkSize,
+    multipartUploadMaxConcurrency,
     multipartCopyChunkSize,
     multipartCopyMaxConcurrency,
     multipartCopyThresholdSize,

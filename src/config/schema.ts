@@ -110,6 +110,7 @@ export const CONFIG_SCHEMA: Readonly<Record<string, SectionSchema>> = {
       maxattempts: 'use',
       connecttimeout: 'use',
       requesttimeout: 'use',
+      multipartuploadmaxconcurrency: 'use',
     },
   },
   'storage.delete': { keys: { enabled: 'use' } },

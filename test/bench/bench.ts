@@ -18,6 +18,8 @@
  * - `skopeo`    skopeo push and pull of a 512 MiB image (one fresh random layer), MiB/s.
  * - `big`       a BENCH_BIG_MIB (2048) MiB push: peak RSS before and after (memory stays flat with blob size).
  * - `s3`        berth on the S3 driver against the test S3 server (push, pull, peak RSS); berth only.
+ *               BENCH_S3_LATENCY_MS adds a per-request latency to that server (a real S3's tens of ms);
+ *               BENCH_S3_UPLOAD_CONCURRENCY sets berth's storage.s3.multipartuploadmaxconcurrency.
  * - `mirror`    berth as a pull-through cache of docker-registry: cold and warm pulls; berth only.
  *
  * BENCH_BERTH_MAIN runs another build of berth (a `dist/src/cli/main.js` path), for before/after comparisons.

@@ -3,6 +3,10 @@
  * (must stay flat, ≤ 150 MiB)"). A berth process stores into the strict S3-protocol test server on loopback; blobs
  * are pushed as POST + PUT with the whole body streamed, and pulled with redirects disabled so the bytes flow through
  * berth. BENCH_BLOB_MIB / BENCH_BIG_MIB change the sizes.
+ *
+ * Loopback S3 answers in microseconds; a real S3 takes tens of milliseconds per request, which is what parallel part
+ * uploads hide. BENCH_S3_LATENCY_MS (default 0) makes the test server wait that long before handling each request.
+ * BENCH_S3_UPLOAD_CONCURRENCY sets berth's `storage.s3.multipartuploadmaxconcurrency` (default: berth's own).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -72,11 +76,12 @@ async function push(url: string, repo: string, size: number, source: ReturnType<
 }
 
 /** Starts `berth serve` on the S3 server; resolves once /readyz answers 200. */
-function startBerthOnS3(s3: Awaited<ReturnType<typeof startS3Server>>): Promise<BerthProcess> {
+function startBerthOnS3(s3: Awaited<ReturnType<typeof startS3Server>>, uploadConcurrency: string | undefined): Promise<BerthProcess> {
   return spawnBerth(
     undefined,
     {
       ...s3RegistryEnv(s3),
+      ...(uploadConcurrency ? { REGISTRY_STORAGE_S3_MULTIPARTUPLOADMAXCONCURRENCY: uploadConcurrency } : {}),
       REGISTRY_LOG_LEVEL: 'warn',
       REGISTRY_LOG_ACCESSLOG_DISABLED: 'true',
       REGISTRY_STORAGE_REDIRECT_DISABLE: 'true',
@@ -90,12 +95,14 @@ function startBerthOnS3(s3: Awaited<ReturnType<typeof startS3Server>>): Promise<
 export const s3Bench: BenchCase = async () => {
   const blobMiB = Number(process.env.BENCH_BLOB_MIB ?? 256);
   const bigMiB = Number(process.env.BENCH_BIG_MIB ?? 1024);
+  const latencyMs = Number(process.env.BENCH_S3_LATENCY_MS ?? 0);
+  const uploadConcurrency = process.env.BENCH_S3_UPLOAD_CONCURRENCY;
   const teardowns: Array<() => unknown> = [];
   const host: TeardownHost = { teardown: (fn) => teardowns.push(fn) };
   let berth: BerthProcess | undefined;
   try {
-    const s3 = await startS3Server(host);
-    berth = await startBerthOnS3(s3);
+    const s3 = await startS3Server(host, { latencyMs });
+    berth = await startBerthOnS3(s3, uploadConcurrency);
     const pid = berth.proc.pid ?? 0;
     const idle = await memoryMiB(pid, 'VmRSS');
 
@@ -124,6 +131,8 @@ export const s3Bench: BenchCase = async () => {
     }
     const hwm = await memoryMiB(pid, 'VmHWM');
     return {
+      'S3 latency per request (ms)': latencyMs,
+      'multipartuploadmaxconcurrency': uploadConcurrency ?? 'default',
       [`push ${blobMiB} MiB (MiB/s)`]: Number((blobMiB / pushSeconds).toFixed(1)),
       [`pull ${blobMiB} MiB (MiB/s)`]: Number((blobMiB / pullSeconds).toFixed(1)),
       [`push ${bigMiB} MiB (MiB/s)`]: Number((bigMiB / bigSeconds).toFixed(1)),

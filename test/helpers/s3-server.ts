@@ -15,6 +15,9 @@
  * - CopyObject refuses sources above 5 GiB, as S3 does;
  * - errors are S3's XML error documents with S3's codes and statuses.
  *
+ * Two hooks beyond S3: `latencyMs` delays every request (a real S3's per-request latency, for the bench), and
+ * `beforeHandle` lets a test hold chosen requests (to order concurrent part uploads as it likes).
+ *
  * Supported operations: CreateBucket, HeadBucket, ListObjectsV2, PutObject, GetObject (Range, If-Match), HeadObject,
  * DeleteObject, DeleteObjects, CopyObject, CreateMultipartUpload, UploadPart, UploadPartCopy,
  * CompleteMultipartUpload, AbortMultipartUpload, ListParts, ListMultipartUploads. Anything else answers 501.
@@ -28,6 +31,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Transform, Writable, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { crc32 } from 'node:zlib';
 import { sha256Hex } from './digest.js';
 
@@ -47,6 +51,17 @@ export interface S3ServerOptions {
   minPartSize?: number;
   /** S3's largest CopyObject source: 5 GiB. Lower it to test multipart copies. */
   maxCopyObjectSize?: number;
+  /**
+   * Milliseconds every request waits before it is handled: models the per-request latency of a real S3 (tens of ms)
+   * that loopback lacks. Default 0. Used by the S3 bench (BENCH_S3_LATENCY_MS).
+   */
+  latencyMs?: number;
+  /**
+   * Called for every authenticated request before it is handled (its body not yet read), with its record; the
+   * request waits until the returned promise settles. Tests use it to hold chosen requests, e.g. to make part
+   * uploads finish in an order they choose. A rejection answers 500 InternalError.
+   */
+  beforeHandle?: (request: RecordedRequest) => Promise<void> | void;
 }
 
 /** One request the server received (after authentication, or refused). */
@@ -425,6 +440,7 @@ export async function startS3Server(t: TeardownHost, opts: S3ServerOptions = {})
   const pageSize = Math.min(opts.pageSize ?? 1000, 1000);
   const minPartSize = opts.minPartSize ?? 5 * MiB;
   const maxCopyObjectSize = opts.maxCopyObjectSize ?? 5 * 1024 * MiB;
+  const latencyMs = opts.latencyMs ?? 0;
   const dir = await mkdtemp(join(tmpdir(), 'berth-s3-'));
   const buckets = new Map<string, Map<string, StoredObject>>([[bucket, new Map()]]);
   const uploads = new Map<string, Upload>();
@@ -778,6 +794,8 @@ export async function startS3Server(t: TeardownHost, opts: S3ServerOptions = {})
     for (const [k, v] of query) record.query[k] = v;
     const auth = authenticate(req, rawPath, rawQuery, query);
     record.payload = auth.payloadHash;
+    if (latencyMs > 0) await sleep(latencyMs);
+    await opts.beforeHandle?.(record);
     const method = req.method ?? 'GET';
     const slash = path.indexOf('/', 1);
     const bucketName = slash === -1 ? path.slice(1) : path.slice(1, slash);

@@ -22,6 +22,7 @@ t.test('Distribution defaults', async (t) => {
   t.equal(options.multipartCopyThresholdSize, 32 * MiB);
   t.equal(options.multipartCopyChunkSize, 32 * MiB);
   t.equal(options.multipartCopyMaxConcurrency, 100);
+  t.equal(options.multipartUploadMaxConcurrency, 2, 'berth extra multipartuploadmaxconcurrency defaults to 2 parts in flight');
   t.equal(options.redirectExpirySeconds, 1200, 'presigned URLs live 20 minutes');
 });
 
@@ -39,6 +40,7 @@ t.test('a MinIO-style section', async (t) => {
     keyid: 'kms-key',
     storageclass: 'none',
     redirectexpiry: '5m',
+    multipartuploadmaxconcurrency: '4',
   });
   t.equal(options.endpoint, 'http://minio.local:9000', 'secure: false makes a scheme-less endpoint http');
   t.equal(options.region, 'us-east-1', 'region defaults when an endpoint is given');
@@ -50,6 +52,7 @@ t.test('a MinIO-style section', async (t) => {
   t.equal(options.keyId, 'kms-key');
   t.equal(options.storageClass, undefined, 'NONE sends no storage class');
   t.equal(options.redirectExpirySeconds, 300);
+  t.equal(options.multipartUploadMaxConcurrency, 4, 'multipartuploadmaxconcurrency as a string (an env variable)');
   t.equal(
     parse({ bucket: 'b', regionendpoint: 'https://s3.example:8443' }).options.endpoint,
     'https://s3.example:8443',
@@ -66,6 +69,14 @@ t.test('invalid sections name the key', async (t) => {
   t.throws(() => parse({ bucket: 'b', region: 'r', storageclass: 'PLATINUM' }), /storage\.s3\.storageclass/);
   t.throws(() => parse({ bucket: 'b', region: 'r', redirectexpiry: '30d' }), /storage\.s3\.redirectexpiry/);
   t.throws(() => parse({ bucket: 'b', region: 'r', rootdirectory: '/a/../b' }), /storage\.s3\.rootdirectory/);
+  for (const bad of [0, -1, 1.5, 'two', '', true]) {
+    t.throws(
+      () => parse({ bucket: 'b', region: 'r', multipartuploadmaxconcurrency: bad }),
+      /^storage\.s3\.multipartuploadmaxconcurrency: expected an integer >= 1/,
+      `multipartuploadmaxconcurrency: ${JSON.stringify(bad)} is refused`,
+    );
+  }
+  t.equal(parse({ bucket: 'b', region: 'r', multipartuploadmaxconcurrency: 1 }).options.multipartUploadMaxConcurrency, 1, '1: one part at a time');
 });
 
 t.test('unknown and unused keys warn', async (t) => {

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import t, { type Test } from 'tap';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
@@ -7,8 +7,8 @@ import { PathNotFoundError, type WriterState } from '../../src/storage/driver.js
 import { createS3Driver, S3Driver, S3Writer, type S3WriterState } from '../../src/storage/drivers/s3.js';
 import type { RawSection } from '../../src/config/fields.js';
 import { driverSuite } from '../suites/driver-suite.js';
-import { s3Op, startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
-import { s3StorageSection, startS3Server, type S3Server } from '../helpers/s3-server.js';
+import { s3Op, startFaultProxy, type FaultProxy, type ProxiedRequest } from '../helpers/fault-proxy.js';
+import { s3StorageSection, startS3Server, type RecordedRequest, type S3Server } from '../helpers/s3-server.js';
 import { sha256Hex } from '../helpers/digest.js';
 
 // This machine sets AWS_CA_BUNDLE (and a developer's shell may set more): the SDK must see only what tests pass.
@@ -151,24 +151,204 @@ t.test('a small upload commits as one PutObject, without a multipart upload', as
   t.same(server.keys(), ['up/data'], 'the tail is gone');
 });
 
-t.test('memory per writer stays at one part while data streams out', async (t) => {
-  const server = await startS3Server(t);
-  const driver = driverFor(t, server);
-  const writer = await driver.writer('/big/data');
-  t.ok(writer instanceof S3Writer, 'an S3 writer');
-  const chunk = randomBytes(64 * 1024);
-  const total = 48 * MiB;
-  let lagging = 0;
-  for (let written = 0; written < total; written += chunk.length) {
-    await writer.write(chunk);
-    const partsAtServer = server.requests.filter((r) => 'partNumber' in r.query && r.status === 200).length;
-    // After write() resolves, every full part is at S3: nothing accumulates in memory.
-    if (partsAtServer !== Math.floor((written + chunk.length) / (5 * MiB))) lagging++;
-  }
-  t.equal(lagging, 0, 'each 5 MiB part was uploaded before the next write resolved');
-  t.ok((writer as S3Writer).peakBuffered <= 5 * MiB, `at most one part buffered (peak ${(writer as S3Writer).peakBuffered})`);
+for (const n of [1, 3]) {
+  t.test(`memory per writer stays at N + 1 parts while data streams out (multipartuploadmaxconcurrency ${n})`, async (t) => {
+    const server = await startS3Server(t);
+    const driver = driverFor(t, server, { multipartuploadmaxconcurrency: n });
+    const writer = await driver.writer('/big/data');
+    t.ok(writer instanceof S3Writer, 'an S3 writer');
+    const s3Writer = writer as S3Writer;
+    const bound = (n + 1) * 5 * MiB;
+    const chunk = randomBytes(64 * 1024);
+    const total = 48 * MiB;
+    const hash = createHash('sha256');
+    let over = 0;
+    for (let written = 0; written < total; written += chunk.length) {
+      await writer.write(chunk);
+      hash.update(chunk);
+      // Bytes written that S3 has not stored yet are in the writer's memory: at most N parts in flight + 1 filling.
+      const storedAtServer = server.requests.filter((r) => 'partNumber' in r.query && r.status === 200).reduce((sum, r) => sum + (r.bytes ?? 0), 0);
+      if (written + chunk.length - storedAtServer > bound || s3Writer.buffered > bound) over++;
+    }
+    t.equal(over, 0, `after each write, at most ${n + 1} parts' worth of bytes were not yet at S3`);
+    t.ok(s3Writer.peakBuffered <= bound, `at most ${n + 1} parts held at once (peak ${s3Writer.peakBuffered})`);
+    await writer.commit();
+    t.equal(s3Writer.buffered, 0, 'nothing held after commit');
+    t.equal(sha256Hex(await readAll(await driver.reader('/big/data'))), hash.digest('hex'), 'all bytes committed, in order');
+    t.same(server.uploads(), [], 'no multipart upload left');
+  });
+}
+
+/**
+ * Watches part uploads at the S3 server (its beforeHandle hook) and holds those `hold` picks until released. A
+ * driver that waits where it should not would hang on a held part: after 10 s the gate opens by itself, so the test's
+ * assertions about what happened while parts were held fail instead.
+ */
+function partGate(hold: (part: number) => boolean): {
+  beforeHandle: (r: RecordedRequest) => Promise<void>;
+  /** Part numbers whose upload reached the server, in arrival order. */
+  arrived: number[];
+  /** Resolves once `count` part uploads have reached the server. */
+  arrivals(count: number): Promise<void>;
+  /** Lets the held part uploads (and every later one) through. */
+  release(): void;
+} {
+  let open!: () => void;
+  const opened = new Promise<void>((resolve) => (open = resolve));
+  const safety = setTimeout(open, 10_000);
+  safety.unref();
+  const arrived: number[] = [];
+  const waiters: Array<{ count: number; resolve: () => void }> = [];
+  return {
+    arrived,
+    beforeHandle: async (r) => {
+      if (r.method !== 'PUT' || !('partNumber' in r.query)) return;
+      const part = Number(r.query.partNumber);
+      arrived.push(part);
+      for (const w of waiters) if (arrived.length >= w.count) w.resolve();
+      if (hold(part)) await opened;
+    },
+    arrivals: (count) => (arrived.length >= count ? Promise.resolve() : new Promise<void>((resolve) => waiters.push({ count, resolve }))),
+    release: () => {
+      clearTimeout(safety);
+      open();
+    },
+  };
+}
+
+/** Lets pending I/O and promise callbacks run, then tells whether `p` has settled. */
+async function settledYet(p: Promise<unknown>): Promise<boolean> {
+  let settled = false;
+  p.then(
+    () => (settled = true),
+    () => (settled = true),
+  );
+  for (let i = 0; i < 10; i++) await new Promise((resolve) => setImmediate(resolve));
+  return settled;
+}
+
+const storedParts = (server: S3Server): number[] => server.uploads()[0]?.parts ?? [];
+
+t.test('parts upload in parallel and may finish out of order; Complete lists them in byte order', async (t) => {
+  const gate = partGate((part) => part === 1);
+  const server = await startS3Server(t, { beforeHandle: gate.beforeHandle });
+  const driver = driverFor(t, server, { multipartuploadmaxconcurrency: 2 });
+  const content = randomBytes(15 * MiB + 123);
+  const writer = await driver.writer('/up/data');
+  // Part 1 is held at S3: part 2 goes up beside it and finishes first, then part 3 takes its slot.
+  await writer.write(content);
+  t.notOk(storedParts(server).includes(1), 'write resolved while part 1 was still in flight');
+  t.ok(storedParts(server).includes(2), 'part 2 was stored before part 1');
+  await gate.arrivals(3);
+  t.same(gate.arrived, [1, 2, 3], 'part 3 was sent too');
+  t.notOk(storedParts(server).includes(1), 'while part 1 was still in flight');
+  gate.release();
   await writer.commit();
-  t.equal((await driver.stat('/big/data')).size, total, 'all bytes committed');
+  const completes = server.requests.filter((r) => r.method === 'POST' && 'uploadId' in r.query);
+  // The server refuses a part list out of order (InvalidPartOrder) or with a wrong ETag (InvalidPart), as S3 does.
+  t.same(
+    completes.map((r) => r.status),
+    [200],
+    'CompleteMultipartUpload accepted the part list',
+  );
+  t.equal(sha256Hex(await readAll(await driver.reader('/up/data'))), sha256Hex(content), 'the object is exactly the bytes written');
+  t.same(server.uploads(), [], 'no multipart upload left');
+});
+
+t.test('back-pressure: with N parts in flight, the write that fills the next buffer waits', async (t) => {
+  const gate = partGate(() => true);
+  const server = await startS3Server(t, { beforeHandle: gate.beforeHandle });
+  const driver = driverFor(t, server, { multipartuploadmaxconcurrency: 2 });
+  const pieces = Array.from({ length: 5 }, () => randomBytes(5 * MiB));
+  const writer = (await driver.writer('/up/data')) as S3Writer;
+  await writer.write(pieces[0]!);
+  await writer.write(pieces[1]!);
+  await gate.arrivals(2);
+  t.equal(writer.buffered, 10 * MiB, 'two parts in flight count as held');
+  const third = writer.write(pieces[2]!);
+  t.notOk(await settledYet(third), 'the third full buffer waits for a free slot');
+  t.equal(writer.buffered, 15 * MiB, 'the writer holds N + 1 = 3 parts');
+  t.same(gate.arrived, [1, 2], 'no third part was sent');
+  gate.release();
+  await third;
+  for (const piece of pieces.slice(3)) await writer.write(piece);
+  await writer.commit();
+  t.equal(writer.peakBuffered, 15 * MiB, 'the peak was N + 1 parts, never more');
+  t.equal(sha256Hex(await readAll(await driver.reader('/up/data'))), sha256Hex(Buffer.concat(pieces)), 'exact bytes');
+});
+
+t.test('close waits for the parts in flight; the state resumes correctly', async (t) => {
+  const gate = partGate(() => true);
+  const server = await startS3Server(t, { beforeHandle: gate.beforeHandle });
+  const driver = driverFor(t, server, { multipartuploadmaxconcurrency: 3 });
+  const first = randomBytes(17 * MiB + 5);
+  const w1 = await driver.writer('/up/data');
+  await w1.write(first);
+  await gate.arrivals(3);
+  const closing = w1.close();
+  t.notOk(await settledYet(closing), 'close waits while three parts are in flight');
+  gate.release();
+  const state = viaJson(await closing);
+  t.same(
+    state.parts.map((p) => [p.n, p.size]),
+    [
+      [1, 5 * MiB],
+      [2, 5 * MiB],
+      [3, 5 * MiB],
+    ],
+    'the state lists the three stored parts, in order',
+  );
+  t.equal(state.tail?.size, 2 * MiB + 5, 'the rest is a tail');
+  t.equal(state.size, first.length, 'the state records every byte');
+  // Another process continues from the JSON state.
+  const other = driverFor(t, server, { multipartuploadmaxconcurrency: 3 });
+  const second = randomBytes(11 * MiB + 7);
+  const w2 = await other.writer('/up/data', state);
+  t.equal(w2.size, first.length, 'the resumed writer starts at the recorded size');
+  await w2.write(second);
+  await w2.commit();
+  t.equal(sha256Hex(await readAll(await other.reader('/up/data'))), sha256Hex(Buffer.concat([first, second])), 'exact concatenation');
+  t.same(server.uploads(), [], 'no multipart upload left');
+  t.same(server.keys(), ['up/data'], 'no tail left');
+});
+
+t.test('a part that fails after retries fails the upload; nothing is committed and cancel leaves nothing', async (t) => {
+  // Parts from 3 on are held at S3 until the failure has shown, so it shows at the latest when buffer 4 waits for a slot.
+  const gate = partGate((part) => part >= 3);
+  const server = await startS3Server(t, { beforeHandle: gate.beforeHandle });
+  const proxy = await startFaultProxy(t, server.endpoint);
+  const driver = driverFor(t, server, { maxattempts: 3, multipartuploadmaxconcurrency: 2 }, proxy.endpoint);
+  const part2 = (r: ProxiedRequest) => s3Op.uploadPart(r) && r.query.get('partNumber') === '2';
+  proxy.failNext(3, 503, part2);
+  const w = await driver.writer('/up/data');
+  const chunk = randomBytes(MiB);
+  let failedWrite: unknown;
+  for (let i = 0; i < 25 && failedWrite === undefined; i++) {
+    await w.write(chunk).catch((err: unknown) => (failedWrite = err));
+  }
+  gate.release();
+  t.ok(failedWrite instanceof BackendUnavailableError, 'a later write fails with the part’s error', { found: failedWrite });
+  await t.rejects(w.write(chunk), BackendUnavailableError, 'and so does every write after it');
+  let commitError: unknown;
+  await w.commit().catch((err: unknown) => (commitError = err));
+  t.equal(commitError, failedWrite, 'commit fails with the same error');
+  t.equal(proxy.requests.filter((r) => r.fault === '503').length, 3, 'the part was tried maxattempts times');
+  t.notOk(
+    server.requests.some((r) => r.method === 'POST' && 'uploadId' in r.query),
+    'no CompleteMultipartUpload was sent',
+  );
+  await t.rejects(driver.stat('/up/data'), PathNotFoundError, 'nothing was committed');
+  await w.cancel();
+  t.same(server.uploads(), [], 'cancel left no multipart upload');
+  t.same(server.keys(), [], 'and no object');
+
+  // The same through close: the state of a failed writer is never returned.
+  proxy.failNext(3, 503, part2);
+  const w2 = await driver.writer('/up/data');
+  await w2.write(randomBytes(10 * MiB)).catch(() => undefined);
+  await t.rejects(w2.close(), BackendUnavailableError, 'close fails with the part’s error');
+  await w2.cancel();
+  t.same(server.uploads(), [], 'cancel left no multipart upload');
 });
 
 t.test('move: server-side copy, multipart above the threshold', async (t) => {

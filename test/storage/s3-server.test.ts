@@ -307,3 +307,29 @@ t.test('objects, ranges, listing, copy and batch delete', async (t) => {
   t.equal(unsignedDelete.status, 403, 'an unsigned batch delete is refused');
   t.ok(server.keys().includes('e'), 'and deleted nothing');
 });
+
+t.test('beforeHandle holds a request until the test lets it go', async (t) => {
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let arrived!: () => void;
+  const heldArrived = new Promise<void>((resolve) => (arrived = resolve));
+  const seen: string[] = [];
+  const server = await startS3Server(t, {
+    beforeHandle: async (r) => {
+      seen.push(`${r.method} ${r.path}`);
+      if (r.method === 'PUT' && r.path.endsWith('/held')) {
+        arrived();
+        await released;
+      }
+    },
+  });
+  const c = client(server);
+  const held = c.send(new PutObjectCommand({ Bucket: server.bucket, Key: 'held', Body: Buffer.from('late') }));
+  await heldArrived;
+  await c.send(new PutObjectCommand({ Bucket: server.bucket, Key: 'free', Body: Buffer.from('early') }));
+  t.same(server.keys(), ['free'], 'a request that is not held completes while the held one waits');
+  release();
+  await held;
+  t.same(server.keys(), ['free', 'held'], 'the held request completes once released');
+  t.same(seen, [`PUT /${server.bucket}/held`, `PUT /${server.bucket}/free`], 'the hook saw each request, with its method and path');
+});

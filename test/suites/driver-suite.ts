@@ -325,6 +325,38 @@ export function driverSuite(t: Test, name: string, makeDriver: MakeDriver): Prom
       await driver.delete(path);
     });
 
+    await sub('writer: close, commit and cancel right after writes of several parts at once', async (t, driver, p) => {
+      // Drivers that upload in the background (S3 sends parts while the next fill) must finish every part first.
+      const path = p('uploads', 'u3', 'data');
+      const segments = [randomBytes(16 * MiB + 3), randomBytes(11 * MiB - 1), randomBytes(1)];
+      let state: WriterState | undefined;
+      for (const [i, segment] of segments.entries()) {
+        const writer = await driver.writer(path, state);
+        await writer.write(segment);
+        if (i < segments.length - 1) {
+          state = viaJson(await writer.close());
+          t.equal(
+            state.size,
+            segments.slice(0, i + 1).reduce((n, s) => n + s.length, 0),
+            `state ${i + 1} records every byte`,
+          );
+        } else {
+          await writer.commit();
+        }
+      }
+      const whole = Buffer.concat(segments);
+      const got = await digestStream(await driver.reader(path));
+      t.equal(got.size, whole.length, 'size of the concatenation');
+      t.equal(got.hex, sha256Hex(whole), 'exactly the concatenation');
+      await driver.delete(path);
+
+      const cancelled = p('uploads', 'u4', 'data');
+      const w = await driver.writer(cancelled);
+      await w.write(randomBytes(12 * MiB));
+      await w.cancel();
+      await expectReject(t, 'stat after cancelling a writer with parts on their way', () => driver.stat(cancelled), PathNotFoundError);
+    });
+
     await sub('writer: bytes beyond the resumed state are discarded', async (t, driver, p) => {
       const path = p('data');
       const first = randomBytes(2 * MiB + 11);

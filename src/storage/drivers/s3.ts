@@ -165,7 +165,8 @@ function copySource(bucket: string, key: string): string {
  * The S3 driver: keys laid out exactly as Distribution's S3 driver lays them out (`rootdirectory` + driver path), so
  * berth serves a bucket registry:2 filled and the other way round.
  *
- * - Writers stream into a multipart upload, holding at most one part (`chunksize`) in memory. Between requests a
+ * - Writers stream into a multipart upload, up to `multipartuploadmaxconcurrency` parts in flight while the next
+ *   fills, so at most that many + 1 parts (`chunksize` each) in memory (see {@link S3Writer}). Between requests a
  *   tail smaller than S3's 5 MiB minimum part lives in a small side object (see {@link S3WriterState}); the next
  *   writer, in any process, reads it back and continues. `commit` completes the multipart upload (or, below one
  *   part, puts a single object), so the object appears atomically.
@@ -798,20 +799,36 @@ function parseWriterState(state: WriterState, key: string): S3WriterState | null
 }
 
 /**
- * Streams into a multipart upload. Bytes collect in one buffer of at most `chunksize`; a full buffer is uploaded as
- * the next part before `write` resolves (back-pressure), so memory stays at one part per writer.
+ * Streams into a multipart upload. Bytes collect in a buffer of `chunksize`; a full buffer becomes the next part and
+ * is uploaded while the next buffer fills, up to `multipartuploadmaxconcurrency` (N) parts at once. A full buffer
+ * waits (and so does the `write` that filled it) while N parts are in flight, so a writer holds at most N + 1
+ * buffers: (N + 1) x `chunksize`. Part numbers follow byte order whatever order the uploads finish in.
+ *
+ * `close`, `commit` and `cancel` first wait for every part in flight. A part that failed (after the SDK's retries)
+ * fails the next `write`, `close` or `commit` with its error; nothing is committed, and `cancel` still cleans up.
  */
 export class S3Writer implements FileWriter {
-  private readonly uploadedParts: S3PartRecord[];
+  /** Parts by number - 1: the resumed ones, then those this writer sent; a slot is filled when its upload succeeds. */
+  private readonly parts: Array<S3PartRecord | undefined>;
+  /** Part uploads in flight, by part number: promises that resolve (never reject) when the upload has ended. */
+  private readonly inFlight = new Map<number, Promise<void>>();
+  private readonly maxInFlight: number;
+  /** Bytes of the parts in flight. */
+  private inFlightBytes = 0;
+  /** Buffers of parts that were uploaded, reused for the next parts (never more than N + 1 buffers in all). */
+  private spare: Buffer[] = [];
+  /** The first part upload that failed: every later write, close and commit throws its error. */
+  private failure: { error: unknown } | undefined;
   private uploadId: string | undefined;
   private buffer: Buffer;
   private used = 0;
+  /** Bytes of every part, resumed, uploaded or in flight. */
   private partsSize: number;
   private readonly resumedTail: { key: string; size: number } | undefined;
   private readonly resumedSize: number;
   private dirty = false;
   private done = false;
-  /** Largest number of bytes this writer has held at once (for tests of the memory bound). */
+  /** Largest number of bytes this writer has held at once, parts in flight included (for tests of the memory bound). */
   peakBuffered = 0;
 
   constructor(
@@ -821,9 +838,10 @@ export class S3Writer implements FileWriter {
     parts: S3PartRecord[],
     tail?: Buffer,
   ) {
-    this.uploadedParts = parts.map((p) => ({ ...p }));
+    this.parts = parts.map((p) => ({ ...p }));
+    this.maxInFlight = driver.options.multipartUploadMaxConcurrency;
     this.uploadId = state?.uploadId;
-    this.partsSize = this.uploadedParts.reduce((n, p) => n + p.size, 0);
+    this.partsSize = parts.reduce((n, p) => n + p.size, 0);
     this.resumedTail = state?.tail;
     this.resumedSize = state?.size ?? 0;
     this.buffer = Buffer.allocUnsafe(Math.min(driver.options.chunkSize, Math.max(64 * 1024, tail?.length ?? 0)));
@@ -837,13 +855,15 @@ export class S3Writer implements FileWriter {
     return this.partsSize + this.used;
   }
 
-  /** Bytes held in memory right now. */
+  /** Bytes held in memory right now: the buffer being filled and the parts in flight. */
   get buffered(): number {
-    return this.used;
+    return this.used + this.inFlightBytes;
   }
 
+  /** Resolves once the chunk is buffered and, if it filled buffers, once each of them is on its way as a part. */
   async write(chunk: Buffer): Promise<void> {
     if (this.done) throw new Error('writer is closed');
+    this.throwIfFailed();
     if (chunk.length > 0) this.dirty = true;
     const chunkSize = this.driver.options.chunkSize;
     let offset = 0;
@@ -853,10 +873,14 @@ export class S3Writer implements FileWriter {
       chunk.copy(this.buffer, this.used, offset, offset + n);
       this.used += n;
       offset += n;
-      this.peakBuffered = Math.max(this.peakBuffered, this.used);
+      this.peakBuffered = Math.max(this.peakBuffered, this.buffered);
       if (this.used === chunkSize) {
-        await this.uploadPart(this.buffer.subarray(0, this.used));
-        this.used = 0;
+        // Back-pressure: the full buffer waits for a free slot, so at most N parts are in flight beside it.
+        while (this.inFlight.size >= this.maxInFlight) await this.oneSettled();
+        this.throwIfFailed();
+        const full = this.buffer;
+        await this.startPart(full.subarray(0, this.used), full);
+        this.buffer = this.spare.pop() ?? Buffer.allocUnsafe(chunkSize);
       }
     }
   }
@@ -865,6 +889,20 @@ export class S3Writer implements FileWriter {
     const next = Buffer.allocUnsafe(size);
     this.buffer.copy(next, 0, 0, this.used);
     this.buffer = next;
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure) throw this.failure.error;
+  }
+
+  /** Resolves when some part in flight has ended. */
+  private async oneSettled(): Promise<void> {
+    await Promise.race(this.inFlight.values());
+  }
+
+  /** Resolves when no part is in flight any more (each succeeded or recorded its failure). */
+  private async settleAll(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.all(this.inFlight.values());
   }
 
   private async ensureUpload(): Promise<string> {
@@ -885,11 +923,40 @@ export class S3Writer implements FileWriter {
     return out.UploadId;
   }
 
-  /** Uploads `data` as the next part. A Buffer body lets the SDK retry it byte for byte. */
-  private async uploadPart(data: Buffer): Promise<void> {
-    const n = this.uploadedParts.length + 1;
-    if (n > MAX_PARTS) throw new Error(`upload exceeds ${MAX_PARTS} parts of ${this.driver.options.chunkSize} bytes`);
+  /**
+   * Starts uploading `data` as the next part and returns without waiting for it (only for CreateMultipartUpload before
+   * the first part). The bytes move from the buffer count to the in-flight count; `owner`, the buffer `data` lies in,
+   * is kept for the next part once this one is stored.
+   */
+  private async startPart(data: Buffer, owner?: Buffer): Promise<void> {
+    if (this.parts.length + 1 > MAX_PARTS) throw new Error(`upload exceeds ${MAX_PARTS} parts of ${this.driver.options.chunkSize} bytes`);
     const uploadId = await this.ensureUpload();
+    const n = this.parts.length + 1;
+    const size = data.length;
+    this.parts.push(undefined);
+    this.partsSize += size;
+    this.inFlightBytes += size;
+    this.used = 0;
+    const settled = this.uploadPart(uploadId, n, data).then(
+      (etag) => {
+        this.parts[n - 1] = { n, etag, size };
+        if (owner && !this.done) this.spare.push(owner);
+      },
+      (err: unknown) => {
+        this.failure ??= { error: err };
+      },
+    );
+    this.inFlight.set(
+      n,
+      settled.finally(() => {
+        this.inFlight.delete(n);
+        this.inFlightBytes -= size;
+      }),
+    );
+  }
+
+  /** Uploads one part and returns its ETag. A Buffer body lets the SDK retry it byte for byte. */
+  private async uploadPart(uploadId: string, n: number, data: Buffer): Promise<string> {
     const d = this.driver;
     const out = await d.send(() =>
       d.client.send(
@@ -905,13 +972,30 @@ export class S3Writer implements FileWriter {
       ),
     );
     if (!out.ETag) throw new Error('S3 UploadPart returned no ETag');
-    this.uploadedParts.push({ n, etag: out.ETag, size: data.length });
-    this.partsSize += data.length;
+    return out.ETag;
+  }
+
+  /** Uploads what is buffered as the last part of this writer and waits for every part; throws the first failure. */
+  private async flushParts(): Promise<void> {
+    if (this.used > 0) await this.startPart(this.buffer.subarray(0, this.used));
+    await this.settleAll();
+    this.throwIfFailed();
+  }
+
+  /** The parts stored so far, in order: the run of completed parts from part 1 (all of them once settled). */
+  private storedParts(): S3PartRecord[] {
+    const out: S3PartRecord[] = [];
+    for (const p of this.parts) {
+      if (!p) break;
+      out.push({ ...p });
+    }
+    return out;
   }
 
   /**
-   * Stores what is buffered and returns the state. At least 5 MiB buffered becomes a part; less becomes a new tail
-   * side object (S3 accepts a small part only as the last one, and more parts will follow).
+   * Waits for the parts in flight, stores what is buffered and returns the state. At least 5 MiB buffered becomes a
+   * part; less becomes a new tail side object (S3 accepts a small part only as the last one, and more parts will
+   * follow). The state lists only parts that were stored; a part that failed fails the close.
    *
    * Tails are named after the upload size they complete (`<key>.berth-tail-<size>-<random>`). A writer resumed from
    * a state of size S deletes the tails of sizes below S: they belong to the states S came from, which nobody
@@ -923,30 +1007,36 @@ export class S3Writer implements FileWriter {
     this.done = true;
     const d = this.driver;
     let tail: { key: string; size: number } | undefined;
-    if (!this.dirty && this.resumedTail && this.used === this.resumedTail.size) {
-      tail = this.resumedTail; // nothing new: the resumed tail still holds exactly these bytes
-    } else if (this.used >= MIN_PART_SIZE) {
-      await this.uploadPart(this.buffer.subarray(0, this.used));
-      // The part now holds these bytes: counting them as buffered too would report them twice in `size`.
-      this.used = 0;
-    } else if (this.used > 0) {
-      const data = this.buffer.subarray(0, this.used);
-      const key = tailKey(this.key, this.size);
-      await d.send(() =>
-        d.client.send(
-          new PutObjectCommand({
-            Bucket: d.options.bucket,
-            Key: key,
-            Body: data,
-            ContentLength: data.length,
-            ContentMD5: md5Base64(data),
-            ...d.newObjectParams(),
-          }),
-        ),
-      );
-      tail = { key, size: data.length };
+    try {
+      await this.settleAll();
+      this.throwIfFailed();
+      if (!this.dirty && this.resumedTail && this.used === this.resumedTail.size) {
+        tail = this.resumedTail; // nothing new: the resumed tail still holds exactly these bytes
+      } else if (this.used >= MIN_PART_SIZE) {
+        // The part then holds these bytes: they no longer count as buffered (nor twice in `size`).
+        await this.flushParts();
+      } else if (this.used > 0) {
+        const data = this.buffer.subarray(0, this.used);
+        const key = tailKey(this.key, this.size);
+        await d.send(() =>
+          d.client.send(
+            new PutObjectCommand({
+              Bucket: d.options.bucket,
+              Key: key,
+              Body: data,
+              ContentLength: data.length,
+              ContentMD5: md5Base64(data),
+              ...d.newObjectParams(),
+            }),
+          ),
+        );
+        tail = { key, size: data.length };
+      }
+    } catch (err) {
+      this.release();
+      throw err;
     }
-    const state: S3WriterState = { size: this.size, driver: 's3', key: this.key, parts: this.uploadedParts.map((p) => ({ ...p })) };
+    const state: S3WriterState = { size: this.size, driver: 's3', key: this.key, parts: this.storedParts() };
     if (this.uploadId) state.uploadId = this.uploadId;
     if (tail) state.tail = tail;
     this.release();
@@ -958,8 +1048,8 @@ export class S3Writer implements FileWriter {
   }
 
   /**
-   * Makes the content readable at the key, atomically: CompleteMultipartUpload with the buffered rest as the last
-   * part, or one PutObject when everything fits in one part.
+   * Makes the content readable at the key, atomically: once every part is stored, CompleteMultipartUpload with the
+   * buffered rest as the last part, or one PutObject when everything fits in one part.
    */
   async commit(): Promise<void> {
     if (this.done) throw new Error('writer is closed');
@@ -967,7 +1057,9 @@ export class S3Writer implements FileWriter {
     const d = this.driver;
     const bucket = d.options.bucket;
     try {
-      if (this.uploadedParts.length === 0) {
+      await this.settleAll();
+      this.throwIfFailed();
+      if (this.parts.length === 0) {
         const data = this.buffer.subarray(0, this.used);
         await d.send(() =>
           d.client.send(
@@ -985,10 +1077,7 @@ export class S3Writer implements FileWriter {
         if (this.uploadId) await d.abortQuietly(this.key, this.uploadId);
       } else {
         // "Each part must be at least 5 MB in size, except the last part": the rest goes last, whatever its size.
-        if (this.used > 0) {
-          await this.uploadPart(this.buffer.subarray(0, this.used));
-          this.used = 0;
-        }
+        await this.flushParts();
         await this.complete();
       }
     } finally {
@@ -1000,13 +1089,14 @@ export class S3Writer implements FileWriter {
   private async complete(): Promise<void> {
     const d = this.driver;
     const uploadId = this.uploadId as string;
+    const parts = this.storedParts();
     try {
       await d.client.send(
         new CompleteMultipartUploadCommand({
           Bucket: d.options.bucket,
           Key: this.key,
           UploadId: uploadId,
-          MultipartUpload: { Parts: this.uploadedParts.map((p) => ({ PartNumber: p.n, ETag: p.etag })) },
+          MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.n, ETag: p.etag })) },
         }),
       );
     } catch (err) {
@@ -1014,15 +1104,19 @@ export class S3Writer implements FileWriter {
       // object is there with exactly our size.
       if (isNoSuchUpload(err)) {
         const out = await d.send(() => d.client.send(new HeadObjectCommand({ Bucket: d.options.bucket, Key: this.key }))).catch(() => null);
-        if (out && out.ContentLength === this.size && (out.ETag ?? '').endsWith(`-${this.uploadedParts.length}"`)) return;
+        if (out && out.ContentLength === this.size && (out.ETag ?? '').endsWith(`-${parts.length}"`)) return;
       }
       throw translate(err);
     }
   }
 
-  /** Aborts the multipart upload and removes tails and anything at the key. */
+  /**
+   * Waits for the parts in flight (so none is stored after the abort), then aborts the multipart upload and removes
+   * tails and anything at the key.
+   */
   async cancel(): Promise<void> {
     this.done = true;
+    await this.settleAll();
     this.release();
     const d = this.driver;
     if (this.uploadId) await d.abortQuietly(this.key, this.uploadId);
@@ -1041,6 +1135,7 @@ export class S3Writer implements FileWriter {
   private release(): void {
     this.used = 0;
     this.buffer = Buffer.alloc(0);
+    this.spare = [];
   }
 }
 
