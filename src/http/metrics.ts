@@ -340,6 +340,13 @@ export interface MetricsPluginOptions {
   guard?: (request: FastifyRequest) => Promise<void>;
 }
 
+/** The map under `key` in `outer`, made on first use. */
+function nested<K, V>(outer: Map<K, Map<string, V>>, key: K): Map<string, V> {
+  let inner = outer.get(key);
+  if (!inner) outer.set(key, (inner = new Map<string, V>()));
+  return inner;
+}
+
 /** The `route` label of a request: the kind the routes set, else the route pattern, never the raw URL. */
 function routeLabel(request: FastifyRequest): string {
   return request.routeKind ?? request.routeOptions.url ?? 'unmatched';
@@ -525,10 +532,13 @@ export function metricsPlugin(metrics: Metrics, options: MetricsPluginOptions = 
     duration: HistogramCell;
     r2: { requests: Cell; duration: HistogramCell; requestSize: HistogramCell; responseSize: HistogramCell } | undefined;
   }
-  const finished = new Map<string, Finished>();
+  // By method, route and status: label values are looked up as they are, no key string is built per request.
+  const finished = new Map<string, Map<string, Map<string, Finished>>>();
   const finishedCells = (method: string, route: string, status: string, handler: string | undefined): Finished => {
-    const key = `${method} ${route} ${status} ${handler ?? ''}`;
-    let cells = finished.get(key);
+    const byStatus = nested(nested(finished, method), route);
+    // A request that never reached the registry's handler (refused before it) has no registry:2 handler label.
+    const key = handler === undefined ? `${status} -` : status;
+    let cells = byStatus.get(key);
     if (!cells) {
       const labels = { method, route, status };
       const r2method = method.toLowerCase();
@@ -545,9 +555,16 @@ export function metricsPlugin(metrics: Metrics, options: MetricsPluginOptions = 
                 responseSize: r2.responseSize.cell({ handler }),
               },
       };
-      finished.set(key, cells);
+      byStatus.set(key, cells);
     }
     return cells;
+  };
+  const sentCells = new Map<string, Map<string, Cell>>();
+  const sentCell = (method: string, route: string): Cell => {
+    const byRoute = nested(sentCells, method);
+    let cell = byRoute.get(route);
+    if (!cell) byRoute.set(route, (cell = metrics.bytesSent.cell({ method, route })));
+    return cell;
   };
   const record = (request: FastifyRequest, reply: FastifyReply, status: string): void => {
     const state = request.berthMetrics;
@@ -608,17 +625,16 @@ export function metricsPlugin(metrics: Metrics, options: MetricsPluginOptions = 
         return;
       }
       const state = request.berthMetrics;
-      const sentCell = (): Cell => metrics.bytesSent.cell({ method: request.method, route: routeLabel(request) });
       const n = payloadLength(payload);
       if (n !== null) {
         if (n > 0) {
-          sentCell().value += n;
+          sentCell(request.method, routeLabel(request)).value += n;
           if (state) state.sent += n;
         }
       } else if (payload instanceof Readable) {
         let cell: Cell | undefined;
         countWrites(reply.raw, (b) => {
-          (cell ??= sentCell()).value += b;
+          (cell ??= sentCell(request.method, routeLabel(request))).value += b;
           if (state) state.sent += b;
         });
       }
