@@ -109,11 +109,16 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   https?.attach(app);
 
   const extraHeaders = Object.entries(config.http.headers);
-  /** The headers of every answer: the API version under `/v2`, the request id and `http.headers`. */
+  /**
+   * The headers of every answer: the API version under `/v2`, the request id and `http.headers`; while shutting down,
+   * `Connection: close`, so a request that was in flight when shutdown began does not leave its keep-alive connection
+   * open behind it (the server would otherwise wait for the client to drop it before exiting).
+   */
   function commonHeaders(request: FastifyRequest, reply: FastifyReply): FastifyReply {
     if (request.url.startsWith('/v2')) reply.header('Docker-Distribution-API-Version', 'registry/2.0');
     reply.header('X-Request-Id', request.id);
     for (const [k, v] of extraHeaders) reply.header(k, v.length === 1 ? v[0] : v);
+    if (closing) reply.header('Connection', 'close');
     return reply;
   }
 

@@ -24,9 +24,11 @@ t.test('SIGTERM lets an in-flight upload finish, refuses new connections, then e
   const half = 1536 * 1024;
 
   const exited = berth.exited.then((e) => e.code);
+  let connection: string | undefined;
   const status = await new Promise<number>((resolve, reject) => {
     const req = http.request({ host: '127.0.0.1', port, path, method: 'PUT', headers: { 'content-length': blob.length } }, (res) => {
       res.resume();
+      connection = res.headers.connection;
       resolve(res.statusCode ?? 0);
     });
     req.on('error', reject);
@@ -44,6 +46,7 @@ t.test('SIGTERM lets an in-flight upload finish, refuses new connections, then e
     });
   });
   t.equal(status, 201, 'the in-flight upload completed');
+  t.equal(connection, 'close', 'its answer closes the connection (the client keeps no idle connection that holds the exit)');
   t.equal(await exited, 0, 'exit 0 after draining');
   t.equal(
     await fetch(`${base}/v2/`).then(
