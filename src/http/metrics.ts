@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
@@ -470,8 +470,11 @@ function hasBody(req: IncomingMessage): boolean {
   return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }
 
-/** The request and reply a response belongs to, for the metrics plugin's 'close' listener. */
-const REQUEST_OF = Symbol('berth.metrics.request');
+/** The replies of a connection whose requests are not finished yet, for the metrics plugin's 'close' listener. */
+const OPEN_REPLIES = Symbol('berth.metrics.openReplies');
+
+/** A connection as the metrics plugin tracks it. */
+type TrackedSocket = Socket & { [OPEN_REPLIES]?: Set<FastifyReply> };
 
 /** Responses whose writes are counted already. */
 const countedResponses = new WeakSet<ServerResponse>();
@@ -581,21 +584,29 @@ export function metricsPlugin(metrics: Metrics, options: MetricsPluginOptions = 
     r2.requestSize.record(cells.r2.requestSize, approximateRequestSize(request.raw));
     r2.responseSize.record(cells.r2.responseSize, state.sent);
   };
-  // fastify runs no onResponse hook when the client goes away first; count those as 499, as nginx logs them. One
-  // listener function for all responses, finding its request on the response.
-  function onResponseClose(this: ServerResponse & { [REQUEST_OF]?: [FastifyRequest, FastifyReply] }): void {
-    const entry = this[REQUEST_OF];
-    this[REQUEST_OF] = undefined;
-    if (entry && !this.writableFinished) record(entry[0], entry[1], CLIENT_CLOSED_REQUEST);
+  // fastify runs no onResponse hook when the client goes away first; count those as 499, as nginx logs them. A client
+  // that gives up on a request closes its connection, so one listener per connection (not one per request) finds the
+  // requests still open on it.
+  function onConnectionClose(this: TrackedSocket): void {
+    const open = this[OPEN_REPLIES];
+    this[OPEN_REPLIES] = undefined;
+    if (!open) return;
+    for (const reply of open) if (!reply.raw.writableFinished) record(reply.request, reply, CLIENT_CLOSED_REQUEST);
   }
   // The hooks take callbacks rather than returning promises: they run on every request, and a promise per hook
   // per request is measurable on a manifest GET.
   const plugin: FastifyPluginAsync = async (app) => {
     app.addHook('onRequest', (request, reply, done) => {
       request.berthMetrics = { handler: undefined, sent: 0, recorded: false, body: undefined };
-      const res: ServerResponse & { [REQUEST_OF]?: [FastifyRequest, FastifyReply] } = reply.raw;
-      res[REQUEST_OF] = [request, reply];
-      res.on('close', onResponseClose);
+      const socket = request.raw.socket as TrackedSocket | null;
+      if (socket) {
+        let open = socket[OPEN_REPLIES];
+        if (!open) {
+          open = socket[OPEN_REPLIES] = new Set();
+          socket.once('close', onConnectionClose);
+        }
+        open.add(reply);
+      }
       done();
     });
     app.addHook('preParsing', (request, _reply, payload, done) => {
@@ -641,6 +652,7 @@ export function metricsPlugin(metrics: Metrics, options: MetricsPluginOptions = 
       done(null, payload);
     });
     app.addHook('onResponse', (request, reply, done) => {
+      (request.raw.socket as TrackedSocket | null)?.[OPEN_REPLIES]?.delete(reply);
       record(request, reply, String(reply.statusCode));
       done();
     });
