@@ -176,7 +176,7 @@ interface ChildCapable {
 
 /**
  * A request's logger (`request.log`) that makes pino's child logger only when something is logged: fastify makes
- * one per request, and most requests log nothing but their access line (written by {@link accessLogger}).
+ * one per request, and most requests log nothing but their access line (written by {@link accessLog}).
  */
 class LazyChildLogger {
   private real: ChildCapable | undefined;

@@ -464,10 +464,11 @@ export function requestBody(request: FastifyRequest): Readable {
   return request.berthMetrics?.body ?? request.raw;
 }
 
-/** Whether a request carries a body (a declared non-zero length, or a chunked one). */
-function hasBody(req: IncomingMessage): boolean {
-  const length = req.headers['content-length'];
-  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+/** Whether a request carries a body: a declared non-zero length or, without a length, a chunked one. */
+export function hasBody(request: Pick<IncomingMessage, 'headers'>): boolean {
+  const len = request.headers['content-length'];
+  if (len !== undefined) return Number(len) > 0;
+  return request.headers['transfer-encoding'] !== undefined;
 }
 
 /** The replies of a connection whose requests are not finished yet, for the metrics plugin's 'close' listener. */

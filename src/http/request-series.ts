@@ -73,11 +73,6 @@ abstract class Series<L extends string, C> {
     return entry.cell;
   }
 
-  /** Forgets every value (cells handed out before no longer count). */
-  reset(): void {
-    this.cells.clear();
-  }
-
   abstract get(): Promise<Exported>;
 }
 

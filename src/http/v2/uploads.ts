@@ -5,7 +5,7 @@ import { registryError } from '../../errors/registry-error.js';
 import { parseDigest, type Digest } from '../../oci/digest.js';
 import type { MountSource, Repository } from '../../registry/repository.js';
 import { uploadRangeHeader, type ChunkRange } from '../../uploads/upload-service.js';
-import { requestBody } from '../metrics.js';
+import { hasBody, requestBody } from '../metrics.js';
 import { methodNotAllowed, type Query, type RouteContext } from './context.js';
 
 function sessionHeaders(ctx: RouteContext, reply: FastifyReply, name: string, id: string, offset: number): FastifyReply {
@@ -89,12 +89,6 @@ export async function upload(
     default:
       throw methodNotAllowed();
   }
-}
-
-function hasBody(request: FastifyRequest): boolean {
-  const len = request.headers['content-length'];
-  if (len !== undefined) return Number(len) > 0;
-  return request.headers['transfer-encoding'] !== undefined;
 }
 
 /** The position a request body claims: `Content-Range: <start>-<end>` (PATCH/PUT) and `Content-Length`. */
