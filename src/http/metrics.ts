@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
-import type { Counter, Gauge, Registry } from 'prom-client';
+import type { Counter, Gauge } from 'prom-client';
 import type { Config } from '../config/config.js';
 import { parseListenAddress } from '../config/config.js';
 import { bool, ConfigError, isSection, optString, str } from '../config/fields.js';
@@ -33,7 +33,7 @@ declare module 'fastify' {
 /** Labels of the per-request instruments. Kept small: each combination is a time series. */
 type RequestLabels = 'method' | 'route' | 'status';
 
-/** What renders the text exposition: prom-client's {@link Registry} (a type only: nothing here loads prom-client). */
+/** What renders the text exposition: prom-client's `Registry` (structurally; nothing here loads prom-client). */
 export interface Exposition {
   /** The text format of every series. */
   metrics(): Promise<string>;
@@ -42,7 +42,7 @@ export interface Exposition {
 }
 
 /**
- * berth's instruments. From {@link createMetrics}: Prometheus instruments, all in one dedicated {@link Registry}
+ * berth's instruments. From {@link createMetrics}: Prometheus instruments, all in one dedicated prom-client `Registry`
  * (never prom-client's global one, so two apps in one process, e.g. in tests, do not share counters). From
  * {@link inertMetrics} (`berth.metrics.enabled: false`): the same shape recording nothing, and prom-client unloaded.
  */

@@ -10,7 +10,7 @@
  */
 import type { Registry } from 'prom-client';
 
-/** Where a series registers: prom-client's {@link Registry}, or {@link DISCARD} (metrics off). A type only: no prom-client here. */
+/** Where a series registers: prom-client's {@link Registry}, or {@link DISCARD} (metrics off); a type only. */
 export type SeriesRegistry = Pick<Registry, 'registerMetric'>;
 
 /** Registers nothing: the series of inert metrics (`berth.metrics.enabled: false`), never scraped. */
