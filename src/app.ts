@@ -6,9 +6,8 @@ import { AuditLog, createEvents, parseAuditConfig, type RegistryEvents } from '.
 import { sendError } from './http/error-handler.js';
 import { BackendUnavailableError, registryError } from './errors/registry-error.js';
 import { clientErrorHandler, originForm } from './http/client-errors.js';
-import { createMetrics, metricsConfig, metricsPlugin, type Metrics } from './http/metrics.js';
+import { createMetrics, inertMetrics, metricsConfig, metricsPlugin, type Metrics } from './http/metrics.js';
 import { registryRoutes } from './http/registry-routes.js';
-import { tokenRoutes } from './http/token-routes.js';
 import { parseGcSchedule, startGcSchedule, type GcSchedule } from './gc/schedule.js';
 import {
   composeNamespace,
@@ -122,8 +121,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     return reply;
   }
 
-  const metrics = deps.metrics ?? createMetrics();
   const mc = metricsConfig(config);
+  // prom-client is loaded only with metrics on; off, every instrument is inert.
+  const metrics = deps.metrics ?? (mc.enabled ? await createMetrics() : inertMetrics());
   const baseDriver = deps.driver ?? (await createDriver(config));
   // With metrics on, every driver call is timed into registry:2's registry_storage_action_seconds (below the link
   // cache: what it serves from memory is no storage action).
@@ -146,7 +146,11 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     const { createAuth } = await import('./auth/index.js');
     const auth = await createAuth(config, { driver, logger, audit, storageRoot: config.storage.filesystem.rootDirectory });
     authorizer = auth.authorizer;
-    if (auth.tokenServer) authRoutes = tokenRoutes(auth.tokenServer.issuer, auth.tokenServer.signer);
+    if (auth.tokenServer) {
+      // Loaded with the token server only (it and the routes load jose): a registry without auth never pays for it.
+      const { tokenRoutes } = await import('./http/token-routes.js');
+      authRoutes = tokenRoutes(auth.tokenServer.issuer, auth.tokenServer.signer);
+    }
     authClose = () => auth.close();
     uiLogin = auth.login;
   }

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
-import type { Histogram } from 'prom-client';
 import type { Config } from './config/config.js';
+import type { HistogramInstrument } from './metrics/instruments.js';
 import { EventingNamespace } from './events/eventing-namespace.js';
 import type { EventSink } from './events/registry-events.js';
 import type { PullThrough } from './proxy/pull-through.js';
@@ -43,7 +43,7 @@ const REGISTRY2_DRIVER_NAMES: Readonly<Record<string, string>> = { filesystem: '
  * the driver named as registry:2 names it). The server puts it in front of the driver when metrics are on; each
  * action's labelled child is looked up once, so a call costs two clock readings and one observation.
  */
-export function withStorageTiming(driver: StorageDriver, histogram: Histogram<'action' | 'driver'>): StorageDriver {
+export function withStorageTiming(driver: StorageDriver, histogram: HistogramInstrument<'action' | 'driver'>): StorageDriver {
   const driverLabel = REGISTRY2_DRIVER_NAMES[driver.name] ?? driver.name;
   const children = new Map<StorageAction, { observe(seconds: number): void }>();
   return new TimedDriver(driver, (action, seconds) => {

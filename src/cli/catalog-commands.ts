@@ -3,10 +3,9 @@
  * (src/services/catalog), listed in the CLI's command table (main.ts).
  */
 import { pino, type Logger } from 'pino';
-import { Registry } from 'prom-client';
 import { composeNamespace, createDriver, createRepositoryIndex } from '../compose.js';
 import { AuditLog, cliContext, createEvents, NO_EVENTS, parseAuditConfig } from '../events/index.js';
-import { createEventMetrics } from '../events/metrics.js';
+import { INERT_EVENT_METRICS } from '../events/metrics.js';
 import { MemorySessionStore } from '../uploads/memory-session-store.js';
 import { UploadService } from '../uploads/upload-service.js';
 import { withLinkCache } from '../storage/link-cache.js';
@@ -36,7 +35,8 @@ async function openCatalog(config: Config, logger: Logger, options: { events: bo
     ? await createEvents(config, {
         driver,
         logger,
-        metrics: createEventMetrics(new Registry()),
+        // Queued only, never delivered here: nothing to count (and no prom-client to load).
+        metrics: INERT_EVENT_METRICS,
         deliver: false,
         listenAddr: '',
         // The audit line on stderr (and in `berth.audit.file`), as `berth user` writes it.

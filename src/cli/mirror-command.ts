@@ -6,7 +6,6 @@ import { createDriver, createFillCoordinator } from '../compose.js';
 import { loadConfig } from '../config/config.js';
 import { createLogger } from '../logging.js';
 import { formatBytes } from '../gc/progress.js';
-import { createPullThrough } from '../proxy/index.js';
 import { parseWarmImage, parseWarmPlatform, warmUp, type WarmEvent, type WarmImage, type WarmPlatform } from '../proxy/warm-up.js';
 import { LocalNamespace } from '../registry/local.js';
 import { RegistryStore } from '../storage/registry-store.js';
@@ -63,6 +62,8 @@ an image could not be fetched.`,
     const store = new RegistryStore(driver);
     // With Redis, a warm-up joins the replicas' fills instead of fetching a blob one of them is fetching already.
     const coordinator = await createFillCoordinator(config);
+    // The pull-through cache is loaded by this command only (the CLI imports every command's module at start).
+    const { createPullThrough } = await import('../proxy/index.js');
     const pullThrough = createPullThrough(config, { store, driver, logger, coordinator });
     if (!pullThrough) {
       await coordinator.close();

@@ -125,9 +125,8 @@ export const gcCommand: Command = {
         };
         // Deletions are queued as events for the running server to deliver (this command only queues them).
         const { createEvents } = await import('../events/index.js');
-        const { createEventMetrics } = await import('../events/metrics.js');
-        const { Registry } = await import('prom-client');
-        const events = await createEvents(config, { driver, logger, metrics: createEventMetrics(new Registry()), deliver: false });
+        const { INERT_EVENT_METRICS } = await import('../events/metrics.js');
+        const events = await createEvents(config, { driver, logger, metrics: INERT_EVENT_METRICS, deliver: false });
         options.events = events;
         let r: Awaited<ReturnType<typeof runGc>>;
         try {

@@ -1,5 +1,4 @@
 import { pino } from 'pino';
-import { userAdd, userRemove } from '../auth/htpasswd.js';
 import { loadConfig, type Config } from '../config/config.js';
 import { ConfigError, isSection } from '../config/fields.js';
 import { AuditLog } from '../events/audit.js';
@@ -78,6 +77,8 @@ export const userCommand: Command = {
     if ((action !== 'add' && action !== 'rm') || !name) throw new UsageError('expected add or rm and a user name');
     try {
       const { file, audit } = await userTargets(args);
+      // Loaded by this command only (bcrypt): the others, `serve` without htpasswd auth included, never need it.
+      const { userAdd, userRemove } = await import('../auth/htpasswd.js');
       try {
         if (action === 'add') {
           await userAdd(file, name, await readPassword());

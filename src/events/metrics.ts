@@ -1,4 +1,5 @@
-import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
+import { inertInstrument, type CounterInstrument } from '../metrics/instruments.js';
 
 /** Per-endpoint queue state, read at scrape time. */
 export type EventQueueStats = () => Promise<{ endpoint: string; pending: number; oldestQueuedAt: number | null }[]>;
@@ -6,15 +7,26 @@ export type EventQueueStats = () => Promise<{ endpoint: string; pending: number;
 /** The event delivery instruments (`endpoint` label = the endpoint's `name`). */
 export interface EventMetrics {
   /** `berth_events_delivered_total{endpoint}`: events the endpoint accepted (2xx). */
-  readonly delivered: Counter<'endpoint'>;
+  readonly delivered: CounterInstrument<'endpoint'>;
   /** `berth_events_failed_total{endpoint}`: delivery attempts that failed (error, timeout, non-2xx). */
-  readonly failed: Counter<'endpoint'>;
+  readonly failed: CounterInstrument<'endpoint'>;
   /** Sets where `berth_events_pending` and `berth_events_oldest_pending_age_seconds` read the queues from. */
   setQueueStats(stats: EventQueueStats): void;
 }
 
-/** Registers the event instruments in `registry` (called where berth's metrics are built). */
-export function createEventMetrics(registry: Registry): EventMetrics {
+/** Event metrics that record nothing: metrics off, or a command that only queues events (`berth gc`, `repo rm`). */
+export const INERT_EVENT_METRICS: EventMetrics = {
+  delivered: inertInstrument(),
+  failed: inertInstrument(),
+  setQueueStats: () => undefined,
+};
+
+/**
+ * Registers the event instruments in `registry` (called where berth's metrics are built). prom-client is loaded
+ * here, on first use, never by importing this module.
+ */
+export async function createEventMetrics(registry: Registry): Promise<EventMetrics> {
+  const { Counter, Gauge } = await import('prom-client');
   const registers = [registry];
   let source: EventQueueStats | undefined;
   // One read of the queues per scrape feeds both gauges.

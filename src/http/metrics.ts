@@ -2,15 +2,23 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
-import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import type { Counter, Gauge } from 'prom-client';
 import type { Config } from '../config/config.js';
 import { parseListenAddress } from '../config/config.js';
 import { bool, ConfigError, isSection, optString, str } from '../config/fields.js';
-import { createEventMetrics, type EventMetrics } from '../events/metrics.js';
+import { createEventMetrics, INERT_EVENT_METRICS, type EventMetrics } from '../events/metrics.js';
+import { inertInstrument, type CounterInstrument, type GaugeInstrument } from '../metrics/instruments.js';
 import type { MirrorCounts } from '../proxy/mirror-observer.js';
 import type { MirrorUpstreamStatus } from '../proxy/pull-through.js';
-import { approximateRequestSize, createRegistry2Metrics, REGISTRY2_HANDLERS, registry2Text, type Registry2Metrics } from './registry2-metrics.js';
-import { CounterSeries, HistogramSeries, type Cell, type HistogramCell } from './request-series.js';
+import {
+  approximateRequestSize,
+  createRegistry2Metrics,
+  inertRegistry2Metrics,
+  REGISTRY2_HANDLERS,
+  registry2Text,
+  type Registry2Metrics,
+} from './registry2-metrics.js';
+import { CounterSeries, DISCARD, HistogramSeries, type Cell, type HistogramCell, type SeriesRegistry } from './request-series.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -25,13 +33,22 @@ declare module 'fastify' {
 /** Labels of the per-request instruments. Kept small: each combination is a time series. */
 type RequestLabels = 'method' | 'route' | 'status';
 
+/** What renders the text exposition: prom-client's `Registry` (structurally; nothing here loads prom-client). */
+export interface Exposition {
+  /** The text format of every series. */
+  metrics(): Promise<string>;
+  /** The exposition's `Content-Type`. */
+  readonly contentType: string;
+}
+
 /**
- * berth's Prometheus instruments, all in one dedicated {@link Registry} (never prom-client's global one, so two
- * apps in one process, e.g. in tests, do not share counters).
+ * berth's instruments. From {@link createMetrics}: Prometheus instruments, all in one dedicated prom-client `Registry`
+ * (never prom-client's global one, so two apps in one process, e.g. in tests, do not share counters). From
+ * {@link inertMetrics} (`berth.metrics.enabled: false`): the same shape recording nothing, and prom-client unloaded.
  */
 export interface Metrics {
   /** The registry every instrument below is registered in; {@link renderMetrics} renders the text format. */
-  readonly registry: Registry;
+  readonly registry: Exposition;
   /** `berth_http_requests_total{method,route,status}`: finished requests. */
   readonly httpRequests: CounterSeries<RequestLabels>;
   /** `berth_http_request_duration_seconds{method,route,status}`: time from request start to response end. */
@@ -41,22 +58,22 @@ export interface Metrics {
   /** `berth_http_sent_bytes_total{method,route}`: response body bytes sent. */
   readonly bytesSent: CounterSeries<'method' | 'route'>;
   /** `berth_uploads_in_progress`: open upload sessions being written by this process. */
-  readonly uploadsInProgress: Gauge;
+  readonly uploadsInProgress: GaugeInstrument;
   /** `berth_storage_errors_total{driver,operation}`: storage driver calls that failed (not-found excluded). */
-  readonly storageErrors: Counter<'driver' | 'operation'>;
+  readonly storageErrors: CounterInstrument<'driver' | 'operation'>;
   /** `berth_redis_errors_total{operation}`: Redis commands or connections that failed. */
-  readonly redisErrors: Counter<'operation'>;
+  readonly redisErrors: CounterInstrument<'operation'>;
   /** `berth_degraded{part}`: 1 while a part (`storage`, `redis`) failed the last readiness check, else 0. */
-  readonly degraded: Gauge<'part'>;
+  readonly degraded: GaugeInstrument<'part'>;
   /** `berth_gc_reclaimed_bytes_total`: bytes freed by garbage collection runs in this process. */
-  readonly gcBytesReclaimed: Counter;
+  readonly gcBytesReclaimed: CounterInstrument;
   /**
    * `berth_gc_last_run_timestamp_seconds`: when the last garbage collection run finished (Unix time), by this process
    * or, once {@link gcLastRunSource} is set, by any process (`berth gc` included) that recorded it in storage.
    */
-  readonly gcLastRun: Gauge;
+  readonly gcLastRun: GaugeInstrument;
   /** `berth_gc_last_run_freed_bytes`: bytes the last recorded garbage collection run freed. */
-  readonly gcLastRunFreedBytes: Gauge;
+  readonly gcLastRunFreedBytes: GaugeInstrument;
   /** Where the two gauges above read the last run from at each scrape (the storage's `_berth/gc-last.json`). */
   gcLastRunSource?: () => Promise<{ finishedAt: string; bytesFreed: number } | null>;
   /**
@@ -82,14 +99,9 @@ export interface CreateMetricsOptions {
 /** Latency buckets (seconds): manifest GETs take milliseconds, blob transfers up to minutes. */
 const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
 
-/** Creates the instruments in a fresh registry. */
-export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
-  const registry = new Registry();
-  if (options.defaultLabels) registry.setDefaultLabels(options.defaultLabels);
-  if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry });
-  const registers = [registry];
-  const instruments = {
-    registry,
+/** berth's per-request series (src/http/request-series.ts: no prom-client), registered in `registry`. */
+function requestSeries(registry: SeriesRegistry): Pick<Metrics, 'httpRequests' | 'httpDuration' | 'bytesReceived' | 'bytesSent'> {
+  return {
     httpRequests: new CounterSeries(
       'berth_http_requests_total',
       'HTTP requests answered, by method, route kind and status code.',
@@ -115,6 +127,22 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
       ['method', 'route'] as const,
       registry,
     ),
+  };
+}
+
+/**
+ * Creates the Prometheus instruments in a fresh registry. prom-client is loaded here, on the first call: a berth
+ * with `berth.metrics.enabled: false` never calls this (it uses {@link inertMetrics}) and never loads it.
+ */
+export async function createMetrics(options: CreateMetricsOptions = {}): Promise<Metrics> {
+  const { collectDefaultMetrics, Counter, Gauge, Registry } = await import('prom-client');
+  const registry = new Registry();
+  if (options.defaultLabels) registry.setDefaultLabels(options.defaultLabels);
+  if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+  const instruments = {
+    registry,
+    ...requestSeries(registry),
     uploadsInProgress: new Gauge({
       name: 'berth_uploads_in_progress',
       help: 'Blob uploads currently receiving data in this process.',
@@ -143,8 +171,8 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
       help: 'Bytes freed by garbage collection runs in this process.',
       registers,
     }),
-    events: createEventMetrics(registry),
-    registry2: createRegistry2Metrics(registry),
+    events: await createEventMetrics(registry),
+    registry2: await createRegistry2Metrics(registry),
   };
   const upstreams = (): MirrorUpstreamStatus[] => metrics.mirrorSource?.() ?? [];
   /**
@@ -254,6 +282,27 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
     bytes?.set(run.bytesFreed);
   };
   return metrics;
+}
+
+/**
+ * Metrics that record nothing, for `berth.metrics.enabled: false`: the same {@link Metrics}, every instrument inert
+ * (the per-request series exist but are registered nowhere; the metrics plugin is not installed then anyway).
+ * Loads no prom-client.
+ */
+export function inertMetrics(): Metrics {
+  return {
+    registry: { metrics: () => Promise.resolve(''), contentType: 'text/plain; version=0.0.4; charset=utf-8' },
+    ...requestSeries(DISCARD),
+    uploadsInProgress: inertInstrument(),
+    storageErrors: inertInstrument(),
+    redisErrors: inertInstrument(),
+    degraded: inertInstrument(),
+    gcBytesReclaimed: inertInstrument(),
+    gcLastRun: inertInstrument(),
+    gcLastRunFreedBytes: inertInstrument(),
+    events: INERT_EVENT_METRICS,
+    registry2: inertRegistry2Metrics(),
+  };
 }
 
 /** Where the metrics are served: `berth.metrics` in the config file. */

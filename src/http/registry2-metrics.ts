@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http';
-import { Histogram, type Registry } from 'prom-client';
-import { CounterSeries, GaugeSeries, HistogramSeries } from './request-series.js';
+import type { Registry } from 'prom-client';
+import { inertInstrument, type HistogramInstrument } from '../metrics/instruments.js';
+import { CounterSeries, DISCARD, GaugeSeries, HistogramSeries, type SeriesRegistry } from './request-series.js';
 
 /**
  * registry:2's own HTTP series (`registry_http_*`), with its names, label names, types and buckets, so dashboards
@@ -21,7 +22,7 @@ export interface Registry2Metrics {
    * `registry_storage_action_seconds{action,driver}` (histogram): storage driver call durations, recorded by the
    * timing driver (src/storage/timed-driver.ts) that `withStorageTiming` (src/compose.ts) puts in front of the driver when metrics are on.
    */
-  readonly storageAction: Histogram<'action' | 'driver'>;
+  readonly storageAction: HistogramInstrument<'action' | 'driver'>;
 }
 
 /**
@@ -45,9 +46,8 @@ const SIZE_BUCKETS = Array.from({ length: 22 }, (_, i) => 1024 * 2 ** i);
 /** registry:2's storage action buckets (seconds): Prometheus' Go client defaults. */
 const STORAGE_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
-/** Creates registry:2's HTTP instruments in `registry`. */
-export function createRegistry2Metrics(registry: Registry): Registry2Metrics {
-  const registers = [registry];
+/** registry:2's per-request series (this module's own classes), registered in `registry`. */
+function requestSeries(registry: SeriesRegistry): Omit<Registry2Metrics, 'storageAction'> {
   return {
     requests: new CounterSeries(
       'registry_http_requests_total',
@@ -77,6 +77,15 @@ export function createRegistry2Metrics(registry: Registry): Registry2Metrics {
       SIZE_BUCKETS,
       registry,
     ),
+  };
+}
+
+/** Creates registry:2's instruments in `registry`; prom-client is loaded here, on first use. */
+export async function createRegistry2Metrics(registry: Registry): Promise<Registry2Metrics> {
+  const { Histogram } = await import('prom-client');
+  const registers = [registry];
+  return {
+    ...requestSeries(registry),
     storageAction: new Histogram({
       name: 'registry_storage_action_seconds',
       help: 'The number of seconds that the storage action takes',
@@ -85,6 +94,11 @@ export function createRegistry2Metrics(registry: Registry): Registry2Metrics {
       registers,
     }),
   };
+}
+
+/** registry:2's instruments recording nothing (metrics off). */
+export function inertRegistry2Metrics(): Registry2Metrics {
+  return { ...requestSeries(DISCARD), storageAction: inertInstrument() };
 }
 
 /**

@@ -10,6 +10,12 @@
  */
 import type { Registry } from 'prom-client';
 
+/** Where a series registers: prom-client's {@link Registry}, or {@link DISCARD} (metrics off); a type only. */
+export type SeriesRegistry = Pick<Registry, 'registerMetric'>;
+
+/** Registers nothing: the series of inert metrics (`berth.metrics.enabled: false`), never scraped. */
+export const DISCARD: SeriesRegistry = { registerMetric: () => undefined };
+
 /** One labelled value: the count of a counter, the level of a gauge, or the buckets, sum and count of a histogram. */
 export interface Cell {
   value: number;
@@ -49,10 +55,10 @@ abstract class Series<L extends string, C> {
     readonly name: string,
     readonly help: string,
     readonly labelNames: readonly L[],
-    registry: Registry,
+    registry: SeriesRegistry,
   ) {
     // prom-client's Registry takes any object with a name and get(); the cast is to its metric class type.
-    registry.registerMetric(this as unknown as Parameters<Registry['registerMetric']>[0]);
+    registry.registerMetric(this as unknown as Parameters<SeriesRegistry['registerMetric']>[0]);
   }
 
   protected abstract newCell(): C;
@@ -83,7 +89,7 @@ class ValueSeries<L extends string> extends Series<L, Cell> {
     name: string,
     help: string,
     labelNames: readonly L[],
-    registry: Registry,
+    registry: SeriesRegistry,
   ) {
     super(name, help, labelNames, registry);
   }
@@ -100,13 +106,13 @@ class ValueSeries<L extends string> extends Series<L, Cell> {
 }
 
 export class CounterSeries<L extends string = string> extends ValueSeries<L> {
-  constructor(name: string, help: string, labelNames: readonly L[], registry: Registry) {
+  constructor(name: string, help: string, labelNames: readonly L[], registry: SeriesRegistry) {
     super('counter', name, help, labelNames, registry);
   }
 }
 
 export class GaugeSeries<L extends string = string> extends ValueSeries<L> {
-  constructor(name: string, help: string, labelNames: readonly L[], registry: Registry) {
+  constructor(name: string, help: string, labelNames: readonly L[], registry: SeriesRegistry) {
     super('gauge', name, help, labelNames, registry);
   }
   dec(labels: Labels<L> = {}, by = 1): void {
@@ -122,7 +128,7 @@ export class HistogramSeries<L extends string = string> extends Series<L, Histog
   readonly type = 'histogram';
   private readonly bounds: Float64Array;
 
-  constructor(name: string, help: string, labelNames: readonly L[], buckets: readonly number[], registry: Registry) {
+  constructor(name: string, help: string, labelNames: readonly L[], buckets: readonly number[], registry: SeriesRegistry) {
     super(name, help, labelNames, registry);
     this.bounds = Float64Array.from(buckets);
   }

@@ -30,7 +30,7 @@ async function setup(t: Test, endpoints: unknown[], extra: Record<string, unknow
   const root = await mkdtemp(join(tmpdir(), 'berth-events-'));
   t.teardown(() => rm(root, { recursive: true, force: true }));
   const registry = new Registry();
-  const metrics = createEventMetrics(registry);
+  const metrics = await createEventMetrics(registry);
   const warnings: string[] = [];
   const notifications = parseNotifications({ endpoints, ...extra }, (m) => warnings.push(m));
   const events = new RegistryEvents({
@@ -202,7 +202,7 @@ t.test('references only with events.includereferences; audit lines for changes, 
   const sink = new RegistryEvents({
     notifications: { endpoints: [], includeReferences: false },
     queue: null,
-    metrics: createEventMetrics(new Registry()),
+    metrics: await createEventMetrics(new Registry()),
     logger,
     audit,
     listenAddr: ':5000',

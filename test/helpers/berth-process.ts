@@ -57,6 +57,8 @@ export interface SpawnBerthOptions {
   allInterfaces?: boolean;
   /** Ignore stdout and pass stderr through to this process (the bench scripts) instead of capturing both. */
   inheritStderr?: boolean;
+  /** Node options before the script, e.g. `['--import', MODULE_TRACE]` (module-trace.ts). */
+  nodeArgs?: string[];
 }
 
 /**
@@ -72,7 +74,7 @@ export async function spawnBerth(t: Teardownable | undefined, env: Record<string
   return onFreePort(
     async (port) => {
       const url = `http://127.0.0.1:${port}`;
-      const proc = spawn(...plainNode([BERTH_MAIN, 'serve']), {
+      const proc = spawn(...plainNode([...(opts.nodeArgs ?? []), BERTH_MAIN, 'serve']), {
         stdio: opts.inheritStderr ? ['ignore', 'ignore', 'inherit'] : ['ignore', 'pipe', 'pipe'],
         env: cleanEnv({ ...env, REGISTRY_HTTP_ADDR: opts.allInterfaces ? `:${port}` : `127.0.0.1:${port}` }),
       });

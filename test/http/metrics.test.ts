@@ -69,7 +69,7 @@ async function startApp(t: Test, metrics: Metrics, serve = true): Promise<{ app:
 }
 
 t.test('GET /metrics reports requests by method, route kind and status, with latency and bytes', async (t) => {
-  const metrics = createMetrics();
+  const metrics = await createMetrics();
   const { url } = await startApp(t, metrics);
 
   const blob = await fetch(`${url}/v2/busybox/blobs/sha256:abc`);
@@ -128,7 +128,7 @@ t.test('GET /metrics reports requests by method, route kind and status, with lat
 });
 
 t.test('a handler reading request.raw itself is not disturbed by the byte counting', async (t) => {
-  const metrics = createMetrics({ defaultMetrics: false });
+  const metrics = await createMetrics({ defaultMetrics: false });
   const { url } = await startApp(t, metrics);
   const body = randomBytes(2 * 1024 * 1024);
   const res = await fetch(`${url}/raw`, { method: 'PUT', headers: { 'content-type': 'application/octet-stream' }, body });
@@ -137,7 +137,7 @@ t.test('a handler reading request.raw itself is not disturbed by the byte counti
 });
 
 t.test('requestBody: the counted stream with the plugin, request.raw without it', async (t) => {
-  const metrics = createMetrics({ defaultMetrics: false });
+  const metrics = await createMetrics({ defaultMetrics: false });
   const withPlugin = Fastify();
   await withPlugin.register(metricsPlugin(metrics));
   const plain = Fastify();
@@ -159,7 +159,7 @@ t.test('requestBody: the counted stream with the plugin, request.raw without it'
 });
 
 t.test('a reader that destroys the counted body ends the request like destroying request.raw', async (t) => {
-  const metrics = createMetrics({ defaultMetrics: false });
+  const metrics = await createMetrics({ defaultMetrics: false });
   const app = Fastify();
   await app.register(metricsPlugin(metrics));
   app.addContentTypeParser('*', (_request, _payload, done) => done(null));
@@ -192,7 +192,7 @@ t.test('a reader that destroys the counted body ends the request like destroying
 });
 
 t.test('the instruments the services use show up with their labels', async (t) => {
-  const metrics = createMetrics({ defaultMetrics: false });
+  const metrics = await createMetrics({ defaultMetrics: false });
   metrics.uploadsInProgress.inc();
   metrics.uploadsInProgress.inc();
   metrics.uploadsInProgress.dec();
@@ -237,8 +237,8 @@ t.test('the instruments the services use show up with their labels', async (t) =
 });
 
 t.test('each createMetrics has its own registry, never the global one', async (t) => {
-  const a = createMetrics({ defaultMetrics: false });
-  const b = createMetrics({ defaultMetrics: false });
+  const a = await createMetrics({ defaultMetrics: false });
+  const b = await createMetrics({ defaultMetrics: false });
   a.httpRequests.inc({ method: 'GET', route: 'blob', status: '200' });
   t.equal(sample(await a.registry.metrics(), 'berth_http_requests_total{method="GET",route="blob",status="200"}'), 1);
   t.equal(sample(await b.registry.metrics(), 'berth_http_requests_total{method="GET",route="blob",status="200"}'), undefined);
@@ -246,7 +246,7 @@ t.test('each createMetrics has its own registry, never the global one', async (t
 });
 
 t.test('serve: false records requests but leaves /metrics to the separate listener', async (t) => {
-  const metrics = createMetrics({ defaultMetrics: false });
+  const metrics = await createMetrics({ defaultMetrics: false });
   const { url } = await startApp(t, metrics, false);
   const res = await fetch(`${url}/metrics`);
   t.equal(res.status, 404);
@@ -269,7 +269,7 @@ t.test('serve: false records requests but leaves /metrics to the separate listen
 });
 
 t.test('startMetricsServer rejects an address it cannot listen on', async (t) => {
-  const metrics = createMetrics({ defaultMetrics: false });
+  const metrics = await createMetrics({ defaultMetrics: false });
   const first = await startMetricsServer(metrics, '127.0.0.1:0');
   t.teardown(() => first.close());
   const port = new URL(first.url).port;
@@ -291,7 +291,7 @@ t.test('berth.metrics config: enabled, path, addr', async (t) => {
 });
 
 t.test('a client that goes away mid-download releases the source stream and is counted as 499', async (t) => {
-  const metrics = createMetrics({ defaultMetrics: false });
+  const metrics = await createMetrics({ defaultMetrics: false });
   const app = Fastify();
   await app.register(metricsPlugin(metrics));
   const total = 512 * 1024 * 1024;
