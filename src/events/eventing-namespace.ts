@@ -112,31 +112,33 @@ class EventingRepository implements Repository {
   get manifests(): ManifestStore {
     if (this.wrappedManifests) return this.wrappedManifests;
     const { inner, events, ctx, name } = this;
-    this.wrappedManifests = {
-      get: async (ref: Reference) => {
-        const m = await inner.manifests.get(ref);
-        if (m && events.wants('pull')) {
-          let references: ReturnType<typeof manifestReferences> | undefined;
-          await events.emit(
-            'pull',
-            {
-              repository: name,
-              digest: m.digest.value,
-              mediaType: m.mediaType,
-              size: m.bytes.length,
-              kind: 'manifest',
-              // Parsed only when an event is built (an endpoint takes pulls): the endpoint's media-type filter
-              // decides after the subject is made.
-              get references() {
-                return (references ??= manifestReferences(m.bytes));
-              },
-              ...(ref.kind === 'tag' ? { tag: ref.tag } : {}),
+    const pulled = async (ref: Reference) => {
+      const m = await inner.manifests.get(ref);
+      if (m) {
+        let references: ReturnType<typeof manifestReferences> | undefined;
+        await events.emit(
+          'pull',
+          {
+            repository: name,
+            digest: m.digest.value,
+            mediaType: m.mediaType,
+            size: m.bytes.length,
+            kind: 'manifest',
+            // Parsed only when an event is built (an endpoint takes pulls): the endpoint's media-type filter
+            // decides after the subject is made.
+            get references() {
+              return (references ??= manifestReferences(m.bytes));
             },
-            ctx,
-          );
-        }
-        return m;
-      },
+            ...(ref.kind === 'tag' ? { tag: ref.tag } : {}),
+          },
+          ctx,
+        );
+      }
+      return m;
+    };
+    this.wrappedManifests = {
+      // Without an endpoint for pulls, the inner answer is handed on as it is (no extra step per manifest GET).
+      get: (ref: Reference) => (events.wants('pull') ? pulled(ref) : inner.manifests.get(ref)),
       put: async (bytes, options) => {
         const result = await inner.manifests.put(bytes, options);
         await events.emit(

@@ -119,10 +119,7 @@ export class LocalRepository implements Repository {
     if (this.ownManifests) return this.ownManifests;
     const { name, store } = this;
     this.ownManifests = {
-      get: async (ref: Reference) => {
-        const digest = ref.kind === 'digest' ? ref.digest : await store.resolveTag(name, ref.tag);
-        return digest ? store.getManifest(name, digest) : null;
-      },
+      get: (ref: Reference) => (ref.kind === 'digest' ? store.getManifest(name, ref.digest) : store.manifestByTag(name, ref.tag)),
       put: (bytes, opts) => store.putManifest(name, bytes, opts),
       delete: (d, removedTags) => store.deleteManifest(name, d, removedTags),
     };

@@ -113,6 +113,34 @@ export class LinkCache {
     return this.generation;
   }
 
+  /**
+   * Changes seen so far (local or announced, and resets). A value derived from cached entries stays right while
+   * this is unchanged, the cache {@link usable} and those entries fresh: see {@link DerivedCache}.
+   */
+  get version(): number {
+    return this.generation;
+  }
+
+  /** When the fresh entry for `path` was read from storage (ms on the cache's clock), or undefined. */
+  readAt(path: string): number | undefined {
+    return this.get(path)?.at;
+  }
+
+  /** The cache's clock, ms. */
+  clock(): number {
+    return this.now();
+  }
+
+  /** How long an entry is served, ms. */
+  get ttlMs(): number {
+    return this.options.ttlMs;
+  }
+
+  /** At most this many entries. */
+  get maxEntries(): number {
+    return this.options.maxEntries;
+  }
+
   set(path: string, value: Entry['value'], token: number): void {
     if (token !== this.generation || !this.usable) return;
     this.entries.delete(path);
@@ -159,6 +187,71 @@ export class LinkCache {
 
   async close(): Promise<void> {
     await this.options.channel?.close();
+  }
+}
+
+/**
+ * Values computed from link-cache entries (e.g. a tag's manifest: the tag link, then the revision link), held in
+ * memory under two keys so the hot path skips re-reading those links one by one. The rule that keeps it exact: a
+ * value is served only while the {@link LinkCache} saw no change since it was computed (its `version`), the cache is
+ * usable (the invalidation channel, if any, is live), and the oldest entry it was computed from is still fresh. So
+ * it is never staler than the entries themselves: any change the cache hears of drops all of it at once.
+ */
+export class DerivedCache<T> {
+  private readonly values = new Map<string, Map<string, { at: number; value: T }>>();
+  private count = 0;
+  private seen: number;
+
+  constructor(private readonly cache: LinkCache) {
+    this.seen = cache.version;
+  }
+
+  /** The value under (`a`, `b`) while still exact, else undefined. */
+  get(a: string, b: string): T | undefined {
+    const cache = this.cache;
+    if (cache.version !== this.seen) {
+      this.values.clear();
+      this.count = 0;
+      this.seen = cache.version;
+      return undefined;
+    }
+    if (!cache.usable) return undefined;
+    const e = this.values.get(a)?.get(b);
+    if (!e) return undefined;
+    if (cache.clock() - e.at >= cache.ttlMs) {
+      this.values.get(a)?.delete(b);
+      this.count--;
+      return undefined;
+    }
+    return e.value;
+  }
+
+  /** A token for {@link set}, taken before the reads the value is computed from. */
+  begin(): number {
+    return this.cache.version;
+  }
+
+  /**
+   * Keeps `value`, computed from the cached entries at `from` by reads started at `token`. Not kept when anything
+   * changed meanwhile or an entry is not (or no longer) in the cache: then nothing vouches for it.
+   */
+  set(a: string, b: string, value: T, token: number, from: string[]): void {
+    const cache = this.cache;
+    if (token !== cache.version || token !== this.seen || !cache.usable) return;
+    let at = Infinity;
+    for (const path of from) {
+      const readAt = cache.readAt(path);
+      if (readAt === undefined) return;
+      at = Math.min(at, readAt);
+    }
+    if (this.count >= cache.maxEntries) {
+      this.values.clear();
+      this.count = 0;
+    }
+    let inner = this.values.get(a);
+    if (!inner) this.values.set(a, (inner = new Map()));
+    if (!inner.has(b)) this.count++;
+    inner.set(b, { at, value });
   }
 }
 

@@ -4,7 +4,7 @@ import { digestOf, tryParseDigest, type Digest } from '../oci/digest.js';
 import { parseManifest, referrerArtifactType, type ParsedManifest } from '../oci/manifest.js';
 import { presentOrRestored } from './pending.js';
 import { isNotFound, type StorageDriver } from './driver.js';
-import { CachingDriver } from './link-cache.js';
+import { CachingDriver, DerivedCache } from './link-cache.js';
 import { deleteIfPresent, listOrEmpty, readLink, statOrNull } from './driver-utils.js';
 import { basename, paths } from './paths.js';
 import { enumerateRepositories, repositoryNames } from './repositories.js';
@@ -47,8 +47,13 @@ export class RegistryStore {
    */
   private readonly fresh: RegistryStore;
 
+  /** A tag's manifest by repository and tag, while the two links it was read from are unchanged (link cache on). */
+  private readonly taggedManifests: DerivedCache<StoredManifest> | undefined;
+
   constructor(readonly driver: StorageDriver) {
-    this.fresh = driver instanceof CachingDriver && driver.serveFromCache ? new RegistryStore(driver.uncachedReads()) : this;
+    const cached = driver instanceof CachingDriver && driver.serveFromCache;
+    this.fresh = cached ? new RegistryStore(driver.uncachedReads()) : this;
+    if (cached) this.taggedManifests = new DerivedCache(driver.cache);
   }
 
   // ---- links -------------------------------------------------------------------------------------------------
@@ -133,6 +138,22 @@ export class RegistryStore {
   async hasManifest(repo: string, d: Digest): Promise<boolean> {
     const link = await readLink(this.driver, paths.revisionLink(repo, d));
     return link !== null && link.value === d.value;
+  }
+
+  /**
+   * The manifest `tag` of `repo` points at, or null: {@link resolveTag} then {@link getManifest}. With the link
+   * cache on, the answer is kept while both links stay unchanged and fresh in it (the manifest GET by tag every
+   * pull starts with, answered without re-reading them).
+   */
+  async manifestByTag(repo: string, tag: string): Promise<StoredManifest | null> {
+    const memo = this.taggedManifests;
+    const hit = memo?.get(repo, tag);
+    if (hit) return hit;
+    const token = memo?.begin();
+    const d = await this.resolveTag(repo, tag);
+    const m = d ? await this.getManifest(repo, d) : null;
+    if (memo && m && token !== undefined) memo.set(repo, tag, m, token, [paths.tagCurrentLink(repo, tag), paths.revisionLink(repo, m.digest)]);
+    return m;
   }
 
   /** A manifest of `repo` by digest, or null when the repository does not have it. */

@@ -3,7 +3,9 @@ import t from 'tap';
 import { runGc } from '../../src/gc/collector.js';
 import { FilesystemDriver } from '../../src/storage/drivers/filesystem.js';
 import { PathNotFoundError } from '../../src/storage/driver.js';
-import { CachingDriver, LinkCache } from '../../src/storage/link-cache.js';
+import { CachingDriver, LinkCache, type InvalidationChannel } from '../../src/storage/link-cache.js';
+import { RegistryStore } from '../../src/storage/registry-store.js';
+import { parseDigest, type Digest } from '../../src/oci/digest.js';
 import { paths } from '../../src/storage/paths.js';
 import { spawnBerth } from '../helpers/berth-process.js';
 import { startBerth } from '../helpers/berth.js';
@@ -180,4 +182,69 @@ t.test('the cache itself', async (t) => {
   await uncached.putContent(link('f'), Buffer.from('again'));
   t.equal((await driver.getContent(link('f'))).toString(), 'again', 'and its changes invalidate the cache');
   await driver.close();
+});
+
+t.test("a tag's manifest, kept while the links it was read from are unchanged and fresh", async (t) => {
+  const root = await tempDir(t, 'berth-link-cache-derived-');
+  const inner = new FilesystemDriver({ rootDirectory: root });
+  let now = 0;
+  let live = true;
+  // The invalidation channel's seam, held by the test: only whether it is live matters here.
+  const channel: InvalidationChannel = {
+    get live() {
+      return live;
+    },
+    publish: async () => undefined,
+    subscribe: () => undefined,
+    close: async () => undefined,
+  };
+  const cache = new LinkCache({ ttlMs: 1000, maxEntries: 100, now: () => now, channel });
+  const store = new RegistryStore(new CachingDriver(inner, cache));
+  const repo = 'derived/app';
+
+  /** Writes a manifest's content and revision link behind the cache's back; returns its digest. */
+  async function manifest(n: number): Promise<Digest> {
+    const config = { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(Buffer.from('{}')), size: 2 };
+    const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config, layers: [], annotations: { n: String(n) } }));
+    const d = parseDigest(sha256(bytes));
+    await inner.putContent(paths.blobData(d), bytes);
+    await inner.putContent(paths.revisionLink(repo, d), Buffer.from(d.value));
+    return d;
+  }
+  const tagLink = paths.tagCurrentLink(repo, 'latest');
+  const d1 = await manifest(1);
+  const d2 = await manifest(2);
+  const byTag = async () => (await store.manifestByTag(repo, 'latest'))?.digest.value ?? null;
+
+  // The revision link of d1 enters the cache at 0 (a GET by digest), the tag link at 500.
+  t.equal((await store.getManifest(repo, d1))?.digest.value, d1.value, 'd1 by digest');
+  now = 500;
+  await inner.putContent(tagLink, Buffer.from(d1.value));
+  t.equal(await byTag(), d1.value, 'latest names d1');
+  t.equal(await byTag(), d1.value, 'and again (kept)');
+
+  // Behind the back (another program sharing the storage, no announcement): unseen while the entries are fresh,
+  // and no longer served once the OLDEST of them expires (the revision link, read at 0), not the newest.
+  await inner.delete(paths.revisionLink(repo, d1));
+  now = 999;
+  t.equal(await byTag(), d1.value, 'a change behind its back is not seen while both links are fresh');
+  now = 1000;
+  t.equal(await byTag(), null, 'but is once the older link expires (d1 no longer in the repository)');
+
+  // A change through the cache is seen at once, whatever the clock.
+  await inner.putContent(paths.revisionLink(repo, d1), Buffer.from(d1.value));
+  now = 2000;
+  t.equal(await byTag(), d1.value, 'd1 again');
+  await store.driver.putContent(tagLink, Buffer.from(d2.value));
+  t.equal(await byTag(), d2.value, 'a tag moved through the cache is seen by the next read');
+  await inner.putContent(tagLink, Buffer.from(d1.value));
+  cache.drop([tagLink]);
+  t.equal(await byTag(), d1.value, 'any change the cache hears of (here announced by another process) drops what was kept');
+
+  // While the invalidation channel is down, nothing is served from memory.
+  now = 2100;
+  t.equal(await byTag(), d1.value, 'd1, kept');
+  live = false;
+  await inner.putContent(tagLink, Buffer.from(d2.value));
+  t.equal(await byTag(), d2.value, 'with the channel down, storage is read');
 });
