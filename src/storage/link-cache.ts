@@ -249,7 +249,7 @@ export class DerivedCache<T> {
       this.count = 0;
     }
     let inner = this.values.get(a);
-    if (!inner) this.values.set(a, (inner = new Map()));
+    if (!inner) this.values.set(a, (inner = new Map<string, { at: number; value: T }>()));
     if (!inner.has(b)) this.count++;
     inner.set(b, { at, value });
   }
