@@ -15,7 +15,7 @@ import type {
   TagPage,
   TagStore,
 } from '../registry/repository.js';
-import { RepositoryDecorator } from '../registry/repository-decorator.js';
+import { DecoratorFacet, RepositoryDecorator, type FacetClasses } from '../registry/repository-decorator.js';
 import type { UploadSession } from '../uploads/session-store.js';
 import type { ChunkRange } from '../uploads/upload-service.js';
 import { BLOB_MEDIA_TYPE, manifestReferences, type RequestContext } from './event.js';
@@ -60,13 +60,13 @@ export class EventingNamespace implements Namespace {
 }
 
 /** A repository with events (see {@link RepositoryDecorator}: facets made on first use, no closures per request). */
-class EventingRepository extends RepositoryDecorator {
+class EventingRepository extends RepositoryDecorator<EventingRepository> {
   constructor(
     inner: Repository,
     readonly events: EventSink,
     readonly ctx: RequestContext,
   ) {
-    super(inner);
+    super(inner, EVENTING_FACETS);
   }
 
   blobEvent(size: number | undefined, d: Digest) {
@@ -87,30 +87,9 @@ class EventingRepository extends RepositoryDecorator {
   async pushed(d: Digest): Promise<void> {
     await this.events.emit('push', this.blobEvent(await this.blobSize(d), d), this.ctx);
   }
-
-  protected wrapBlobs(inner: BlobStore): BlobStore {
-    return new EventingBlobs(inner, this);
-  }
-
-  protected wrapManifests(inner: ManifestStore): ManifestStore {
-    return new EventingManifests(inner, this);
-  }
-
-  protected wrapTags(inner: TagStore): TagStore {
-    return new EventingTags(inner, this);
-  }
-
-  protected wrapUploads(inner: BlobUploads): BlobUploads {
-    return new EventingUploads(inner, this);
-  }
 }
 
-class EventingBlobs implements BlobStore {
-  constructor(
-    private readonly inner: BlobStore,
-    private readonly repo: EventingRepository,
-  ) {}
-
+class EventingBlobs extends DecoratorFacet<BlobStore, EventingRepository> implements BlobStore {
   async get(d: Digest, options: { headOnly: boolean }): Promise<BlobContent | null> {
     const content = await this.inner.get(d, options);
     const { events, ctx } = this.repo;
@@ -136,12 +115,7 @@ class EventingBlobs implements BlobStore {
   }
 }
 
-class EventingManifests implements ManifestStore {
-  constructor(
-    private readonly inner: ManifestStore,
-    private readonly repo: EventingRepository,
-  ) {}
-
+class EventingManifests extends DecoratorFacet<ManifestStore, EventingRepository> implements ManifestStore {
   /** Without an endpoint for pulls, the inner answer is handed on as it is (no extra step per manifest GET). */
   get(ref: Reference): Promise<StoredManifest | null> {
     return this.repo.events.wants('pull') ? this.pulled(ref) : this.inner.get(ref);
@@ -206,12 +180,7 @@ class EventingManifests implements ManifestStore {
   }
 }
 
-class EventingTags implements TagStore {
-  constructor(
-    private readonly inner: TagStore,
-    private readonly repo: EventingRepository,
-  ) {}
-
+class EventingTags extends DecoratorFacet<TagStore, EventingRepository> implements TagStore {
   list(page: TagPage): Promise<TagList | null> {
     return this.inner.list(page);
   }
@@ -225,35 +194,37 @@ class EventingTags implements TagStore {
 }
 
 /** Uploads with a `push` event when a blob is committed. */
-class EventingUploads implements BlobUploads {
-  constructor(
-    private readonly inner: BlobUploads,
-    private readonly repo: EventingRepository,
-  ) {}
-
-  start(repo: string): Promise<UploadSession> {
-    return this.inner.start(repo);
+class EventingUploads extends DecoratorFacet<BlobUploads, EventingRepository> implements BlobUploads {
+  start(name: string): Promise<UploadSession> {
+    return this.inner.start(name);
   }
 
-  get(repo: string, id: string): Promise<UploadSession> {
-    return this.inner.get(repo, id);
+  get(name: string, id: string): Promise<UploadSession> {
+    return this.inner.get(name, id);
   }
 
-  append(repo: string, id: string, body: Readable, range?: ChunkRange): Promise<UploadSession> {
-    return this.inner.append(repo, id, body, range);
+  append(name: string, id: string, body: Readable, range?: ChunkRange): Promise<UploadSession> {
+    return this.inner.append(name, id, body, range);
   }
 
-  cancel(repo: string, id: string): Promise<void> {
-    return this.inner.cancel(repo, id);
+  cancel(name: string, id: string): Promise<void> {
+    return this.inner.cancel(name, id);
   }
 
-  async complete(repo: string, id: string, d: Digest, body: Readable | null, range?: ChunkRange): Promise<void> {
-    await this.inner.complete(repo, id, d, body, range);
+  async complete(name: string, id: string, d: Digest, body: Readable | null, range?: ChunkRange): Promise<void> {
+    await this.inner.complete(name, id, d, body, range);
     await this.repo.pushed(d);
   }
 
-  async monolithic(repo: string, d: Digest, body: Readable, range?: ChunkRange): Promise<void> {
-    await this.inner.monolithic(repo, d, body, range);
+  async monolithic(name: string, d: Digest, body: Readable, range?: ChunkRange): Promise<void> {
+    await this.inner.monolithic(name, d, body, range);
     await this.repo.pushed(d);
   }
 }
+
+const EVENTING_FACETS: FacetClasses<EventingRepository> = {
+  blobs: EventingBlobs,
+  manifests: EventingManifests,
+  tags: EventingTags,
+  uploads: EventingUploads,
+};

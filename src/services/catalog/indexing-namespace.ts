@@ -17,7 +17,7 @@ import type {
   TagPage,
   TagStore,
 } from '../../registry/repository.js';
-import { RepositoryDecorator } from '../../registry/repository-decorator.js';
+import { DecoratorFacet, RepositoryDecorator, type FacetClasses } from '../../registry/repository-decorator.js';
 import type { RequestContext } from '../../registry/request-context.js';
 import type { RegistryStore } from '../../storage/registry-store.js';
 import type { UploadSession } from '../../uploads/session-store.js';
@@ -82,18 +82,25 @@ export class IndexingNamespace implements Namespace {
 }
 
 /** A repository with the index and locks (see {@link RepositoryDecorator}: facets made on first use, no closures). */
-class IndexedRepository extends RepositoryDecorator {
+class IndexedRepository extends RepositoryDecorator<IndexedRepository> {
   constructor(
     inner: Repository,
     readonly deps: IndexingNamespaceDeps,
     private readonly ctx: RequestContext | undefined,
   ) {
-    super(inner);
+    super(inner, INDEXED_FACETS);
   }
 
-  /** Runs a write into this repository holding its lock shared. */
-  shared<T>(fn: () => Promise<T>): Promise<T> {
-    return this.deps.locks.shared(this.name, fn);
+  /**
+   * Runs a write into this repository holding its lock shared; when it took effect (its result is anything but
+   * `false`), tells the index (`onlyIfNew`: a blob arrived, see {@link indexChanged}).
+   */
+  write<T>(fn: () => Promise<T>, onlyIfNew = false): Promise<T> {
+    return this.deps.locks.shared(this.name, async () => {
+      const result = await fn();
+      if (result !== false) await this.indexChanged(this.name, onlyIfNew);
+      return result;
+    });
   }
 
   /** Tells the catalog index that `name` changed (`onlyIfNew`: unless it is known already); a failure is logged. */
@@ -105,30 +112,9 @@ class IndexedRepository extends RepositoryDecorator {
       logger.warn({ err, repository: name, ...(this.ctx?.id ? { reqId: this.ctx.id } : {}) }, 'catalog index not updated');
     }
   }
-
-  protected wrapBlobs(inner: BlobStore): BlobStore {
-    return new IndexedBlobs(inner, this);
-  }
-
-  protected wrapManifests(inner: ManifestStore): ManifestStore {
-    return new IndexedManifests(inner, this);
-  }
-
-  protected wrapTags(inner: TagStore): TagStore {
-    return new IndexedTags(inner, this);
-  }
-
-  protected wrapUploads(inner: BlobUploads): BlobUploads {
-    return new IndexedUploads(inner, this);
-  }
 }
 
-class IndexedBlobs implements BlobStore {
-  constructor(
-    private readonly inner: BlobStore,
-    private readonly repo: IndexedRepository,
-  ) {}
-
+class IndexedBlobs extends DecoratorFacet<BlobStore, IndexedRepository> implements BlobStore {
   get(d: Digest, options: { headOnly: boolean }): Promise<BlobContent | null> {
     return this.inner.get(d, options);
   }
@@ -138,57 +124,31 @@ class IndexedBlobs implements BlobStore {
   }
 
   mount(d: Digest, source: MountSource): Promise<boolean> {
-    return this.repo.shared(async () => {
-      const mounted = await this.inner.mount(d, source);
-      if (mounted) await this.repo.indexChanged(this.repo.name, true);
-      return mounted;
-    });
+    return this.repo.write(() => this.inner.mount(d, source), true);
   }
 }
 
-class IndexedManifests implements ManifestStore {
-  constructor(
-    private readonly inner: ManifestStore,
-    private readonly repo: IndexedRepository,
-  ) {}
-
+class IndexedManifests extends DecoratorFacet<ManifestStore, IndexedRepository> implements ManifestStore {
   get(ref: Reference): Promise<StoredManifest | null> {
     return this.inner.get(ref);
   }
 
   put(bytes: Buffer, options: { contentType?: string; tag?: string; digest?: Digest }): Promise<{ digest: Digest; parsed: ParsedManifest }> {
-    return this.repo.shared(async () => {
-      const result = await this.inner.put(bytes, options);
-      await this.repo.indexChanged(this.repo.name);
-      return result;
-    });
+    return this.repo.write(() => this.inner.put(bytes, options));
   }
 
   delete(d: Digest, removedTags?: string[]): Promise<boolean> {
-    return this.repo.shared(async () => {
-      const deleted = await this.inner.delete(d, removedTags);
-      if (deleted) await this.repo.indexChanged(this.repo.name);
-      return deleted;
-    });
+    return this.repo.write(() => this.inner.delete(d, removedTags));
   }
 }
 
-class IndexedTags implements TagStore {
-  constructor(
-    private readonly inner: TagStore,
-    private readonly repo: IndexedRepository,
-  ) {}
-
+class IndexedTags extends DecoratorFacet<TagStore, IndexedRepository> implements TagStore {
   list(page: TagPage): Promise<TagList | null> {
     return this.inner.list(page);
   }
 
   delete(tag: string): Promise<boolean> {
-    return this.repo.shared(async () => {
-      const deleted = await this.inner.delete(tag);
-      if (deleted) await this.repo.indexChanged(this.repo.name);
-      return deleted;
-    });
+    return this.repo.write(() => this.inner.delete(tag));
   }
 }
 
@@ -196,56 +156,58 @@ class IndexedTags implements TagStore {
  * Uploads holding the lock of the repository they push into, refused when begun before that repository was deleted,
  * and telling the index when a blob arrived.
  */
-class IndexedUploads implements BlobUploads {
-  constructor(
-    private readonly inner: BlobUploads,
-    private readonly repo: IndexedRepository,
-  ) {}
-
-  start(repo: string): Promise<UploadSession> {
-    return this.repo.deps.locks.shared(repo, () => this.inner.start(repo));
+class IndexedUploads extends DecoratorFacet<BlobUploads, IndexedRepository> implements BlobUploads {
+  start(name: string): Promise<UploadSession> {
+    return this.repo.deps.locks.shared(name, () => this.inner.start(name));
   }
 
-  async get(repo: string, id: string): Promise<UploadSession> {
-    await this.notDeleted(repo, id);
-    return this.inner.get(repo, id);
+  async get(name: string, id: string): Promise<UploadSession> {
+    await this.notDeleted(name, id);
+    return this.inner.get(name, id);
   }
 
-  append(repo: string, id: string, body: Readable, range?: ChunkRange): Promise<UploadSession> {
-    return this.repo.deps.locks.shared(repo, async () => {
-      await this.notDeleted(repo, id);
-      return this.inner.append(repo, id, body, range);
+  append(name: string, id: string, body: Readable, range?: ChunkRange): Promise<UploadSession> {
+    return this.repo.deps.locks.shared(name, async () => {
+      await this.notDeleted(name, id);
+      return this.inner.append(name, id, body, range);
     });
   }
 
-  async cancel(repo: string, id: string): Promise<void> {
-    await this.notDeleted(repo, id);
-    await this.inner.cancel(repo, id);
+  async cancel(name: string, id: string): Promise<void> {
+    await this.notDeleted(name, id);
+    await this.inner.cancel(name, id);
   }
 
-  complete(repo: string, id: string, d: Digest, body: Readable | null, range?: ChunkRange): Promise<void> {
-    return this.repo.deps.locks.shared(repo, async () => {
-      await this.notDeleted(repo, id);
-      await this.inner.complete(repo, id, d, body, range);
-      await this.repo.indexChanged(repo, true);
+  complete(name: string, id: string, d: Digest, body: Readable | null, range?: ChunkRange): Promise<void> {
+    return this.repo.deps.locks.shared(name, async () => {
+      await this.notDeleted(name, id);
+      await this.inner.complete(name, id, d, body, range);
+      await this.repo.indexChanged(name, true);
     });
   }
 
-  monolithic(repo: string, d: Digest, body: Readable, range?: ChunkRange): Promise<void> {
-    return this.repo.deps.locks.shared(repo, async () => {
-      await this.inner.monolithic(repo, d, body, range);
-      await this.repo.indexChanged(repo, true);
+  monolithic(name: string, d: Digest, body: Readable, range?: ChunkRange): Promise<void> {
+    return this.repo.deps.locks.shared(name, async () => {
+      await this.inner.monolithic(name, d, body, range);
+      await this.repo.indexChanged(name, true);
     });
   }
 
   /** An upload begun before its repository was deleted went with it (the delete removed its data). */
-  private async notDeleted(repo: string, id: string): Promise<void> {
-    const deletedAt = await this.repo.deps.catalog.index.deletedAt(repo);
+  private async notDeleted(name: string, id: string): Promise<void> {
+    const deletedAt = await this.repo.deps.catalog.index.deletedAt(name);
     if (deletedAt === null) return;
-    const session = await this.inner.get(repo, id);
+    const session = await this.inner.get(name, id);
     if (session.startedAt <= deletedAt) {
-      await this.inner.cancel(repo, id).catch(() => undefined);
+      await this.inner.cancel(name, id).catch(() => undefined);
       throw registryError('BLOB_UPLOAD_UNKNOWN', { uuid: id });
     }
   }
 }
+
+const INDEXED_FACETS: FacetClasses<IndexedRepository> = {
+  blobs: IndexedBlobs,
+  manifests: IndexedManifests,
+  tags: IndexedTags,
+  uploads: IndexedUploads,
+};
