@@ -1,7 +1,22 @@
 import type { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import type { Reference } from '../oci/reference.js';
-import type { BlobStore, BlobUploads, ManifestStore, Namespace, Repository, TagList, TagPage, TagStore } from '../registry/repository.js';
+import type { ParsedManifest } from '../oci/manifest.js';
+import type {
+  BlobContent,
+  BlobStore,
+  BlobUploads,
+  ManifestStore,
+  MountSource,
+  Namespace,
+  Repository,
+  StoredManifest,
+  TagList,
+  TagPage,
+  TagStore,
+} from '../registry/repository.js';
+import { DecoratorFacet, RepositoryDecorator, type FacetClasses } from '../registry/repository-decorator.js';
+import type { UploadSession } from '../uploads/session-store.js';
 import type { ChunkRange } from '../uploads/upload-service.js';
 import { BLOB_MEDIA_TYPE, manifestReferences, type RequestContext } from './event.js';
 import type { EventSink } from './registry-events.js';
@@ -44,32 +59,17 @@ export class EventingNamespace implements Namespace {
   }
 }
 
-/**
- * A repository with events. Each facet (blobs, manifests, tags, uploads) is built on first use: a request touches
- * one or two of them, and this object is made for every request.
- */
-class EventingRepository implements Repository {
-  readonly name: string;
-  readonly namespace?: string;
-  private wrappedBlobs: BlobStore | undefined;
-  private wrappedManifests: ManifestStore | undefined;
-  private wrappedTags: TagStore | undefined;
-  private wrappedUploads: BlobUploads | undefined;
-
+/** A repository with events (see {@link RepositoryDecorator}: facets made on first use, no closures per request). */
+class EventingRepository extends RepositoryDecorator<EventingRepository> {
   constructor(
-    private readonly inner: Repository,
-    private readonly events: EventSink,
-    private readonly ctx: RequestContext,
+    inner: Repository,
+    readonly events: EventSink,
+    readonly ctx: RequestContext,
   ) {
-    this.name = inner.name;
-    if (inner.namespace !== undefined) this.namespace = inner.namespace;
+    super(inner, EVENTING_FACETS);
   }
 
-  private async blobSize(d: Digest): Promise<number | undefined> {
-    return (await this.inner.blobs.get(d, { headOnly: true }))?.size;
-  }
-
-  private blobEvent(size: number | undefined, d: Digest) {
+  blobEvent(size: number | undefined, d: Digest) {
     return {
       repository: this.name,
       digest: d.value,
@@ -79,135 +79,152 @@ class EventingRepository implements Repository {
     };
   }
 
-  private async pushed(d: Digest): Promise<void> {
+  /** The size of a blob just pushed or mounted, for its event. */
+  async blobSize(d: Digest): Promise<number | undefined> {
+    return (await this.inner.blobs.get(d, { headOnly: true }))?.size;
+  }
+
+  async pushed(d: Digest): Promise<void> {
     await this.events.emit('push', this.blobEvent(await this.blobSize(d), d), this.ctx);
   }
+}
 
-  get blobs(): BlobStore {
-    if (this.wrappedBlobs) return this.wrappedBlobs;
-    const { inner, events, ctx, name } = this;
-    this.wrappedBlobs = {
-      get: async (d, options) => {
-        const content = await inner.blobs.get(d, options);
-        if (content && events.wants('pull')) await events.emit('pull', this.blobEvent(content.size, d), ctx);
-        return content;
-      },
-      delete: async (d) => {
-        const deleted = await inner.blobs.delete(d);
-        if (deleted) await events.emit('delete', { repository: name, digest: d.value, kind: 'blob' }, ctx);
-        return deleted;
-      },
-      mount: async (d, from) => {
-        const mounted = await inner.blobs.mount(d, from);
-        if (mounted) {
-          const ev = this.blobEvent(await this.blobSize(d), d);
-          await events.emit('mount', 'from' in from ? { ...ev, fromRepository: from.from } : ev, ctx);
-        }
-        return mounted;
-      },
-    };
-    return this.wrappedBlobs;
+class EventingBlobs extends DecoratorFacet<BlobStore, EventingRepository> implements BlobStore {
+  async get(d: Digest, options: { headOnly: boolean }): Promise<BlobContent | null> {
+    const content = await this.inner.get(d, options);
+    const { events, ctx } = this.repo;
+    if (content && events.wants('pull')) await events.emit('pull', this.repo.blobEvent(content.size, d), ctx);
+    return content;
   }
 
-  get manifests(): ManifestStore {
-    if (this.wrappedManifests) return this.wrappedManifests;
-    const { inner, events, ctx, name } = this;
-    const pulled = async (ref: Reference) => {
-      const m = await inner.manifests.get(ref);
-      if (m) {
-        let references: ReturnType<typeof manifestReferences> | undefined;
-        await events.emit(
-          'pull',
-          {
-            repository: name,
-            digest: m.digest.value,
-            mediaType: m.mediaType,
-            size: m.bytes.length,
-            kind: 'manifest',
-            // Parsed only when an event is built (an endpoint takes pulls): the endpoint's media-type filter
-            // decides after the subject is made.
-            get references() {
-              return (references ??= manifestReferences(m.bytes));
-            },
-            ...(ref.kind === 'tag' ? { tag: ref.tag } : {}),
-          },
-          ctx,
-        );
-      }
-      return m;
-    };
-    this.wrappedManifests = {
-      // Without an endpoint for pulls, the inner answer is handed on as it is (no extra step per manifest GET).
-      get: (ref: Reference) => (events.wants('pull') ? pulled(ref) : inner.manifests.get(ref)),
-      put: async (bytes, options) => {
-        const result = await inner.manifests.put(bytes, options);
-        await events.emit(
-          'push',
-          {
-            repository: name,
-            digest: result.digest.value,
-            mediaType: result.parsed.mediaType,
-            size: bytes.length,
-            kind: 'manifest',
-            references: manifestReferences(bytes),
-            ...(options.tag !== undefined ? { tag: options.tag } : {}),
-          },
-          ctx,
-        );
-        return result;
-      },
-      delete: async (d, removedTags) => {
-        // registry:2 follows a manifest delete with a delete of each tag that pointed at it.
-        const tags: string[] = [];
-        const deleted = await inner.manifests.delete(d, tags);
-        removedTags?.push(...tags);
-        if (deleted) {
-          await events.emit('delete', { repository: name, digest: d.value, kind: 'manifest' }, ctx);
-          for (const tag of tags) await events.emit('delete', { repository: name, tag }, ctx);
-        }
-        return deleted;
-      },
-    };
-    return this.wrappedManifests;
+  async delete(d: Digest): Promise<boolean> {
+    const deleted = await this.inner.delete(d);
+    const { events, ctx, name } = this.repo;
+    if (deleted) await events.emit('delete', { repository: name, digest: d.value, kind: 'blob' }, ctx);
+    return deleted;
   }
 
-  get tags(): TagStore {
-    if (this.wrappedTags) return this.wrappedTags;
-    const { inner, events, ctx, name } = this;
-    this.wrappedTags = {
-      list: (page) => inner.tags.list(page),
-      delete: async (tag) => {
-        const deleted = await inner.tags.delete(tag);
-        if (deleted) await events.emit('delete', { repository: name, tag }, ctx);
-        return deleted;
-      },
-    };
-    return this.wrappedTags;
-  }
-
-  /** Wraps the inner uploads on first use (a mirror's `uploads` throws UNSUPPORTED when touched). */
-  get uploads(): BlobUploads {
-    if (this.wrappedUploads) return this.wrappedUploads;
-    const uploads = this.inner.uploads;
-    const pushed = (d: Digest) => this.pushed(d);
-    this.wrappedUploads = {
-      start: (repo) => uploads.start(repo),
-      get: (repo, id) => uploads.get(repo, id),
-      append: (repo, id, body, range) => uploads.append(repo, id, body, range),
-      cancel: (repo, id) => uploads.cancel(repo, id),
-      complete: async (repo: string, id: string, d: Digest, body: Readable | null, range?: ChunkRange) => {
-        await uploads.complete(repo, id, d, body, range);
-        await pushed(d);
-      },
-      monolithic: async (repo: string, d: Digest, body: Readable, range?: ChunkRange) => {
-        await uploads.monolithic(repo, d, body, range);
-        await pushed(d);
-      },
-    };
-    return this.wrappedUploads;
-  }
-
-  referrers(subject: Digest, artifactType?: string) {
-    return this.inner.referrers(subject, artifactType);
+  async mount(d: Digest, from: MountSource): Promise<boolean> {
+    const mounted = await this.inner.mount(d, from);
+    if (mounted) {
+      const { events, ctx } = this.repo;
+      const ev = this.repo.blobEvent(await this.repo.blobSize(d), d);
+      await events.emit('mount', 'from' in from ? { ...ev, fromRepository: from.from } : ev, ctx);
+    }
+    return mounted;
   }
 }
+
+class EventingManifests extends DecoratorFacet<ManifestStore, EventingRepository> implements ManifestStore {
+  /** Without an endpoint for pulls, the inner answer is handed on as it is (no extra step per manifest GET). */
+  get(ref: Reference): Promise<StoredManifest | null> {
+    return this.repo.events.wants('pull') ? this.pulled(ref) : this.inner.get(ref);
+  }
+
+  private async pulled(ref: Reference): Promise<StoredManifest | null> {
+    const m = await this.inner.get(ref);
+    if (m) {
+      const { events, ctx, name } = this.repo;
+      let references: ReturnType<typeof manifestReferences> | undefined;
+      await events.emit(
+        'pull',
+        {
+          repository: name,
+          digest: m.digest.value,
+          mediaType: m.mediaType,
+          size: m.bytes.length,
+          kind: 'manifest',
+          // Parsed only when an event is built (an endpoint takes pulls): the endpoint's media-type filter
+          // decides after the subject is made.
+          get references() {
+            return (references ??= manifestReferences(m.bytes));
+          },
+          ...(ref.kind === 'tag' ? { tag: ref.tag } : {}),
+        },
+        ctx,
+      );
+    }
+    return m;
+  }
+
+  async put(bytes: Buffer, options: { contentType?: string; tag?: string; digest?: Digest }): Promise<{ digest: Digest; parsed: ParsedManifest }> {
+    const result = await this.inner.put(bytes, options);
+    const { events, ctx, name } = this.repo;
+    await events.emit(
+      'push',
+      {
+        repository: name,
+        digest: result.digest.value,
+        mediaType: result.parsed.mediaType,
+        size: bytes.length,
+        kind: 'manifest',
+        references: manifestReferences(bytes),
+        ...(options.tag !== undefined ? { tag: options.tag } : {}),
+      },
+      ctx,
+    );
+    return result;
+  }
+
+  async delete(d: Digest, removedTags?: string[]): Promise<boolean> {
+    // registry:2 follows a manifest delete with a delete of each tag that pointed at it.
+    const tags: string[] = [];
+    const deleted = await this.inner.delete(d, tags);
+    removedTags?.push(...tags);
+    if (deleted) {
+      const { events, ctx, name } = this.repo;
+      await events.emit('delete', { repository: name, digest: d.value, kind: 'manifest' }, ctx);
+      for (const tag of tags) await events.emit('delete', { repository: name, tag }, ctx);
+    }
+    return deleted;
+  }
+}
+
+class EventingTags extends DecoratorFacet<TagStore, EventingRepository> implements TagStore {
+  list(page: TagPage): Promise<TagList | null> {
+    return this.inner.list(page);
+  }
+
+  async delete(tag: string): Promise<boolean> {
+    const deleted = await this.inner.delete(tag);
+    const { events, ctx, name } = this.repo;
+    if (deleted) await events.emit('delete', { repository: name, tag }, ctx);
+    return deleted;
+  }
+}
+
+/** Uploads with a `push` event when a blob is committed. */
+class EventingUploads extends DecoratorFacet<BlobUploads, EventingRepository> implements BlobUploads {
+  start(name: string): Promise<UploadSession> {
+    return this.inner.start(name);
+  }
+
+  get(name: string, id: string): Promise<UploadSession> {
+    return this.inner.get(name, id);
+  }
+
+  append(name: string, id: string, body: Readable, range?: ChunkRange): Promise<UploadSession> {
+    return this.inner.append(name, id, body, range);
+  }
+
+  cancel(name: string, id: string): Promise<void> {
+    return this.inner.cancel(name, id);
+  }
+
+  async complete(name: string, id: string, d: Digest, body: Readable | null, range?: ChunkRange): Promise<void> {
+    await this.inner.complete(name, id, d, body, range);
+    await this.repo.pushed(d);
+  }
+
+  async monolithic(name: string, d: Digest, body: Readable, range?: ChunkRange): Promise<void> {
+    await this.inner.monolithic(name, d, body, range);
+    await this.repo.pushed(d);
+  }
+}
+
+const EVENTING_FACETS: FacetClasses<EventingRepository> = {
+  blobs: EventingBlobs,
+  manifests: EventingManifests,
+  tags: EventingTags,
+  uploads: EventingUploads,
+};

@@ -4,7 +4,18 @@ import { digestOf, tryParseDigest, type Digest } from '../oci/digest.js';
 import { MAX_MANIFEST_BYTES, MediaTypes, parseManifest } from '../oci/manifest.js';
 import type { Reference } from '../oci/reference.js';
 import { storedBlob } from '../registry/local.js';
-import type { BlobContent, Namespace, Repository, TagList, TagPage } from '../registry/repository.js';
+import type {
+  BlobContent,
+  BlobStore,
+  ManifestStore,
+  Namespace,
+  ReferrerDescriptor,
+  Repository,
+  StoredManifest,
+  TagList,
+  TagPage,
+  TagStore,
+} from '../registry/repository.js';
 import { isNotFound, type StorageDriver } from '../storage/driver.js';
 import { paths } from '../storage/paths.js';
 import type { RegistryStore } from '../storage/registry-store.js';
@@ -161,7 +172,7 @@ export class PullThroughCache implements PullThrough {
         if (r.kind === 'unknown') {
           throw registryError('NAME_UNKNOWN', { name, ns: r.namespace }, { message: `no upstream mirrors ${name} for namespace ${r.namespace}` });
         }
-        return this.mirrored(name, r.target);
+        return new MirroredRepository(name, r.target, this);
       },
       // The cached copy of a mirrored repository is local storage (the API's and the UI's deletes evict from it).
       stored: (name, ctx) => local.stored(name, ctx),
@@ -171,29 +182,9 @@ export class PullThroughCache implements PullThrough {
     };
   }
 
-  /** The repository `name` as served from `target` (see {@link Repository}). */
-  private mirrored(name: string, target: MirrorTarget): Repository {
-    const unsupported = (): never => {
-      throw registryError(
-        'UNSUPPORTED',
-        { name, upstream: target.upstream.name },
-        {
-          message: `${name} is a mirror of ${target.upstream.name}: push to the upstream, or to a repository no upstream mirrors`,
-        },
-      );
-    };
-    return {
-      name,
-      ...(target.namespace !== undefined ? { namespace: target.namespace } : {}),
-      blobs: { get: (d, options) => this.blob(target, d, options.headOnly), delete: unsupported, mount: unsupported },
-      manifests: { get: (ref) => this.manifest(target, ref), put: unsupported, delete: unsupported },
-      tags: { list: (page) => this.tags(name, target, page), delete: unsupported },
-      get uploads(): never {
-        return unsupported();
-      },
-      // Referrers of cached manifests (those that arrived with their subject); the upstream is not asked.
-      referrers: (subject, artifactType) => this.deps.store.referrers(target.localName, subject, artifactType),
-    };
+  /** Referrers of cached manifests of `target` (those that arrived with their subject); the upstream is not asked. */
+  cachedReferrers(target: MirrorTarget, subject: Digest, artifactType?: string): Promise<ReferrerDescriptor[]> {
+    return this.deps.store.referrers(target.localName, subject, artifactType);
   }
 
   /** Runs `fn` once for concurrent callers with the same key. */
@@ -240,7 +231,8 @@ export class PullThroughCache implements PullThrough {
 
   // ---- manifests ---------------------------------------------------------------------------------------------
 
-  private async manifest(target: MirrorTarget, ref: Reference): Promise<CachedManifest> {
+  /** The manifest `ref` of `target`: cached, else from the upstream (for {@link MirroredRepository}). */
+  async manifest(target: MirrorTarget, ref: Reference): Promise<CachedManifest> {
     const m = ref.kind === 'digest' ? await this.manifestByDigest(target, ref.digest) : await this.manifestByTag(target, ref.tag);
     this.touch(target, paths.revisionLink(target.localName, m.digest), m.digest);
     const name = target.upstream.name;
@@ -365,7 +357,8 @@ export class PullThroughCache implements PullThrough {
 
   // ---- blobs -------------------------------------------------------------------------------------------------
 
-  private async blob(target: MirrorTarget, d: Digest, headOnly: boolean): Promise<BlobContent | null> {
+  /** The blob `d` of `target`: cached, else filled from the upstream (for {@link MirroredRepository}). */
+  async blob(target: MirrorTarget, d: Digest, headOnly: boolean): Promise<BlobContent | null> {
     const { store } = this.deps;
     const key = `${target.upstream.name}|${target.remoteName}|${d.value}`;
     let size = await store.repositoryBlobSize(target.localName, d);
@@ -450,7 +443,8 @@ export class PullThroughCache implements PullThrough {
 
   // ---- tags --------------------------------------------------------------------------------------------------
 
-  private async tags(name: string, target: MirrorTarget, page: TagPage): Promise<TagList | null> {
+  /** A page of the tags of `name` as the upstream of `target` lists them (for {@link MirroredRepository}). */
+  async tags(name: string, target: MirrorTarget, page: TagPage): Promise<TagList | null> {
     const client = this.client(target.upstream);
     const qs = new URLSearchParams();
     if (page.n !== undefined) qs.set('n', String(page.n));
@@ -513,6 +507,101 @@ export class PullThroughCache implements PullThrough {
     await Promise.all(fills.map((f) => f.finished));
     await this.expiring;
     await this.coordinator.close();
+  }
+}
+
+/**
+ * A repository as served from a mirror's `target`: reads go through the cache, writes throw UNSUPPORTED. One is made
+ * per request; each facet is made on first use, a small object whose methods live on the prototype.
+ */
+class MirroredRepository implements Repository {
+  declare readonly namespace?: string;
+  private blobFacet: MirroredBlobs | undefined;
+  private manifestFacet: MirroredManifests | undefined;
+  private tagFacet: MirroredTags | undefined;
+
+  constructor(
+    readonly name: string,
+    readonly target: MirrorTarget,
+    readonly cache: PullThroughCache,
+  ) {
+    if (target.namespace !== undefined) this.namespace = target.namespace;
+  }
+
+  get blobs(): BlobStore {
+    return (this.blobFacet ??= new MirroredBlobs(this));
+  }
+
+  get manifests(): ManifestStore {
+    return (this.manifestFacet ??= new MirroredManifests(this));
+  }
+
+  get tags(): TagStore {
+    return (this.tagFacet ??= new MirroredTags(this));
+  }
+
+  get uploads(): never {
+    return this.unsupported();
+  }
+
+  referrers(subject: Digest, artifactType?: string): Promise<ReferrerDescriptor[]> {
+    return this.cache.cachedReferrers(this.target, subject, artifactType);
+  }
+
+  /** Throws UNSUPPORTED: a mirror takes no writes. */
+  unsupported(): never {
+    const { name, target } = this;
+    throw registryError(
+      'UNSUPPORTED',
+      { name, upstream: target.upstream.name },
+      {
+        message: `${name} is a mirror of ${target.upstream.name}: push to the upstream, or to a repository no upstream mirrors`,
+      },
+    );
+  }
+}
+
+class MirroredBlobs implements BlobStore {
+  constructor(private readonly repo: MirroredRepository) {}
+
+  get(d: Digest, options: { headOnly: boolean }): Promise<BlobContent | null> {
+    return this.repo.cache.blob(this.repo.target, d, options.headOnly);
+  }
+
+  delete(): never {
+    return this.repo.unsupported();
+  }
+
+  mount(): never {
+    return this.repo.unsupported();
+  }
+}
+
+class MirroredManifests implements ManifestStore {
+  constructor(private readonly repo: MirroredRepository) {}
+
+  get(ref: Reference): Promise<StoredManifest> {
+    return this.repo.cache.manifest(this.repo.target, ref);
+  }
+
+  put(): never {
+    return this.repo.unsupported();
+  }
+
+  delete(): never {
+    return this.repo.unsupported();
+  }
+}
+
+class MirroredTags implements TagStore {
+  constructor(private readonly repo: MirroredRepository) {}
+
+  list(page: TagPage): Promise<TagList | null> {
+    return this.repo.cache.tags(this.repo.name, this.repo.target, page);
+  }
+
+  delete(): never {
+    return this.repo.unsupported();
   }
 }
 

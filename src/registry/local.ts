@@ -1,10 +1,11 @@
 import type { Digest } from '../oci/digest.js';
+import type { ParsedManifest } from '../oci/manifest.js';
 import { registryError } from '../errors/registry-error.js';
 import { assertName, type Reference } from '../oci/reference.js';
 import { deleteRepositoryContent } from '../storage/repository-delete.js';
-import { compareStrings, type RegistryStore } from '../storage/registry-store.js';
+import { compareStrings, type RegistryStore, type StoredManifest } from '../storage/registry-store.js';
 import type { UploadService } from '../uploads/upload-service.js';
-import type { BlobContent, BlobStore, ManifestStore, Namespace, Repository, TagList, TagPage, TagStore } from './repository.js';
+import type { BlobContent, BlobStore, ManifestStore, MountSource, Namespace, Repository, TagList, TagPage, TagStore } from './repository.js';
 
 /** Options of {@link LocalNamespace}. */
 export interface LocalNamespaceOptions {
@@ -69,77 +70,101 @@ export function pageOf(all: string[], page: TagPage): TagList {
   return out;
 }
 
-/** One repository in storage; each facet is built on first use (one of these is made per request). */
+/**
+ * One repository in storage. One is made per request: each facet is made on first use, a small object whose methods
+ * live on the prototype.
+ */
 export class LocalRepository implements Repository {
-  private ownBlobs: BlobStore | undefined;
-  private ownManifests: ManifestStore | undefined;
-  private ownTags: TagStore | undefined;
+  private blobFacet: LocalBlobs | undefined;
+  private manifestFacet: LocalManifests | undefined;
+  private tagFacet: LocalTags | undefined;
 
   constructor(
     readonly name: string,
-    private readonly store: RegistryStore,
+    readonly store: RegistryStore,
     readonly uploads: UploadService,
-    private readonly options: LocalNamespaceOptions,
+    readonly options: LocalNamespaceOptions,
   ) {}
 
   get blobs(): BlobStore {
-    if (this.ownBlobs) return this.ownBlobs;
-    const { name, store, options } = this;
-    this.ownBlobs = {
-      get: async (d) => {
-        const size = await store.repositoryBlobSize(name, d);
-        return size === null ? null : storedBlob(store, d, size);
-      },
-      delete: (d) => store.unlinkBlob(name, d),
-      mount: async (d, source) => {
-        let mountable = false;
-        if ('from' in source) mountable = (await store.repositoryBlobSize(assertName(source.from), d)) !== null;
-        else if (options.automaticCrossMount && source.candidates === 'anywhere') mountable = (await store.blobSize(d)) !== null;
-        else if (options.automaticCrossMount) {
-          for (const candidate of source.candidates) {
-            if (
-              await store.repositoryBlobSize(candidate, d).then(
-                (size) => size !== null,
-                () => false,
-              )
-            ) {
-              mountable = true;
-              break;
-            }
-          }
-        }
-        if (mountable) await store.linkBlob(name, d);
-        return mountable;
-      },
-    };
-    return this.ownBlobs;
+    return (this.blobFacet ??= new LocalBlobs(this));
   }
 
   get manifests(): ManifestStore {
-    if (this.ownManifests) return this.ownManifests;
-    const { name, store } = this;
-    this.ownManifests = {
-      get: (ref: Reference) => (ref.kind === 'digest' ? store.getManifest(name, ref.digest) : store.manifestByTag(name, ref.tag)),
-      put: (bytes, opts) => store.putManifest(name, bytes, opts),
-      delete: (d, removedTags) => store.deleteManifest(name, d, removedTags),
-    };
-    return this.ownManifests;
+    return (this.manifestFacet ??= new LocalManifests(this));
   }
 
   get tags(): TagStore {
-    if (this.ownTags) return this.ownTags;
-    const { name, store } = this;
-    this.ownTags = {
-      list: async (page) => {
-        const all = await store.listTags(name);
-        return all === null ? null : pageOf(all, page);
-      },
-      delete: (tag) => store.deleteTag(name, tag),
-    };
-    return this.ownTags;
+    return (this.tagFacet ??= new LocalTags(this));
   }
 
   referrers(subject: Digest, artifactType?: string) {
     return this.store.referrers(this.name, subject, artifactType);
+  }
+}
+
+class LocalBlobs implements BlobStore {
+  constructor(private readonly repo: LocalRepository) {}
+
+  async get(d: Digest): Promise<BlobContent | null> {
+    const { name, store } = this.repo;
+    const size = await store.repositoryBlobSize(name, d);
+    return size === null ? null : storedBlob(store, d, size);
+  }
+
+  delete(d: Digest): Promise<boolean> {
+    return this.repo.store.unlinkBlob(this.repo.name, d);
+  }
+
+  async mount(d: Digest, source: MountSource): Promise<boolean> {
+    const { name, store, options } = this.repo;
+    let mountable = false;
+    if ('from' in source) mountable = (await store.repositoryBlobSize(assertName(source.from), d)) !== null;
+    else if (options.automaticCrossMount && source.candidates === 'anywhere') mountable = (await store.blobSize(d)) !== null;
+    else if (options.automaticCrossMount) {
+      for (const candidate of source.candidates) {
+        if (
+          await store.repositoryBlobSize(candidate, d).then(
+            (size) => size !== null,
+            () => false,
+          )
+        ) {
+          mountable = true;
+          break;
+        }
+      }
+    }
+    if (mountable) await store.linkBlob(name, d);
+    return mountable;
+  }
+}
+
+class LocalManifests implements ManifestStore {
+  constructor(private readonly repo: LocalRepository) {}
+
+  get(ref: Reference): Promise<StoredManifest | null> {
+    const { name, store } = this.repo;
+    return ref.kind === 'digest' ? store.getManifest(name, ref.digest) : store.manifestByTag(name, ref.tag);
+  }
+
+  put(bytes: Buffer, options: { contentType?: string; tag?: string; digest?: Digest }): Promise<{ digest: Digest; parsed: ParsedManifest }> {
+    return this.repo.store.putManifest(this.repo.name, bytes, options);
+  }
+
+  delete(d: Digest, removedTags?: string[]): Promise<boolean> {
+    return this.repo.store.deleteManifest(this.repo.name, d, removedTags);
+  }
+}
+
+class LocalTags implements TagStore {
+  constructor(private readonly repo: LocalRepository) {}
+
+  async list(page: TagPage): Promise<TagList | null> {
+    const all = await this.repo.store.listTags(this.repo.name);
+    return all === null ? null : pageOf(all, page);
+  }
+
+  delete(tag: string): Promise<boolean> {
+    return this.repo.store.deleteTag(this.repo.name, tag);
   }
 }

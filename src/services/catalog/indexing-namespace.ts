@@ -2,10 +2,25 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { registryError } from '../../errors/registry-error.js';
 import type { Digest } from '../../oci/digest.js';
-import { assertName } from '../../oci/reference.js';
-import type { BlobStore, BlobUploads, ManifestStore, Namespace, Repository, TagList, TagPage, TagStore } from '../../registry/repository.js';
+import type { ParsedManifest } from '../../oci/manifest.js';
+import { assertName, type Reference } from '../../oci/reference.js';
+import type {
+  BlobContent,
+  BlobStore,
+  BlobUploads,
+  ManifestStore,
+  MountSource,
+  Namespace,
+  Repository,
+  StoredManifest,
+  TagList,
+  TagPage,
+  TagStore,
+} from '../../registry/repository.js';
+import { DecoratorFacet, RepositoryDecorator, type FacetClasses } from '../../registry/repository-decorator.js';
 import type { RequestContext } from '../../registry/request-context.js';
 import type { RegistryStore } from '../../storage/registry-store.js';
+import type { UploadSession } from '../../uploads/session-store.js';
 import type { ChunkRange } from '../../uploads/upload-service.js';
 import type { CatalogIndex } from './catalog-index.js';
 import type { RepositoryLocks } from './repository-locks.js';
@@ -66,131 +81,30 @@ export class IndexingNamespace implements Namespace {
   }
 }
 
-/** A repository with the index and locks; each facet is built on first use (a request touches one or two). */
-class IndexedRepository implements Repository {
-  readonly name: string;
-  readonly namespace?: string;
-  private wrappedBlobs: BlobStore | undefined;
-  private wrappedManifests: ManifestStore | undefined;
-  private wrappedTags: TagStore | undefined;
-  private wrappedUploads: BlobUploads | undefined;
-
+/** A repository with the index and locks (see {@link RepositoryDecorator}: facets made on first use, no closures). */
+class IndexedRepository extends RepositoryDecorator<IndexedRepository> {
   constructor(
-    private readonly inner: Repository,
-    private readonly deps: IndexingNamespaceDeps,
+    inner: Repository,
+    readonly deps: IndexingNamespaceDeps,
     private readonly ctx: RequestContext | undefined,
   ) {
-    this.name = inner.name;
-    if (inner.namespace !== undefined) this.namespace = inner.namespace;
+    super(inner, INDEXED_FACETS);
   }
 
-  private shared<T>(fn: () => Promise<T>): Promise<T> {
-    return this.deps.locks.shared(this.name, fn);
-  }
-
-  get blobs(): BlobStore {
-    if (this.wrappedBlobs) return this.wrappedBlobs;
-    const { inner, name } = this;
-    this.wrappedBlobs = {
-      get: (d, options) => inner.blobs.get(d, options),
-      delete: (d) => inner.blobs.delete(d),
-      mount: (d, source) =>
-        this.shared(async () => {
-          const mounted = await inner.blobs.mount(d, source);
-          if (mounted) await this.indexChanged(name, true);
-          return mounted;
-        }),
-    };
-    return this.wrappedBlobs;
-  }
-
-  get manifests(): ManifestStore {
-    if (this.wrappedManifests) return this.wrappedManifests;
-    const { inner, name } = this;
-    this.wrappedManifests = {
-      get: (ref) => inner.manifests.get(ref),
-      put: (bytes, options) =>
-        this.shared(async () => {
-          const result = await inner.manifests.put(bytes, options);
-          await this.indexChanged(name);
-          return result;
-        }),
-      delete: (d, removedTags) =>
-        this.shared(async () => {
-          const deleted = await inner.manifests.delete(d, removedTags);
-          if (deleted) await this.indexChanged(name);
-          return deleted;
-        }),
-    };
-    return this.wrappedManifests;
-  }
-
-  get tags(): TagStore {
-    if (this.wrappedTags) return this.wrappedTags;
-    const { inner, name } = this;
-    this.wrappedTags = {
-      list: (page) => inner.tags.list(page),
-      delete: (tag) =>
-        this.shared(async () => {
-          const deleted = await inner.tags.delete(tag);
-          if (deleted) await this.indexChanged(name);
-          return deleted;
-        }),
-    };
-    return this.wrappedTags;
-  }
-
-  /** Wraps the inner uploads on first use (a mirror's `uploads` throws UNSUPPORTED when touched). */
-  get uploads(): BlobUploads {
-    if (this.wrappedUploads) return this.wrappedUploads;
-    const uploads = this.inner.uploads;
-    const { locks, catalog } = this.deps;
-    /** An upload begun before its repository was deleted went with it (the delete removed its data). */
-    const notDeleted = async (repo: string, id: string): Promise<void> => {
-      const deletedAt = await catalog.index.deletedAt(repo);
-      if (deletedAt === null) return;
-      const session = await uploads.get(repo, id);
-      if (session.startedAt <= deletedAt) {
-        await uploads.cancel(repo, id).catch(() => undefined);
-        throw registryError('BLOB_UPLOAD_UNKNOWN', { uuid: id });
-      }
-    };
-    this.wrappedUploads = {
-      start: (repo) => locks.shared(repo, () => uploads.start(repo)),
-      get: async (repo, id) => {
-        await notDeleted(repo, id);
-        return uploads.get(repo, id);
-      },
-      append: (repo, id, body, range) =>
-        locks.shared(repo, async () => {
-          await notDeleted(repo, id);
-          return uploads.append(repo, id, body, range);
-        }),
-      cancel: async (repo, id) => {
-        await notDeleted(repo, id);
-        await uploads.cancel(repo, id);
-      },
-      complete: (repo: string, id: string, d: Digest, body: Readable | null, range?: ChunkRange) =>
-        locks.shared(repo, async () => {
-          await notDeleted(repo, id);
-          await uploads.complete(repo, id, d, body, range);
-          await this.indexChanged(repo, true);
-        }),
-      monolithic: (repo: string, d: Digest, body: Readable, range?: ChunkRange) =>
-        locks.shared(repo, async () => {
-          await uploads.monolithic(repo, d, body, range);
-          await this.indexChanged(repo, true);
-        }),
-    };
-    return this.wrappedUploads;
-  }
-
-  referrers(subject: Digest, artifactType?: string) {
-    return this.inner.referrers(subject, artifactType);
+  /**
+   * Runs a write into this repository holding its lock shared; when it took effect (its result is anything but
+   * `false`), tells the index (`onlyIfNew`: a blob arrived, see {@link indexChanged}).
+   */
+  write<T>(fn: () => Promise<T>, onlyIfNew = false): Promise<T> {
+    return this.deps.locks.shared(this.name, async () => {
+      const result = await fn();
+      if (result !== false) await this.indexChanged(this.name, onlyIfNew);
+      return result;
+    });
   }
 
   /** Tells the catalog index that `name` changed (`onlyIfNew`: unless it is known already); a failure is logged. */
-  private async indexChanged(name: string, onlyIfNew = false): Promise<void> {
+  async indexChanged(name: string, onlyIfNew = false): Promise<void> {
     const { catalog, logger } = this.deps;
     try {
       await (onlyIfNew ? catalog.ensure(name) : catalog.refresh(name));
@@ -199,3 +113,101 @@ class IndexedRepository implements Repository {
     }
   }
 }
+
+class IndexedBlobs extends DecoratorFacet<BlobStore, IndexedRepository> implements BlobStore {
+  get(d: Digest, options: { headOnly: boolean }): Promise<BlobContent | null> {
+    return this.inner.get(d, options);
+  }
+
+  delete(d: Digest): Promise<boolean> {
+    return this.inner.delete(d);
+  }
+
+  mount(d: Digest, source: MountSource): Promise<boolean> {
+    return this.repo.write(() => this.inner.mount(d, source), true);
+  }
+}
+
+class IndexedManifests extends DecoratorFacet<ManifestStore, IndexedRepository> implements ManifestStore {
+  get(ref: Reference): Promise<StoredManifest | null> {
+    return this.inner.get(ref);
+  }
+
+  put(bytes: Buffer, options: { contentType?: string; tag?: string; digest?: Digest }): Promise<{ digest: Digest; parsed: ParsedManifest }> {
+    return this.repo.write(() => this.inner.put(bytes, options));
+  }
+
+  delete(d: Digest, removedTags?: string[]): Promise<boolean> {
+    return this.repo.write(() => this.inner.delete(d, removedTags));
+  }
+}
+
+class IndexedTags extends DecoratorFacet<TagStore, IndexedRepository> implements TagStore {
+  list(page: TagPage): Promise<TagList | null> {
+    return this.inner.list(page);
+  }
+
+  delete(tag: string): Promise<boolean> {
+    return this.repo.write(() => this.inner.delete(tag));
+  }
+}
+
+/**
+ * Uploads holding the lock of the repository they push into, refused when begun before that repository was deleted,
+ * and telling the index when a blob arrived.
+ */
+class IndexedUploads extends DecoratorFacet<BlobUploads, IndexedRepository> implements BlobUploads {
+  start(name: string): Promise<UploadSession> {
+    return this.repo.deps.locks.shared(name, () => this.inner.start(name));
+  }
+
+  async get(name: string, id: string): Promise<UploadSession> {
+    await this.notDeleted(name, id);
+    return this.inner.get(name, id);
+  }
+
+  append(name: string, id: string, body: Readable, range?: ChunkRange): Promise<UploadSession> {
+    return this.repo.deps.locks.shared(name, async () => {
+      await this.notDeleted(name, id);
+      return this.inner.append(name, id, body, range);
+    });
+  }
+
+  async cancel(name: string, id: string): Promise<void> {
+    await this.notDeleted(name, id);
+    await this.inner.cancel(name, id);
+  }
+
+  complete(name: string, id: string, d: Digest, body: Readable | null, range?: ChunkRange): Promise<void> {
+    return this.repo.deps.locks.shared(name, async () => {
+      await this.notDeleted(name, id);
+      await this.inner.complete(name, id, d, body, range);
+      await this.repo.indexChanged(name, true);
+    });
+  }
+
+  monolithic(name: string, d: Digest, body: Readable, range?: ChunkRange): Promise<void> {
+    return this.repo.deps.locks.shared(name, async () => {
+      await this.inner.monolithic(name, d, body, range);
+      await this.repo.indexChanged(name, true);
+    });
+  }
+
+  /** An upload begun before its repository was deleted went with it (the delete removed its data). */
+  private async notDeleted(name: string, id: string): Promise<void> {
+    const deletedAt = await this.repo.deps.catalog.index.deletedAt(name);
+    if (deletedAt === null) return;
+    const session = await this.inner.get(name, id);
+    if (session.startedAt <= deletedAt) {
+      await this.inner.cancel(name, id).catch(() => undefined);
+      throw registryError('BLOB_UPLOAD_UNKNOWN', { uuid: id });
+    }
+  }
+}
+
+const INDEXED_FACETS: FacetClasses<IndexedRepository> = {
+  blobs: IndexedBlobs,
+  manifests: IndexedManifests,
+  tags: IndexedTags,
+  uploads: IndexedUploads,
+};
