@@ -57,7 +57,7 @@ t.test('dockerd pulls Docker Hub images through berth as its registry mirror', {
   t.ok(
     seen.some((e) => e.method === 'GET' && e.url === `/v2/library/bbox/blobs/${image.layer}` && e.status === 200),
     'the layer came from berth',
-    { accessLog: log.dump() },
+    { layer: image.layer, accessLog: log.dump(), berth: log.warnings(), daemon: dockerd.log().slice(-4000) },
   );
   t.ok(
     accessLog(hub.registry)
@@ -132,7 +132,7 @@ t.test('dockerd pulls through berth whose upstream is itself a mirror', { skip: 
   t.ok(
     seen.some((e) => e.method === 'GET' && e.url === `/v2/library/chainbox/blobs/${image.layer}` && e.status === 200),
     'berth served the layer to the daemon',
-    { accessLog: log.dump() },
+    { layer: image.layer, accessLog: log.dump(), berth: log.warnings(), daemon: dockerd.log().slice(-4000) },
   );
   const viaRegional = accessLog(regional).slice(regionalMark);
   t.ok(

@@ -335,11 +335,14 @@ export interface AccessLogCapture {
   entries(): AccessEntry[];
   /** The entries as `METHOD url -> status (ua)` lines, for failure messages. */
   dump(): string;
+  /** berth's other log lines at warn or above (level and message, the last 50), for failure messages. */
+  warnings(): string;
 }
 
 /** Collects berth's access log in memory, so a test can assert what a real client sent and got back. */
 export function captureAccessLog(): AccessLogCapture {
   const entries: AccessEntry[] = [];
+  const warnings: string[] = [];
   let pending = '';
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {
@@ -349,9 +352,12 @@ export function captureAccessLog(): AccessLogCapture {
         const line = pending.slice(0, nl);
         pending = pending.slice(nl + 1);
         try {
-          const entry = JSON.parse(line) as Partial<AccessEntry> & { msg?: string };
+          const entry = JSON.parse(line) as Partial<AccessEntry> & { msg?: string; level?: number };
           if (entry.msg === 'request' && typeof entry.method === 'string' && typeof entry.url === 'string' && typeof entry.status === 'number') {
             entries.push({ method: entry.method, url: entry.url, status: entry.status, ...(entry.ua ? { ua: entry.ua } : {}) });
+          } else if ((entry.level ?? 0) >= 40) {
+            warnings.push(line.slice(0, 1000));
+            if (warnings.length > 50) warnings.shift();
           }
         } catch {
           // not JSON: not an access-log line
@@ -364,5 +370,6 @@ export function captureAccessLog(): AccessLogCapture {
     logger: pino({ level: 'info' }, sink),
     entries: () => [...entries],
     dump: () => entries.map((e) => `${e.method} ${e.url} -> ${e.status} (${e.ua ?? '-'})`).join('\n'),
+    warnings: () => warnings.join('\n'),
   };
 }
