@@ -63,7 +63,7 @@ t.test('the kubelet pulls through the CRI image service', { skip: skipUnlessInst
           ],
         },
       },
-      proxy: { upstreams: [{ name: 'docker.io', url: hub.registry.url, repositories: ['library/**'], tagttl: '1h', timeout: '5s' }] },
+      proxy: { upstreams: [{ name: 'docker.io', url: hub.registry.url, repositories: ['library/**'], tagttl: '1h', timeout: '30s' }] },
     },
     { logger: log.logger },
   );

@@ -39,7 +39,7 @@ export async function startHubMirror(t: Test, prefix: string): Promise<HubMirror
     t,
     {
       log: { level: 'info', accesslog: { disabled: false } },
-      proxy: { upstreams: [{ name: 'docker.io', url: hub.registry.url, repositories: ['library/**'], tagttl: '1h', timeout: '5s' }] },
+      proxy: { upstreams: [{ name: 'docker.io', url: hub.registry.url, repositories: ['library/**'], tagttl: '1h', timeout: '30s' }] },
     },
     { logger: log.logger },
   );
