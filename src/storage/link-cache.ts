@@ -198,20 +198,29 @@ export class LinkCache {
  * it is never staler than the entries themselves: any change the cache hears of drops all of it at once.
  */
 export class DerivedCache<T> {
-  private readonly values = new Map<string, Map<string, { at: number; value: T }>>();
+  private readonly values = new Map<string, Map<string, { at: number; value: T; weight: number }>>();
   private count = 0;
+  private weight = 0;
   private seen: number;
 
-  constructor(private readonly cache: LinkCache) {
+  constructor(
+    private readonly cache: LinkCache,
+    private readonly options: DerivedCacheOptions<T> = {},
+  ) {
     this.seen = cache.version;
+  }
+
+  private clear(): void {
+    this.values.clear();
+    this.count = 0;
+    this.weight = 0;
   }
 
   /** The value under (`a`, `b`) while still exact, else undefined. */
   get(a: string, b: string): T | undefined {
     const cache = this.cache;
     if (cache.version !== this.seen) {
-      this.values.clear();
-      this.count = 0;
+      this.clear();
       this.seen = cache.version;
       return undefined;
     }
@@ -221,6 +230,7 @@ export class DerivedCache<T> {
     if (cache.clock() - e.at >= cache.ttlMs) {
       this.values.get(a)?.delete(b);
       this.count--;
+      this.weight -= e.weight;
       return undefined;
     }
     return e.value;
@@ -244,15 +254,35 @@ export class DerivedCache<T> {
       if (readAt === undefined) return;
       at = Math.min(at, readAt);
     }
-    if (this.count >= cache.maxEntries) {
-      this.values.clear();
-      this.count = 0;
+    const { weigh, maxWeight } = this.options;
+    const weight = weigh ? weigh(value) : 0;
+    // A value too large for its share of the budget is not kept (it would push out many others).
+    if (maxWeight !== undefined && weight > maxWeight / 16) return;
+    const old = this.values.get(a)?.get(b);
+    if (old) {
+      this.count--;
+      this.weight -= old.weight;
     }
+    if (this.count >= cache.maxEntries || (maxWeight !== undefined && this.weight + weight > maxWeight)) this.clear();
     let inner = this.values.get(a);
-    if (!inner) this.values.set(a, (inner = new Map<string, { at: number; value: T }>()));
-    if (!inner.has(b)) this.count++;
-    inner.set(b, { at, value });
+    if (!inner) this.values.set(a, (inner = new Map<string, { at: number; value: T; weight: number }>()));
+    inner.set(b, { at, value, weight });
+    this.count++;
+    this.weight += weight;
   }
+
+  /** Values kept (tests). */
+  get size(): number {
+    return this.count;
+  }
+}
+
+/** Bounds of a {@link DerivedCache} besides the link cache's entry count. */
+export interface DerivedCacheOptions<T> {
+  /** What a value weighs (e.g. its bytes); with {@link maxWeight}, at most that much is kept. */
+  weigh?: (value: T) => number;
+  /** At most this much weight is kept; a value over a sixteenth of it is not kept at all. */
+  maxWeight?: number;
 }
 
 /**

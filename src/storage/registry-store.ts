@@ -53,7 +53,8 @@ export class RegistryStore {
   constructor(readonly driver: StorageDriver) {
     const cached = driver instanceof CachingDriver && driver.serveFromCache;
     this.fresh = cached ? new RegistryStore(driver.uncachedReads()) : this;
-    if (cached) this.taggedManifests = new DerivedCache(driver.cache);
+    // The manifests kept by tag hold their bytes: bounded like the manifest cache, whose entries they may outlive.
+    if (cached) this.taggedManifests = new DerivedCache(driver.cache, { weigh: (m) => m.bytes.length, maxWeight: MANIFEST_CACHE_BYTES });
   }
 
   // ---- links -------------------------------------------------------------------------------------------------

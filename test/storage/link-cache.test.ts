@@ -3,7 +3,7 @@ import t from 'tap';
 import { runGc } from '../../src/gc/collector.js';
 import { FilesystemDriver } from '../../src/storage/drivers/filesystem.js';
 import { PathNotFoundError } from '../../src/storage/driver.js';
-import { CachingDriver, LinkCache, type InvalidationChannel } from '../../src/storage/link-cache.js';
+import { CachingDriver, DerivedCache, LinkCache, type InvalidationChannel } from '../../src/storage/link-cache.js';
 import { RegistryStore } from '../../src/storage/registry-store.js';
 import { parseDigest, type Digest } from '../../src/oci/digest.js';
 import { paths } from '../../src/storage/paths.js';
@@ -247,4 +247,56 @@ t.test("a tag's manifest, kept while the links it was read from are unchanged an
   live = false;
   await inner.putContent(tagLink, Buffer.from(d2.value));
   t.equal(await byTag(), d2.value, 'with the channel down, storage is read');
+});
+
+t.test("what is kept beside the links is bounded by the link cache's entries, and by weight when given", async (t) => {
+  const root = await tempDir(t, 'berth-link-cache-bounds-');
+  const inner = new FilesystemDriver({ rootDirectory: root });
+  const cache = new LinkCache({ ttlMs: 60_000, maxEntries: 4 });
+  const driver = new CachingDriver(inner, cache);
+  const link = (tag: string) => paths.tagCurrentLink('repo', tag);
+  for (const tag of ['a', 'b', 'c', 'd', 'e']) {
+    await inner.putContent(link(tag), Buffer.from(tag));
+    await driver.getContent(link(tag));
+  }
+  const derived = new DerivedCache<Buffer>(cache, { weigh: (b) => b.length, maxWeight: 1600 });
+  const keep = (tag: string, bytes: number) => derived.set('repo', tag, Buffer.alloc(bytes), derived.begin(), [link(tag)]);
+
+  keep('b', 200);
+  t.equal(derived.get('repo', 'b'), undefined, 'a value over a sixteenth of the weight budget is not kept');
+  keep('b', 100);
+  t.equal(derived.get('repo', 'b')?.length, 100, 'one within it is');
+  keep('b', 60);
+  t.equal(derived.size, 1, 'kept again under the same key: replaced, not counted twice');
+  for (const tag of ['c', 'd', 'e']) keep(tag, 100);
+  t.equal(derived.size, 4, 'as many as the link cache holds entries');
+  keep('b', 90);
+  t.equal(derived.size, 4, 'replacing one at the bound keeps the others');
+  cache.drop([link('zzz')]);
+  t.equal(derived.get('repo', 'c'), undefined, 'any change empties it');
+
+  await driver.close();
+});
+
+t.test('a weight budget clears what is kept once it would be exceeded', async (t) => {
+  const root = await tempDir(t, 'berth-link-cache-weight-');
+  const inner = new FilesystemDriver({ rootDirectory: root });
+  const cache = new LinkCache({ ttlMs: 60_000, maxEntries: 1000 });
+  const driver = new CachingDriver(inner, cache);
+  const link = (tag: string) => paths.tagCurrentLink('repo', tag);
+  const derived = new DerivedCache<Buffer>(cache, { weigh: (b) => b.length, maxWeight: 320 });
+  for (const tag of ['a', 'b', 'c', 'd', 'e']) {
+    await inner.putContent(link(tag), Buffer.from(tag));
+    await driver.getContent(link(tag));
+  }
+  for (const tag of ['a', 'b', 'c', 'd']) derived.set('repo', tag, Buffer.alloc(20), derived.begin(), [link(tag)]);
+  t.equal(derived.size, 4, '4 × 20 within 320');
+  for (const tag of ['a', 'b', 'c', 'd']) derived.set('repo', tag, Buffer.alloc(20), derived.begin(), [link(tag)]);
+  t.equal(derived.size, 4, 'kept again: the weight is not counted twice');
+  derived.set('repo', 'e', Buffer.alloc(20), derived.begin(), [link('e')]);
+  t.equal(derived.size, 5, '100 of 320');
+  for (let i = 0; i < 12; i++) derived.set('other', String(i), Buffer.alloc(20), derived.begin(), [link('a')]);
+  t.ok(derived.size < 17 && derived.size > 0, `past 320 what was kept is dropped and filling starts over (${derived.size} kept)`);
+  t.ok(derived.size * 20 <= 320, 'never more than the budget');
+  await driver.close();
 });
