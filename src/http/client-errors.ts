@@ -10,7 +10,7 @@ import { statusOf } from './error-status.js';
  * - anything else (a malformed chunked body, a bad header line): 400 BAD_REQUEST.
  *
  * The connection is closed after the answer. A request whose body was being read when the parser failed is
- * destroyed by Node when the socket closes; its handler sees the body end with an error (see `CountingBody`).
+ * destroyed by Node when the socket closes; its handler sees the body end with an error.
  */
 export function clientErrorAnswer(err: { code?: string }): RegistryError {
   switch (err.code) {
