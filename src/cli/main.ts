@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // First: heap settings apply before the other modules load.
-import './heap-tuning.js';
+import '../runtime/apply-heap-tuning.js';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';

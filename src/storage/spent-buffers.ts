@@ -6,7 +6,7 @@ import { runInNewContext } from 'node:vm';
  *
  * Every chunk read from a socket is a fresh buffer outside V8's heap. A push of 256 MiB leaves 256 MiB of such
  * buffers behind as garbage, and V8 counts that memory against its heap limits: with the limits berth sets
- * (src/cli/heap-tuning.ts) it ran a full collection of the whole heap every 16 MiB pushed (16 per 256 MiB push, a
+ * (src/runtime/heap-tuning.ts) it ran a full collection of the whole heap every 16 MiB pushed (16 per 256 MiB push, a
  * third of the push's CPU), and with V8's own limits the garbage sat in memory instead (peak RSS +60 MiB). A
  * collection of the young generation alone, every {@link EVERY} bytes received by the whole process, frees the chunks
  * already written (their handles are still young) for ~0.3 ms each: measured on a 256 MiB push, 1 full collection

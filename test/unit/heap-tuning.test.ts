@@ -1,5 +1,5 @@
 import t from 'tap';
-import { heapTuningFlags } from '../../src/cli/heap-tuning.js';
+import { heapTuningFlags } from '../../src/runtime/heap-tuning.js';
 
 const TUNED = ['--semi-space-growth-factor=1', '--heap-growing-percent=50'];
 

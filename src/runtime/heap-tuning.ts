@@ -1,7 +1,7 @@
 /**
  * V8 heap settings that keep berth's memory near what it uses (issue 16), applied in-process so `berth`, `npm start`
- * and the container's `node dist/src/cli/main.js` all get them. Imported first by main.ts, before the other modules
- * load and allocate.
+ * and the container's `node dist/src/cli/main.js` all get them: main.ts imports ./apply-heap-tuning.js first, before
+ * the other modules load and allocate.
  *
  * Under load (32 connections of manifest GETs) V8's defaults let the young generation grow to 16 MiB semi-spaces and
  * the old generation to up to four times the live heap before a full collection: berth's live heap is ~15 MiB, yet
@@ -13,6 +13,10 @@
  * the same CPU per request (227 vs 228 ms per 1000).
  *
  * An operator's own heap flags (on the command line or in NODE_OPTIONS) win: nothing is changed then.
+ *
+ * Starting a worker thread puts V8's runtime-set flags back to their defaults (seen: the young generation grew to
+ * 16 MiB again once the first hashing thread started, +16 MiB of peak RSS), so whatever starts one calls
+ * {@link reapplyHeapTuning} once it is online.
  */
 import { setFlagsFromString } from 'node:v8';
 
@@ -24,4 +28,15 @@ export function heapTuningFlags(execArgv: readonly string[], nodeOptions = ''): 
   return ['--semi-space-growth-factor=1', '--heap-growing-percent=50'];
 }
 
-for (const flag of heapTuningFlags(process.execArgv, process.env.NODE_OPTIONS)) setFlagsFromString(flag);
+let applied = false;
+
+/** Sets berth's heap flags (unless the operator set their own). */
+export function applyHeapTuning(): void {
+  applied = true;
+  for (const flag of heapTuningFlags(process.execArgv, process.env.NODE_OPTIONS)) setFlagsFromString(flag);
+}
+
+/** Sets them again if this process set them (after a worker thread started); otherwise (a library use) nothing. */
+export function reapplyHeapTuning(): void {
+  if (applied) applyHeapTuning();
+}
