@@ -35,6 +35,7 @@ import type { WarmUpJobs } from './proxy/warm-up-jobs.js';
 import type { Browser } from './services/catalog/browse.js';
 import { CatalogIndex, parseIndexOptions } from './services/catalog/catalog-index.js';
 import { RegistryBrowser } from './services/catalog/registry-browser.js';
+import type { HashThreads } from './uploads/hash-threads.js';
 import type { RepositoryIndex } from './services/catalog/repository-index.js';
 import { RepositoryLocks } from './services/catalog/repository-locks.js';
 
@@ -51,6 +52,8 @@ export interface AppDeps {
   repositoryIndex?: RepositoryIndex;
   /** How often the `http.tls` certificate and key files are checked for changes (default 5 s); tests check faster. */
   tlsPollIntervalMs?: number;
+  /** Where uploads' running hashes are computed (default: the process's hashing threads). */
+  hashThreads?: HashThreads;
 }
 
 /** What the app was built from, for the startup line and commands. */
@@ -155,7 +158,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     uiLogin = auth.login;
   }
   const store = new RegistryStore(driver);
-  const uploads = new UploadService(driver, sessions, store);
+  const uploads = new UploadService(driver, sessions, store, deps.hashThreads);
   let pullThrough: PullThrough | null = null;
   if (config.proxy) {
     const { createPullThrough } = await import('./proxy/index.js');

@@ -1,5 +1,5 @@
 import { spentBuffers } from '../storage/spent-buffers.js';
-import { randomUUID, type Hash } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { RegistryError, registryError } from '../errors/registry-error.js';
@@ -7,6 +7,7 @@ import { digestFromHash, newHash, type Digest } from '../oci/digest.js';
 import { isNotFound, type StorageDriver, type WriterState } from '../storage/driver.js';
 import type { RegistryStore } from '../storage/registry-store.js';
 import { UploadDataStore } from '../storage/upload-data-store.js';
+import { HashThreads, type RunningHash } from './hash-threads.js';
 import type { UploadSession, UploadSessionStore } from './session-store.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -17,6 +18,9 @@ const LEASE_MS = 15 * 60_000;
 const MAX_HASHERS = 10_000;
 /** Bytes of a request body received ahead of its writer before the body is paused. */
 const RECEIVE_AHEAD = 1024 * 1024;
+
+/** The hashing threads of the process's upload services (started on the first upload that needs them). */
+let processHashThreads: HashThreads | undefined;
 
 /** A chunk's declared position: from `Content-Range` (`start-end`, inclusive) and/or `Content-Length`. */
 export interface ChunkRange {
@@ -35,20 +39,24 @@ export function uploadRangeHeader(offset: number): string {
  * knows where they live).
  *
  * The digest of the common path (POST, one PATCH or a PUT with the whole body) is computed while the bytes stream
- * in, with no second read: the running sha256 stays in this process keyed by upload id and offset. When a request
- * lands on another instance (or after a restart) the state is missing and the data is hashed once from storage at
- * completion instead.
+ * in, with no second read, on a hashing thread ({@link HashThreads}): the running sha256 stays in this process keyed
+ * by upload id and offset. When a request lands on another instance (or after a restart, or a hashing thread failed)
+ * the state is missing and the data is hashed once from storage at completion instead.
  */
 export class UploadService {
-  private readonly hashers = new Map<string, { offset: number; hash: Hash }>();
+  private readonly hashers = new Map<string, { offset: number; hash: RunningHash }>();
   private readonly data: UploadDataStore;
+  private readonly hashes: HashThreads;
 
   constructor(
     driver: StorageDriver,
     private readonly sessions: UploadSessionStore,
     store: RegistryStore,
+    /** Where running hashes are computed; default: the process's hashing threads. */
+    hashes?: HashThreads,
   ) {
     this.data = new UploadDataStore(driver, store);
+    this.hashes = hashes ?? (processHashThreads ??= new HashThreads());
   }
 
   /** Starts an upload session for `repo`. */
@@ -101,7 +109,7 @@ export class UploadService {
     } finally {
       const released = await this.sessions.release(id, token, releaseUpdate);
       if (!released) {
-        this.hashers.delete(id);
+        this.dropHasher(id);
         // Cancelled (DELETE) while this request wrote: the upload is gone, not busy.
         // A lost lease outranks whatever the write itself threw: the client must learn the upload is gone or busy.
         // eslint-disable-next-line no-unsafe-finally
@@ -126,8 +134,14 @@ export class UploadService {
         },
       );
     }
-    let hasher = this.takeHasher(session);
-    const writer = await this.data.writer(session.repository, session.id, session.writerState);
+    const hasher = this.takeHasher(session);
+    let writer: Awaited<ReturnType<UploadDataStore['writer']>>;
+    try {
+      writer = await this.data.writer(session.repository, session.id, session.writerState);
+    } catch (err) {
+      hasher?.dispose();
+      throw err;
+    }
     let received = 0;
     let hashed = 0;
     let failed: unknown;
@@ -148,10 +162,12 @@ export class UploadService {
         // then reads the error answer (503 when the backend is down, else SIZE_INVALID) instead of a connection reset
         // in the middle of its upload.
         if (storageFailed !== undefined || tooLong) return;
-        hasher?.update(chunk);
         hashed += chunk.length;
         queued += chunk.length;
         writes = writes.then(async () => {
+          // The hash waits only when its shared segments are all in use (see HashThreads).
+          const hashing = hasher?.update(chunk);
+          if (hashing) await hashing;
           try {
             if (storageFailed === undefined) await writer.write(chunk);
           } catch (err) {
@@ -185,7 +201,7 @@ export class UploadService {
     if (storageFailed !== undefined) {
       // The request fails and the session stays where it was (a writer resumed from it ignores whatever this one
       // left beyond it); closing only releases the writer's resources.
-      this.hashers.delete(session.id);
+      hasher?.dispose();
       await writer.close().catch(() => undefined);
       // eslint-disable-next-line @typescript-eslint/only-throw-error -- rethrown as the driver threw it
       throw storageFailed;
@@ -194,42 +210,56 @@ export class UploadService {
     try {
       state = await writer.close();
     } catch (err) {
-      this.hashers.delete(session.id);
+      hasher?.dispose();
       throw failed ?? err;
     }
     if (failed !== undefined) {
-      this.hashers.delete(session.id);
       // A declared length that was not met: keep nothing of this request.
-      // eslint-disable-next-line @typescript-eslint/only-throw-error -- rethrown as the body stream threw it
-      if (isSizeError(failed)) throw failed;
+      if (isSizeError(failed)) {
+        hasher?.dispose();
+        // eslint-disable-next-line @typescript-eslint/only-throw-error -- rethrown as the body stream threw it
+        throw failed;
+      }
       // The client went away: keep what arrived, so it can resume from the new offset.
-      if (state.size === session.offset + hashed && hasher) this.putHasher(session.id, state.size, hasher);
-      hasher = undefined;
+      this.keepHasher(session.id, state.size, state.size === session.offset + hashed, hasher);
       return state.size > session.offset ? { offset: state.size, writerState: state } : unchanged;
     }
-    if (hasher && state.size === session.offset + hashed) this.putHasher(session.id, state.size, hasher);
-    else this.hashers.delete(session.id);
+    this.keepHasher(session.id, state.size, state.size === session.offset + hashed, hasher);
     return { offset: state.size, writerState: state };
   }
 
-  private takeHasher(session: UploadSession): Hash | undefined {
+  /** The running hash to continue from the session's offset (removed from the map while the request runs). */
+  private takeHasher(session: UploadSession): RunningHash | undefined {
     const h = this.hashers.get(session.id);
     this.hashers.delete(session.id);
     if (h && h.offset === session.offset) return h.hash;
-    return session.offset === 0 ? newHash('sha256') : undefined;
+    h?.hash.dispose();
+    return session.offset === 0 ? this.hashes.create() : undefined;
   }
 
-  private putHasher(id: string, offset: number, hash: Hash): void {
-    this.hashers.delete(id);
+  /** Keeps `hash` as the upload's running hash at `offset` when it saw every byte up to there (`whole`), else drops it. */
+  private keepHasher(id: string, offset: number, whole: boolean, hash: RunningHash | undefined): void {
+    this.dropHasher(id);
+    if (!hash) return;
+    if (!whole) {
+      hash.dispose();
+      return;
+    }
+    hash.pause();
     if (this.hashers.size >= MAX_HASHERS) {
       const oldest = this.hashers.keys().next().value;
-      if (oldest !== undefined) this.hashers.delete(oldest);
+      if (oldest !== undefined) this.dropHasher(oldest);
     }
     this.hashers.set(id, { offset, hash });
   }
 
+  private dropHasher(id: string): void {
+    this.hashers.get(id)?.hash.dispose();
+    this.hashers.delete(id);
+  }
+
   /** The running sha256 of an upload when this process saw every byte of it, else undefined. */
-  private runningHash(session: UploadSession, algorithm: Digest['algorithm']): Hash | undefined {
+  private runningHash(session: UploadSession, algorithm: Digest['algorithm']): RunningHash | undefined {
     const h = this.hashers.get(session.id);
     return algorithm === 'sha256' && h && h.offset === session.offset ? h.hash : undefined;
   }
@@ -239,7 +269,12 @@ export class UploadService {
     const running = this.runningHash(session, algorithm);
     if (running) {
       this.hashers.delete(session.id);
-      return digestFromHash('sha256', running);
+      try {
+        const hex = await running.digest();
+        return { algorithm: 'sha256', hex, value: `sha256:${hex}` };
+      } catch {
+        // The hashing thread failed: read the bytes back instead, as for an upload another instance received.
+      }
     }
     const hash = newHash(algorithm);
     if (session.offset > 0) {
@@ -304,14 +339,14 @@ export class UploadService {
 
   /** Forgets an upload whose data is gone; returns the error to answer (BLOB_UPLOAD_UNKNOWN). */
   private async vanished(session: UploadSession): Promise<RegistryError> {
-    this.hashers.delete(session.id);
+    this.dropHasher(session.id);
     await this.data.remove(session.repository, session.id).catch(() => undefined);
     await this.sessions.delete(session.id).catch(() => undefined);
     return registryError('BLOB_UPLOAD_UNKNOWN', { uuid: session.id, reason: 'upload data not found' });
   }
 
   private async discard(session: UploadSession): Promise<void> {
-    this.hashers.delete(session.id);
+    this.dropHasher(session.id);
     await this.data.remove(session.repository, session.id, session.writerState);
     await this.sessions.delete(session.id);
   }

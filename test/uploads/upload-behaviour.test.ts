@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { FilesystemDriver } from '../../src/storage/drivers/filesystem.js';
 import { purgeUploads } from '../../src/uploads/upload-purger.js';
 import { MemorySessionStore } from '../../src/uploads/memory-session-store.js';
+import { HashThreads } from '../../src/uploads/hash-threads.js';
 import { startBerth } from '../helpers/berth.js';
 import { tempDir } from '../helpers/ports.js';
 import { sha256 } from '../helpers/digest.js';
@@ -78,6 +79,32 @@ t.test('the common path (one PATCH, then PUT) computes the digest without readin
   const other = randomBytes(100_000);
   t.equal((await fetch(`${b.url}/v2/count/me/blobs/uploads/?digest=${sha256(other)}`, { method: 'POST', body: other })).status, 201);
   t.equal(driver.uploadReads, 0);
+});
+
+t.test('when the hashing thread is gone, the upload completes all the same: its bytes are hashed from storage', async (t) => {
+  const root = await tempDir(t, 'berth-hash-gone-');
+  const driver = new CountingDriver({ rootDirectory: root });
+  const hashThreads = new HashThreads({ threads: 1 });
+  const b = await startBerth(t, { storage: { filesystem: { rootdirectory: root } } }, { driver, hashThreads });
+  const blob = randomBytes(5 * 1024 * 1024 + 7);
+  const post = await fetch(`${b.url}/v2/hash/gone/blobs/uploads/`, { method: 'POST' });
+  const loc = new URL(post.headers.get('location') as string, b.url);
+  t.equal((await fetch(loc, { method: 'PATCH', body: blob })).status, 202);
+  await hashThreads.close();
+  loc.searchParams.set('digest', sha256(blob));
+  const put = await fetch(loc, { method: 'PUT' });
+  t.equal(put.status, 201, 'the PUT succeeds');
+  t.equal(driver.uploadReads, 1, 'the data was read back once, to hash it');
+  const got = Buffer.from(await (await fetch(`${b.url}/v2/hash/gone/blobs/${sha256(blob)}`)).arrayBuffer());
+  t.equal(sha256(got), sha256(blob), 'the blob is served');
+  // A wrong digest is still refused.
+  const other = randomBytes(3 * 1024 * 1024);
+  const post2 = await fetch(`${b.url}/v2/hash/gone/blobs/uploads/`, { method: 'POST' });
+  const loc2 = new URL(post2.headers.get('location') as string, b.url);
+  loc2.searchParams.set('digest', sha256(blob));
+  const bad = await fetch(loc2, { method: 'PUT', body: other });
+  t.equal(bad.status, 400, 'a body that does not match its digest: 400');
+  t.match(await bad.json(), { errors: [{ code: 'DIGEST_INVALID' }] });
 });
 
 t.test('a client that disconnects mid-PATCH can resume from the reported offset', async (t) => {
