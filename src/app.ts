@@ -127,7 +127,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   const mc = metricsConfig(config);
   // prom-client is loaded only with metrics on; off, every instrument is inert.
   const metrics = deps.metrics ?? (mc.enabled ? await createMetrics() : inertMetrics());
-  const baseDriver = deps.driver ?? (await createDriver(config));
+  const baseDriver = deps.driver ?? (await createDriver(config, (m) => logger.warn(m)));
   // With metrics on, every driver call is timed into registry:2's registry_storage_action_seconds (below the link
   // cache: what it serves from memory is no storage action).
   const timedDriver = mc.enabled ? withStorageTiming(baseDriver, metrics.registry2.storageAction) : baseDriver;

@@ -24,15 +24,26 @@ import { LocalFillCoordinator, type FillCoordinator } from './proxy/fill-coordin
  * from app.ts so no command or service has to import the HTTP application to get a storage driver.
  */
 
-/** The storage driver the config selects. */
-export async function createDriver(config: Config): Promise<StorageDriver> {
+/**
+ * The storage driver the config selects. `warn` hears of what the driver gives up on at runtime (the file system
+ * refusing direct writes).
+ */
+export async function createDriver(config: Config, warn: (msg: string) => void = () => undefined): Promise<StorageDriver> {
   if (config.storage.driver === 's3') {
     // storage.s3 was parsed with the rest of the config (its errors and warnings came at load time).
     const { S3Driver } = await import('./storage/drivers/s3.js');
     if (!config.storage.s3) throw new Error('storage.s3: missing from the parsed config');
     return new S3Driver(config.storage.s3);
   }
-  return new FilesystemDriver({ rootDirectory: config.storage.filesystem.rootDirectory });
+  return new FilesystemDriver({
+    rootDirectory: config.storage.filesystem.rootDirectory,
+    directWrites: config.storage.filesystem.directWrites,
+    onDirectWritesRefused: (err) =>
+      warn(
+        `storage.filesystem.directwrites: the file system refused O_DIRECT (${(err as { code?: string }).code ?? (err as Error).message}); ` +
+          'blob data is written through the page cache from now on',
+      ),
+  });
 }
 
 /** registry:2's names for berth's drivers in the `driver` label (its S3 driver is `s3aws`). */

@@ -21,7 +21,8 @@ export interface Config {
   };
   storage: {
     driver: 'filesystem' | 's3';
-    filesystem: { rootDirectory: string };
+    /** `directwrites`: blob data written around the page cache (O_DIRECT) where the file system allows. */
+    filesystem: { rootDirectory: string; directWrites: boolean };
     /** `storage.s3`, parsed (present when the driver is s3). */
     s3?: S3DriverOptions;
     deleteEnabled: boolean;
@@ -282,7 +283,10 @@ export function normalizeConfig(raw: RawSection, warnings: string[] = []): Confi
     log: { level: level as Config['log']['level'], formatter, accessLog, fields },
     storage: {
       driver,
-      filesystem: { rootDirectory: str(fs, 'rootdirectory', 'storage.filesystem.', './data') },
+      filesystem: {
+        rootDirectory: str(fs, 'rootdirectory', 'storage.filesystem.', './data'),
+        directWrites: bool(fs, 'directwrites', 'storage.filesystem.', true),
+      },
       deleteEnabled: bool(del, 'enabled', 'storage.delete.', false),
       redirectDisabled: bool(redirect, 'disable', 'storage.redirect.', false),
       uploadPurging: {

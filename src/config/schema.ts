@@ -76,7 +76,7 @@ export const CONFIG_SCHEMA: Readonly<Record<string, SectionSchema>> = {
       oss: NO_STORAGE_DRIVER,
     },
   },
-  'storage.filesystem': { keys: { rootdirectory: 'use', maxthreads: 'ignore' } },
+  'storage.filesystem': { keys: { rootdirectory: 'use', maxthreads: 'ignore', directwrites: 'use' } },
   'storage.s3': {
     keys: {
       accesskey: 'use',

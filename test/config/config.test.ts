@@ -53,6 +53,8 @@ t.test('defaults without a file', async (t) => {
   t.equal(c.http.addr, ':5000');
   t.equal(c.storage.driver, 'filesystem');
   t.equal(c.storage.filesystem.rootDirectory, './data');
+  t.equal(c.storage.filesystem.directWrites, true, 'blob data written around the page cache where the file system allows');
+  t.equal(normalizeConfig({ storage: { filesystem: { directwrites: false } } }).storage.filesystem.directWrites, false);
   t.equal(c.storage.deleteEnabled, false);
   t.equal(c.storage.uploadPurging.ageMs, 168 * 3600_000);
   t.equal(c.redis, undefined);
@@ -90,6 +92,7 @@ t.test('unknown keys where they are harmless warn, they do not stop startup', as
 t.test('invalid values stop startup with a message naming the key', async (t) => {
   const cases: Array<[Record<string, unknown>, RegExp]> = [
     [{ storage: { delete: { enabled: 'maybe' } } }, /^storage\.delete\.enabled: expected a boolean/],
+    [{ storage: { filesystem: { directwrites: 'sometimes' } } }, /^storage\.filesystem\.directwrites: expected a boolean/],
     [{ http: { addr: 'nonsense' } }, /^http\.addr: /],
     [{ log: { level: 'loud' } }, /^log\.level: /],
     [{ storage: { maintenance: { uploadpurging: { age: 'forever' } } } }, /^storage\.maintenance\.uploadpurging\.age: expected a duration/],

@@ -1,18 +1,24 @@
 import t from 'tap';
 import type { Test } from 'tap';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { basename, join } from 'node:path';
 import { InvalidPathError, PathNotFoundError, type StorageDriver } from '../../src/storage/driver.js';
-import { FilesystemDriver } from '../../src/storage/drivers/filesystem.js';
+import { FilesystemDriver, type FilesystemDriverOptions } from '../../src/storage/drivers/filesystem.js';
+import { AlignedBlocks, DIRECT_BLOCK, O_DIRECT } from '../../src/storage/drivers/direct-writes.js';
 import { paths } from '../../src/storage/paths.js';
 import { digestOf } from '../../src/oci/digest.js';
 import { tempDir } from '../helpers/ports.js';
 import { driverSuite } from '../suites/driver-suite.js';
 
-async function newDriver(t: Test): Promise<{ root: string; driver: FilesystemDriver }> {
+const run = promisify(execFile);
+
+async function newDriver(t: Test, options: Omit<FilesystemDriverOptions, 'rootDirectory'> = {}): Promise<{ root: string; driver: FilesystemDriver }> {
   const root = await tempDir(t, 'berth-fs-driver-');
-  const driver = new FilesystemDriver({ rootDirectory: root });
+  const driver = new FilesystemDriver({ rootDirectory: root, ...options });
   t.teardown(() => driver.close());
   return { root, driver };
 }
@@ -35,6 +41,27 @@ async function rejectsWith(t: Test, what: string, call: () => Promise<unknown>, 
 driverSuite(t, 'filesystem', async (t) => {
   const root = await tempDir(t, 'berth-fs-suite-');
   return { driver: new FilesystemDriver({ rootDirectory: root }) };
+});
+
+driverSuite(t, 'filesystem, directwrites: false', async (t) => {
+  const root = await tempDir(t, 'berth-fs-suite-');
+  return { driver: new FilesystemDriver({ rootDirectory: root, directWrites: false }) };
+});
+
+/** Blocks that O_DIRECT refuses (an odd address): every direct write fails with EINVAL, as on a file system without it. */
+class MisalignedBlocks extends AlignedBlocks {
+  constructor() {
+    super(DIRECT_BLOCK, 1000);
+  }
+  override take(n: number): Buffer[] {
+    return Array.from({ length: n }, () => Buffer.alloc(DIRECT_BLOCK + 1).subarray(1));
+  }
+  override give(): void {}
+}
+
+driverSuite(t, 'filesystem, O_DIRECT refused at the first write', async (t) => {
+  const root = await tempDir(t, 'berth-fs-suite-');
+  return { driver: new FilesystemDriver({ rootDirectory: root, directBlocks: new MisalignedBlocks() }) };
 });
 
 t.test('files live at <root>/<path>, exactly as registry:2 lays them out', async (t) => {
@@ -200,4 +227,92 @@ t.test('a resumed writer truncates what a crashed writer appended on disk', asyn
   await w2.write(Buffer.from('+next'));
   await w2.commit();
   t.equal(await readFile(join(root, 'u', 'data'), 'utf8'), 'recorded+next', 'exact content on disk');
+});
+
+/** Bytes of `file` in the page cache (util-linux `fincore`). */
+async function cachedBytes(file: string): Promise<number> {
+  const { stdout } = await run('fincore', ['--bytes', '--noheadings', '--output', 'RES', file]);
+  return Number(stdout.trim());
+}
+
+/** Whether this file system takes an O_DIRECT write at all (from page-aligned memory). */
+async function takesODirect(dir: string): Promise<boolean> {
+  if (O_DIRECT === undefined) return false;
+  const [block] = new AlignedBlocks(DIRECT_BLOCK, 1).take(1)!;
+  try {
+    const h = await open(join(dir, 'probe'), constants.O_WRONLY | constants.O_CREAT | O_DIRECT);
+    try {
+      await h.write(block!, 0, 4096, 0);
+      return true;
+    } finally {
+      await h.close();
+    }
+  } catch {
+    return false;
+  }
+}
+
+t.test(
+  'blob data is written around the page cache where the file system allows, else through it',
+  { skip: process.platform !== 'linux' && 'Linux only' },
+  async (t) => {
+    const probeDir = await tempDir(t, 'berth-fs-probe-');
+    const direct = await takesODirect(probeDir);
+    const data = randomBytes(8 * 1024 * 1024 + 100);
+    /** Writes `data` in 64 KiB chunks, as a request body arrives; the bytes of the file in the page cache after. */
+    const write = async (driver: FilesystemDriver, root: string): Promise<number> => {
+      const path = paths.uploadData('cache/me', 'e9f3c0a1-0000-4000-8000-00000000000c');
+      const w = await driver.writer(path);
+      for (let at = 0; at < data.length; at += 65536) await w.write(data.subarray(at, at + 65536));
+      await w.commit();
+      const file = join(root, 'docker/registry/v2/repositories/cache/me/_uploads/e9f3c0a1-0000-4000-8000-00000000000c/data');
+      const cached = await cachedBytes(file);
+      t.equal(digestOf(await readFile(file)).value, digestOf(data).value, 'the file holds exactly the bytes written');
+      return cached;
+    };
+
+    const refused: unknown[] = [];
+    const { root, driver } = await newDriver(t, { onDirectWritesRefused: (err) => refused.push(err) });
+    const cached = await write(driver, root);
+    if (direct) {
+      t.ok(cached <= 4096, 'direct writes: at most the last partial page is in the page cache', { cached });
+      t.equal(driver.writesDirect, true, 'still writing direct');
+      t.same(refused, [], 'nothing refused');
+    } else {
+      t.ok(driver.writesDirect === false && refused.length === 1, 'this file system refuses O_DIRECT: told once, page cache from then on');
+    }
+
+    const buffered = await newDriver(t, { directWrites: false });
+    const bufferedCached = await write(buffered.driver, buffered.root);
+    t.ok(bufferedCached >= data.length / 2, 'directwrites: false: the bytes went through the page cache', { bufferedCached });
+
+    const misaligned: unknown[] = [];
+    const refusing = await newDriver(t, { directBlocks: new MisalignedBlocks(), onDirectWritesRefused: (err) => misaligned.push(err) });
+    await write(refusing.driver, refusing.root);
+    await write(refusing.driver, refusing.root);
+    t.equal(misaligned.length, 1, 'a refused direct write is reported once, whatever follows');
+    if (direct) t.match(misaligned[0], { code: 'EINVAL' }, 'with the error the kernel gave');
+    t.equal(refusing.driver.writesDirect, false, 'later writers go through the page cache');
+  },
+);
+
+t.test('writers beyond the pool of aligned blocks write through the page cache; blocks return to the pool', async (t) => {
+  const pool = new AlignedBlocks(DIRECT_BLOCK, 3);
+  const { root, driver } = await newDriver(t, { directBlocks: pool });
+  const a = randomBytes(3 * 1024 * 1024 + 5);
+  const b = randomBytes(2 * 1024 * 1024 + 9);
+  const wa = await driver.writer('/pool/a');
+  const wb = await driver.writer('/pool/b');
+  t.same(pool.take(1), undefined, 'the first writer holds all three blocks');
+  await Promise.all([wa.write(a), wb.write(b)]);
+  await Promise.all([wa.commit(), wb.commit()]);
+  t.equal(digestOf(await readFile(join(root, 'pool/a'))).value, digestOf(a).value, 'the direct writer wrote its bytes');
+  t.equal(digestOf(await readFile(join(root, 'pool/b'))).value, digestOf(b).value, 'the page-cache writer wrote its bytes');
+  const back = pool.take(3);
+  t.equal(back?.length, 3, 'after commit the blocks are back in the pool');
+  pool.give(back!);
+  const wc = await driver.writer('/pool/c');
+  await wc.write(a);
+  await wc.cancel();
+  t.equal(pool.take(3)?.length, 3, 'after cancel too');
 });
