@@ -115,7 +115,9 @@ export type WriterState = { size: number } & Record<string, unknown>;
 
 /**
  * An open writer. Writes are sequential; `write` resolves when the driver can take more (back-pressure).
- * After `commit` the content is readable at the path; after `cancel` nothing of it remains.
+ * After `commit` the content is readable at the path; after `cancel` nothing of it remains. Where the path is
+ * readable while the writer writes (the filesystem), it holds at most a prefix of what was written, never a hole: a
+ * reader following the file as it grows (another process's pull-through fill) never reads bytes not there yet.
  */
 export interface FileWriter {
   /** Bytes written so far, including those from a resumed state. */
