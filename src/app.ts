@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { AllowAllAuthorizer, type Authorizer } from './auth/authorizer.js';
 import type { Config } from './config/config.js';
 import { AuditLog, createEvents, parseAuditConfig, type RegistryEvents } from './events/index.js';
+import { abandonedRequests, CLIENT_CLOSED_STATUS, wasAbandoned } from './http/abandoned-requests.js';
 import { sendError } from './http/error-handler.js';
 import { BackendUnavailableError, registryError } from './errors/registry-error.js';
 import { clientErrorHandler, originForm } from './http/client-errors.js';
@@ -224,18 +225,24 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   });
   const access = config.log.accessLog ? accessLog(logger) : null;
   if (access) {
-    app.addHook('onResponse', (request, reply, done) => {
+    const line = (request: FastifyRequest, reply: FastifyReply, status: number): void =>
       access({
         reqId: request.id,
         method: request.method,
         url: request.url,
-        status: reply.statusCode,
+        status,
         ms: Math.round(reply.elapsedTime * 10) / 10,
         route: request.routeKind,
         remote: request.ip,
         ua: request.headers['user-agent'],
         user: request.principal?.account,
       });
+    // fastify runs no onResponse hook for a request whose client closed the connection first: the tracker reports it
+    // when the connection closes, logged as 499 (nginx's "client closed request") with the time it had run. Should
+    // fastify still end it later, it is not logged twice.
+    abandonedRequests(app).on((request, reply) => line(request, reply, CLIENT_CLOSED_STATUS));
+    app.addHook('onResponse', (request, reply, done) => {
+      if (!wasAbandoned(reply)) line(request, reply, reply.statusCode);
       done();
     });
   }

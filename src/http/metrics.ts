@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { Counter, Gauge } from 'prom-client';
@@ -10,6 +10,7 @@ import { createEventMetrics, INERT_EVENT_METRICS, type EventMetrics } from '../e
 import { inertInstrument, type CounterInstrument, type GaugeInstrument } from '../metrics/instruments.js';
 import type { MirrorCounts } from '../proxy/mirror-observer.js';
 import type { MirrorUpstreamStatus } from '../proxy/pull-through.js';
+import { abandonedRequests, CLIENT_CLOSED_STATUS } from './abandoned-requests.js';
 import {
   approximateRequestSize,
   createRegistry2Metrics,
@@ -374,7 +375,7 @@ function debugMetrics(config: Config): MetricsConfig | null {
 }
 
 /** The `status` label of a request whose client closed the connection before the response ended (nginx's 499). */
-export const CLIENT_CLOSED_REQUEST = '499';
+export const CLIENT_CLOSED_REQUEST = String(CLIENT_CLOSED_STATUS);
 
 /** Options for {@link metricsPlugin}. */
 export interface MetricsPluginOptions {
@@ -459,12 +460,6 @@ export function hasBody(request: Pick<IncomingMessage, 'headers'>): boolean {
   if (len !== undefined) return Number(len) > 0;
   return request.headers['transfer-encoding'] !== undefined;
 }
-
-/** The replies of a connection whose requests are not finished yet, for the metrics plugin's 'close' listener. */
-const OPEN_REPLIES = Symbol('berth.metrics.openReplies');
-
-/** A connection as the metrics plugin tracks it. */
-type TrackedSocket = Socket & { [OPEN_REPLIES]?: Set<FastifyReply> };
 
 /** Responses whose writes are counted already. */
 const countedResponses = new WeakSet<ServerResponse>();
@@ -574,29 +569,14 @@ export function metricsPlugin(metrics: Metrics, options: MetricsPluginOptions = 
     r2.requestSize.record(cells.r2.requestSize, approximateRequestSize(request.raw));
     r2.responseSize.record(cells.r2.responseSize, state.sent);
   };
-  // fastify runs no onResponse hook when the client goes away first; count those as 499, as nginx logs them. A client
-  // that gives up on a request closes its connection, so one listener per connection (not one per request) finds the
-  // requests still open on it.
-  function onConnectionClose(this: TrackedSocket): void {
-    const open = this[OPEN_REPLIES];
-    this[OPEN_REPLIES] = undefined;
-    if (!open) return;
-    for (const reply of open) if (!reply.raw.writableFinished) record(reply.request, reply, CLIENT_CLOSED_REQUEST);
-  }
   // The hooks take callbacks rather than returning promises: they run on every request, and a promise per hook
   // per request is measurable on a manifest GET.
   const plugin: FastifyPluginAsync = async (app) => {
-    app.addHook('onRequest', (request, reply, done) => {
+    // fastify runs no onResponse hook when the client goes away first: the app's tracker of abandoned requests
+    // (shared with the access log) reports those, counted as 499 as nginx logs them.
+    abandonedRequests(app).on((request, reply) => record(request, reply, CLIENT_CLOSED_REQUEST));
+    app.addHook('onRequest', (request, _reply, done) => {
       request.berthMetrics = { handler: undefined, sent: 0, recorded: false };
-      const socket = request.raw.socket as TrackedSocket | null;
-      if (socket) {
-        let open = socket[OPEN_REPLIES];
-        if (!open) {
-          open = socket[OPEN_REPLIES] = new Set();
-          socket.once('close', onConnectionClose);
-        }
-        open.add(reply);
-      }
       done();
     });
     app.addHook('preParsing', (request, _reply, payload, done) => {
@@ -640,7 +620,6 @@ export function metricsPlugin(metrics: Metrics, options: MetricsPluginOptions = 
       done(null, payload);
     });
     app.addHook('onResponse', (request, reply, done) => {
-      (request.raw.socket as TrackedSocket | null)?.[OPEN_REPLIES]?.delete(reply);
       record(request, reply, String(reply.statusCode));
       done();
     });
