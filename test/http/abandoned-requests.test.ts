@@ -4,7 +4,7 @@
  * sockets: the close is the socket's.
  */
 import { randomBytes } from 'node:crypto';
-import { Agent, get as httpGet, type IncomingMessage } from 'node:http';
+import { Agent, get as httpGet } from 'node:http';
 import { connect } from 'node:net';
 import { PassThrough } from 'node:stream';
 import Fastify, { type FastifyInstance } from 'fastify';
@@ -14,6 +14,7 @@ import { abandonedRequests, abandonedRequestsPlugin, wasAbandoned } from '../../
 import { createMetrics, metricsPlugin } from '../../src/http/metrics.js';
 import { startBerth, type RunningBerth } from '../helpers/berth.js';
 import { RegistryClient } from '../helpers/registry-client.js';
+import { dropDownload } from '../helpers/drop-download.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -59,22 +60,9 @@ t.test('a client that drops a blob GET mid-download gets one access line, status
   const blob = randomBytes(64 * 1024 * 1024);
   const { digest } = await new RegistryClient(b.url).pushBlob('big/image', blob);
   const port = Number(new URL(b.url).port);
-  const received = await new Promise<number>((resolve, reject) => {
-    const req = httpGet(
-      { host: '127.0.0.1', port, path: `/v2/big/image/blobs/${digest}`, headers: { 'x-request-id': 'dropped-get', 'user-agent': 'quitter/1' } },
-      (res: IncomingMessage) => {
-        if (res.statusCode !== 200) reject(new Error(`status ${res.statusCode}`));
-        let got = 0;
-        res.on('data', (chunk: Buffer) => {
-          got += chunk.length;
-          if (got > 1024 * 1024) {
-            req.destroy();
-            resolve(got);
-          }
-        });
-      },
-    );
-    req.on('error', (err) => (req.destroyed ? undefined : reject(err)));
+  const received = await dropDownload(port, `/v2/big/image/blobs/${digest}`, 1024 * 1024, {
+    'x-request-id': 'dropped-get',
+    'user-agent': 'quitter/1',
   });
   t.ok(received < blob.length, 'the client left before the end of the body');
   const lines = await settledLines(access, 'dropped-get');

@@ -1,12 +1,13 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { get as httpGet, request as httpRequest } from 'node:http';
+import { request as httpRequest } from 'node:http';
 import t, { type Test } from 'tap';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { register as globalRegistry } from 'prom-client';
 import { configFrom } from '../../src/config/config.js';
 import { createMetrics, metricsConfig, metricsPlugin, requestBody, startMetricsServer, type Metrics } from '../../src/http/metrics.js';
 import { digestStream, sha256Hex } from '../helpers/digest.js';
+import { dropDownload } from '../helpers/drop-download.js';
 
 /** The value of one series in a Prometheus text exposition, or undefined when the series is absent. */
 function sample(text: string, series: string): number | undefined {
@@ -310,19 +311,7 @@ t.test('a client that goes away mid-download releases the source stream and is c
   const address = app.server.address();
   if (address === null || typeof address === 'string') throw new Error('no address');
   const port = address.port;
-  const received = await new Promise<number>((resolve, reject) => {
-    const req = httpGet({ host: '127.0.0.1', port, path: '/v2/big/blobs/sha256:1' }, (res) => {
-      let got = 0;
-      res.on('data', (chunk: Buffer) => {
-        got += chunk.length;
-        if (got > 1024 * 1024) {
-          req.destroy();
-          resolve(got);
-        }
-      });
-    });
-    req.on('error', (err) => (req.destroyed ? undefined : reject(err)));
-  });
+  const received = await dropDownload(port, '/v2/big/blobs/sha256:1', 1024 * 1024);
   await closed;
   t.ok(received > 1024 * 1024, 'the client got the start of the body');
   t.ok(produced < total, 'the source was destroyed, not read to the end');
