@@ -159,7 +159,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     uiLogin = auth.login;
   }
   const store = new RegistryStore(driver);
-  const uploads = new UploadService(driver, sessions, store, deps.hashThreads);
+  const uploads = new UploadService(driver, sessions, store, deps.hashThreads, (err, msg) => logger.warn({ err }, msg));
   let pullThrough: PullThrough | null = null;
   if (config.proxy) {
     const { createPullThrough } = await import('./proxy/index.js');

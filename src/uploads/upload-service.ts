@@ -56,6 +56,8 @@ export class UploadService {
     store: RegistryStore,
     /** Where running hashes are computed; default: the process's hashing threads, or this thread for S3. */
     hashes?: HashThreads,
+    /** Hears of what the service recovered from (a hashing thread that failed under an upload). */
+    private readonly warn: (err: unknown, msg: string) => void = () => undefined,
   ) {
     this.data = new UploadDataStore(driver, store);
     // S3 takes bytes far slower than this thread hashes them (tens to a few hundred MB/s against ~1.7 GB/s), so a
@@ -277,8 +279,9 @@ export class UploadService {
       try {
         const hex = await running.digest();
         return { algorithm: 'sha256', hex, value: `sha256:${hex}` };
-      } catch {
+      } catch (err) {
         // The hashing thread failed: read the bytes back instead, as for an upload another instance received.
+        this.warn(err, `upload ${session.id}: its hashing thread failed; hashing its ${session.offset} bytes from storage`);
       }
     }
     const hash = newHash(algorithm);

@@ -95,6 +95,10 @@ t.test('when the hashing thread is gone, the upload completes all the same: its 
   const put = await fetch(loc, { method: 'PUT' });
   t.equal(put.status, 201, 'the PUT succeeds');
   t.equal(driver.uploadReads, 1, 'the data was read back once, to hash it');
+  t.ok(
+    b.logs.some((l) => l.includes('hashing thread failed') && l.includes('"level":40')),
+    'a warning says why the upload was read back',
+  );
   const got = Buffer.from(await (await fetch(`${b.url}/v2/hash/gone/blobs/${sha256(blob)}`)).arrayBuffer());
   t.equal(sha256(got), sha256(blob), 'the blob is served');
   // A wrong digest is still refused.
