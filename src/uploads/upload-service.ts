@@ -172,7 +172,7 @@ export class UploadService {
         hashed += chunk.length;
         queued += chunk.length;
         writes = writes.then(async () => {
-          // The hash waits only when its shared segments are all in use (see HashThreads).
+          // The hash waits only while its thread holds as many segments as it may (see HashThreads).
           const hashing = hasher?.update(chunk);
           if (hashing) await hashing;
           try {
