@@ -1,7 +1,7 @@
 import t from 'tap';
 import type { Test } from 'tap';
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, readlink, stat, symlink, writeFile } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -336,3 +336,26 @@ t.test('writers beyond the pool of aligned blocks write through the page cache; 
   await wc.cancel();
   t.equal(pool.take(2)?.length, 2, 'after cancel too');
 });
+
+t.test(
+  'a writer opens its O_DIRECT descriptor only once a block is full',
+  { skip: process.platform !== 'linux' && 'reads /proc/self/fd' },
+  async (t) => {
+    const { root, driver } = await newDriver(t);
+    const file = join(root, 'lazy', 'data');
+    /** How many descriptors of this process have `file` open. */
+    const opened = async (): Promise<number> => {
+      let n = 0;
+      for (const fd of await readdir('/proc/self/fd')) if ((await readlink(`/proc/self/fd/${fd}`).catch(() => '')) === file) n++;
+      return n;
+    };
+    const w = await driver.writer('/lazy/data');
+    await w.write(randomBytes(64 * 1024));
+    t.equal(await opened(), 1, 'a small upload: one descriptor, as a buffered writer has');
+    // Two full blocks: the second waits for the first one's write, which opened the descriptor.
+    await w.write(randomBytes(2 * DIRECT_BLOCK));
+    t.equal(await opened(), driver.writesDirect ? 2 : 1, 'past a block: the O_DIRECT one too (where the file system takes it)');
+    await w.commit();
+    t.equal(await opened(), 0, 'both closed at commit');
+  },
+);

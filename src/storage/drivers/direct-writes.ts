@@ -63,11 +63,6 @@ export class AlignedBlocks {
     for (const b of blocks) this.free.push(b);
   }
 
-  /** Blocks made so far (their pages count in the process's memory once used). */
-  get size(): number {
-    return this.made;
-  }
-
   /** Makes one more slab of blocks; false (and no more tries) when the memory cannot be had. */
   private grow(): boolean {
     const count = Math.min(this.slabBlocks, this.maxBlocks - this.made);
@@ -133,9 +128,11 @@ export const processDirectBlocks = new AlignedBlocks(DIRECT_BLOCK, 24);
  * written bytes, never past a hole, so a reader following it as it grows (another process's pull-through fill)
  * reads nothing that is not yet there. The last partial block is written through the page cache when the writer
  * closes. A writer resumed inside a block first reads that block's head back from the file, so every direct write
- * starts at an aligned position. When the file system refuses a direct write, that block and every later one go
- * through the page cache instead (`onRefused` is told once). Memory: two blocks, whatever the blob's size; a failed
- * write is reported by the next `write` or by `close`.
+ * starts at an aligned position. The `O_DIRECT` descriptor is opened with the first full block, so an upload smaller
+ * than a block (a config blob, a small chunk) costs no more system calls than a buffered one. When the file system
+ * refuses a direct open or write, that block and every later one go through the page cache instead (`onRefused` is
+ * told once). Memory: two blocks, whatever the blob's size; a failed write is reported by the next `write` or by
+ * `close`.
  */
 export class DirectFileWriter implements FileWriter {
   private block: Buffer;
@@ -148,10 +145,12 @@ export class DirectFileWriter implements FileWriter {
   private failure: { error: unknown } | undefined;
   private refused = false;
   private closed = false;
+  /** The `O_DIRECT` descriptor, opened with the first full block (undefined inside: refused). */
+  private direct: Promise<FileHandle | undefined> | undefined;
 
   private constructor(
     private readonly handle: FileHandle,
-    private readonly direct: FileHandle,
+    private readonly nofollow: number,
     private readonly fullPath: string,
     private readonly pool: AlignedBlocks,
     private readonly blocks: Buffer[],
@@ -166,7 +165,7 @@ export class DirectFileWriter implements FileWriter {
 
   /**
    * A direct writer appending to the file `handle` has open at `startSize`; undefined when the pool has no blocks to
-   * spare or the file system refuses `O_DIRECT` (then write through `handle` as usual). The writer owns `handle`.
+   * spare (then write through `handle` as usual). The writer owns `handle`.
    */
   static async open(
     handle: FileHandle,
@@ -176,22 +175,14 @@ export class DirectFileWriter implements FileWriter {
   ): Promise<DirectFileWriter | undefined> {
     const blocks = options.pool.take(2);
     if (!blocks) return undefined;
-    let direct: FileHandle | undefined;
+    const writer = new DirectFileWriter(handle, options.nofollow, fullPath, options.pool, blocks, startSize, options.onRefused);
     try {
-      direct = await openDirect(fullPath, handle, options.nofollow);
-      if (!direct) {
-        options.onRefused(new Error('open with O_DIRECT refused'));
-        options.pool.give(blocks);
-        return undefined;
-      }
-      const writer = new DirectFileWriter(handle, direct, fullPath, options.pool, blocks, startSize, options.onRefused);
       if (writer.fill > 0) {
         const { bytesRead } = await handle.read(writer.block, 0, writer.fill, writer.blockStart);
         if (bytesRead !== writer.fill) throw new InvalidOffsetError(fullPath, startSize);
       }
       return writer;
     } catch (err) {
-      await direct?.close().catch(() => undefined);
       options.pool.give(blocks);
       throw err;
     }
@@ -243,25 +234,32 @@ export class DirectFileWriter implements FileWriter {
 
   private async writeBlock(block: Buffer, position: number): Promise<void> {
     let done = 0;
-    if (!this.refused) {
+    const direct = this.refused ? undefined : await (this.direct ??= openDirect(this.fullPath, this.handle, this.nofollow));
+    if (!direct && !this.refused) this.refuse(new Error('open with O_DIRECT refused'));
+    if (direct && !this.refused) {
       try {
         // A short direct write (the disk filled up, say) leaves the rest to the page cache path, which reports why.
         while (done < block.length) {
-          const { bytesWritten } = await this.direct.write(block, done, block.length - done, position + done);
+          const { bytesWritten } = await direct.write(block, done, block.length - done, position + done);
           done += bytesWritten;
           if (bytesWritten === 0 || bytesWritten % DIRECT_ALIGN !== 0) break;
         }
       } catch (err) {
         if (!refusesDirect(err)) throw err;
-        if (!this.refused) this.onRefused(err);
-        this.refused = true;
+        this.refuse(err);
       }
     }
     await writeAll(this.handle, block.subarray(done), position + done);
   }
 
+  private refuse(err: unknown): void {
+    if (!this.refused) this.onRefused(err);
+    this.refused = true;
+  }
+
   private async release(): Promise<void> {
-    await this.direct.close().catch(() => undefined);
+    const direct = await this.direct?.catch(() => undefined);
+    await direct?.close().catch(() => undefined);
     await this.handle.close();
     this.pool.give(this.blocks);
   }
