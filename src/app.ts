@@ -20,6 +20,7 @@ import {
   withStorageTiming,
 } from './compose.js';
 import { accessLog, createLogger, lazyChildLogger } from './logging.js';
+import { coalesceWrites } from './http/coalesced-writes.js';
 import type { MirrorUpstreamStatus, PullThrough, UpstreamState } from './proxy/index.js';
 import type { StorageDriver } from './storage/driver.js';
 import { CachingDriver, withLinkCache } from './storage/link-cache.js';
@@ -110,6 +111,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     ...(https ? { https: https.options } : {}),
   }) as unknown as FastifyInstance;
   https?.attach(app);
+  // Answers written during a turn of the event loop leave together at its end (see coalesced-writes.ts).
+  coalesceWrites(app.server, https ? 'secureConnection' : 'connection');
 
   const extraHeaders = Object.entries(config.http.headers);
   /**
