@@ -26,23 +26,28 @@ export function clientErrorAnswer(err: { code?: string }): RegistryError {
   }
 }
 
-/** fastify's `clientErrorHandler`: writes {@link clientErrorAnswer} on the socket (when still writable) and closes it. */
+/**
+ * fastify's `clientErrorHandler`: writes {@link clientErrorAnswer} on the socket (when still writable) and closes it
+ * once the answer is written (writes leave at the end of the event loop's turn: see coalesced-writes.ts).
+ */
 export function clientErrorHandler(err: Error & { code?: string }, socket: Socket): void {
   // A reset connection has nobody to answer.
   if (err.code === 'ECONNRESET' || socket.destroyed) return;
-  if (socket.writable) {
-    const e = clientErrorAnswer(err);
-    const body = JSON.stringify({ errors: [e.toJSON()] });
-    socket.write(
-      `HTTP/1.1 ${statusOf(e)} ${statusText(statusOf(e))}\r\n` +
-        'Content-Type: application/json; charset=utf-8\r\n' +
-        'Docker-Distribution-API-Version: registry/2.0\r\n' +
-        `Content-Length: ${Buffer.byteLength(body)}\r\n` +
-        'Connection: close\r\n\r\n' +
-        body,
-    );
+  if (!socket.writable) {
+    socket.destroy();
+    return;
   }
-  socket.destroy();
+  const e = clientErrorAnswer(err);
+  const body = JSON.stringify({ errors: [e.toJSON()] });
+  socket.end(
+    `HTTP/1.1 ${statusOf(e)} ${statusText(statusOf(e))}\r\n` +
+      'Content-Type: application/json; charset=utf-8\r\n' +
+      'Docker-Distribution-API-Version: registry/2.0\r\n' +
+      `Content-Length: ${Buffer.byteLength(body)}\r\n` +
+      'Connection: close\r\n\r\n' +
+      body,
+    () => socket.destroy(),
+  );
 }
 
 function statusText(status: number): string {
