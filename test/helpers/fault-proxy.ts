@@ -185,7 +185,12 @@ export async function startFaultProxy(t: TeardownHost, target: string): Promise<
     dropMidResponse: (times, afterBytes, match) => add({ kind: 'drop-response', afterBytes }, times, match),
     setDown(value: boolean) {
       down = value;
-      if (value) for (const s of sockets) s.resetAndDestroy();
+      // A connection already ending (its peer closed it, the shutdown is pending) is closed, not reset: Node 20's
+      // resetAndDestroy on it leaves the shutdown request behind, and the process spins at exit waiting for it.
+      if (value)
+        for (const s of sockets)
+          if (s.writableEnded) s.destroy();
+          else s.resetAndDestroy();
     },
     clear() {
       rules.length = 0;
