@@ -8,10 +8,10 @@ import type { Server, Socket } from 'node:net';
  * system call, and on loopback or a fast network the client's wake-up, with the work on every other request of the
  * turn. Held to the turn's end, the answers leave back to back, the client wakes once for them, and its next
  * requests arrive together, so the next turn handles them together as well. Measured here (manifest GET by tag, 32
- * connections, wrk, berth pinned to one core): ~54 -> ~38 µs of berth's CPU per request, 18.6k -> 26k req/s, and
- * lower latency (p50 1.7 -> 1.0 ms, p99 16-22 -> 12-13 ms); a 256 MiB blob GET streams as fast as before. Nothing
- * changes on the wire: the same bytes, in the same order, on each connection; an answer leaves at most one turn of
- * the loop later than it would have (microseconds when the server is idle).
+ * connections, wrk; `npm run bench`): 15.6k -> 27.4k req/s, 67 -> 39 µs of berth's CPU per request, p99 7.4 -> 5.3 ms;
+ * a 256 MiB blob GET and a push as fast as before. Nothing changes on the wire: the same bytes, in the same order, on
+ * each connection; an answer leaves at most one turn of the loop later than it would have (microseconds when the
+ * server is idle).
  *
  * How: Node writes an answer's head and body (and each tick's worth of a streamed body) with the socket corked, and
  * uncorks it when the answer ends (or the tick does); the socket's `uncork` is wrapped so that the uncork which would
