@@ -122,6 +122,12 @@ export type WriterState = { size: number } & Record<string, unknown>;
 export interface FileWriter {
   /** Bytes written so far, including those from a resumed state. */
   readonly size: number;
+  /**
+   * True when `write` has copied the chunk's bytes by the time its promise resolves (and keeps no reference to it):
+   * the caller may then reuse the chunk's memory or hand it to another thread. A writer that queues chunks and writes
+   * them later leaves this unset.
+   */
+  readonly copiesChunks?: boolean;
   write(chunk: Buffer): Promise<void>;
   /** Flushes and returns the state from which a later writer (any process) resumes. */
   close(): Promise<WriterState>;

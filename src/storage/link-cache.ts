@@ -362,6 +362,7 @@ export class CachingDriver implements StorageDriver {
       get size() {
         return w.size;
       },
+      copiesChunks: w.copiesChunks === true,
       write: (chunk) => w.write(chunk),
       close: () => w.close(),
       commit: () => changing(() => w.commit()),

@@ -1,10 +1,12 @@
 /**
- * The worker side of {@link HashThreads} (hash-threads.ts): running sha256 states, fed with segments the main thread
- * fills and transfers here; each goes back once hashed. Messages are handled in the order they were posted, so a digest asked after some
- * updates covers exactly those updates.
+ * The worker side of {@link HashThreads} (hash-threads.ts): running sha256 states, fed with batches of memory the
+ * main thread transfers here; the segments among them go back once hashed, the rest (chunks handed over) are dropped.
+ * Messages are handled in the order they were posted, so a digest asked after some updates covers exactly those
+ * updates.
  */
 import { createHash, type Hash } from 'node:crypto';
 import { parentPort } from 'node:worker_threads';
+import { spentBuffers } from '../storage/spent-buffers.js';
 import type { FromHashThread, ToHashThread } from './hash-threads.js';
 
 const port = parentPort;
@@ -21,10 +23,17 @@ function state(id: number): Hash {
 
 port?.on('message', (message: ToHashThread) => {
   switch (message.op) {
-    case 'update':
-      state(message.id).update(new Uint8Array(message.segment, 0, message.length));
-      port?.postMessage({ op: 'free', segment: message.segment } satisfies FromHashThread, [message.segment]);
+    case 'update': {
+      const hash = state(message.id);
+      for (let i = 0; i < message.parts.length; i++) hash.update(new Uint8Array(message.parts[i]!, 0, message.lengths[i]));
+      const segments = message.segments.map((i) => message.parts[i]!);
+      port?.postMessage({ op: 'free', segments } satisfies FromHashThread, segments);
+      // The other parts (chunks handed over) are garbage now: freed promptly, as the main thread frees its own.
+      let dropped = 0;
+      for (let i = 0; i < message.parts.length; i++) if (!message.segments.includes(i)) dropped += message.lengths[i]!;
+      spentBuffers(dropped);
       break;
+    }
     case 'digest': {
       const hex = state(message.id).digest('hex');
       states.delete(message.id);

@@ -7,16 +7,21 @@ import { reapplyHeapTuning } from '../runtime/heap-tuning.js';
  * The running sha256 of an upload, computed beside the thread that receives the bytes.
  *
  * Hashing is the largest single cost of receiving a blob (~0.15 s of CPU per 256 MiB here, a third of berth's main
- * thread during a push); on a worker thread it runs in parallel with the socket reads and the writes. The main thread
- * copies each chunk into a segment (one `memcpy`, no message per chunk) and hands a full segment over to the worker
- * (transferred, not copied); the worker hashes it and hands it back. (Not a SharedArrayBuffer: V8 copies into shared
- * memory with a relaxed-atomic loop, measured at twice the cost of the plain copy.) An upload whose bytes never fill
- * one segment in a request (a config blob, a small chunk) is hashed on the main thread instead and never touches the
- * worker.
+ * thread during a push); on a worker thread it runs in parallel with the socket reads and the writes. Bytes go to the
+ * worker in batches of at least one segment's worth (one message per batch, transferred, not copied): a chunk the
+ * caller hands over (its own memory, which nothing else holds: what Node's HTTP parser makes) goes as it is; other
+ * chunks are copied into a segment (one `memcpy`), which the worker hands back once hashed. (Not a SharedArrayBuffer:
+ * V8 copies into shared memory with a relaxed-atomic loop, measured at twice the cost of the plain copy.) An upload
+ * whose bytes never fill one batch in a request (a config blob, a small chunk) is hashed on the main thread instead
+ * and never touches the worker.
  */
 export interface RunningHash {
-  /** Adds bytes, in order. A promise means: wait for it before adding more (the shared segments are all in use). */
-  update(chunk: Buffer): Promise<void> | undefined;
+  /**
+   * Adds bytes, in order. A promise means: wait for it before adding more (the thread holds as many batches as it
+   * may). With `handOver` the caller gives the chunk's memory away: it never reads or writes the chunk again, and
+   * nothing else holds it (the chunk may be emptied: its memory transferred to the hashing thread).
+   */
+  update(chunk: Buffer, handOver?: boolean): Promise<void> | undefined;
   /** The request's bytes have all been added: hands on what is buffered, so no segment stays held between requests. */
   pause(): void;
   /** The hex digest of everything added; the hash is finished. Rejects if the worker failed (hash from storage then). */
@@ -25,11 +30,16 @@ export interface RunningHash {
   dispose(): void;
 }
 
-/** Messages to the worker (hash-thread.ts). */
+/**
+ * Messages to the worker (hash-thread.ts). An update's bytes are the first `lengths[i]` bytes of each of `parts`, in
+ * order; the parts listed in `segments` (indexes) are to be handed back, the others are the worker's to drop.
+ */
 export type ToHashThread =
-  { op: 'update'; id: number; segment: ArrayBuffer; length: number } | { op: 'digest'; id: number } | { op: 'drop'; id: number };
-/** Messages from the worker. */
-export type FromHashThread = { op: 'free'; segment: ArrayBuffer } | { op: 'digest'; id: number; hex: string };
+  | { op: 'update'; id: number; parts: ArrayBuffer[]; lengths: number[]; segments: number[] }
+  | { op: 'digest'; id: number }
+  | { op: 'drop'; id: number };
+/** Messages from the worker: an update was hashed (its segments come back), or a digest. */
+export type FromHashThread = { op: 'free'; segments: ArrayBuffer[] } | { op: 'digest'; id: number; hex: string };
 
 const KiB = 1024;
 
@@ -37,13 +47,14 @@ export interface HashThreadsOptions {
   /** Worker threads; 0 hashes everything on the calling thread. Default: one less than the CPUs, at most 4. */
   threads?: number;
   /**
-   * Bytes per segment (default 256 KiB): the least an upload request carries before it is hashed off-thread. Larger
-   * segments measured no faster (1 MiB: one message per MiB instead of four) and held more memory.
+   * Bytes per segment and the least a batch holds (default 256 KiB): the least an upload request carries before it
+   * is hashed off-thread. Larger segments measured no faster (1 MiB: one message per MiB instead of four) and held
+   * more memory.
    */
   segmentBytes?: number;
   /**
-   * Segments handed to a thread and not yet back (default 4): an upload that fills one more waits. Each upload also
-   * holds the one segment it is filling, and the thread keeps up to this many spare.
+   * Batches handed to a thread and not yet hashed (default 4): an upload that fills one more waits. Each upload also
+   * holds the batch it is filling, and the thread keeps up to this many spare segments.
    */
   inflight?: number;
 }
@@ -104,7 +115,7 @@ class LocalHash implements RunningHash {
 class HashThread {
   private worker: Worker | undefined;
   private readonly spare: Buffer[] = [];
-  /** Segments handed to the worker and not back yet. */
+  /** Batches handed to the worker and not hashed yet. */
   private away = 0;
   private readonly waiting: (() => void)[] = [];
   private readonly digests = new Map<number, { resolve: (hex: string) => void; reject: (err: Error) => void }>();
@@ -131,22 +142,21 @@ class HashThread {
     if (this.spare.length < this.maxAway) this.spare.push(segment);
   }
 
-  /** True when another segment may be handed to the worker now (else wait with {@link whenBack}). */
+  /** True when another batch may be handed to the worker now (else wait with {@link whenBack}). */
   get ready(): boolean {
     return this.away < this.maxAway || this.failed !== undefined;
   }
 
-  /** Resolves when a segment came back from the worker (or the thread failed). */
+  /** Resolves when the worker finished a batch (or the thread failed). */
   whenBack(): Promise<void> {
     return new Promise((resolve) => this.waiting.push(resolve));
   }
 
-  /** Hands `length` bytes of `segment` to the worker for hash `id`; the segment comes back once hashed. */
-  update(id: number, segment: Buffer, length: number): void {
-    const buffer = segment.buffer as ArrayBuffer;
+  /** Hands a batch to the worker for hash `id` (see {@link ToHashThread}); its parts are transferred, not copied. */
+  update(id: number, parts: ArrayBuffer[], lengths: number[], segments: number[]): void {
     this.away++;
     this.busy();
-    this.start().postMessage({ op: 'update', id, segment: buffer, length } satisfies ToHashThread, [buffer]);
+    this.start().postMessage({ op: 'update', id, parts, lengths, segments } satisfies ToHashThread, parts);
   }
 
   drop(id: number): void {
@@ -169,7 +179,7 @@ class HashThread {
     worker.on('message', (message: FromHashThread) => {
       if (message.op === 'free') {
         this.away--;
-        this.give(Buffer.from(message.segment));
+        for (const segment of message.segments) this.give(Buffer.from(segment));
         this.waiting.shift()?.();
       } else {
         const pending = this.digests.get(message.id);
@@ -188,7 +198,7 @@ class HashThread {
   }
 
   /**
-   * While segments or digests are out, the thread keeps the process alive (a command awaiting a digest has nothing
+   * While batches or digests are out, the thread keeps the process alive (a command awaiting a digest has nothing
    * else to); idle, it does not, so it never holds up an exit.
    */
   private busy(): void {
@@ -214,12 +224,23 @@ class HashThread {
   }
 }
 
-/** A hash kept by a {@link HashThread}; on the calling thread when a request's bytes never fill a segment. */
+/** A chunk whose memory is all its own (no offset into, or tail of, a larger buffer), so it can be transferred whole. */
+function ownsItsMemory(chunk: Buffer): boolean {
+  return chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength && chunk.buffer instanceof ArrayBuffer;
+}
+
+/** A hash kept by a {@link HashThread}; on the calling thread when a request's bytes never fill a batch. */
 class ThreadHash implements RunningHash {
   private readonly id: number;
   private local: Hash | undefined;
+  /** The segment being filled with copied bytes. */
   private segment: Buffer | undefined;
   private fill = 0;
+  /** The batch for the worker: parts in order, their lengths, which of them are segments, and its bytes. */
+  private parts: ArrayBuffer[] = [];
+  private lengths: number[] = [];
+  private segments: number[] = [];
+  private batchBytes = 0;
   /** The worker holds part of this hash's state. */
   private remote = false;
   private done = false;
@@ -228,10 +249,17 @@ class ThreadHash implements RunningHash {
     this.id = thread.newId();
   }
 
-  update(chunk: Buffer): Promise<void> | undefined {
+  update(chunk: Buffer, handOver = false): Promise<void> | undefined {
     if (this.local) {
       this.local.update(chunk);
       return undefined;
+    }
+    // After a worker failure the bytes are dropped: the digest rejects and the caller hashes from storage.
+    if (this.thread.failed) return undefined;
+    if (handOver && ownsItsMemory(chunk)) {
+      this.closeSegment();
+      this.add(chunk.buffer as ArrayBuffer, chunk.length, false);
+      return this.sendWhenFull();
     }
     return this.copy(chunk, 0);
   }
@@ -239,48 +267,87 @@ class ThreadHash implements RunningHash {
   private copy(chunk: Buffer, from: number): Promise<void> | undefined {
     let off = from;
     while (off < chunk.length) {
-      // After a worker failure the bytes are dropped: the digest rejects and the caller hashes from storage.
       if (this.thread.failed) return undefined;
-      if (!this.segment) {
-        this.segment = this.thread.take();
-        this.fill = 0;
-      }
-      if (this.fill === this.segment.length) {
-        // Full, and the worker has as many segments as it may: wait for one to come back.
+      if (this.batchBytes >= this.thread.segmentBytes) {
+        // A full batch, and the worker has as many as it may: wait for one to be done.
         if (!this.thread.ready) {
           const resume = off;
           return this.thread.whenBack().then(() => this.copy(chunk, resume));
         }
         this.send();
-        continue;
+      }
+      if (!this.segment) {
+        this.segment = this.thread.take();
+        this.fill = 0;
       }
       const n = Math.min(chunk.length - off, this.segment.length - this.fill);
       chunk.copy(this.segment, this.fill, off, off + n);
       this.fill += n;
       off += n;
+      if (this.fill === this.segment.length) this.closeSegment();
     }
-    if (this.segment && this.fill === this.segment.length && this.thread.ready) this.send();
+    if (this.batchBytes >= this.thread.segmentBytes && this.thread.ready) this.send();
     return undefined;
   }
 
-  private send(): void {
+  /** Sends the batch once it holds a segment's worth and the worker may take it. */
+  private sendWhenFull(): Promise<void> | undefined {
+    if (this.batchBytes < this.thread.segmentBytes || this.thread.failed) return undefined;
+    if (this.thread.ready) {
+      this.send();
+      return undefined;
+    }
+    return this.thread.whenBack().then(() => this.sendWhenFull());
+  }
+
+  private add(part: ArrayBuffer, length: number, segment: boolean): void {
+    if (segment) this.segments.push(this.parts.length);
+    this.parts.push(part);
+    this.lengths.push(length);
+    this.batchBytes += length;
+  }
+
+  /** Moves what the segment holds into the batch (an empty segment goes back to the spares). */
+  private closeSegment(): void {
     if (!this.segment) return;
-    this.thread.update(this.id, this.segment, this.fill);
-    this.remote = true;
+    if (this.fill > 0) this.add(this.segment.buffer as ArrayBuffer, this.fill, true);
+    else this.thread.give(this.segment);
     this.segment = undefined;
     this.fill = 0;
   }
 
+  private send(): void {
+    if (this.parts.length === 0) return;
+    this.thread.update(this.id, this.parts, this.lengths, this.segments);
+    this.remote = true;
+    this.clearBatch();
+  }
+
+  private clearBatch(): void {
+    this.parts = [];
+    this.lengths = [];
+    this.segments = [];
+    this.batchBytes = 0;
+  }
+
+  /** Gives the batch's segments back to the thread's spares and forgets the batch. */
+  private dropBatch(): void {
+    for (const i of this.segments) this.thread.give(Buffer.from(this.parts[i]!));
+    this.clearBatch();
+  }
+
   pause(): void {
-    if (!this.segment) return;
+    this.closeSegment();
+    if (this.parts.length === 0) return;
     if (this.remote) {
       this.send();
       return;
     }
-    // Not one full segment so far: this hash stays on the calling thread from here on.
-    this.local = createHash('sha256').update(this.segment.subarray(0, this.fill));
-    this.thread.give(this.segment);
-    this.segment = undefined;
+    // Not one full batch so far: this hash stays on the calling thread from here on.
+    const local = createHash('sha256');
+    for (let i = 0; i < this.parts.length; i++) local.update(new Uint8Array(this.parts[i]!, 0, this.lengths[i]));
+    this.local = local;
+    this.dropBatch();
   }
 
   digest(): Promise<string> {
@@ -292,10 +359,8 @@ class ThreadHash implements RunningHash {
   }
 
   dispose(): void {
-    if (this.segment) {
-      this.thread.give(this.segment);
-      this.segment = undefined;
-    }
+    this.closeSegment();
+    this.dropBatch();
     if (this.remote && !this.done && !this.thread.failed) this.thread.drop(this.id);
     this.done = true;
   }

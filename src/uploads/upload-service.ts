@@ -1,5 +1,6 @@
 import { spentBuffers } from '../storage/spent-buffers.js';
 import { randomUUID } from 'node:crypto';
+import { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { RegistryError, registryError } from '../errors/registry-error.js';
@@ -160,27 +161,40 @@ export class UploadService {
       // RECEIVE_AHEAD bytes wait for the writer (back-pressure, bounded memory).
       let queued = 0;
       let paused = false;
+      // A chunk of a request body from Node's HTTP parser is a fresh copy in memory of its own that nothing else holds;
+      // once a writer that copies has taken it, nothing needs it but the hash.
+      const handOver = writer.copiesChunks === true && body instanceof IncomingMessage;
       let writes: Promise<void> = Promise.resolve();
       const onData = (chunk: Buffer): void => {
-        received += chunk.length;
-        spentBuffers(chunk.length);
+        // Read once: a chunk handed to the hashing thread is empty afterwards.
+        const length = chunk.length;
+        received += length;
+        // A chunk handed to the hashing thread leaves this thread's memory with it: only the others are garbage here.
+        if (!handOver || !hasher) spentBuffers(length);
         if (expected !== undefined && received > expected) tooLong = true;
         // After a storage failure, or past the declared length, the rest of the body is read and dropped: the client
         // then reads the error answer (503 when the backend is down, else SIZE_INVALID) instead of a connection reset
         // in the middle of its upload.
         if (storageFailed !== undefined || tooLong) return;
-        hashed += chunk.length;
-        queued += chunk.length;
+        hashed += length;
+        queued += length;
         writes = writes.then(async () => {
-          // The hash waits only while its thread holds as many segments as it may (see HashThreads).
-          const hashing = hasher?.update(chunk);
-          if (hashing) await hashing;
+          // The hash waits only while its thread holds as many batches as it may (see HashThreads).
+          if (!handOver) {
+            const hashing = hasher?.update(chunk);
+            if (hashing) await hashing;
+          }
           try {
             if (storageFailed === undefined) await writer.write(chunk);
           } catch (err) {
             storageFailed = err;
           }
-          queued -= chunk.length;
+          if (handOver) {
+            // The writer has copied the chunk: its memory goes to the hashing thread as it is (no copy).
+            const hashing = hasher?.update(chunk, storageFailed === undefined);
+            if (hashing) await hashing;
+          }
+          queued -= length;
           if (paused && queued <= RECEIVE_AHEAD / 2) {
             paused = false;
             body.resume();

@@ -93,3 +93,68 @@ t.test('when the thread is gone, digests reject (the caller hashes from storage)
   t.equal(await fresh.digest(), sha256Hex(data), 'a hash made afterwards gets a new thread');
   await threads.close();
 });
+
+/** `data` cut into chunks of the cycling `sizes`, each in memory of its own (as Node's HTTP parser hands them out). */
+function ownChunks(data: Buffer, sizes: number[]): Buffer[] {
+  const chunks: Buffer[] = [];
+  for (let at = 0, i = 0; at < data.length; i++) {
+    const n = Math.min(sizes[i % sizes.length]!, data.length - at);
+    const chunk = Buffer.allocUnsafeSlow(n);
+    data.copy(chunk, 0, at, at + n);
+    chunks.push(chunk);
+    at += n;
+  }
+  return chunks;
+}
+
+t.test('chunks handed over go to the thread as they are, in order with copied ones', async (t) => {
+  const threads = new HashThreads({ threads: 1, segmentBytes: 16 * KiB, inflight: 1 });
+  t.teardown(() => threads.close());
+  const data = randomBytes(400 * KiB + 17);
+  const chunks = ownChunks(data, [5 * KiB, 9 * KiB + 3, 1, 20 * KiB]);
+  const hash = threads.create();
+  let handed = 0;
+  for (const [i, chunk] of chunks.entries()) {
+    // Every third chunk is not handed over (copied into a segment); one in five is a view into a larger buffer,
+    // which is copied even when offered.
+    const view = i % 5 === 4;
+    const piece = view ? Buffer.concat([Buffer.alloc(3), chunk]).subarray(3) : chunk;
+    const handOver = i % 3 !== 0;
+    const wait = hash.update(piece, handOver);
+    if (wait) await wait;
+    if (handOver && !view) handed++;
+  }
+  t.equal(await hash.digest(), sha256Hex(data), 'the digest of all the bytes, in order');
+  const emptied = chunks.filter((c, i) => i % 3 !== 0 && i % 5 !== 4 && c.length === 0).length;
+  t.equal(emptied, handed, 'every chunk handed over was transferred (its memory is gone from this thread)');
+  t.ok(
+    chunks.every((c, i) => (i % 3 === 0 ? c.length > 0 : true)),
+    'chunks not handed over are left as they were',
+  );
+});
+
+t.test('chunks handed over in a request under one batch are hashed here and left untouched', async (t) => {
+  const threads = new HashThreads({ threads: 1, segmentBytes: 64 * KiB });
+  t.teardown(() => threads.close());
+  const small = randomBytes(40 * KiB);
+  const chunks = ownChunks(small, [16 * KiB]);
+  const hash = threads.create();
+  for (const chunk of chunks) t.equal(hash.update(chunk, true), undefined, 'no wait');
+  hash.pause();
+  t.ok(
+    chunks.every((c) => c.length === 16 * KiB || c.length === 8 * KiB),
+    'not transferred',
+  );
+  const big = randomBytes(200 * KiB);
+  for (const chunk of ownChunks(big, [32 * KiB])) await hash.update(chunk, true);
+  t.equal(await hash.digest(), sha256Hex(Buffer.concat([small, big])), 'then on the calling thread for good, and right');
+
+  // Disposing a hash with a batch not yet sent neither throws nor disturbs the next one.
+  const dropped = threads.create();
+  for (const chunk of ownChunks(randomBytes(40 * KiB), [8 * KiB])) await dropped.update(chunk, true);
+  dropped.dispose();
+  const after = randomBytes(300 * KiB);
+  const next = threads.create();
+  for (const chunk of ownChunks(after, [64 * KiB])) await next.update(chunk, true);
+  t.equal(await next.digest(), sha256Hex(after), 'a hash after a disposed one is right');
+});

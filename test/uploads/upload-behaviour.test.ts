@@ -81,6 +81,29 @@ t.test('the common path (one PATCH, then PUT) computes the digest without readin
   t.equal(driver.uploadReads, 0);
 });
 
+t.test('a body that does not come from the HTTP parser is hashed from a copy: the caller keeps its buffer', async (t) => {
+  // Chunks from Node's HTTP parser are handed to the hashing thread as they are (transferred, not copied); a body
+  // from anywhere else (here fastify's inject, which streams the caller's own buffer) must be left as it was.
+  const b = await startBerth(t);
+  const blob = randomBytes(3 * 1024 * 1024 + 5);
+  const before = sha256(blob);
+  const res = await b.app.inject({
+    method: 'POST',
+    url: `/v2/inject/me/blobs/uploads/?digest=${before}`,
+    payload: blob,
+    headers: { 'content-type': 'application/octet-stream' },
+  });
+  t.equal(res.statusCode, 201);
+  t.equal(blob.length, 3 * 1024 * 1024 + 5, "the caller's buffer still holds its bytes");
+  t.equal(sha256(blob), before, 'unchanged');
+  // The same bytes over a real socket take the hand-over path, and are stored and digested right.
+  const again = Buffer.concat([blob, Buffer.from('x')]);
+  const put = await fetch(`${b.url}/v2/socket/me/blobs/uploads/?digest=${sha256(again)}`, { method: 'POST', body: again });
+  t.equal(put.status, 201);
+  const got = Buffer.from(await (await fetch(`${b.url}/v2/socket/me/blobs/${sha256(again)}`)).arrayBuffer());
+  t.equal(sha256(got), sha256(again), 'served as pushed');
+});
+
 t.test('when the hashing thread is gone, the upload completes all the same: its bytes are hashed from storage', async (t) => {
   const root = await tempDir(t, 'berth-hash-gone-');
   const driver = new CountingDriver({ rootDirectory: root });

@@ -192,6 +192,9 @@ export class DirectFileWriter implements FileWriter {
     return this.blockStart + this.fill;
   }
 
+  /** Every chunk is copied into an aligned block before `write` resolves. */
+  readonly copiesChunks = true;
+
   async write(chunk: Buffer): Promise<void> {
     if (this.closed) throw new Error('writer is closed');
     this.throwIfFailed();
