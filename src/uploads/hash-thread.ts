@@ -25,12 +25,17 @@ port?.on('message', (message: ToHashThread) => {
   switch (message.op) {
     case 'update': {
       const hash = state(message.id);
-      for (let i = 0; i < message.parts.length; i++) hash.update(new Uint8Array(message.parts[i]!, 0, message.lengths[i]));
-      const segments = message.segments.map((i) => message.parts[i]!);
+      let dropped = 0;
+      for (let i = 0; i < message.parts.length; i++) {
+        hash.update(new Uint8Array(message.parts[i]!, 0, message.lengths[i]));
+        dropped += message.lengths[i]!;
+      }
+      const segments = message.segments.map((i) => {
+        dropped -= message.lengths[i]!;
+        return message.parts[i]!;
+      });
       port?.postMessage({ op: 'free', segments } satisfies FromHashThread, segments);
       // The other parts (chunks handed over) are garbage now: freed promptly, as the main thread frees its own.
-      let dropped = 0;
-      for (let i = 0; i < message.parts.length; i++) if (!message.segments.includes(i)) dropped += message.lengths[i]!;
       spentBuffers(dropped);
       break;
     }

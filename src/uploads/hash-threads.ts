@@ -17,6 +17,11 @@ import { reapplyHeapTuning } from '../runtime/heap-tuning.js';
  */
 export interface RunningHash {
   /**
+   * True when chunks handed over (see {@link update}) leave the caller's thread with their memory, so the caller has
+   * no garbage of them to collect; false for a hash computed on the calling thread.
+   */
+  readonly takesChunks: boolean;
+  /**
    * Adds bytes, in order. A promise means: wait for it before adding more (the thread holds as many batches as it
    * may). With `handOver` the caller gives the chunk's memory away: it never reads or writes the chunk again, and
    * nothing else holds it (the chunk may be emptied: its memory transferred to the hashing thread).
@@ -99,6 +104,7 @@ export class HashThreads {
 
 /** A hash on the calling thread. */
 class LocalHash implements RunningHash {
+  readonly takesChunks = false;
   private readonly hash: Hash = createHash('sha256');
   update(chunk: Buffer): undefined {
     this.hash.update(chunk);
@@ -231,6 +237,7 @@ function ownsItsMemory(chunk: Buffer): boolean {
 
 /** A hash kept by a {@link HashThread}; on the calling thread when a request's bytes never fill a batch. */
 class ThreadHash implements RunningHash {
+  readonly takesChunks = true;
   private readonly id: number;
   private local: Hash | undefined;
   /** The segment being filled with copied bytes. */

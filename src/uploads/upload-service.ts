@@ -162,15 +162,15 @@ export class UploadService {
       let queued = 0;
       let paused = false;
       // A chunk of a request body from Node's HTTP parser is a fresh copy in memory of its own that nothing else holds;
-      // once a writer that copies has taken it, nothing needs it but the hash.
-      const handOver = writer.copiesChunks === true && body instanceof IncomingMessage;
+      // once a writer that copies has taken it, nothing needs it but the hash, which takes it to its thread.
+      const handOver = hasher?.takesChunks === true && writer.copiesChunks === true && body instanceof IncomingMessage;
       let writes: Promise<void> = Promise.resolve();
       const onData = (chunk: Buffer): void => {
         // Read once: a chunk handed to the hashing thread is empty afterwards.
         const length = chunk.length;
         received += length;
         // A chunk handed to the hashing thread leaves this thread's memory with it: only the others are garbage here.
-        if (!handOver || !hasher) spentBuffers(length);
+        if (!handOver) spentBuffers(length);
         if (expected !== undefined && received > expected) tooLong = true;
         // After a storage failure, or past the declared length, the rest of the body is read and dropped: the client
         // then reads the error answer (503 when the backend is down, else SIZE_INVALID) instead of a connection reset

@@ -78,6 +78,8 @@ t.test('a hash whose first request stays under one segment is finished on the ca
   const local = none.create();
   await feed(local, big, [16 * KiB]);
   t.equal(await local.digest(), sha256Hex(big), 'threads: 0 hashes on the calling thread');
+  t.equal(local.takesChunks, false, 'and takes no chunk memory away (the caller collects its garbage)');
+  t.equal(hash.takesChunks, true, 'a hash with a thread does');
 });
 
 t.test('when the thread is gone, digests reject (the caller hashes from storage) and updates neither throw nor hang', async (t) => {
