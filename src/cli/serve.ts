@@ -2,6 +2,7 @@ import { resolve } from 'node:path';
 import { loadConfig, parseListenAddress, type Config } from '../config/config.js';
 import { metricsConfig, startMetricsServer, type MetricsServer } from '../http/metrics.js';
 import { createLogger } from '../logging.js';
+import { raiseMallocTrimThreshold } from '../runtime/malloc-tuning.js';
 import { CONFIG_OPTION, configFile, type Command } from './command.js';
 
 /** A short description of the storage, for the startup line. */
@@ -93,6 +94,8 @@ export async function serve(file: string | undefined): Promise<number> {
     { address: shown, storage: describeStorage(config), sessions: parts.sessions.name, auth: parts.authorizer.name },
     `berth listening on ${shown} (${summary})`,
   );
+  parts.uploads.warmHashing();
+  raiseMallocTrimThreshold();
   const mc = metricsConfig(config);
   let metricsServer: MetricsServer | undefined;
   if (mc.enabled && mc.addr) {

@@ -94,6 +94,21 @@ export class HashThreads {
     return new ThreadHash(thread);
   }
 
+  /**
+   * Starts the first worker thread now rather than on the first upload that fills a batch: a thread's start (Node's
+   * bootstrap of a new isolate, ~0.1 s of CPU here) otherwise lands on that upload, on the core it needs for itself.
+   * The thread is idle until used and never holds up the process's exit.
+   */
+  warm(): void {
+    if (this.threads.length === 0) return;
+    let thread = this.threads[0];
+    if (!thread || thread.failed) {
+      thread = new HashThread(this.segmentBytes, this.inflight);
+      this.threads[0] = thread;
+    }
+    thread.warm();
+  }
+
   /** Stops the worker threads (pending digests reject). */
   async close(): Promise<void> {
     const threads = this.threads.filter((t) => t !== undefined);
@@ -163,6 +178,11 @@ class HashThread {
     this.away++;
     this.busy();
     this.start().postMessage({ op: 'update', id, parts, lengths, segments } satisfies ToHashThread, parts);
+  }
+
+  /** Starts the worker if it has not started (it stays unref'd: idle). */
+  warm(): void {
+    this.start();
   }
 
   drop(id: number): void {

@@ -67,6 +67,11 @@ export class UploadService {
     this.hashes = hashes ?? (driver.name === 's3' ? ON_THIS_THREAD : (processHashThreads ??= new HashThreads()));
   }
 
+  /** Starts the hashing thread before the first upload needs it (a server calls this once it listens). */
+  warmHashing(): void {
+    this.hashes.warm();
+  }
+
   /** Starts an upload session for `repo`. */
   async start(repo: string): Promise<UploadSession> {
     const session: UploadSession = { id: randomUUID(), repository: repo, offset: 0, startedAt: Date.now() };
