@@ -94,7 +94,9 @@ export async function serve(file: string | undefined): Promise<number> {
     { address: shown, storage: describeStorage(config), sessions: parts.sessions.name, auth: parts.authorizer.name },
     `berth listening on ${shown} (${summary})`,
   );
-  parts.uploads.warmHashing();
+  // The hashing thread the first push would start (a read-only registry takes no pushes).
+  if (!config.storage.readOnly) parts.uploads.warmHashing();
+  // glibc keeps the memory of freed blob chunks for the next reads (src/runtime/malloc-tuning.ts).
   raiseMallocTrimThreshold();
   const mc = metricsConfig(config);
   let metricsServer: MetricsServer | undefined;
