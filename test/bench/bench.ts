@@ -321,8 +321,8 @@ async function compare(cases: Set<CaseName>, rounds: number): Promise<Row[]> {
     if (cases.has('push') || cases.has('get') || cases.has('parallel')) {
       if (cases.has('push')) {
         // Each server's first push after it started, on its own: berth's JIT and both servers' memory warm up there
-        // (berth's first push ran at 60-70% of its later ones). Reported apart, so the rounds below compare servers
-        // that have each served one push, as a running registry has.
+        // (berth's first push ran at 55-90% of the median of its later ones). Reported apart, so the rounds below
+        // compare servers that have each served one push, as a running registry has.
         process.stderr.write(`first push after start ...\n`);
         const cold = await alternate(targets, 1, async (t) => (await push(t, 'bench/cold', bytes)).mibs);
         row(`first push ${BLOB_MIB} MiB after start (MiB/s)`, cold, 'higher');
