@@ -85,13 +85,17 @@ export class HashThreads {
   /** A new running sha256. */
   create(): RunningHash {
     if (this.threads.length === 0) return new LocalHash();
-    const i = this.next++ % this.threads.length;
+    return new ThreadHash(this.thread(this.next++ % this.threads.length));
+  }
+
+  /** The `i`th worker thread, made anew when it has not been made or has failed. */
+  private thread(i: number): HashThread {
     let thread = this.threads[i];
     if (!thread || thread.failed) {
       thread = new HashThread(this.segmentBytes, this.inflight);
       this.threads[i] = thread;
     }
-    return new ThreadHash(thread);
+    return thread;
   }
 
   /**
@@ -100,13 +104,7 @@ export class HashThreads {
    * The thread is idle until used and never holds up the process's exit.
    */
   warm(): void {
-    if (this.threads.length === 0) return;
-    let thread = this.threads[0];
-    if (!thread || thread.failed) {
-      thread = new HashThread(this.segmentBytes, this.inflight);
-      this.threads[0] = thread;
-    }
-    thread.warm();
+    if (this.threads.length > 0) this.thread(0).warm();
   }
 
   /** Stops the worker threads (pending digests reject). */
