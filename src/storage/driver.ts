@@ -32,7 +32,7 @@ export interface StorageDriver {
    * {@link FileWriter.close} returned continues after exactly the bytes that state records (any bytes a crashed
    * writer left beyond them are discarded), even in another process.
    */
-  writer(path: string, state?: WriterState): Promise<FileWriter>;
+  writer(path: string, state?: WriterState, options?: WriterOptions): Promise<FileWriter>;
   /** Size and modification time of a file, or `isDir` for a directory. */
   stat(path: string): Promise<FileInfo>;
   /** Full paths of the direct children of a directory. Throws PathNotFoundError when it does not exist. */
@@ -110,6 +110,16 @@ export interface FileInfo {
   isDir: boolean;
 }
 
+/** How a file will be used while its writer writes it. */
+export interface WriterOptions {
+  /**
+   * False when nothing reads the file before its writer has closed (an upload's data, read only once the request
+   * ends): the driver may then write parts of it out of order, so the file may hold a hole while the writer is open.
+   * Default true: a reader may follow the file as it grows, and it only ever holds a prefix of what was written.
+   */
+  followed?: boolean;
+}
+
 /** JSON-serialisable state a writer needs to continue later, kept in the upload session (possibly in Redis). */
 export type WriterState = { size: number } & Record<string, unknown>;
 
@@ -117,7 +127,9 @@ export type WriterState = { size: number } & Record<string, unknown>;
  * An open writer. Writes are sequential; `write` resolves when the driver can take more (back-pressure).
  * After `commit` the content is readable at the path; after `cancel` nothing of it remains. Where the path is
  * readable while the writer writes (the filesystem), it holds at most a prefix of what was written, never a hole: a
- * reader following the file as it grows (another process's pull-through fill) never reads bytes not there yet.
+ * reader following the file as it grows (another process's pull-through fill) never reads bytes not there yet;
+ * unless the writer was opened with `followed: false` ({@link WriterOptions}). After `close` (or `commit`) the file
+ * holds exactly what was written, either way.
  */
 export interface FileWriter {
   /** Bytes written so far, including those from a resumed state. */

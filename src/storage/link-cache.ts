@@ -6,6 +6,7 @@ import {
   type SignalOption,
   type StorageDriver,
   type WalkOptions,
+  type WriterOptions,
   type WriterState,
 } from './driver.js';
 import type { Config } from '../config/config.js';
@@ -355,8 +356,8 @@ export class CachingDriver implements StorageDriver {
     return this.inner.reader(path, offset, length, options);
   }
 
-  async writer(path: string, state?: WriterState): Promise<FileWriter> {
-    const w = await this.inner.writer(path, state);
+  async writer(path: string, state?: WriterState, options?: WriterOptions): Promise<FileWriter> {
+    const w = await this.inner.writer(path, state, options);
     const changing = <T>(op: () => Promise<T>) => this.changing([path], op);
     return {
       get size() {

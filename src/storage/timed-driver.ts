@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { FileInfo, FileWriter, SignalOption, StorageDriver, WalkOptions, WriterState } from './driver.js';
+import type { FileInfo, FileWriter, SignalOption, StorageDriver, WalkOptions, WriterOptions, WriterState } from './driver.js';
 
 /**
  * What a {@link TimedDriver} times, named as CNCF Distribution names its storage driver actions (the `action` label
@@ -59,8 +59,8 @@ export class TimedDriver implements StorageDriver {
     return this.timed('Reader', () => this.inner.reader(path, offset, length, options));
   }
 
-  writer(path: string, state?: WriterState): Promise<FileWriter> {
-    return this.timed('Writer', () => this.inner.writer(path, state));
+  writer(path: string, state?: WriterState, options?: WriterOptions): Promise<FileWriter> {
+    return this.timed('Writer', () => this.inner.writer(path, state, options));
   }
 
   stat(path: string): Promise<FileInfo> {

@@ -21,9 +21,13 @@ export class UploadDataStore {
     await this.driver.putContent(paths.uploadStartedAt(repo, id), Buffer.from(startedAt.toISOString()));
   }
 
-  /** A writer of the upload's data: new, or continuing after exactly the bytes `state` records. */
+  /**
+   * A writer of the upload's data: new, or continuing after exactly the bytes `state` records. Nothing reads an
+   * upload's data while a request writes it (a session has one writer at a time; completion reads it after the
+   * writer closed), so the driver may write it out of order.
+   */
   writer(repo: string, id: string, state?: WriterState): Promise<FileWriter> {
-    return this.driver.writer(paths.uploadData(repo, id), state);
+    return this.driver.writer(paths.uploadData(repo, id), state, { followed: false });
   }
 
   /** Streams `length` bytes of the upload's data from `offset` (the data must be readable: see {@link commitInPlace}). */

@@ -17,8 +17,13 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const LEASE_MS = 15 * 60_000;
 /** At most this many running sha256 states are kept in memory (they are small; this bounds abandoned ones). */
 const MAX_HASHERS = 10_000;
-/** Bytes of a request body received ahead of its writer before the body is paused. */
-const RECEIVE_AHEAD = 1024 * 1024;
+/**
+ * Bytes of a request body received ahead of its writer before the body is paused. A paused body stops the socket's
+ * reads; the client's data then waits in its own send buffer, and the window update berth sends when it reads again
+ * makes the client transmit in berth's thread (on loopback the whole send path runs there). With 1 MiB a push paused
+ * ~230 times per 256 MiB; with 4 MiB (and the hash and the disk given room to run ahead) ~20.
+ */
+const RECEIVE_AHEAD = 4 * 1024 * 1024;
 
 /** The hashing threads of the process's upload services (started on the first upload that needs them). */
 let processHashThreads: HashThreads | undefined;

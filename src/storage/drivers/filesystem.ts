@@ -14,6 +14,7 @@ import {
   type SignalOption,
   type StorageDriver,
   type WalkOptions,
+  type WriterOptions,
   type WriterState,
 } from '../driver.js';
 import { FileReadStream } from './file-read-stream.js';
@@ -170,7 +171,7 @@ export class FilesystemDriver implements StorageDriver {
     }
   }
 
-  async writer(path: string, state?: WriterState): Promise<FileWriter> {
+  async writer(path: string, state?: WriterState, options?: WriterOptions): Promise<FileWriter> {
     if (state !== undefined && !isSafeOffset(state.size)) {
       assertDriverPath(path);
       throw new InvalidOffsetError(path, state.size);
@@ -201,6 +202,7 @@ export class FilesystemDriver implements StorageDriver {
           pool: this.directBlocks,
           nofollow: NOFOLLOW,
           onRefused: (err) => this.directRefused(err),
+          inOrder: options?.followed !== false,
         });
         if (direct) return direct;
       } catch (err) {
