@@ -25,7 +25,7 @@ const MAX_HASHERS = 10_000;
  */
 const RECEIVE_AHEAD = 4 * 1024 * 1024;
 
-/** The hashing threads of the process's upload services (started on the first upload that needs them). */
+/** The hashing threads of the process's upload services (the first started by `berth serve`, the others on first use). */
 let processHashThreads: HashThreads | undefined;
 /** Hashing on the calling thread. */
 const ON_THIS_THREAD = new HashThreads({ threads: 0 });
