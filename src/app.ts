@@ -387,6 +387,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   });
   app.addHook('onClose', async () => {
     if (purgeTimer) clearInterval(purgeTimer);
+    // Completed uploads' folders still being removed (their answers did not wait) go before storage closes.
+    await uploads.settle();
     gcSchedule?.stop();
     await catalog.stop();
     if (!deps.repositoryIndex) await repositoryIndex.close();

@@ -72,7 +72,8 @@ an image could not be fetched.`,
       return 1;
     }
     const sessions = new MemorySessionStore({ ttlMs: config.berth.uploadSessionTtlMs });
-    const local = new LocalNamespace(store, new UploadService(driver, sessions, store), { automaticCrossMount: false });
+    const uploads = new UploadService(driver, sessions, store);
+    const local = new LocalNamespace(store, uploads, { automaticCrossMount: false });
     try {
       const r = await warmUp(pullThrough.decorate(local), images, {
         ...(platform ? { platform } : {}),
@@ -84,6 +85,7 @@ an image could not be fetched.`,
       return r.failed > 0 ? 1 : 0;
     } finally {
       await pullThrough.close();
+      await uploads.settle();
       await sessions.close();
       await driver.close();
     }

@@ -48,7 +48,11 @@ export interface StorageDriver {
    * with `size` 0 and `modTime` of the epoch.
    */
   walk(path: string, options?: WalkOptions): AsyncGenerator<FileInfo>;
-  /** Moves a file, replacing the destination atomically. Aborting `signal` stops a long (multipart) copy. */
+  /**
+   * Moves a file, replacing the destination atomically. Aborting `signal` stops a long (multipart) copy. The
+   * filesystem driver also moves a directory to a path where nothing is (a rename; the upload data store keeps
+   * completed uploads' folders that way).
+   */
   move(source: string, dest: string, options?: SignalOption): Promise<void>;
   /** Deletes a file or a directory tree. Throws PathNotFoundError when nothing is there. */
   delete(path: string): Promise<void>;

@@ -1,5 +1,4 @@
 import { spentBuffers } from '../storage/spent-buffers.js';
-import { randomUUID } from 'node:crypto';
 import { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
@@ -53,6 +52,8 @@ export function uploadRangeHeader(offset: number): string {
  */
 export class UploadService {
   private readonly hashers = new Map<string, { offset: number; hash: RunningHash }>();
+  /** Removals of completed uploads' empty folders, which their answers did not wait for. */
+  private readonly folderRemovals = new Set<Promise<void>>();
   private readonly data: UploadDataStore;
   private readonly hashes: HashThreads;
 
@@ -79,9 +80,10 @@ export class UploadService {
 
   /** Starts an upload session for `repo`. */
   async start(repo: string): Promise<UploadSession> {
-    const session: UploadSession = { id: randomUUID(), repository: repo, offset: 0, startedAt: Date.now() };
+    const startedAt = Date.now();
     // registry:2 writes `startedat` (RFC 3339); its purger and ours both read it.
-    await this.data.recordStart(repo, session.id, new Date(session.startedAt));
+    const id = await this.data.start(repo, new Date(startedAt));
+    const session: UploadSession = { id, repository: repo, offset: 0, startedAt };
     await this.sessions.create(session);
     return session;
   }
@@ -342,7 +344,7 @@ export class UploadService {
       }
       state = await this.data.commitUpload(repo, id, digest, state ? { size: session.offset, state } : { size: session.offset });
       discarded = true;
-      await this.discard({ ...session, ...withState(session.offset, state) });
+      await this.forgetCompleted({ ...session, ...withState(session.offset, state) });
     } catch (err) {
       // A backend failure must not leave the upload leased (the client retries the PUT once storage is back), and
       // the session records whether the data was already committed at the upload path.
@@ -375,6 +377,25 @@ export class UploadService {
     await this.data.remove(session.repository, session.id).catch(() => undefined);
     await this.sessions.delete(session.id).catch(() => undefined);
     return registryError('BLOB_UPLOAD_UNKNOWN', { uuid: session.id, reason: 'upload data not found' });
+  }
+
+  /**
+   * Forgets a completed upload: its files and its session before the answer; its folder is kept for another upload
+   * or removed after the answer (see {@link UploadDataStore.finish}), and {@link settle} waits for those removals.
+   */
+  private async forgetCompleted(session: UploadSession): Promise<void> {
+    this.dropHasher(session.id);
+    const { folder } = await this.data.finish(session.repository, session.id, session.writerState);
+    await this.sessions.delete(session.id);
+    const removal: Promise<void> = folder
+      .catch((err: unknown) => this.warn(err, "removing a completed upload's empty folder failed (the upload purger removes it later)"))
+      .finally(() => this.folderRemovals.delete(removal));
+    this.folderRemovals.add(removal);
+  }
+
+  /** Resolves once the folders of completed uploads are removed: a server waits for them before closing storage. */
+  async settle(): Promise<void> {
+    while (this.folderRemovals.size > 0) await Promise.all(this.folderRemovals);
   }
 
   private async discard(session: UploadSession): Promise<void> {

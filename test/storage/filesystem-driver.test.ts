@@ -215,6 +215,15 @@ t.test('the root itself may be reached through a symlink', async (t) => {
   t.same(await onDisk(join(real, 'not-yet-created')), [], 'delete of a tree');
 });
 
+t.test('move renames a directory with what it holds to a path where nothing is', async (t) => {
+  const { root, driver } = await newDriver(t);
+  await driver.putContent('/r/_uploads/old/startedat', Buffer.from('t'));
+  await driver.move('/r/_uploads/old', '/r/_uploads/new');
+  t.same(await driver.list('/r/_uploads'), ['/r/_uploads/new']);
+  t.equal(await readFile(join(root, 'r', '_uploads', 'new', 'startedat'), 'utf8'), 't');
+  await t.rejects(driver.move('/r/_uploads/old', '/r/_uploads/again'), { name: 'PathNotFoundError' }, 'a source that is gone');
+});
+
 t.test('a resumed writer truncates what a crashed writer appended on disk', async (t) => {
   const { root, driver } = await newDriver(t);
   const w = await driver.writer('/u/data');

@@ -134,6 +134,75 @@ t.test('when the hashing thread is gone, the upload completes all the same: its 
   t.match(await bad.json(), { errors: [{ code: 'DIGEST_INVALID' }] });
 });
 
+/** The filesystem driver, recording the upload folders it was asked to delete. */
+class FolderDeletes extends FilesystemDriver {
+  folders: string[] = [];
+  override async delete(path: string) {
+    if (/\/_uploads\/[^/]+$/.test(path)) this.folders.push(path);
+    return super.delete(path);
+  }
+}
+
+t.test("a completed upload's folder is kept, under a new id, for the next upload of its repository", async (t) => {
+  // Removing a folder can wait seconds for the disk (ext4 with `discard`: UploadDataStore.finish); a completion
+  // removes the folder's files and renames the folder instead, and the next POST in the repository takes it.
+  const root = await tempDir(t, 'berth-spares-');
+  const driver = new FolderDeletes({ rootDirectory: root });
+  const b = await startBerth(t, { storage: { filesystem: { rootdirectory: root } } }, { driver });
+  const uploadsDir = (repo: string) => join(root, 'docker/registry/v2/repositories', repo, '_uploads');
+  const idOf = (location: string) => location.slice(location.lastIndexOf('/') + 1).split('?')[0] as string;
+
+  const first = randomBytes(3 * 1024 * 1024);
+  const post = await fetch(`${b.url}/v2/keep/me/blobs/uploads/`, { method: 'POST' });
+  const loc = new URL(post.headers.get('location') as string, b.url);
+  const used = idOf(loc.pathname);
+  t.equal((await fetch(loc, { method: 'PATCH', body: first })).status, 202);
+  loc.searchParams.set('digest', sha256(first));
+  t.equal((await fetch(loc, { method: 'PUT' })).status, 201);
+  const kept = await readdir(uploadsDir('keep/me'));
+  t.equal(kept.length, 1, 'one folder stays');
+  t.not(kept[0], used, 'under another id than the completed upload');
+  t.same(await readdir(join(uploadsDir('keep/me'), kept[0] as string)), [], 'and it is empty');
+  t.same(driver.folders, [], 'no folder was deleted');
+  const gone = await fetch(new URL(`/v2/keep/me/blobs/uploads/${used}`, b.url));
+  t.equal(gone.status, 404, 'the completed upload is unknown');
+  t.match(await gone.json(), { errors: [{ code: 'BLOB_UPLOAD_UNKNOWN' }] });
+
+  // The next upload of the repository takes the folder; one of another repository does not.
+  const other = await fetch(`${b.url}/v2/keep/other/blobs/uploads/`, { method: 'POST' });
+  t.not(idOf(other.headers.get('location') as string), kept[0], 'another repository starts a folder of its own');
+  const second = randomBytes(2 * 1024 * 1024 + 3);
+  const next = await fetch(`${b.url}/v2/keep/me/blobs/uploads/`, { method: 'POST' });
+  const nextLoc = new URL(next.headers.get('location') as string, b.url);
+  t.equal(idOf(nextLoc.pathname), kept[0], 'the next upload of the repository takes the kept folder');
+  t.ok((await stat(join(uploadsDir('keep/me'), kept[0] as string, 'startedat'))).isFile(), 'with its startedat');
+  t.equal((await fetch(nextLoc, { method: 'PATCH', body: second })).status, 202);
+  nextLoc.searchParams.set('digest', sha256(second));
+  t.equal((await fetch(nextLoc, { method: 'PUT' })).status, 201);
+  for (const blob of [first, second]) {
+    const got = Buffer.from(await (await fetch(`${b.url}/v2/keep/me/blobs/${sha256(blob)}`)).arrayBuffer());
+    t.equal(sha256(got), sha256(blob), 'served as pushed');
+  }
+
+  // At most 8 folders are kept per repository: the others are removed after their uploads answered.
+  const blobs = Array.from({ length: 11 }, () => randomBytes(300_000));
+  const statuses = await Promise.all(
+    blobs.map((blob) => fetch(`${b.url}/v2/cap/me/blobs/uploads/?digest=${sha256(blob)}`, { method: 'POST', body: blob }).then((r) => r.status)),
+  );
+  t.same(statuses, Array(11).fill(201));
+  await b.app.berth.uploads.settle();
+  const capped = await readdir(uploadsDir('cap/me'));
+  t.equal(capped.length, 8, 'eight folders kept');
+  for (const dir of capped) t.same(await readdir(join(uploadsDir('cap/me'), dir)), [], `${dir} is empty`);
+  t.equal(driver.folders.filter((f) => f.includes('/cap/me/')).length, 3, 'the other three were deleted');
+  const files = (await countFiles(join(root, 'docker/registry/v2/repositories'))).filter((f) => f.includes('/_uploads/'));
+  t.same(
+    files.map((f) => f.slice(f.indexOf('/_uploads/'))),
+    [`/_uploads/${idOf(other.headers.get('location') as string)}/startedat`],
+    'no upload files left but those of the upload still open',
+  );
+});
+
 t.test('a client that disconnects mid-PATCH can resume from the reported offset', async (t) => {
   const b = await startBerth(t);
   const blob = randomBytes(4 * 1024 * 1024);
