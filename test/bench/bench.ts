@@ -11,7 +11,8 @@
  * - `chunked`   chunked push of that size: POST, one PATCH per BENCH_CHUNK_MIB (32) MiB, PUT; a new blob each run,
  *               from the same client process. MiB/s.
  * - `get`       blob GET of that size with curl, MiB/s.
- * - `manifest`  manifest GET by tag, 32 connections for BENCH_SECONDS (5) s with wrk: req/s and p99.
+ * - `manifest`  manifest GET by tag, 32 connections for BENCH_SECONDS (5) s with wrk: req/s and p99. Each
+ *               server's first run of it is its own row; the rounds follow it.
  *               After these three, each server's peak RSS (VmHWM).
  * Beside each figure, each server's median CPU time per operation (per 1000 answers for manifests): on a shared
  * machine, the steadier measure of how much work a server does.
@@ -352,6 +353,11 @@ async function compare(cases: Set<CaseName>, rounds: number): Promise<Row[]> {
     if (cases.has('manifest')) {
       process.stderr.write(`manifest GET by tag x${CONNECTIONS} connections ...\n`);
       for (const t of targets) await putManifest(t, 'bench/manifest');
+      // Each server's first seconds of this load, on their own: V8 compiles berth's request path while it runs (the
+      // first run of a fresh berth answered 10-20% fewer requests than the runs after it). Reported apart, as the
+      // first push is, so the rounds below compare servers that have each served one run of it.
+      const first = await alternate(targets, 1, async (t) => (await manifestLoad(t, 'bench/manifest')).rps);
+      row(`manifest GET by tag, first ${SECONDS} s of it (req/s)`, first, 'higher');
       const loads = new Map<string, Array<{ rps: number; p99: number }>>(targets.map((t) => [t.name, []]));
       const loadCpu = await alternate(targets, Math.ceil(rounds / 2), async (t) => {
         const r = await manifestLoad(t, 'bench/manifest');
