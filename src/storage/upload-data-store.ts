@@ -6,9 +6,10 @@ import { deleteIfPresent, listOrEmpty } from './driver-utils.js';
 import { basename, paths } from './paths.js';
 import type { RegistryStore } from './registry-store.js';
 
-/** The most empty upload folders {@link UploadDataStore} keeps for reuse per repository, and in all. */
+/** The most empty upload folders {@link UploadDataStore} keeps for reuse per repository, and in all; and how long. */
 const SPARES_PER_REPOSITORY = 8;
 const SPARES = 256;
+const SPARE_MS = 10 * 60_000;
 
 /**
  * The bytes of blob uploads, under `repositories/<name>/_uploads/<id>/` (see the tree in paths.ts): `data`, written
@@ -17,21 +18,27 @@ const SPARES = 256;
  */
 export class UploadDataStore {
   /**
-   * Empty folders of completed uploads, each renamed to a new random id, by repository: the next uploads of that
-   * repository take them instead of creating a folder (see {@link finish}). Only on the filesystem driver (S3 has no
-   * folders), only in this process (a folder left at exit is an empty upload folder that upload purging removes once
-   * it is stale), at most {@link SPARES_PER_REPOSITORY} per repository and {@link SPARES} in all.
+   * Empty folders of completed uploads, each renamed to a new random id, by repository, oldest first: the next
+   * uploads of that repository take them instead of creating a folder (see {@link finish}). Only on the filesystem
+   * driver (S3 has no folders), only in this process (one left at exit is an empty upload folder, which upload
+   * purging removes once it is stale), at most {@link SPARES_PER_REPOSITORY} per repository and {@link SPARES} in
+   * all, each for {@link SPARE_MS} (then removed: an upload folder idle that long comes nearer to being purged as
+   * stale, which must never happen to one just taken).
    */
-  private readonly spares = new Map<string, string[]>();
+  private readonly spares = new Map<string, Array<{ id: string; at: number }>>();
   /** Kept folders and folders being renamed to be kept, in all. */
   private spareCount = 0;
   /** Folders being renamed to be kept, by repository. */
   private readonly renaming = new Map<string, number>();
   private readonly recycles: boolean;
+  /** Folders being removed that no answer waits for (see {@link settle}). */
+  private readonly removals = new Set<Promise<void>>();
 
   constructor(
     private readonly driver: StorageDriver,
     private readonly blobs: Pick<RegistryStore, 'blobSize' | 'linkBlob'>,
+    /** Hears of a folder whose removal after its answer failed. */
+    private readonly warn: (err: unknown, msg: string) => void = () => undefined,
   ) {
     this.recycles = driver.name === 'filesystem';
   }
@@ -41,14 +48,44 @@ export class UploadDataStore {
    * when it started in `startedat` (RFC 3339, as registry:2 writes it). Returns the id.
    */
   async start(repo: string, startedAt: Date): Promise<string> {
+    this.expire(repo);
     const spares = this.spares.get(repo);
-    const id = spares?.pop() ?? randomUUID();
-    if (spares) {
+    const spare = spares?.pop();
+    if (spare) {
       this.spareCount--;
-      if (spares.length === 0) this.spares.delete(repo);
+      if (spares?.length === 0) this.spares.delete(repo);
     }
+    const id = spare?.id ?? randomUUID();
     await this.driver.putContent(paths.uploadStartedAt(repo, id), Buffer.from(startedAt.toISOString()));
     return id;
+  }
+
+  /** Resolves once the folders being removed after their answers are gone (a server waits before closing storage). */
+  async settle(): Promise<void> {
+    while (this.removals.size > 0) await Promise.all(this.removals);
+  }
+
+  /** Removes the folder `dir` without anyone waiting for it (tracked for {@link settle}). */
+  private removeLater(dir: string): void {
+    const removal: Promise<void> = deleteIfPresent(this.driver, dir)
+      .then(
+        () => undefined,
+        (err: unknown) => this.warn(err, 'removing an empty upload folder failed (upload purging removes it once stale)'),
+      )
+      .finally(() => this.removals.delete(removal));
+    this.removals.add(removal);
+  }
+
+  /** Removes the folders of `repo` kept longer than {@link SPARE_MS}. */
+  private expire(repo: string): void {
+    const spares = this.spares.get(repo);
+    const before = Date.now() - SPARE_MS;
+    while (spares?.[0] && spares[0].at <= before) {
+      const { id } = spares.shift()!;
+      this.spareCount--;
+      this.removeLater(paths.uploadDir(repo, id));
+    }
+    if (spares?.length === 0) this.spares.delete(repo);
   }
 
   /**
@@ -105,8 +142,8 @@ export class UploadDataStore {
 
   /**
    * Removes what a completed upload left in its folder as {@link remove} does, except the folder itself: on the
-   * filesystem driver it is renamed to a new random id and kept for the next upload of `repo` ({@link start}); when
-   * it is not kept its removal is `folder`, which the caller need not wait for.
+   * filesystem driver it is renamed to a new random id and kept for the next upload of `repo` ({@link start}); one
+   * not kept is removed after this returns, and {@link settle} waits for that.
    *
    * Removing a directory is the one step of an upload that can take seconds. On ext4 mounted with `discard` (as
    * cloud images mount it), `rmdir` frees the folder's block with a synchronous discard, and right after a large
@@ -115,10 +152,11 @@ export class UploadDataStore {
    * next upload's folder in the same repository waited behind it too. Removing files, renaming and creating never
    * took over a millisecond in the same runs.
    */
-  async finish(repo: string, id: string, state?: WriterState): Promise<{ folder: Promise<void> }> {
+  async finish(repo: string, id: string, state?: WriterState): Promise<void> {
     await this.cancelWriter(repo, id, state);
     const dir = paths.uploadDir(repo, id);
     for (const entry of await listOrEmpty(this.driver, dir)) await deleteIfPresent(this.driver, entry);
+    this.expire(repo);
     // A place is taken before the rename (completions run concurrently) and given back if it fails.
     const taken = this.recycles ? (this.renaming.get(repo) ?? 0) + (this.spares.get(repo)?.length ?? 0) : Infinity;
     if (taken < SPARES_PER_REPOSITORY && this.spareCount < SPARES) {
@@ -138,13 +176,13 @@ export class UploadDataStore {
       }
       if (moved) {
         const spares = this.spares.get(repo) ?? [];
-        spares.push(spare);
+        spares.push({ id: spare, at: Date.now() });
         this.spares.set(repo, spares);
-        return { folder: Promise.resolve() };
+        return;
       }
       this.spareCount--;
     }
-    return { folder: deleteIfPresent(this.driver, dir).then(() => undefined) };
+    this.removeLater(dir);
   }
 
   /** Cancels a writer that was never committed (S3 multipart parts); nothing for a committed state or none. */

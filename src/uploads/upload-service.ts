@@ -52,8 +52,6 @@ export function uploadRangeHeader(offset: number): string {
  */
 export class UploadService {
   private readonly hashers = new Map<string, { offset: number; hash: RunningHash }>();
-  /** Removals of completed uploads' empty folders, which their answers did not wait for. */
-  private readonly folderRemovals = new Set<Promise<void>>();
   private readonly data: UploadDataStore;
   private readonly hashes: HashThreads;
 
@@ -66,7 +64,7 @@ export class UploadService {
     /** Hears of what the service recovered from (a hashing thread that failed under an upload). */
     private readonly warn: (err: unknown, msg: string) => void = () => undefined,
   ) {
-    this.data = new UploadDataStore(driver, store);
+    this.data = new UploadDataStore(driver, store, warn);
     // S3 takes bytes far slower than this thread hashes them (tens to a few hundred MB/s against ~1.7 GB/s), so a
     // hashing thread gains it nothing and would cost its ~10 MiB: the S3 driver's memory bound (peak RSS <= 150 MiB
     // while pushing 1 GiB) measured 150.5-156.7 MiB with one, 133.9 without.
@@ -381,21 +379,17 @@ export class UploadService {
 
   /**
    * Forgets a completed upload: its files and its session before the answer; its folder is kept for another upload
-   * or removed after the answer (see {@link UploadDataStore.finish}), and {@link settle} waits for those removals.
+   * or removed after the answer (see {@link UploadDataStore.finish}).
    */
   private async forgetCompleted(session: UploadSession): Promise<void> {
     this.dropHasher(session.id);
-    const { folder } = await this.data.finish(session.repository, session.id, session.writerState);
+    await this.data.finish(session.repository, session.id, session.writerState);
     await this.sessions.delete(session.id);
-    const removal: Promise<void> = folder
-      .catch((err: unknown) => this.warn(err, "removing a completed upload's empty folder failed (the upload purger removes it later)"))
-      .finally(() => this.folderRemovals.delete(removal));
-    this.folderRemovals.add(removal);
   }
 
-  /** Resolves once the folders of completed uploads are removed: a server waits for them before closing storage. */
-  async settle(): Promise<void> {
-    while (this.folderRemovals.size > 0) await Promise.all(this.folderRemovals);
+  /** Resolves once the upload folders being removed after their answers are gone: a server waits before closing storage. */
+  settle(): Promise<void> {
+    return this.data.settle();
   }
 
   private async discard(session: UploadSession): Promise<void> {
