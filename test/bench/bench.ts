@@ -357,6 +357,8 @@ async function compare(cases: Set<CaseName>, rounds: number): Promise<Row[]> {
       // first run of a fresh berth answered 10-20% fewer requests than the runs after it). Reported apart, as the
       // first push is, so the rounds below compare servers that have each served one run of it.
       const first = await alternate(targets, 1, async (t) => (await manifestLoad(t, 'bench/manifest')).rps);
+      // Server CPU per 1000 answers, as for the rounds below.
+      first.cpu = new Map([...(first.cpu ?? [])].map(([n, ms]) => [n, ms.map((m, i) => (m / (first.get(n)![i]! * SECONDS)) * 1000)]));
       row(`manifest GET by tag, first ${SECONDS} s of it (req/s)`, first, 'higher');
       const loads = new Map<string, Array<{ rps: number; p99: number }>>(targets.map((t) => [t.name, []]));
       const loadCpu = await alternate(targets, Math.ceil(rounds / 2), async (t) => {
