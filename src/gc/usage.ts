@@ -120,8 +120,11 @@ export async function diskUsage(
   let uploadBytes = 0;
   for (const repo of inv.repositories) {
     for (const dir of repo.uploads) {
+      const data = await statOrNull(driver, `${dir}/data`);
+      // An empty folder is not an upload: berth keeps completed uploads' folders for the next ones (upload-data-store.ts).
+      if (!data && !(await statOrNull(driver, `${dir}/startedat`))) continue;
       uploads++;
-      uploadBytes += (await statOrNull(driver, `${dir}/data`))?.size ?? 0;
+      uploadBytes += data?.size ?? 0;
     }
   }
   return {

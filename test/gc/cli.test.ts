@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
@@ -73,6 +73,9 @@ t.test('berth du, gc and fsck on the command line', async (t) => {
   t.match(table.stdout, /^REPOSITORY\s+TAGS\s+MANIFESTS\s+SIZE\s+UNIQUE\s+SHARED\n/);
   t.match(table.stdout, /\napp\s+1\s+2\s/);
   t.match(table.stdout, /Reclaimable:/);
+  // The pushes left their folders behind, empty, for the next uploads: no upload is in progress.
+  t.ok((await readdir(join(running.root, 'docker/registry/v2/repositories/app/_uploads'))).length > 0, 'a kept upload folder');
+  t.match(table.stdout, /\nUploads: +0 in progress or abandoned \(0 B\)/);
 
   // ---- gc: dry run, then the real run reports the same lines ----
   const expected = [`manifest app@${a.manifest.digest}`, `blob ${a.manifest.digest}`, `blob ${a.config.digest}`, `blob ${a.layers[1]?.digest}`];
