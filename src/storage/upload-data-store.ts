@@ -26,10 +26,8 @@ export class UploadDataStore {
    * stale, which must never happen to one just taken).
    */
   private readonly spares = new Map<string, Array<{ id: string; at: number }>>();
-  /** Kept folders and folders being renamed to be kept, in all. */
+  /** Kept folders, in all. */
   private spareCount = 0;
-  /** Folders being renamed to be kept, by repository. */
-  private readonly renaming = new Map<string, number>();
   private readonly recycles: boolean;
   /** Folders being removed that no answer waits for (see {@link settle}). */
   private readonly removals = new Set<Promise<void>>();
@@ -157,32 +155,34 @@ export class UploadDataStore {
     const dir = paths.uploadDir(repo, id);
     for (const entry of await listOrEmpty(this.driver, dir)) await deleteIfPresent(this.driver, entry);
     this.expire(repo);
-    // A place is taken before the rename (completions run concurrently) and given back if it fails.
-    const taken = this.recycles ? (this.renaming.get(repo) ?? 0) + (this.spares.get(repo)?.length ?? 0) : Infinity;
-    if (taken < SPARES_PER_REPOSITORY && this.spareCount < SPARES) {
+    let left = dir;
+    if (this.recycles && this.hasRoom(repo)) {
       const spare = randomUUID();
-      this.spareCount++;
-      this.renaming.set(repo, (this.renaming.get(repo) ?? 0) + 1);
-      let moved = false;
-      try {
-        await this.driver.move(dir, paths.uploadDir(repo, spare));
-        moved = true;
-      } catch {
-        // Removed meanwhile (the repository deleted): removed below, which finds nothing.
-      } finally {
-        const left = (this.renaming.get(repo) ?? 1) - 1;
-        if (left > 0) this.renaming.set(repo, left);
-        else this.renaming.delete(repo);
+      const renamed = paths.uploadDir(repo, spare);
+      // A failed rename: removed meanwhile (the repository deleted); the removal below finds nothing.
+      if (
+        await this.driver.move(dir, renamed).then(
+          () => true,
+          () => false,
+        )
+      ) {
+        // Completions run concurrently: the room is looked at again once the folder is renamed.
+        if (this.hasRoom(repo)) {
+          const spares = this.spares.get(repo) ?? [];
+          spares.push({ id: spare, at: Date.now() });
+          this.spares.set(repo, spares);
+          this.spareCount++;
+          return;
+        }
+        left = renamed;
       }
-      if (moved) {
-        const spares = this.spares.get(repo) ?? [];
-        spares.push({ id: spare, at: Date.now() });
-        this.spares.set(repo, spares);
-        return;
-      }
-      this.spareCount--;
     }
-    this.removeLater(dir);
+    this.removeLater(left);
+  }
+
+  /** True while another folder of `repo` may be kept. */
+  private hasRoom(repo: string): boolean {
+    return (this.spares.get(repo)?.length ?? 0) < SPARES_PER_REPOSITORY && this.spareCount < SPARES;
   }
 
   /** Cancels a writer that was never committed (S3 multipart parts); nothing for a committed state or none. */
