@@ -356,9 +356,11 @@ async function compare(cases: Set<CaseName>, rounds: number): Promise<Row[]> {
       // Each server's first seconds of this load, on their own: V8 compiles berth's request path while it runs (the
       // first run of a fresh berth answered 10-20% fewer requests than the runs after it). Reported apart, as the
       // first push is, so the rounds below compare servers that have each served one run of it.
+      // Server CPU per 1000 answers, from each run's CPU time and req/s (the samples of `runs`).
+      const perThousand = (runs: Samples): Map<string, number[]> =>
+        new Map([...(runs.cpu ?? [])].map(([n, ms]) => [n, ms.map((m, i) => (m / (runs.get(n)![i]! * SECONDS)) * 1000)]));
       const first = await alternate(targets, 1, async (t) => (await manifestLoad(t, 'bench/manifest')).rps);
-      // Server CPU per 1000 answers, as for the rounds below.
-      first.cpu = new Map([...(first.cpu ?? [])].map(([n, ms]) => [n, ms.map((m, i) => (m / (first.get(n)![i]! * SECONDS)) * 1000)]));
+      first.cpu = perThousand(first);
       row(`manifest GET by tag, first ${SECONDS} s of it (req/s)`, first, 'higher');
       const loads = new Map<string, Array<{ rps: number; p99: number }>>(targets.map((t) => [t.name, []]));
       const loadCpu = await alternate(targets, Math.ceil(rounds / 2), async (t) => {
@@ -368,10 +370,7 @@ async function compare(cases: Set<CaseName>, rounds: number): Promise<Row[]> {
       });
       const pick = (k: 'rps' | 'p99'): Samples => new Map([...loads].map(([n, xs]) => [n, xs.map((x) => x[k])]));
       const rps: Samples = pick('rps');
-      // Server CPU per 1000 answers, from each run's CPU time and request count.
-      rps.cpu = new Map(
-        [...loads.keys()].map((n) => [n, (loadCpu.cpu?.get(n) ?? []).map((ms, i) => (ms / (loads.get(n)![i]!.rps * SECONDS)) * 1000)]),
-      );
+      rps.cpu = perThousand(loadCpu);
       row(`manifest GET by tag, ${CONNECTIONS} connections (req/s)`, rps, 'higher', '≥ 10x');
       row('  p99 latency (ms)', pick('p99'), 'lower', 'lower');
     }
