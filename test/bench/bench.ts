@@ -17,7 +17,8 @@
  * Beside each figure, each server's median CPU time per operation (per 1000 answers for manifests): on a shared
  * machine, the steadier measure of how much work a server does.
  * - `parallel`  8 parallel blob GETs with curl, aggregate MiB/s.
- * - `skopeo`    skopeo push and pull of a 512 MiB image (one fresh random layer), MiB/s.
+ * - `skopeo`    skopeo push and pull of a 512 MiB image (one fresh random layer each round), MiB/s; ⌈N/2⌉ rounds
+ *               (skopeo is the slower side of both: one sample said more about the client's luck than the server).
  * - `big`       a BENCH_BIG_MIB (2048) MiB push: peak RSS before and after (memory stays flat with blob size).
  * - `s3`        berth on the S3 driver against the test S3 server (push, pull, peak RSS); berth only.
  *               BENCH_S3_LATENCY_MS adds a per-request latency to that server (a real S3's tens of ms);
@@ -25,7 +26,7 @@
  * - `mirror`    berth as a pull-through cache of docker-registry: cold and warm pulls; berth only.
  *
  * BENCH_BERTH_MAIN runs another build of berth (a `dist/src/cli/main.js` path), for before/after comparisons.
- * `--rounds N` (BENCH_ROUNDS, default 5) sets the rounds of push and get (manifest runs ⌈N/2⌉). Needs wrk and curl
+ * `--rounds N` (BENCH_ROUNDS, default 5) sets the rounds of push and get (manifest and skopeo run ⌈N/2⌉). Needs wrk and curl
  * (`apt-get install wrk curl`). Results also go to bench-results.json in the temp directory.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
@@ -392,7 +393,7 @@ async function compare(cases: Set<CaseName>, rounds: number): Promise<Row[]> {
       const work = await mkdtemp(join(tmpdir(), 'berth-bench-skopeo-'));
       try {
         const results = new Map<string, Array<{ push: number; pull: number }>>(targets.map((t) => [t.name, []]));
-        await alternate(targets, 1, async (t) => {
+        await alternate(targets, Math.ceil(rounds / 2), async (t) => {
           const r = await skopeoPushPull(t, work);
           results.get(t.name)!.push(r);
           return r.push;
