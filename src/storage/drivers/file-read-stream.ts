@@ -13,6 +13,49 @@ const CHUNK = 1024 * 1024;
 const RECYCLED = 4;
 
 /**
+ * The read buffers of the recycling pipes of the process. Each pipe always gets its first buffer; its second to
+ * fourth come out of a shared budget of {@link SHARED_EXTRA_BUFFERS}, so one GET keeps its overlap of reads and sends
+ * while many GETs at once share a bound. A buffer a pipe is done with comes back here and serves the next GET (up to
+ * {@link SPARE_BUFFERS} wait): before, every GET made its own, and they lingered as garbage until a full collection
+ * (8 parallel 256 MiB GETs, 5 times: peak RSS +26 MiB).
+ */
+class ReadBuffers {
+  private readonly spare: Buffer[] = [];
+  /** Extra buffers (beyond each pipe's first) the pipes hold now. */
+  private extras = 0;
+
+  constructor(
+    private readonly extraBudget: number,
+    private readonly maxSpare: number,
+  ) {}
+
+  /** A buffer for a pipe that holds `held` already; undefined when it holds one or more and the budget is spent. */
+  take(held: number): Buffer | undefined {
+    if (held > 0) {
+      if (this.extras >= this.extraBudget) return undefined;
+      this.extras++;
+    }
+    return this.spare.pop() ?? Buffer.allocUnsafeSlow(CHUNK);
+  }
+
+  /** A pipe that took `held` buffers is done reading: its extras go back to the budget. */
+  release(held: number): void {
+    if (held > 1) this.extras -= held - 1;
+  }
+
+  /** A buffer nothing refers to any more, for the next pipe (or the collector, past the spares kept). */
+  give(buffer: Buffer): void {
+    if (this.spare.length < this.maxSpare) this.spare.push(buffer);
+  }
+}
+
+/** Buffers beyond their first that all recycling pipes together may hold. */
+export const SHARED_EXTRA_BUFFERS = 8;
+/** Buffers kept for the next GETs once a pipe is done with them. */
+export const SPARE_BUFFERS = 8;
+const readBuffers = new ReadBuffers(SHARED_EXTRA_BUFFERS, SPARE_BUFFERS);
+
+/**
  * The bytes `[start, end)` of an open file (to its end when `end` is Infinity), closing the handle when the stream
  * ends or is destroyed.
  *
@@ -90,33 +133,44 @@ export class FileReadStream extends Readable implements RecyclingReadable {
    */
   private async pump(dest: Writable, endDest: boolean): Promise<void> {
     const free: Buffer[] = [];
-    let allocated = 0;
+    let held = 0;
     let failed = false;
+    let done = false;
     const written = (buffer: Buffer) => (err?: Error | null) => {
-      // A failed write means the response is gone; fastify then destroys this stream. The buffer is never reused.
+      // A failed write means the response is gone; fastify then destroys this stream. The buffer is never reused
+      // (the socket may still refer to it).
       if (err) failed = true;
+      else if (done) readBuffers.give(buffer);
       else free.push(buffer);
       this.wake?.();
     };
-    for (;;) {
-      const want = Math.min(CHUNK, this.end - this.position);
-      if (want <= 0) break;
-      let buffer = free.pop();
-      if (buffer === undefined && allocated < RECYCLED) {
-        buffer = Buffer.allocUnsafeSlow(want);
-        allocated++;
-      }
-      if (buffer === undefined) {
-        await new Promise<void>((resolve) => (this.wake = resolve));
-        this.wake = null;
+    try {
+      for (;;) {
+        const want = Math.min(CHUNK, this.end - this.position);
+        if (want <= 0) break;
+        let buffer = free.pop();
+        if (buffer === undefined && held < RECYCLED) {
+          buffer = readBuffers.take(held);
+          if (buffer) held++;
+        }
+        if (buffer === undefined) {
+          await new Promise<void>((resolve) => (this.wake = resolve));
+          this.wake = null;
+          if (this.destroyed || failed) return;
+          continue;
+        }
+        const { bytesRead } = await this.handle.read(buffer, 0, want, this.position);
         if (this.destroyed || failed) return;
-        continue;
+        if (bytesRead === 0) break;
+        this.position += bytesRead;
+        dest.write(bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead), written(buffer));
       }
-      const { bytesRead } = await this.handle.read(buffer, 0, Math.min(want, buffer.length), this.position);
-      if (this.destroyed || failed) return;
-      if (bytesRead === 0) break;
-      this.position += bytesRead;
-      dest.write(bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead), written(buffer));
+    } finally {
+      // Done reading (or gone): the extras go back to the budget (the socket may still be sending from them), and the
+      // buffers back from the socket, and those that come back later, go to the next pipes.
+      done = true;
+      readBuffers.release(held);
+      for (const buffer of free.splice(0)) readBuffers.give(buffer);
     }
     if (endDest) dest.end();
     // The readable side ends as if its data had been consumed: 'end', then 'close' (which closes the handle).
