@@ -25,12 +25,12 @@ class InFlight {
 }
 
 /** A destination that copies what it is given (as a socket does) and calls back a little later. */
-function slowSink(inFlight: InFlight, buffers: Set<ArrayBufferLike>): { sink: Writable; bytes: () => Buffer } {
+function slowSink(inFlight: InFlight, buffers: Set<ArrayBufferLike>, delayMs: number): { sink: Writable; bytes: () => Buffer } {
   const parts: Buffer[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _encoding, callback) {
       parts.push(Buffer.from(chunk));
-      setTimeout(callback, 2);
+      setTimeout(callback, delayMs);
     },
   });
   const write = sink.write.bind(sink) as (chunk: Buffer, cb: (err?: Error | null) => void) => boolean;
@@ -55,44 +55,50 @@ async function setup(t: Test): Promise<{ driver: FilesystemDriver; data: Buffer 
   return { driver, data };
 }
 
-/** `count` GETs of the file at once, piped as a blob answer pipes them; each one's bytes, and the buffers seen. */
-async function gets(driver: FilesystemDriver, count: number, inFlight: InFlight): Promise<{ bodies: Buffer[]; buffers: Set<ArrayBufferLike> }> {
-  const buffers = new Set<ArrayBufferLike>();
-  const bodies = await Promise.all(
-    Array.from({ length: count }, async () => {
-      const stream = await driver.reader('/blob');
-      if (!canRecycleBuffers(stream)) throw new Error('the filesystem reader does not recycle its buffers');
-      stream.recycleBuffersWhenPiped();
-      const { sink, bytes } = slowSink(inFlight, buffers);
-      await new Promise<void>((resolve, reject) => {
-        sink.on('finish', resolve).on('error', reject);
-        stream.on('error', reject);
-        stream.pipe(sink);
-      });
-      return bytes();
-    }),
-  );
-  return { bodies, buffers };
+/**
+ * One GET of the file (its first `length` bytes, or all), piped as a blob answer pipes it into a destination that
+ * takes `delayMs` per chunk: the bytes it sent.
+ */
+async function get(driver: FilesystemDriver, inFlight: InFlight, buffers: Set<ArrayBufferLike>, length?: number, delayMs = 2): Promise<Buffer> {
+  const stream = await driver.reader('/blob', 0, length);
+  if (!canRecycleBuffers(stream)) throw new Error('the filesystem reader does not recycle its buffers');
+  stream.recycleBuffersWhenPiped();
+  const { sink, bytes } = slowSink(inFlight, buffers, delayMs);
+  await new Promise<void>((resolve, reject) => {
+    sink.on('finish', resolve).on('error', reject);
+    stream.on('error', reject);
+    stream.pipe(sink);
+  });
+  return bytes();
 }
 
 t.test('one GET alone reads ahead into four buffers and sends the file whole', async (t) => {
   const { driver, data } = await setup(t);
   const inFlight = new InFlight();
-  const { bodies } = await gets(driver, 1, inFlight);
-  t.equal(digestOf(bodies[0]!).value, digestOf(data).value);
+  const body = await get(driver, inFlight, new Set());
+  t.equal(digestOf(body).value, digestOf(data).value);
   t.equal(inFlight.most, 4, 'four buffers waited on the slow destination at once');
 });
 
-t.test('eight GETs at once share the budget, and later GETs reuse the buffers', async (t) => {
+t.test('eight GETs at once share the budget', async (t) => {
   const { driver, data } = await setup(t);
   const inFlight = new InFlight();
-  const first = await gets(driver, 8, inFlight);
-  for (const body of first.bodies) t.equal(digestOf(body).value, digestOf(data).value);
+  const bodies = await Promise.all(Array.from({ length: 8 }, () => get(driver, inFlight, new Set())));
+  for (const body of bodies) t.equal(digestOf(body).value, digestOf(data).value);
   t.ok(inFlight.most <= 8 + SHARED_EXTRA_BUFFERS, `at most one buffer each plus the shared ${SHARED_EXTRA_BUFFERS} (${inFlight.most})`);
   t.ok(inFlight.most > 8, `GETs took extra buffers beyond their first (${inFlight.most})`);
+});
 
-  const again = await gets(driver, 2, new InFlight());
-  for (const body of again.bodies) t.equal(digestOf(body).value, digestOf(data).value);
-  const reused = [...again.buffers].filter((b) => first.buffers.has(b)).length;
-  t.ok(reused > 0, `the next GETs read into buffers the earlier ones were done with (${reused} of ${again.buffers.size})`);
+t.test('a GET that starts while another runs reads into the buffers an earlier one was done with', async (t) => {
+  const { driver, data } = await setup(t);
+  const inFlight = new InFlight();
+  // The long GET takes ~240 ms; the short ones ~10 ms each, one after the other, while it runs.
+  const long = get(driver, inFlight, new Set(), undefined, 20);
+  const first = new Set<ArrayBufferLike>();
+  t.equal(digestOf(await get(driver, inFlight, first, 4 * MiB)).value, digestOf(data.subarray(0, 4 * MiB)).value);
+  const next = new Set<ArrayBufferLike>();
+  t.equal(digestOf(await get(driver, inFlight, next, 4 * MiB)).value, digestOf(data.subarray(0, 4 * MiB)).value);
+  t.equal(digestOf(await long).value, digestOf(data).value);
+  const reused = [...next].filter((b) => first.has(b)).length;
+  t.ok(reused > 0, `the second short GET reused the first one's buffers (${reused} of ${next.size})`);
 });

@@ -1,6 +1,7 @@
 import type { FileHandle } from 'node:fs/promises';
 import { Readable, type Writable } from 'node:stream';
 import type { RecyclingReadable } from '../driver.js';
+import { spentBuffers } from '../spent-buffers.js';
 
 /** Bytes read per `read` call: few syscalls, and the size of each buffer a stream holds. */
 const CHUNK = 1024 * 1024;
@@ -15,45 +16,65 @@ const RECYCLED = 4;
 /**
  * The read buffers of the recycling pipes of the process. Each pipe always gets its first buffer; its second to
  * fourth come out of a shared budget of {@link SHARED_EXTRA_BUFFERS}, so one GET keeps its overlap of reads and sends
- * while many GETs at once share a bound. A buffer a pipe is done with comes back here and serves the next GET (up to
- * {@link SPARE_BUFFERS} wait): before, every GET made its own, and they lingered as garbage until a full collection
- * (8 parallel 256 MiB GETs, 5 times: peak RSS +26 MiB).
+ * while many GETs at once share a bound. While GETs run, a buffer one of them is done with serves the next (before,
+ * each made its own, and 8 parallel 256 MiB GETs, 5 times, raised the peak RSS by 26 MiB: garbage waiting for a full
+ * collection). Once none runs, the buffers are let go ({@link letGo}), so an idle server keeps none (kept, they raised
+ * the bench's peak RSS through single GETs by 4-5 MiB).
  */
 class ReadBuffers {
   private readonly spare: Buffer[] = [];
   /** Extra buffers (beyond each pipe's first) the pipes hold now. */
   private extras = 0;
+  /** Pipes reading now. */
+  private active = 0;
 
-  constructor(
-    private readonly extraBudget: number,
-    private readonly maxSpare: number,
-  ) {}
+  constructor(private readonly extraBudget: number) {}
 
-  /** A buffer for a pipe that holds `held` already; undefined when it holds one or more and the budget is spent. */
-  take(held: number): Buffer | undefined {
+  /** A pipe starts. */
+  begin(): void {
+    this.active++;
+  }
+
+  /**
+   * A buffer of at least `want` bytes for a pipe that holds `held` already; undefined when it holds one or more and
+   * the budget is spent. A range smaller than one chunk gets a buffer of its size (never shared).
+   */
+  take(held: number, want: number): Buffer | undefined {
     if (held > 0) {
       if (this.extras >= this.extraBudget) return undefined;
       this.extras++;
     }
-    return this.spare.pop() ?? Buffer.allocUnsafeSlow(CHUNK);
+    return this.spare.pop() ?? Buffer.allocUnsafeSlow(held === 0 && want < CHUNK ? want : CHUNK);
   }
 
   /** A pipe that took `held` buffers is done reading: its extras go back to the budget. */
-  release(held: number): void {
+  end(held: number): void {
     if (held > 1) this.extras -= held - 1;
+    if (--this.active > 0) return;
+    for (const buffer of this.spare.splice(0)) letGo(buffer);
   }
 
-  /** A buffer nothing refers to any more, for the next pipe (or the collector, past the spares kept). */
+  /** A buffer nothing refers to any more: for the pipes still reading, else let go. */
   give(buffer: Buffer): void {
-    if (this.spare.length < this.maxSpare) this.spare.push(buffer);
+    if (this.active > 0 && buffer.length === CHUNK) this.spare.push(buffer);
+    else letGo(buffer);
   }
+}
+
+/**
+ * Frees a read buffer's memory soon: its memory moves (no copy) to a new ArrayBuffer nothing refers to, which the next
+ * young-generation collection frees (counted as spent, one comes every 4 MiB), whereas the buffer itself may have
+ * been in the heap long enough to wait for a full collection.
+ */
+function letGo(buffer: Buffer): void {
+  const memory = buffer.buffer as ArrayBuffer;
+  structuredClone(memory, { transfer: [memory] });
+  spentBuffers(buffer.length);
 }
 
 /** Buffers beyond their first that all recycling pipes together may hold. */
 export const SHARED_EXTRA_BUFFERS = 8;
-/** Buffers kept for the next GETs once a pipe is done with them. */
-export const SPARE_BUFFERS = 8;
-const readBuffers = new ReadBuffers(SHARED_EXTRA_BUFFERS, SPARE_BUFFERS);
+const readBuffers = new ReadBuffers(SHARED_EXTRA_BUFFERS);
 
 /**
  * The bytes `[start, end)` of an open file (to its end when `end` is Infinity), closing the handle when the stream
@@ -136,6 +157,7 @@ export class FileReadStream extends Readable implements RecyclingReadable {
     let held = 0;
     let failed = false;
     let done = false;
+    readBuffers.begin();
     const written = (buffer: Buffer) => (err?: Error | null) => {
       // A failed write means the response is gone; fastify then destroys this stream. The buffer is never reused
       // (the socket may still refer to it).
@@ -150,7 +172,7 @@ export class FileReadStream extends Readable implements RecyclingReadable {
         if (want <= 0) break;
         let buffer = free.pop();
         if (buffer === undefined && held < RECYCLED) {
-          buffer = readBuffers.take(held);
+          buffer = readBuffers.take(held, want);
           if (buffer) held++;
         }
         if (buffer === undefined) {
@@ -169,8 +191,8 @@ export class FileReadStream extends Readable implements RecyclingReadable {
       // Done reading (or gone): the extras go back to the budget (the socket may still be sending from them), and the
       // buffers back from the socket, and those that come back later, go to the next pipes.
       done = true;
-      readBuffers.release(held);
       for (const buffer of free.splice(0)) readBuffers.give(buffer);
+      readBuffers.end(held);
     }
     if (endDest) dest.end();
     // The readable side ends as if its data had been consumed: 'end', then 'close' (which closes the handle).
