@@ -54,9 +54,10 @@ class ReadBuffers {
     for (const buffer of this.spare.splice(0)) letGo(buffer);
   }
 
-  /** A buffer nothing refers to any more: for the pipes still reading, else let go. */
+  /** A buffer nothing refers to any more: for the pipes still reading, else let go (a small one is just dropped). */
   give(buffer: Buffer): void {
-    if (this.active > 0 && buffer.length === CHUNK) this.spare.push(buffer);
+    if (buffer.length < CHUNK) return;
+    if (this.active > 0) this.spare.push(buffer);
     else letGo(buffer);
   }
 }
