@@ -102,3 +102,38 @@ t.test('a GET that starts while another runs reads into the buffers an earlier o
   const reused = [...next].filter((b) => first.has(b)).length;
   t.ok(reused > 0, `the second short GET reused the first one's buffers (${reused} of ${next.size})`);
 });
+
+t.test('GETs whose clients went away give their buffers back to the budget', async (t) => {
+  const { driver, data } = await setup(t);
+  const gone = await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      const stream = await driver.reader('/blob');
+      if (!canRecycleBuffers(stream)) throw new Error('the filesystem reader does not recycle its buffers');
+      stream.recycleBuffersWhenPiped();
+      let writes = 0;
+      const sink = new Writable({
+        write(_chunk: Buffer, _encoding, callback) {
+          // The third chunk finds the connection closed: the write fails and the answer is torn down, as fastify
+          // destroys the body stream of a response whose socket closed.
+          if (++writes === 3) {
+            callback(new Error('socket closed'));
+            stream.destroy();
+            return;
+          }
+          setTimeout(callback, 2);
+        },
+      });
+      sink.on('error', () => undefined);
+      await new Promise<void>((resolve) => {
+        stream.on('close', resolve);
+        stream.pipe(sink);
+      });
+      return writes;
+    }),
+  );
+  t.same(gone, Array(8).fill(3), 'every GET stopped at its third chunk');
+
+  const inFlight = new InFlight();
+  t.equal(digestOf(await get(driver, inFlight, new Set())).value, digestOf(data).value);
+  t.equal(inFlight.most, 4, 'the next GET alone reads ahead into four buffers again');
+});
