@@ -9,7 +9,7 @@ import { InvalidOffsetError, isNotFound, type FileWriter, type StorageDriver } f
 import { paths } from '../storage/paths.js';
 import type { RegistryStore } from '../storage/registry-store.js';
 import type { FillCoordinator, FillHolder, FillLease } from './fill-coordinator.js';
-import { UpstreamError, type UpstreamClient } from './upstream.js';
+import { UpstreamError, type UpstreamAnswer, type UpstreamClient } from './upstream.js';
 
 /** What a client learns once the upstream has answered: the blob's size when the upstream declared it. */
 export interface FillInfo {
@@ -197,13 +197,14 @@ export class BlobFill {
       // Fills in progress count downloads from the upstream in this process (not the fills it follows).
       client.observer.fills(client.name, 1);
       downloading = true;
-      let res: Response;
+      let res: UpstreamAnswer;
       try {
         res = await client.request({
           method: 'GET',
           repository: this.remoteName,
           path: `blobs/${this.digest.value}`,
           signal: this.controller.signal,
+          blob: true,
         });
       } catch (err) {
         throw toClientError(err, this.digest);
@@ -245,7 +246,7 @@ export class BlobFill {
   }
 
   /** Streams the upstream body into `writer`, hashing it; returns the byte count once the digest is verified. */
-  private async download(res: Response, writer: FileWriter, id: string): Promise<number> {
+  private async download(res: UpstreamAnswer, writer: FileWriter, id: string): Promise<number> {
     const { client, logger } = this.deps;
     const idle = client.settings.timeoutMs;
     const timer = setTimeout(() => this.controller.abort(new Error(`no data from upstream for ${idle} ms`)), idle);
@@ -266,7 +267,7 @@ export class BlobFill {
     };
     try {
       if (!res.body) throw new Error('upstream sent no body');
-      for await (const part of res.body as AsyncIterable<Uint8Array>) {
+      for await (const part of res.body) {
         timer.refresh();
         const chunk = Buffer.from(part.buffer, part.byteOffset, part.byteLength);
         received += chunk.length;

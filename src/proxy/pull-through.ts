@@ -25,7 +25,7 @@ import type { ProxySettings, UpstreamSettings } from './config.js';
 import { cacheMarkerPath, expireCachedContent, type ExpiryResult } from './expiry.js';
 import { Router, type MirrorTarget } from './routing.js';
 import { MirrorStats, type MirrorCounts } from './mirror-observer.js';
-import { UpstreamClient, UpstreamError, type UpstreamState } from './upstream.js';
+import { UpstreamClient, UpstreamError, type UpstreamAnswer, type UpstreamState } from './upstream.js';
 import { Transform } from 'node:stream';
 
 /** The pull-through cache as the app sees it. */
@@ -307,7 +307,7 @@ export class PullThroughCache implements PullThrough {
       registryError('MANIFEST_UNKNOWN', { name: target.localName, reference }, { message: `manifest unknown to upstream ${client.name}` });
     const signal = AbortSignal.timeout(target.upstream.timeoutMs * 2);
     let bytes: Buffer;
-    let res: Response;
+    let res: UpstreamAnswer;
     try {
       res = await client.request({ method: 'GET', repository: target.remoteName, path: `manifests/${reference}`, accept: MANIFEST_ACCEPT, signal });
       if (res.status !== 200) {
@@ -403,8 +403,8 @@ export class PullThroughCache implements PullThrough {
   }
 
   /** The upstream's answer to HEAD for a blob of `target` (its body, if any, discarded). */
-  private async headUpstream(target: MirrorTarget, d: Digest): Promise<Response> {
-    let res: Response;
+  private async headUpstream(target: MirrorTarget, d: Digest): Promise<UpstreamAnswer> {
+    let res: UpstreamAnswer;
     try {
       res = await this.client(target.upstream).request({ method: 'HEAD', repository: target.remoteName, path: `blobs/${d.value}` });
     } catch (err) {
@@ -450,7 +450,7 @@ export class PullThroughCache implements PullThrough {
     if (page.n !== undefined) qs.set('n', String(page.n));
     if (page.last !== undefined && page.last !== '') qs.set('last', page.last);
     const suffix = qs.size > 0 ? `?${qs.toString()}` : '';
-    let res: Response | undefined;
+    let res: UpstreamAnswer | undefined;
     try {
       res = await client.request({
         method: 'GET',
@@ -606,11 +606,11 @@ class MirroredTags implements TagStore {
 }
 
 /** Reads a response body of at most `limit` bytes. */
-async function readBody(res: Response, limit: number): Promise<Buffer> {
+async function readBody(res: UpstreamAnswer, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let total = 0;
   if (!res.body) return Buffer.alloc(0);
-  for await (const part of res.body as AsyncIterable<Uint8Array>) {
+  for await (const part of res.body) {
     total += part.byteLength;
     if (total > limit) {
       await res.body.cancel().catch(() => undefined);

@@ -136,6 +136,8 @@ export interface GateProxy {
   corrupt(match: (method: string, path: string) => boolean): void;
   /** Never answers the next matching request (until release or teardown). */
   stall(match: (method: string, path: string) => boolean): void;
+  /** Answers the next matching request with a 307 to `location` (as Docker Hub sends blobs to its CDN). */
+  redirect(match: (method: string, path: string) => boolean, location: string): void;
   release(): void;
 }
 
@@ -148,6 +150,7 @@ export async function startGateProxy(t: Test, target: string): Promise<GateProxy
   let failing: { match: (m: string, p: string) => boolean; status: number; times: number } | undefined;
   let stalling: ((m: string, p: string) => boolean) | undefined;
   let corrupting: ((m: string, p: string) => boolean) | undefined;
+  let redirecting: { match: (m: string, p: string) => boolean; location: string } | undefined;
   let releaseWaiters: Array<() => void> = [];
   let released = false;
   let forwardedBytes = 0;
@@ -161,6 +164,14 @@ export async function startGateProxy(t: Test, target: string): Promise<GateProxy
       req.resume();
       res.writeHead(failing.status, { 'content-type': 'application/json', 'retry-after': '7' });
       res.end(method === 'HEAD' ? undefined : '{"errors":[{"code":"UNAVAILABLE","message":"injected"}]}');
+      return;
+    }
+    if (redirecting && redirecting.match(method, path)) {
+      const location = redirecting.location;
+      redirecting = undefined;
+      req.resume();
+      res.writeHead(307, { location, 'content-length': '0' });
+      res.end();
       return;
     }
     if (stalling && stalling(method, path)) {
@@ -264,6 +275,9 @@ export async function startGateProxy(t: Test, target: string): Promise<GateProxy
     },
     corrupt(match) {
       corrupting = match;
+    },
+    redirect(match, location) {
+      redirecting = { match, location };
     },
     release() {
       released = true;

@@ -1,5 +1,7 @@
 import { existsSync } from 'node:fs';
-import { utimes } from 'node:fs/promises';
+import { readFile, utimes } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
@@ -92,6 +94,49 @@ t.test('stale-if-error and Basic auth upstream', async (t) => {
       ['HEAD'],
       'nothing downloaded',
     );
+  });
+
+  await t.test('a blob the upstream redirects to another origin is fetched there, without the upstream credentials', async (t) => {
+    // A fresh layer, pushed to the upstream, that berth has never asked for.
+    const cdnSrc = await tempDir(t, 'berth-proxy-cdn-src-');
+    const cdnImage = await makeImageLayout(cdnSrc, { layers: [300_000], tag: 'v1' });
+    await skopeo([
+      'copy',
+      '--preserve-digests',
+      '--dest-tls-verify=false',
+      '--dest-creds',
+      'mirror:mirror-pw',
+      `oci:${cdnSrc}:v1`,
+      dockerRef(upstream.url, 'team/app', 'cdn'),
+    ]);
+    const layer = cdnImage.images[0]?.layers[0] as string;
+    const bytes = await readFile(join(cdnSrc, 'blobs/sha256', layer.slice('sha256:'.length)));
+    const seenByCdn: Array<{ url: string; authorization: string | undefined }> = [];
+    const cdn = createServer((req, res) => {
+      seenByCdn.push({ url: req.url ?? '', authorization: req.headers.authorization });
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(bytes.length) });
+      res.end(bytes);
+    });
+    await new Promise<void>((resolve) => cdn.listen(0, '127.0.0.1', resolve));
+    t.teardown(() => new Promise<void>((resolve) => cdn.close(() => resolve())));
+    const cdnPath = `/cdn/${layer.slice('sha256:'.length)}?expires=1`;
+    gate.redirect((m, p) => m === 'GET' && p.endsWith(`/blobs/${layer}`), `http://127.0.0.1:${(cdn.address() as AddressInfo).port}${cdnPath}`);
+    const mark = gate.requests.length;
+
+    const res = await fetch(`${berth.url}/v2/team/app/blobs/${layer}`);
+    t.equal(res.status, 200);
+    t.equal(sha256(Buffer.from(await res.arrayBuffer())), layer, 'the bytes the other origin served');
+    t.same(
+      seenByCdn.map((r) => r.url),
+      [cdnPath],
+      'fetched once from the Location',
+    );
+    t.equal(seenByCdn[0]?.authorization, undefined, 'the upstream credentials did not go to the other origin');
+    const asked = gate.requests.slice(mark).filter((r) => r.path.endsWith(`/blobs/${layer}`));
+    t.ok(asked.length > 0 && asked.every((r) => r.authorization?.startsWith('Basic ')), 'the upstream itself was asked with them');
+    const again = await fetch(`${berth.url}/v2/team/app/blobs/${layer}`);
+    t.equal(sha256(Buffer.from(await again.arrayBuffer())), layer);
+    t.equal(seenByCdn.length, 1, 'cached: the next pull is served from storage');
   });
 
   await t.test('content that does not match its digest is never served whole nor cached', async (t) => {
