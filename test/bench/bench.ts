@@ -23,7 +23,8 @@
  * - `s3`        berth on the S3 driver against the test S3 server (push, pull, peak RSS); berth only.
  *               BENCH_S3_LATENCY_MS adds a per-request latency to that server (a real S3's tens of ms);
  *               BENCH_S3_UPLOAD_CONCURRENCY sets berth's storage.s3.multipartuploadmaxconcurrency.
- * - `mirror`    berth as a pull-through cache of docker-registry: cold and warm pulls; berth only.
+ * - `mirror`    berth as a pull-through cache of docker-registry: cold and warm pulls, 20 at once; and one cold
+ *               and one warm pull through docker-registry as a pull-through cache of the same upstream.
  *
  * BENCH_BERTH_MAIN runs another build of berth (a `dist/src/cli/main.js` path), for before/after comparisons.
  * `--rounds N` (BENCH_ROUNDS, default 5) sets the rounds of push and get (manifest and skopeo run ⌈N/2⌉). Needs wrk and curl

@@ -3,10 +3,12 @@
  * - cold pull of a 256 MiB layer through berth (upstream → berth → client, while berth stores it), MiB/s
  * - warm pull of the same layer (from berth's storage), MiB/s
  * - wall time of 20 concurrent cold pulls of another 256 MiB layer, relative to one cold pull
+ * - the cold and warm pull of a third layer through docker-registry as a pull-through cache of the same upstream
+ *   (`proxy.remoteurl`), the same client: registry:2's side of the comparison
  * Both servers run as their own processes with fresh storage. BENCH_MIRROR_MIB changes the size.
  * Run alone: `node dist/test/proxy/bench-mirror.js`; `benchMirror()` is exported for the main bench.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -33,6 +35,9 @@ export interface MirrorBenchResult {
   cold20Ratio: number;
   /** Wall time of 20 concurrent warm pulls of that blob, ms: what 20 clients cost without any upstream. */
   warm20Ms: number;
+  /** docker-registry as a pull-through cache: a cold and a warm pull of a layer of the same size, MiB/s. */
+  registry2ColdMiBps: number;
+  registry2WarmMiBps: number;
 }
 
 interface Proc {
@@ -53,6 +58,22 @@ async function startUpstream(): Promise<Proc> {
   await writeFile(
     config,
     `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\nhttp:\n  addr: 127.0.0.1:${port}\n`,
+  );
+  const proc = spawn('/usr/bin/docker-registry', ['serve', config], { env: cleanEnv(), stdio: ['ignore', 'ignore', 'ignore'] });
+  const p = { url: `http://127.0.0.1:${port}`, proc, dir };
+  await waitReady(p.url, '/v2/', [200], { proc });
+  return p;
+}
+
+/** docker-registry as a pull-through cache of `upstream`. */
+async function startRegistry2Mirror(upstream: string): Promise<Proc> {
+  const dir = await mkdtemp(join(tmpdir(), 'berth-bench-r2-mirror-'));
+  const port = await freePort();
+  const config = join(dir, 'config.yml');
+  await writeFile(
+    config,
+    `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\n` +
+      `http:\n  addr: 127.0.0.1:${port}\nproxy:\n  remoteurl: ${upstream}\n`,
   );
   const proc = spawn('/usr/bin/docker-registry', ['serve', config], { env: cleanEnv(), stdio: ['ignore', 'ignore', 'ignore'] });
   const p = { url: `http://127.0.0.1:${port}`, proc, dir };
@@ -116,10 +137,18 @@ export async function benchMirror(sizeMiB = Number(process.env.BENCH_MIRROR_MIB 
   const size = sizeMiB * MiB;
   const upstream = await startUpstream();
   let mirror: Proc | undefined;
+  let r2mirror: Proc | undefined;
   try {
     mirror = await startMirror(upstream.url);
+    r2mirror = await startRegistry2Mirror(upstream.url);
     const one = await pushBlob(upstream.url, 'library/bench', size);
     const twenty = await pushBlob(upstream.url, 'library/bench', size);
+    const three = await pushBlob(upstream.url, 'library/bench', size);
+    // What the pushes (and each mirror's fill) left for the disk is written out before each cold pull, not during it.
+    execFileSync('sync');
+    const r2ColdMs = await pull(r2mirror.url, 'library/bench', three);
+    const r2WarmMs = await pull(r2mirror.url, 'library/bench', three);
+    execFileSync('sync');
     const coldOneMs = await pull(mirror.url, 'library/bench', one);
     const warmMs = await pull(mirror.url, 'library/bench', one);
     const t0 = performance.now();
@@ -137,8 +166,11 @@ export async function benchMirror(sizeMiB = Number(process.env.BENCH_MIRROR_MIB 
       cold20Ms,
       cold20Ratio: cold20Ms / coldOneMs,
       warm20Ms,
+      registry2ColdMiBps: sizeMiB / (r2ColdMs / 1000),
+      registry2WarmMiBps: sizeMiB / (r2WarmMs / 1000),
     };
   } finally {
+    if (r2mirror) await stop(r2mirror);
     if (mirror) await stop(mirror);
     await stop(upstream);
   }
@@ -151,4 +183,5 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   console.log(`  warm pull from berth      ${r.warmMiBps.toFixed(0)} MiB/s`);
   console.log(`  20 concurrent cold pulls  ${r.cold20Ms.toFixed(0)} ms = ${r.cold20Ratio.toFixed(2)}x one cold pull`);
   console.log(`  20 concurrent warm pulls  ${r.warm20Ms.toFixed(0)} ms (the same 20 clients without upstream)`);
+  console.log(`  registry:2 as a mirror    cold ${r.registry2ColdMiBps.toFixed(0)} MiB/s, warm ${r.registry2WarmMiBps.toFixed(0)} MiB/s`);
 }
