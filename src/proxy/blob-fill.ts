@@ -28,7 +28,7 @@ export interface BlobFillDeps {
   pollMs?: number;
 }
 
-/** Upstream bytes gathered before one write to storage (and one hash update): fewer, larger writes; bounded memory. */
+/** Upstream bytes written between two announcements to the followers in this process. */
 const FILL_CHUNK = 1024 * 1024;
 
 /** How often a fill may change hands (its filler died or gave up) before the clients get an error. */
@@ -250,36 +250,33 @@ export class BlobFill {
     const { client, logger } = this.deps;
     const idle = client.settings.timeoutMs;
     const timer = setTimeout(() => this.controller.abort(new Error(`no data from upstream for ${idle} ms`)), idle);
-    let batch: Buffer[] = [];
-    let batched = 0;
     let received = 0;
-    const flush = async (): Promise<void> => {
-      if (batched === 0) return;
-      const data = batch.length === 1 ? (batch[0] as Buffer) : Buffer.concat(batch, batched);
-      batch = [];
-      batched = 0;
-      this.absorb(data);
-      await writer.write(data);
-      if (this.readable) {
-        this.available = this.hashed;
-        this.notify();
-      }
+    let unannounced = 0;
+    /** Followers in this process learn how far the file is written (once per FILL_CHUNK: few wake-ups). */
+    const announce = (): void => {
+      unannounced = 0;
+      if (!this.readable) return;
+      this.available = this.hashed;
+      this.notify();
     };
     try {
       if (!res.body) throw new Error('upstream sent no body');
       for await (const part of res.body) {
         timer.refresh();
+        // Each chunk is hashed and handed to the writer as it comes (the writer batches or copies it as it needs):
+        // no copy of a gathered batch, which was 256 MiB more of short-lived buffers per 256 MiB filled.
         const chunk = Buffer.from(part.buffer, part.byteOffset, part.byteLength);
         received += chunk.length;
         spentBuffers(chunk.length);
         if (this.size !== undefined && received > this.size) throw new Error('upstream sent more bytes than declared');
         client.observer.fetchedBytes(client.name, chunk.length);
-        batch.push(chunk);
-        batched += chunk.length;
-        if (batched >= FILL_CHUNK) await flush();
+        this.absorb(chunk);
+        await writer.write(chunk);
+        unannounced += chunk.length;
+        if (unannounced >= FILL_CHUNK) announce();
         timer.refresh();
       }
-      await flush();
+      announce();
       clearTimeout(timer);
       if (this.size !== undefined && received !== this.size) throw new Error(`upstream transfer truncated at ${received} of ${this.size} bytes`);
       this.verifyHash();
