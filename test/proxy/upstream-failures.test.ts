@@ -33,17 +33,18 @@ t.test('stale-if-error and Basic auth upstream', async (t) => {
   const src = await tempDir(t, 'berth-proxy-basic-src-');
   const image = await makeImageLayout(src, { layers: [40_000], tag: 'v1' });
   const other = await makeImageLayout(src, { layers: [1000], tag: 'v2' });
-  for (const tag of ['v1', 'v2']) {
-    await skopeo([
+  /** Pushes the layout in `dir` (its tag v1 or v2) to the upstream as `team/app:<as>`, with the mirror's credentials. */
+  const seed = (dir: string, tag: string, as = tag) =>
+    skopeo([
       'copy',
       '--preserve-digests',
       '--dest-tls-verify=false',
       '--dest-creds',
       'mirror:mirror-pw',
-      `oci:${src}:${tag}`,
-      dockerRef(upstream.url, 'team/app', tag),
+      `oci:${dir}:${tag}`,
+      dockerRef(upstream.url, 'team/app', as),
     ]);
-  }
+  for (const tag of ['v1', 'v2']) await seed(src, tag);
   const gate = await startGateProxy(t, upstream.url);
   const lines: string[] = [];
   const logger = pino(
@@ -100,15 +101,7 @@ t.test('stale-if-error and Basic auth upstream', async (t) => {
     // A fresh layer, pushed to the upstream, that berth has never asked for.
     const cdnSrc = await tempDir(t, 'berth-proxy-cdn-src-');
     const cdnImage = await makeImageLayout(cdnSrc, { layers: [300_000], tag: 'v1' });
-    await skopeo([
-      'copy',
-      '--preserve-digests',
-      '--dest-tls-verify=false',
-      '--dest-creds',
-      'mirror:mirror-pw',
-      `oci:${cdnSrc}:v1`,
-      dockerRef(upstream.url, 'team/app', 'cdn'),
-    ]);
+    await seed(cdnSrc, 'v1', 'cdn');
     const layer = cdnImage.images[0]?.layers[0] as string;
     const bytes = await readFile(join(cdnSrc, 'blobs/sha256', layer.slice('sha256:'.length)));
     const seenByCdn: Array<{ url: string; authorization: string | undefined }> = [];
