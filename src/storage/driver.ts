@@ -196,6 +196,8 @@ export function assertDriverPath(path: string): void {
  */
 export interface RecyclingReadable extends Readable {
   recycleBuffersWhenPiped(): void;
+  /** Bytes read from storage so far (all of the range once the stream has ended). */
+  readonly bytesRead: number;
 }
 
 /** True when `stream` is a {@link RecyclingReadable}. */

@@ -101,11 +101,15 @@ export class FileReadStream extends Readable implements RecyclingReadable {
 
   constructor(
     private readonly handle: FileHandle,
-    start: number,
+    private readonly start: number,
     private readonly end: number,
   ) {
     super({ highWaterMark: CHUNK });
     this.position = start;
+  }
+
+  get bytesRead(): number {
+    return this.position - this.start;
   }
 
   recycleBuffersWhenPiped(): void {
