@@ -51,29 +51,15 @@ async function stop(p: Proc): Promise<void> {
   await rm(p.dir, { recursive: true, force: true });
 }
 
-async function startUpstream(): Promise<Proc> {
-  const dir = await mkdtemp(join(tmpdir(), 'berth-bench-upstream-'));
-  const port = await freePort();
-  const config = join(dir, 'config.yml');
-  await writeFile(
-    config,
-    `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\nhttp:\n  addr: 127.0.0.1:${port}\n`,
-  );
-  const proc = spawn('/usr/bin/docker-registry', ['serve', config], { env: cleanEnv(), stdio: ['ignore', 'ignore', 'ignore'] });
-  const p = { url: `http://127.0.0.1:${port}`, proc, dir };
-  await waitReady(p.url, '/v2/', [200], { proc });
-  return p;
-}
-
-/** docker-registry as a pull-through cache of `upstream`. */
-async function startRegistry2Mirror(upstream: string): Promise<Proc> {
-  const dir = await mkdtemp(join(tmpdir(), 'berth-bench-r2-mirror-'));
+/** A docker-registry process with fresh storage; with `remoteurl`, a pull-through cache of that registry. */
+async function startDockerRegistry(remoteurl?: string): Promise<Proc> {
+  const dir = await mkdtemp(join(tmpdir(), remoteurl ? 'berth-bench-r2-mirror-' : 'berth-bench-upstream-'));
   const port = await freePort();
   const config = join(dir, 'config.yml');
   await writeFile(
     config,
     `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\n` +
-      `http:\n  addr: 127.0.0.1:${port}\nproxy:\n  remoteurl: ${upstream}\n`,
+      `http:\n  addr: 127.0.0.1:${port}\n${remoteurl ? `proxy:\n  remoteurl: ${remoteurl}\n` : ''}`,
   );
   const proc = spawn('/usr/bin/docker-registry', ['serve', config], { env: cleanEnv(), stdio: ['ignore', 'ignore', 'ignore'] });
   const p = { url: `http://127.0.0.1:${port}`, proc, dir };
@@ -135,12 +121,12 @@ async function pull(url: string, repo: string, digest: string): Promise<number> 
 /** Runs the mirror benchmark (needs /usr/bin/docker-registry and a built dist/). */
 export async function benchMirror(sizeMiB = Number(process.env.BENCH_MIRROR_MIB ?? 256)): Promise<MirrorBenchResult> {
   const size = sizeMiB * MiB;
-  const upstream = await startUpstream();
+  const upstream = await startDockerRegistry();
   let mirror: Proc | undefined;
   let r2mirror: Proc | undefined;
   try {
     mirror = await startMirror(upstream.url);
-    r2mirror = await startRegistry2Mirror(upstream.url);
+    r2mirror = await startDockerRegistry(upstream.url);
     const one = await pushBlob(upstream.url, 'library/bench', size);
     const twenty = await pushBlob(upstream.url, 'library/bench', size);
     const three = await pushBlob(upstream.url, 'library/bench', size);
